@@ -1,0 +1,189 @@
+//! One error type for every connector, classified by what an operator can do about it.
+//! Messages never contain credentials; details from a source are trimmed.
+
+use std::time::Duration;
+
+/// The broad consequence of an error, which drives retries, parking and alerts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Try again later (with backoff); the source or network is having a bad moment.
+    Transient,
+    /// The school's own credential is wrong or does not cover the school: park the school.
+    Credentials,
+    /// rostersync's identity at the source (supplier code, client certificate) is wrong:
+    /// every school of that source is affected.
+    Supplier,
+    /// The credential works but lacks a right or a field.
+    Access,
+    /// The answer could not be trusted as data.
+    BadData,
+    /// Our request or configuration is wrong.
+    Config,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("the source rejected the school's credential ({detail})")]
+    CredentialsRejected { detail: String },
+    #[error("the source rejected rostersync's supplier identity ({detail})")]
+    SupplierRejected { detail: String },
+    #[error("access denied ({detail})")]
+    AccessDenied { detail: String },
+    #[error("the source is temporarily unavailable ({detail})")]
+    Unavailable {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("no complete answer within {}s", after.as_secs())]
+    Timeout { after: Duration },
+    #[error("could not reach the source ({detail})")]
+    Transport { detail: String },
+    #[error("the TLS handshake failed ({detail})")]
+    Tls { detail: String },
+    #[error("the response is larger than the cap of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("the response ended before it was complete ({detail})")]
+    Truncated { detail: String },
+    #[error("the response could not be read ({detail})")]
+    Malformed { detail: String },
+    #[error("the source refused rostersync's request as invalid ({detail})")]
+    InvalidRequest { detail: String },
+    #[error("the source does not support protocol version {version} ({detail})")]
+    UnsupportedVersion { version: String, detail: String },
+    #[error("connector configuration: {detail}")]
+    Config { detail: String },
+}
+
+impl ConnectorError {
+    /// A stable machine-readable name, stored in run records and used as a metric label.
+    pub fn class(&self) -> &'static str {
+        match self {
+            ConnectorError::CredentialsRejected { .. } => "credentials_rejected",
+            ConnectorError::SupplierRejected { .. } => "supplier_rejected",
+            ConnectorError::AccessDenied { .. } => "access_denied",
+            ConnectorError::Unavailable { .. } => "unavailable",
+            ConnectorError::Timeout { .. } => "timeout",
+            ConnectorError::Transport { .. } => "transport",
+            ConnectorError::Tls { .. } => "tls",
+            ConnectorError::TooLarge { .. } => "too_large",
+            ConnectorError::Truncated { .. } => "truncated",
+            ConnectorError::Malformed { .. } => "malformed",
+            ConnectorError::InvalidRequest { .. } => "invalid_request",
+            ConnectorError::UnsupportedVersion { .. } => "unsupported_version",
+            ConnectorError::Config { .. } => "config",
+        }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ConnectorError::CredentialsRejected { .. } => ErrorKind::Credentials,
+            ConnectorError::SupplierRejected { .. } | ConnectorError::Tls { .. } => {
+                ErrorKind::Supplier
+            }
+            ConnectorError::AccessDenied { .. } => ErrorKind::Access,
+            ConnectorError::Unavailable { .. }
+            | ConnectorError::Timeout { .. }
+            | ConnectorError::Transport { .. }
+            | ConnectorError::Truncated { .. } => ErrorKind::Transient,
+            ConnectorError::TooLarge { .. } | ConnectorError::Malformed { .. } => {
+                ErrorKind::BadData
+            }
+            ConnectorError::InvalidRequest { .. }
+            | ConnectorError::UnsupportedVersion { .. }
+            | ConnectorError::Config { .. } => ErrorKind::Config,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.kind() == ErrorKind::Transient
+    }
+
+    /// How long the source asked us to wait, when it said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ConnectorError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// What an operator should do, in one sentence.
+    pub fn advice(&self) -> &'static str {
+        match self {
+            ConnectorError::CredentialsRejected { .. } => {
+                "ask the school for a new authorization key (or token) and store it with \
+                 `rostersync school set-key`; the school is parked until then"
+            }
+            ConnectorError::SupplierRejected { .. } => {
+                "check the supplier credentials of this source connection (klantnaam/klantcode \
+                 or client certificate); every school on it is affected"
+            }
+            ConnectorError::Tls { .. } => {
+                "check the client certificate (expiry, chain) and the source's CA; every school \
+                 on this connection is affected"
+            }
+            ConnectorError::AccessDenied { .. } => {
+                "ask the school to grant the missing right or field to rostersync's account"
+            }
+            ConnectorError::Unavailable { .. }
+            | ConnectorError::Timeout { .. }
+            | ConnectorError::Transport { .. }
+            | ConnectorError::Truncated { .. } => {
+                "nothing yet: rostersync retries later; act only if it keeps failing"
+            }
+            ConnectorError::TooLarge { .. } => {
+                "raise the response size cap of this source if the school is really this large"
+            }
+            ConnectorError::Malformed { .. } => {
+                "report the malformed answer to the source's vendor; stored data is unchanged"
+            }
+            ConnectorError::InvalidRequest { .. } => {
+                "report this to the rostersync maintainers with the run id: the request was refused"
+            }
+            ConnectorError::UnsupportedVersion { .. } => {
+                "set the protocol version the source supports in the connection's configuration"
+            }
+            ConnectorError::Config { .. } => "fix the connection's configuration",
+        }
+    }
+}
+
+/// Cut a source-provided detail to a readable length on a character boundary.
+pub(crate) fn trim_detail(detail: &str) -> String {
+    const MAX: usize = 300;
+    let one_line: String = detail.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= MAX {
+        return one_line;
+    }
+    let mut cut: String = one_line.chars().take(MAX).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors_are_retryable_and_others_not() {
+        let transient = ConnectorError::Unavailable {
+            detail: "503".into(),
+            retry_after: Some(Duration::from_secs(7)),
+        };
+        assert!(transient.is_retryable());
+        assert_eq!(transient.retry_after(), Some(Duration::from_secs(7)));
+        let key = ConnectorError::CredentialsRejected {
+            detail: "Autorisatie is ongeldig".into(),
+        };
+        assert!(!key.is_retryable());
+        assert_eq!(key.kind(), ErrorKind::Credentials);
+        assert_eq!(key.class(), "credentials_rejected");
+    }
+
+    #[test]
+    fn details_are_trimmed_to_one_line() {
+        let long = "a\nb ".repeat(400);
+        let t = trim_detail(&long);
+        assert!(!t.contains('\n'));
+        assert!(t.chars().count() <= 301);
+    }
+}

@@ -1,0 +1,17 @@
+//! What every rostersync connector shares: the `Connector` trait, the per-school `Snapshot`
+//! types, the classified `ConnectorError`, and one HTTP client that owns timeouts, body caps,
+//! retries and redaction so protocol crates only know their protocol.
+
+mod connector;
+mod error;
+pub mod http;
+mod school;
+mod snapshot;
+
+pub use connector::{BoxFuture, Connector, FetchOutcome, FetchRequest};
+pub use error::{ConnectorError, ErrorKind};
+pub use school::{SchoolId, SchoolIdError, SchoolYear};
+pub use snapshot::{
+    GroupKind, GroupRecord, PersonKeys, PersonName, PupilRecord, Reject, RoleScope, Snapshot,
+    SourceKind, StaffGroupLink, StaffRecord, StaffRole,
+};

@@ -1,0 +1,15 @@
+//! rostersync's store schema as sea-orm migrations.
+//! Written with the sea-query DSL (never entities) so SQLite and PostgreSQL get the same schema.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,147 @@
+//! The command line: parsing, dispatch, exit codes and output formats.
+//! Exit 0 ok, 1 a run failed or was held, 2 bad usage or configuration.
+
+mod school;
+mod table;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+use crate::settings::{LogFormat, Settings};
+use crate::store::{OpenMode, Store, StoreError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rostersync",
+    version,
+    about = "Roster synchronization for Dutch schools: LAS (UWLR), Basispoort and Zermelo into one store.",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, the built-in defaults and environment apply.
+    #[arg(long, global = true, env = "ROSTERSYNC_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format; `auto` picks journald under systemd, text on a terminal, JSON otherwise.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the store or bring its schema up to date.
+    Migrate,
+    /// Validate the configuration, read every secret it names, and print it (secrets as references).
+    CheckConfig,
+    /// Manage the schools rostersync serves.
+    School {
+        #[command(subcommand)]
+        action: school::SchoolCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+/// Why a command failed, and with which exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// Bad usage or configuration: exit 2.
+    pub fn usage(error: anyhow::Error) -> Self {
+        Failure { code: 2, error }
+    }
+
+    /// The work itself failed: exit 1.
+    pub fn failed(error: anyhow::Error) -> Self {
+        Failure { code: 1, error }
+    }
+
+    pub fn store(e: StoreError) -> Self {
+        if e.is_setup() {
+            Failure::usage(e.into())
+        } else {
+            Failure::failed(e.into())
+        }
+    }
+}
+
+pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::failed(anyhow::anyhow!("cannot encode the output as JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+pub async fn run(settings: Settings, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Migrate => migrate(&settings).await,
+        Command::CheckConfig => check_config(&settings),
+        Command::School { action } => school::run(&settings, action).await,
+    }
+}
+
+async fn migrate(settings: &Settings) -> Result<(), Failure> {
+    let store = Store::open(&settings.store, OpenMode::Create)
+        .await
+        .map_err(Failure::store)?;
+    let applied = store.migrate().await.map_err(Failure::store)?;
+    if applied.is_empty() {
+        println!("The store at {} is up to date.", store.shown());
+    } else {
+        tracing::info!(
+            store = store.shown(),
+            applied = applied.len(),
+            "Store migrated."
+        );
+        println!(
+            "Applied {} migration(s) to the store at {}: {}.",
+            applied.len(),
+            store.shown(),
+            applied.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn check_config(settings: &Settings) -> Result<(), Failure> {
+    let mut problems = Vec::new();
+    for (key, reference) in settings.secret_refs() {
+        if let Err(e) = reference.load_bytes() {
+            problems.push(format!("{key}: {e}"));
+        }
+    }
+    let text = toml::to_string_pretty(settings)
+        .map_err(|e| Failure::failed(anyhow::anyhow!("cannot print the configuration: {e}")))?;
+    print!("{text}");
+    if !problems.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} secret(s) cannot be read: {}",
+            problems.len(),
+            problems.join("; ")
+        )));
+    }
+    eprintln!(
+        "Configuration is valid: {} LAS connection(s), {} school(s) in the file, {}.",
+        settings.las.len(),
+        settings.school.len(),
+        if settings.broker.is_some() {
+            "a broker"
+        } else {
+            "no broker"
+        }
+    );
+    Ok(())
+}

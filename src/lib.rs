@@ -1,0 +1,15 @@
+//! rostersync: a roster synchronization daemon for Dutch schools.
+//! The binary is a thin shell over this library; tests use both.
+
+#![deny(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::todo,
+    clippy::unimplemented,
+    clippy::await_holding_lock
+)]
+
+pub mod cli;
+pub mod settings;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,430 @@
+//! The configuration: built-in defaults, then the file from `--config` / `ROSTERSYNC_CONFIG`,
+//! then `ROSTERSYNC__SECTION__KEY` variables. Unknown keys are errors; secrets are references.
+
+mod secret;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use connector_api::SchoolId;
+use connector_api::http::Url;
+use serde::{Deserialize, Deserializer, Serialize};
+
+pub use secret::{SecretError, SecretRef};
+
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub store: StoreSettings,
+    pub schedule: ScheduleSettings,
+    pub admin: AdminSettings,
+    pub security: SecuritySettings,
+    pub log: LogSettings,
+    #[serde(default)]
+    pub las: Vec<LasSettings>,
+    pub broker: Option<BrokerSettings>,
+    #[serde(default)]
+    pub school: Vec<SchoolSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
+    pub url: String,
+    pub busy_timeout_ms: u64,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// Local time of the daily cycle, `HH:MM`.
+    pub daily: String,
+    pub timezone: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub socket: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub token: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// The key that seals school keys at rest. Default: credential `master-key` when running
+    /// under systemd, else `master.key` beside the store (created on first use).
+    pub master_key: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// journald under systemd, text on a terminal, JSON otherwise.
+    Auto,
+    Text,
+    Json,
+    Journald,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A `RUST_LOG`-style filter; `RUST_LOG` itself wins when set.
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LasKind {
+    Uwlr,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LasSettings {
+    pub name: String,
+    pub kind: LasKind,
+    #[serde(deserialize_with = "https_url", serialize_with = "display")]
+    pub endpoint: Url,
+    #[serde(default = "default_xsd_version")]
+    pub xsd_version: String,
+    pub klantnaam: String,
+    pub klantcode: SecretRef,
+    pub client_certificate: Option<SecretRef>,
+    pub ca_certificate: Option<SecretRef>,
+}
+
+fn default_xsd_version() -> String {
+    "2.2".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    Basispoort,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerSettings {
+    pub kind: BrokerKind,
+    #[serde(deserialize_with = "https_url", serialize_with = "display")]
+    pub endpoint: Url,
+    pub client_certificate: SecretRef,
+    pub ca_certificate: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZermeloSettings {
+    #[serde(deserialize_with = "https_url", serialize_with = "display")]
+    pub portal: Url,
+    pub token: SecretRef,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchoolSettings {
+    #[serde(deserialize_with = "school_id", serialize_with = "display")]
+    pub id: SchoolId,
+    pub name: Option<String>,
+    pub las: Option<String>,
+    pub key: Option<SecretRef>,
+    pub broker_id: Option<i64>,
+    pub zermelo: Option<ZermeloSettings>,
+}
+
+fn school_id<'de, D: Deserializer<'de>>(d: D) -> Result<SchoolId, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(serde::de::Error::custom)
+}
+
+fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&v.to_string())
+}
+
+/// Endpoints must be HTTPS; plain HTTP only to loopback (the simulator, a local proxy).
+fn https_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
+    let s = String::deserialize(d)?;
+    let url: Url = s
+        .parse()
+        .map_err(|e| serde::de::Error::custom(format!("'{s}' is not a URL: {e}")))?;
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err(serde::de::Error::custom(format!(
+            "'{s}' must be an https:// URL (plain http is only allowed to loopback)"
+        ))),
+    }
+}
+
+/// A configuration problem, naming where it is and what was expected. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error in {origin}: {message}")]
+pub struct ConfigError {
+    pub origin: String,
+    pub message: String,
+}
+
+impl Settings {
+    /// Load defaults, then `file`, then the environment; validate the result.
+    pub fn load(file: Option<&Path>) -> Result<Settings, ConfigError> {
+        let origin = match file {
+            Some(p) => p.display().to_string(),
+            None => "the built-in defaults and environment".to_owned(),
+        };
+        let err = |message: String| ConfigError {
+            origin: origin.clone(),
+            message,
+        };
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(err(
+                    "the file does not exist or is not a regular file".into()
+                ));
+            }
+            builder = builder.add_source(
+                config::File::from(path.to_owned())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("ROSTERSYNC")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let built = builder.build().map_err(|e| err(clean_config_error(&e)))?;
+        let settings: Settings = built
+            .try_deserialize()
+            .map_err(|e| err(clean_config_error(&e)))?;
+        settings.validate().map_err(err)?;
+        settings.check_secret_files().map_err(err)?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        parse_daily(&self.schedule.daily)?;
+        self.schedule
+            .timezone
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| {
+                format!(
+                    "schedule.timezone: '{}' is not an IANA time zone such as Europe/Amsterdam",
+                    self.schedule.timezone
+                )
+            })?;
+        if self.admin.listen.is_some() && self.admin.token.is_none() {
+            return Err(
+                "admin.listen needs admin.token: the TCP listener requires a bearer token".into(),
+            );
+        }
+        if self.store.max_connections == 0 {
+            return Err("store.max_connections must be at least 1".into());
+        }
+        let mut las_names = BTreeSet::new();
+        for (i, las) in self.las.iter().enumerate() {
+            if las.name.trim().is_empty() {
+                return Err(format!("las[{i}].name must not be empty"));
+            }
+            if !las_names.insert(las.name.as_str()) {
+                return Err(format!("las[{i}].name: '{}' is used twice", las.name));
+            }
+            if !["2.2", "2.3"].contains(&las.xsd_version.as_str()) {
+                return Err(format!(
+                    "las[{i}].xsd_version: '{}' is not supported; use \"2.2\" or \"2.3\"",
+                    las.xsd_version
+                ));
+            }
+            if las.klantnaam.is_empty() || las.klantnaam.chars().count() > 64 {
+                return Err(format!("las[{i}].klantnaam must be 1 to 64 characters"));
+            }
+        }
+        let mut ids = BTreeSet::new();
+        for (i, school) in self.school.iter().enumerate() {
+            if !ids.insert(school.id.clone()) {
+                return Err(format!("school[{i}].id: {} is listed twice", school.id));
+            }
+            match (&school.las, &school.key) {
+                (Some(name), _) if !las_names.contains(name.as_str()) => {
+                    return Err(format!(
+                        "school[{i}].las: there is no [[las]] named '{name}' (known: {})",
+                        known(&las_names)
+                    ));
+                }
+                (Some(_), None) => {
+                    return Err(format!(
+                        "school[{i}] ({}) has a las but no key = {{ file = ... }}",
+                        school.id
+                    ));
+                }
+                (None, Some(_)) => {
+                    return Err(format!(
+                        "school[{i}] ({}) has a key but no las to use it with",
+                        school.id
+                    ));
+                }
+                _ => {}
+            }
+            if school.broker_id.is_some() && self.broker.is_none() {
+                return Err(format!(
+                    "school[{i}].broker_id is set but there is no [broker] section"
+                ));
+            }
+            if school.las.is_none() && school.broker_id.is_none() && school.zermelo.is_none() {
+                return Err(format!(
+                    "school[{i}] ({}) has no source: give las, broker_id or zermelo",
+                    school.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every `{ file = ... }` secret must exist now, so a typo in a path fails at start-up and
+    /// not at 03:30. Credentials are checked only where systemd provides them.
+    fn check_secret_files(&self) -> Result<(), String> {
+        for (key, reference) in self.secret_refs() {
+            let path = match reference {
+                SecretRef::File(p) => p.clone(),
+                SecretRef::Credential(_) if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() => {
+                    reference.path().map_err(|e| format!("{key}: {e}"))?
+                }
+                SecretRef::Credential(_) => continue,
+            };
+            if !path.is_file() {
+                return Err(format!(
+                    "{key}: secret {reference} does not exist or is not a file"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn las(&self, name: &str) -> Option<&LasSettings> {
+        self.las.iter().find(|l| l.name == name)
+    }
+
+    pub fn configured_school(&self, id: &SchoolId) -> Option<&SchoolSettings> {
+        self.school.iter().find(|s| &s.id == id)
+    }
+
+    pub fn las_names(&self) -> String {
+        known(&self.las.iter().map(|l| l.name.as_str()).collect())
+    }
+
+    /// Every secret reference in the configuration, with the key that holds it.
+    pub fn secret_refs(&self) -> Vec<(String, &SecretRef)> {
+        let mut refs = Vec::new();
+        if let Some(t) = &self.admin.token {
+            refs.push(("admin.token".to_owned(), t));
+        }
+        if let Some(k) = &self.security.master_key {
+            refs.push(("security.master_key".to_owned(), k));
+        }
+        for (i, las) in self.las.iter().enumerate() {
+            refs.push((format!("las[{i}].klantcode"), &las.klantcode));
+            if let Some(c) = &las.client_certificate {
+                refs.push((format!("las[{i}].client_certificate"), c));
+            }
+            if let Some(c) = &las.ca_certificate {
+                refs.push((format!("las[{i}].ca_certificate"), c));
+            }
+        }
+        if let Some(b) = &self.broker {
+            refs.push((
+                "broker.client_certificate".to_owned(),
+                &b.client_certificate,
+            ));
+            if let Some(c) = &b.ca_certificate {
+                refs.push(("broker.ca_certificate".to_owned(), c));
+            }
+        }
+        for (i, s) in self.school.iter().enumerate() {
+            if let Some(k) = &s.key {
+                refs.push((format!("school[{i}].key"), k));
+            }
+            if let Some(z) = &s.zermelo {
+                refs.push((format!("school[{i}].zermelo.token"), &z.token));
+            }
+        }
+        refs
+    }
+}
+
+fn known(names: &BTreeSet<&str>) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.iter().copied().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// `HH:MM` on a 24-hour clock.
+pub fn parse_daily(text: &str) -> Result<chrono::NaiveTime, String> {
+    chrono::NaiveTime::parse_from_str(text, "%H:%M")
+        .map_err(|_| format!("schedule.daily: '{text}' is not a time like 03:30"))
+}
+
+/// The config crate's messages, with the noise that points into its own internals removed.
+fn clean_config_error(e: &config::ConfigError) -> String {
+    // config prints array paths as `school[0]key`; operators read `school[0].key`.
+    let text = e.to_string();
+    let mut out = String::with_capacity(text.len() + 4);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']' && chars.peek().is_some_and(|n| n.is_ascii_alphabetic()) {
+            out.push('.');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_defaults_are_valid() {
+        let s = Settings::load(None).expect("defaults load");
+        assert_eq!(s.schedule.timezone, "Europe/Amsterdam");
+        assert!(s.store.url.starts_with("sqlite://"));
+        assert!(s.school.is_empty());
+    }
+
+    #[test]
+    fn config_paths_read_like_toml_keys() {
+        let text = r#"[[school]]
+id = "99XX00"
+las = "x"
+key = { path = "/k" }"#;
+        let err = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize::<Settings>())
+            .expect_err("unknown field");
+        assert!(clean_config_error(&err).contains("school[0].key"), "{err}");
+    }
+
+    #[test]
+    fn daily_must_be_a_clock_time() {
+        assert!(parse_daily("03:30").is_ok());
+        assert!(parse_daily("3.30").is_err());
+        assert!(parse_daily("25:00").is_err());
+    }
+}

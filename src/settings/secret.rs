@@ -1,0 +1,242 @@
+//! References to secrets in the configuration: `{ file = "..." }` or `{ credential = "name" }`.
+//! A secret is never written inline, never echoed in an error, and only read when needed.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use secrecy::{SecretBox, SecretString};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Where a secret lives. Printing it shows the reference, never the content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretRef {
+    File(PathBuf),
+    /// A systemd credential, read from `$CREDENTIALS_DIRECTORY/<name>`.
+    Credential(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read secret file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error(
+        "credential '{name}' is not available: $CREDENTIALS_DIRECTORY is not set (run under \
+         systemd with LoadCredential={name}:..., or use {{ file = \"...\" }} instead)"
+    )]
+    NoCredentialsDirectory { name: String },
+    #[error("cannot read credential '{name}' from {path}: {reason}")]
+    Credential {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("secret {reference} is empty")]
+    Empty { reference: String },
+    #[error("secret {reference} is not UTF-8 text")]
+    NotText { reference: String },
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::File(p) => write!(f, "file {}", p.display()),
+            SecretRef::Credential(n) => write!(f, "credential '{n}'"),
+        }
+    }
+}
+
+impl SecretRef {
+    /// The path the secret is read from.
+    pub fn path(&self) -> Result<PathBuf, SecretError> {
+        match self {
+            SecretRef::File(p) => Ok(p.clone()),
+            SecretRef::Credential(name) => {
+                let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .ok_or_else(|| SecretError::NoCredentialsDirectory { name: name.clone() })?;
+                Ok(Path::new(&dir).join(name))
+            }
+        }
+    }
+
+    /// The raw bytes (certificates, key stores).
+    pub fn load_bytes(&self) -> Result<SecretBox<Vec<u8>>, SecretError> {
+        let path = self.path()?;
+        let bytes = std::fs::read(&path).map_err(|e| self.read_error(&path, e))?;
+        warn_if_world_readable(&path);
+        if bytes.is_empty() {
+            return Err(SecretError::Empty {
+                reference: self.to_string(),
+            });
+        }
+        Ok(SecretBox::new(Box::new(bytes)))
+    }
+
+    /// The secret as text, without the trailing newline editors add.
+    pub fn load_string(&self) -> Result<SecretString, SecretError> {
+        let bytes = self.load_bytes()?;
+        let text = String::from_utf8(secrecy::ExposeSecret::expose_secret(&bytes).clone())
+            .map_err(|_| SecretError::NotText {
+                reference: self.to_string(),
+            })?;
+        let trimmed = text.trim_end_matches(['\n', '\r']).to_owned();
+        if trimmed.trim().is_empty() {
+            return Err(SecretError::Empty {
+                reference: self.to_string(),
+            });
+        }
+        Ok(SecretString::from(trimmed))
+    }
+
+    fn read_error(&self, path: &Path, e: std::io::Error) -> SecretError {
+        let reason = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_owned(),
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+            _ => e.to_string(),
+        };
+        match self {
+            SecretRef::File(_) => SecretError::File {
+                path: path.to_owned(),
+                reason,
+            },
+            SecretRef::Credential(name) => SecretError::Credential {
+                name: name.clone(),
+                path: path.to_owned(),
+                reason,
+            },
+        }
+    }
+}
+
+/// Secrets readable by every local user are a finding worth a warning, not a refusal.
+fn warn_if_world_readable(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o004 != 0
+        {
+            tracing::warn!(
+                path = %path.display(),
+                "Secret file is readable by every local user; restrict it with chmod 600."
+            );
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SecretRefVisitor)
+    }
+}
+
+struct SecretRefVisitor;
+
+const INLINE: &str = "secrets are never written inline: use { file = \"/path\" } or \
+                      { credential = \"name\" }";
+
+impl<'de> Visitor<'de> for SecretRefVisitor {
+    type Value = SecretRef;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("{ file = \"/path\" } or { credential = \"name\" }")
+    }
+
+    // Every scalar gets the same message, which never repeats the value: it may be the secret.
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretRef, E> {
+        Err(E::custom(INLINE))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretRef, A::Error> {
+        let mut found: Option<SecretRef> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            let value: String = map.next_value()?;
+            let this = match key.as_str() {
+                "file" => SecretRef::File(PathBuf::from(value)),
+                "credential" => {
+                    if value.is_empty() || value.contains('/') {
+                        return Err(de::Error::custom(
+                            "a credential name is a plain file name without '/'",
+                        ));
+                    }
+                    SecretRef::Credential(value)
+                }
+                other => {
+                    return Err(de::Error::unknown_field(other, &["file", "credential"]));
+                }
+            };
+            if found.replace(this).is_some() {
+                return Err(de::Error::custom(
+                    "give either file or credential for a secret, not both",
+                ));
+            }
+        }
+        found.ok_or_else(|| {
+            de::Error::custom("a secret needs file = \"...\" or credential = \"...\"")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[derive(Deserialize, Debug)]
+    struct Holder {
+        #[allow(dead_code)]
+        key: SecretRef,
+    }
+
+    #[test]
+    fn inline_secrets_are_refused_without_echoing_them() {
+        let err = toml_like(r#"key = "hunter2""#).expect_err("inline refused");
+        assert!(err.contains("never written inline"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn file_and_credential_forms_parse() {
+        let file = toml_like(r#"key = { file = "/etc/k" }"#).expect("file form");
+        assert_eq!(file, SecretRef::File("/etc/k".into()));
+        let cred = toml_like(r#"key = { credential = "esis.p12" }"#).expect("credential form");
+        assert_eq!(cred, SecretRef::Credential("esis.p12".into()));
+        assert!(toml_like(r#"key = { file = "/a", credential = "b" }"#).is_err());
+        assert!(toml_like(r#"key = { path = "/a" }"#).is_err());
+        assert!(toml_like(r#"key = { credential = "../x" }"#).is_err());
+    }
+
+    #[test]
+    fn a_file_secret_loses_its_trailing_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k");
+        std::fs::write(&path, "abc-123\n").expect("write");
+        let s = SecretRef::File(path).load_string().expect("readable");
+        assert_eq!(s.expose_secret(), "abc-123");
+        let missing = SecretRef::File(dir.path().join("nope")).load_string();
+        assert!(matches!(missing, Err(SecretError::File { .. })));
+    }
+
+    fn toml_like(text: &str) -> Result<SecretRef, String> {
+        let cfg = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .map_err(|e| e.to_string())?;
+        cfg.try_deserialize::<Holder>()
+            .map(|h| h.key)
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,122 @@
+//! sea-orm entities for the tables the Rust code reads and writes row by row.
+//! The schema itself is defined in `migrations/` with the sea-query DSL.
+
+pub mod store_meta {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "store_meta")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub value: String,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod school {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "school")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub brin: String,
+        pub dependance: String,
+        pub name: Option<String>,
+        /// `config` (a `[[school]]` block) or `store` (added with `school add`).
+        pub origin: String,
+        pub las: Option<String>,
+        pub broker_id: Option<i64>,
+        pub zermelo_portal: Option<String>,
+        pub state: String,
+        pub state_reason: Option<String>,
+        pub state_since: Option<DateTimeUtc>,
+        pub school_year: Option<String>,
+        pub fence: i64,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod school_secret {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "school_secret")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub school_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kind: String,
+        pub key_id: String,
+        pub nonce: Vec<u8>,
+        pub ciphertext: Vec<u8>,
+        pub updated_at: DateTimeUtc,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod person {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "person")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub school_id: String,
+        pub kind: String,
+        pub family_name: Option<String>,
+        pub prefix: Option<String>,
+        pub given_name: Option<String>,
+        pub email: Option<String>,
+        pub year_group: Option<String>,
+        pub end_date: Option<Date>,
+        pub owners: String,
+        pub content_hash: Option<String>,
+        pub origin: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub removed_at: Option<DateTimeUtc>,
+        pub purge_after: Option<DateTimeUtc>,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod roster_group {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "roster_group")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub school_id: String,
+        pub key: String,
+        pub name: String,
+        pub kind: String,
+        pub year_group: Option<String>,
+        pub department: Option<String>,
+        pub owners: String,
+        pub content_hash: Option<String>,
+        pub origin: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub removed_at: Option<DateTimeUtc>,
+        pub purge_after: Option<DateTimeUtc>,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

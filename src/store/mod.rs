@@ -1,0 +1,332 @@
+//! The store: one sea-orm code path over SQLite (embedded default) and PostgreSQL.
+//! Owns connecting, schema migration and the few facts about the store itself.
+
+pub mod entities;
+pub mod schools;
+pub mod sealing;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    TransactionTrait,
+};
+
+use crate::settings::StoreSettings;
+
+/// A constant both instances agree on, so two `migrate` runs on one PostgreSQL serialize.
+const MIGRATION_LOCK: i64 = 0x726f_7374_6572; // "roster"
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store.url '{0}' is not understood: it must start with sqlite:// or postgres://")]
+    BadUrl(String),
+    #[error("there is no store at {0}: run `rostersync migrate` to create it")]
+    Missing(String),
+    #[error("cannot open the store at {shown}: {reason}")]
+    Unreachable { shown: String, reason: String },
+    #[error(
+        "the store at {shown} is {pending} schema migration(s) behind this rostersync: run \
+         `rostersync migrate`"
+    )]
+    Behind { shown: String, pending: usize },
+    #[error("store error at {shown}: {source}")]
+    Db {
+        shown: String,
+        #[source]
+        source: DbErr,
+    },
+}
+
+impl StoreError {
+    /// Whether the problem is with configuration or setup (exit 2) rather than a failed run.
+    pub fn is_setup(&self) -> bool {
+        !matches!(self, StoreError::Db { .. })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create a SQLite file when it does not exist yet (`migrate`).
+    Create,
+    /// The store must exist and be fully migrated.
+    Existing,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    shown: String,
+    home: PathBuf,
+}
+
+/// Where the store lives, parsed from `store.url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Location {
+    Sqlite { path: PathBuf, query: String },
+    Postgres { url: String },
+}
+
+fn parse_location(url: &str) -> Result<Location, StoreError> {
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if path.is_empty() {
+            return Err(StoreError::BadUrl(url.to_owned()));
+        }
+        let path = PathBuf::from(path);
+        // Under systemd a relative store lives in the unit's StateDirectory.
+        let path = match std::env::var_os("STATE_DIRECTORY") {
+            Some(state) if path.is_relative() => PathBuf::from(state).join(path),
+            _ => path,
+        };
+        return Ok(Location::Sqlite {
+            path,
+            query: query.to_owned(),
+        });
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Location::Postgres {
+            url: url.to_owned(),
+        });
+    }
+    Err(StoreError::BadUrl(redact_url(url)))
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match connector_api::http::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => url.split('@').next_back().unwrap_or("").to_owned(),
+    }
+}
+
+impl Store {
+    pub async fn open(settings: &StoreSettings, mode: OpenMode) -> Result<Store, StoreError> {
+        let location = parse_location(&settings.url)?;
+        let (url, shown, home, sqlite) = match &location {
+            Location::Sqlite { path, query } => {
+                if mode == OpenMode::Existing && !path.exists() {
+                    return Err(StoreError::Missing(path.display().to_string()));
+                }
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                    && !dir.is_dir()
+                {
+                    return Err(StoreError::Unreachable {
+                        shown: path.display().to_string(),
+                        reason: format!("directory {} does not exist", dir.display()),
+                    });
+                }
+                if mode == OpenMode::Create && !path.exists() {
+                    create_private_file(path).map_err(|e| StoreError::Unreachable {
+                        shown: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                }
+                let url = if query.is_empty() {
+                    format!("sqlite://{}", path.display())
+                } else {
+                    format!("sqlite://{}?{query}", path.display())
+                };
+                let home = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+                    _ => PathBuf::from("."),
+                };
+                (url, path.display().to_string(), home, true)
+            }
+            Location::Postgres { url } => {
+                probe_postgres(url)
+                    .await
+                    .map_err(|reason| StoreError::Unreachable {
+                        shown: redact_url(url),
+                        reason,
+                    })?;
+                let home = std::env::var_os("STATE_DIRECTORY")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("."));
+                (url.clone(), redact_url(url), home, false)
+            }
+        };
+        let mut opts = ConnectOptions::new(url);
+        opts.max_connections(settings.max_connections)
+            .min_connections(0)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(30))
+            .sqlx_logging(false);
+        if sqlite {
+            let busy = Duration::from_millis(settings.busy_timeout_ms);
+            let create = mode == OpenMode::Create;
+            opts.map_sqlx_sqlite_opts(move |o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(busy)
+                    .foreign_keys(true)
+                    .create_if_missing(create)
+            });
+        } else {
+            opts.set_application_name("rostersync");
+        }
+        let db = Database::connect(opts)
+            .await
+            .map_err(|e| StoreError::Unreachable {
+                shown: shown.clone(),
+                reason: db_reason(&e),
+            })?;
+        // Connecting is lazy for some drivers; make unreachable fail here, not later.
+        db.ping().await.map_err(|e| StoreError::Unreachable {
+            shown: shown.clone(),
+            reason: db_reason(&e),
+        })?;
+        let store = Store { db, shown, home };
+        if mode == OpenMode::Existing {
+            store.ensure_current().await?;
+        }
+        Ok(store)
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Where the store is, for messages (no password).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The directory for files that belong with the store (the default master key).
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn db_error(&self, source: DbErr) -> StoreError {
+        StoreError::Db {
+            shown: self.shown.clone(),
+            source,
+        }
+    }
+
+    /// Apply pending migrations; returns their names. On PostgreSQL an advisory lock makes
+    /// concurrent runs wait for each other instead of racing.
+    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin().await.map_err(|e| self.db_error(e))?;
+        if self.backend() == DbBackend::Postgres {
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+                .await
+                .map_err(|e| self.db_error(e))?;
+        }
+        let pending: Vec<String> = Migrator::get_pending_migrations(&txn)
+            .await
+            .map_err(|e| self.db_error(e))?
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        Migrator::up(&txn, None)
+            .await
+            .map_err(|e| self.db_error(e))?;
+        txn.commit().await.map_err(|e| self.db_error(e))?;
+        Ok(pending)
+    }
+
+    async fn ensure_current(&self) -> Result<(), StoreError> {
+        let pending = Migrator::get_pending_migrations_read_only(&self.db)
+            .await
+            .map_err(|e| self.db_error(e))?;
+        if !pending.is_empty() {
+            return Err(StoreError::Behind {
+                shown: self.shown.clone(),
+                pending: pending.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The store holds data about minors: only the service user may read it. SQLite gives its
+/// -wal and -shm files the same permissions as the database file.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
+/// One direct connection before the pool: the pool hides why it could not connect
+/// ("pool timed out"), a direct attempt says "connection refused" or "password failed".
+async fn probe_postgres(url: &str) -> Result<(), String> {
+    use sea_orm::sqlx::{Connection, postgres::PgConnection};
+    let attempt = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(url)).await;
+    match attempt {
+        Err(_) => Err("no answer within 5 s (is the server running and reachable?)".into()),
+        Ok(Err(e)) => Err(sqlx_reason(&e)),
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+    }
+}
+
+fn sqlx_reason(e: &sea_orm::sqlx::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = s.source();
+    }
+    text.replace("error returned from database: ", "")
+}
+
+/// A database error as one readable clause, without the URL.
+fn db_reason(e: &DbErr) -> String {
+    let text = e.to_string();
+    let text = text
+        .trim_start_matches("Connection Error: ")
+        .trim_start_matches("Failed to acquire connection from pool: ");
+    text.replace("error returned from database: ", "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_are_understood() {
+        let loc = parse_location("sqlite:///var/lib/rs/x.db?mode=rwc").expect("sqlite");
+        assert_eq!(
+            loc,
+            Location::Sqlite {
+                path: "/var/lib/rs/x.db".into(),
+                query: "mode=rwc".into()
+            }
+        );
+        assert!(matches!(
+            parse_location("postgresql://u@127.0.0.1/db"),
+            Ok(Location::Postgres { .. })
+        ));
+        let bad = parse_location("mysql://u:secret@h/db").expect_err("refused");
+        assert!(!bad.to_string().contains("secret"), "{bad}");
+    }
+
+    #[test]
+    fn passwords_are_hidden() {
+        let shown = redact_url("postgres://rs:hunter2@db.example:5432/rostersync");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db.example"));
+    }
+}

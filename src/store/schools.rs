@@ -1,0 +1,377 @@
+//! School links: which schools rostersync serves, from which sources, with which sealed key.
+//! Links come from `[[school]]` blocks in the configuration or from `school add`.
+
+use chrono::Utc;
+use connector_api::SchoolId;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    TransactionTrait, sea_query::OnConflict,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use super::entities::{person, roster_group, school, school_secret};
+use super::sealing::{MasterKey, SealError, Sealed};
+use super::{Store, StoreError};
+use crate::settings::Settings;
+
+/// The kind of sealed secret that holds a school's LAS authorization key.
+pub const LAS_KEY: &str = "las_key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("school {0} is already linked; use `rostersync school set-key {0}` to replace its key")]
+    Exists(String),
+    #[error(
+        "school {0} is defined in the configuration file; change or remove its [[school]] block there"
+    )]
+    InConfig(String),
+    #[error("school {0} is not linked (see `rostersync school list`)")]
+    NotFound(String),
+    #[error("school {school}: {reason}")]
+    BadKey { school: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+impl LinkError {
+    pub fn is_setup(&self) -> bool {
+        match self {
+            LinkError::Store(e) => e.is_setup(),
+            LinkError::Seal(_) => true,
+            _ => true,
+        }
+    }
+}
+
+/// One row of `school list`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SchoolLink {
+    pub id: String,
+    pub name: Option<String>,
+    /// `config` or `store`.
+    pub origin: String,
+    pub las: Option<String>,
+    pub broker_id: Option<i64>,
+    pub zermelo_portal: Option<String>,
+    /// Where the key is, never what it is: `sealed in store`, `config file`, `missing`, `none`.
+    pub key: String,
+    pub state: String,
+}
+
+#[derive(Debug)]
+pub struct NewSchool {
+    pub id: SchoolId,
+    pub name: Option<String>,
+    pub las: Option<String>,
+    pub broker_id: Option<i64>,
+    pub key: Option<SecretString>,
+}
+
+/// What `remove` deleted along with the link.
+#[derive(Debug, Default, Serialize)]
+pub struct Removed {
+    pub persons: u64,
+    pub groups: u64,
+}
+
+fn context(school: &str, kind: &str) -> String {
+    format!("rostersync/{school}/{kind}")
+}
+
+/// An authorization key as UWLR defines it: 1 to 64 characters, no control characters.
+pub fn check_las_key(school: &SchoolId, key: &SecretString) -> Result<(), LinkError> {
+    let k = key.expose_secret();
+    let reason = if k.trim().is_empty() {
+        Some("the key is empty")
+    } else if k.chars().count() > 64 {
+        Some("the key is longer than the 64 characters UWLR allows")
+    } else if k.chars().any(char::is_control) {
+        Some("the key contains control characters (more than one line?)")
+    } else {
+        None
+    };
+    match reason {
+        Some(r) => Err(LinkError::BadKey {
+            school: school.to_string(),
+            reason: r.into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+pub async fn list(store: &Store, settings: &Settings) -> Result<Vec<SchoolLink>, StoreError> {
+    let rows = school::Entity::find()
+        .order_by_asc(school::Column::Id)
+        .all(store.db())
+        .await
+        .map_err(|e| store.db_error(e))?;
+    let sealed: Vec<(String, String)> = school_secret::Entity::find()
+        .filter(school_secret::Column::Kind.eq(LAS_KEY))
+        .all(store.db())
+        .await
+        .map_err(|e| store.db_error(e))?
+        .into_iter()
+        .map(|s| (s.school_id, s.key_id))
+        .collect();
+    let state_of = |id: &str| {
+        rows.iter()
+            .find(|r| r.id == id)
+            .map(|r| r.state.clone())
+            .unwrap_or_else(|| "not synced yet".to_owned())
+    };
+    let mut links: Vec<SchoolLink> = settings
+        .school
+        .iter()
+        .map(|s| {
+            let id = s.id.to_string();
+            SchoolLink {
+                name: s.name.clone(),
+                origin: "config".into(),
+                las: s.las.clone(),
+                broker_id: s.broker_id,
+                zermelo_portal: s.zermelo.as_ref().map(|z| z.portal.to_string()),
+                key: if s.key.is_some() {
+                    "config file"
+                } else {
+                    "none"
+                }
+                .into(),
+                state: state_of(&id),
+                id,
+            }
+        })
+        .collect();
+    for row in rows.iter().filter(|r| r.origin == "store") {
+        if links.iter().any(|l| l.id == row.id) {
+            continue;
+        }
+        let key = match sealed.iter().find(|(id, _)| id == &row.id) {
+            Some((_, key_id)) => format!("sealed in store (master key {key_id})"),
+            None if row.las.is_some() => "missing".into(),
+            None => "none".into(),
+        };
+        links.push(SchoolLink {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            origin: "store".into(),
+            las: row.las.clone(),
+            broker_id: row.broker_id,
+            zermelo_portal: row.zermelo_portal.clone(),
+            key,
+            state: row.state.clone(),
+        });
+    }
+    links.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(links)
+}
+
+pub async fn add(
+    store: &Store,
+    settings: &Settings,
+    master: Option<&MasterKey>,
+    new: NewSchool,
+) -> Result<(), LinkError> {
+    let id = new.id.to_string();
+    if settings.configured_school(&new.id).is_some() {
+        return Err(LinkError::InConfig(id));
+    }
+    let db_err = |e| LinkError::Store(store.db_error(e));
+    if school::Entity::find_by_id(id.clone())
+        .one(store.db())
+        .await
+        .map_err(db_err)?
+        .is_some()
+    {
+        return Err(LinkError::Exists(id));
+    }
+    let now = Utc::now();
+    let txn = store.db().begin().await.map_err(db_err)?;
+    school::Entity::insert(school::ActiveModel {
+        id: Set(id.clone()),
+        brin: Set(new.id.brin().to_owned()),
+        dependance: Set(new.id.dependance().to_owned()),
+        name: Set(new.name),
+        origin: Set("store".into()),
+        las: Set(new.las),
+        broker_id: Set(new.broker_id),
+        zermelo_portal: Set(None),
+        state: Set("active".into()),
+        state_reason: Set(None),
+        state_since: Set(Some(now)),
+        school_year: Set(None),
+        fence: Set(0),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec(&txn)
+    .await
+    .map_err(db_err)?;
+    if let (Some(key), Some(master)) = (&new.key, master) {
+        check_las_key(&new.id, key)?;
+        master.check_against(&txn).await?;
+        write_secret(&txn, &id, LAS_KEY, master.seal(&context(&id, LAS_KEY), key))
+            .await
+            .map_err(db_err)?;
+    }
+    txn.commit().await.map_err(db_err)?;
+    Ok(())
+}
+
+pub async fn set_key(
+    store: &Store,
+    settings: &Settings,
+    master: &MasterKey,
+    id: &SchoolId,
+    key: &SecretString,
+) -> Result<(), LinkError> {
+    let sid = id.to_string();
+    if settings.configured_school(id).is_some() {
+        return Err(LinkError::InConfig(sid));
+    }
+    check_las_key(id, key)?;
+    let db_err = |e| LinkError::Store(store.db_error(e));
+    let txn = store.db().begin().await.map_err(db_err)?;
+    let Some(row) = school::Entity::find_by_id(sid.clone())
+        .one(&txn)
+        .await
+        .map_err(db_err)?
+    else {
+        return Err(LinkError::NotFound(sid));
+    };
+    master.check_against(&txn).await?;
+    write_secret(
+        &txn,
+        &sid,
+        LAS_KEY,
+        master.seal(&context(&sid, LAS_KEY), key),
+    )
+    .await
+    .map_err(db_err)?;
+    // A new key is the operator's answer to a rejected one: un-park the school.
+    if row.state == "parked" {
+        school::Entity::update(school::ActiveModel {
+            id: Set(sid.clone()),
+            state: Set("active".into()),
+            state_reason: Set(None),
+            state_since: Set(Some(Utc::now())),
+            updated_at: Set(Utc::now()),
+            ..Default::default()
+        })
+        .exec(&txn)
+        .await
+        .map_err(db_err)?;
+    }
+    txn.commit().await.map_err(db_err)?;
+    Ok(())
+}
+
+/// The school's stored secret of `kind`, unsealed; `None` when none is stored.
+pub async fn load_secret(
+    store: &Store,
+    master: &MasterKey,
+    id: &SchoolId,
+    kind: &str,
+) -> Result<Option<SecretString>, LinkError> {
+    let sid = id.to_string();
+    let row = school_secret::Entity::find_by_id((sid.clone(), kind.to_owned()))
+        .one(store.db())
+        .await
+        .map_err(|e| LinkError::Store(store.db_error(e)))?;
+    let Some(row) = row else { return Ok(None) };
+    let sealed = Sealed {
+        key_id: row.key_id.clone(),
+        nonce: row.nonce,
+        ciphertext: row.ciphertext,
+    };
+    master
+        .open(&context(&sid, kind), &sealed)
+        .map(Some)
+        .ok_or_else(|| {
+            LinkError::Seal(SealError::Corrupt {
+                school: sid,
+                kind: kind.to_owned(),
+                key_id: row.key_id,
+            })
+        })
+}
+
+/// Delete a link added with `school add`, and all roster data stored for the school.
+pub async fn remove(
+    store: &Store,
+    settings: &Settings,
+    id: &SchoolId,
+) -> Result<Removed, LinkError> {
+    let sid = id.to_string();
+    if settings.configured_school(id).is_some() {
+        return Err(LinkError::InConfig(sid));
+    }
+    let db_err = |e| LinkError::Store(store.db_error(e));
+    let txn = store.db().begin().await.map_err(db_err)?;
+    if school::Entity::find_by_id(sid.clone())
+        .one(&txn)
+        .await
+        .map_err(db_err)?
+        .is_none()
+    {
+        return Err(LinkError::NotFound(sid));
+    }
+    let removed = Removed {
+        persons: person::Entity::find()
+            .filter(person::Column::SchoolId.eq(sid.clone()))
+            .count(&txn)
+            .await
+            .map_err(db_err)?,
+        groups: roster_group::Entity::find()
+            .filter(roster_group::Column::SchoolId.eq(sid.clone()))
+            .count(&txn)
+            .await
+            .map_err(db_err)?,
+    };
+    // Foreign keys cascade from the school to everything stored for it.
+    school::Entity::delete_by_id(sid)
+        .exec(&txn)
+        .await
+        .map_err(db_err)?;
+    txn.commit().await.map_err(db_err)?;
+    Ok(removed)
+}
+
+/// How many schools the store holds data for (for summaries).
+pub async fn count(store: &Store) -> Result<u64, StoreError> {
+    school::Entity::find()
+        .count(store.db())
+        .await
+        .map_err(|e| store.db_error(e))
+}
+
+async fn write_secret<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    school: &str,
+    kind: &str,
+    sealed: Sealed,
+) -> Result<(), sea_orm::DbErr> {
+    school_secret::Entity::insert(school_secret::ActiveModel {
+        school_id: Set(school.to_owned()),
+        kind: Set(kind.to_owned()),
+        key_id: Set(sealed.key_id),
+        nonce: Set(sealed.nonce),
+        ciphertext: Set(sealed.ciphertext),
+        updated_at: Set(Utc::now()),
+    })
+    .on_conflict(
+        OnConflict::columns([school_secret::Column::SchoolId, school_secret::Column::Kind])
+            .update_columns([
+                school_secret::Column::KeyId,
+                school_secret::Column::Nonce,
+                school_secret::Column::Ciphertext,
+                school_secret::Column::UpdatedAt,
+            ])
+            .to_owned(),
+    )
+    .exec(db)
+    .await?;
+    Ok(())
+}

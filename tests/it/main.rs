@@ -1,0 +1,8 @@
+//! rostersync's integration tests: one binary (one link step on two cores).
+//! Every test runs against a real SQLite file, or, with ROSTERSYNC_TEST_POSTGRES set to a
+//! server URL, against a fresh database on that PostgreSQL server.
+
+mod config;
+mod school_links;
+mod store;
+mod support;

@@ -1,0 +1,288 @@
+//! A test environment: a temporary directory, a configuration file, a store of the backend
+//! under test, and the real `rostersync` binary.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rostersync::settings::Settings;
+use sea_orm::{ConnectionTrait, Database};
+
+pub const KEY: &str = "geheime-sleutel-99XX00-4711";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub store_url: String,
+    pg: Option<(String, String)>,
+}
+
+pub fn postgres_admin_url() -> Option<String> {
+    std::env::var("ROSTERSYNC_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+impl Env {
+    pub async fn new() -> Env {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let (store_url, pg) = match postgres_admin_url() {
+            Some(admin) => {
+                let name = format!(
+                    "rs_test_{}_{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::SeqCst)
+                );
+                let db = Database::connect(&admin)
+                    .await
+                    .expect("test PostgreSQL reachable");
+                db.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+                    .await
+                    .expect("drop old test database");
+                db.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                let base = admin.rsplit_once('/').expect("URL has a database").0;
+                (format!("{base}/{name}"), Some((admin, name)))
+            }
+            None => (
+                format!("sqlite://{}/rostersync.db?mode=rwc", dir.path().display()),
+                None,
+            ),
+        };
+        let env = Env {
+            config: dir.path().join("rostersync.toml"),
+            dir,
+            store_url,
+            pg,
+        };
+        env.write("klantcode", "KLANTCODE-1\n");
+        env.write("master.key", &format!("{}\n", "ab".repeat(32)));
+        env.write("k-99XX00", &format!("{KEY}\n"));
+        env.write_config("");
+        env
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, content).expect("write test file");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod test file");
+        }
+        path
+    }
+
+    /// The base configuration (store, master key, one LAS named `esis`) plus `extra`.
+    pub fn write_config(&self, extra: &str) {
+        let d = self.dir.path().display();
+        let text = format!(
+            r#"[store]
+url = "{url}"
+
+[security]
+master_key = {{ file = "{d}/master.key" }}
+
+[[las]]
+name = "esis"
+kind = "uwlr"
+endpoint = "https://example.rovictonline.nl/uwlr2.2.svc"
+klantnaam = "Publisher"
+klantcode = {{ file = "{d}/klantcode" }}
+{extra}"#,
+            url = self.store_url
+        );
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::load(Some(&self.config)).expect("test configuration is valid")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rostersync"));
+        cmd.args(args)
+            .env("ROSTERSYNC_CONFIG", &self.config)
+            .env("RUST_LOG", "debug")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("STATE_DIRECTORY")
+            .env_remove("JOURNAL_STREAM")
+            .current_dir(self.dir.path());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self
+            .command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("rostersync runs");
+        Run::from(out)
+    }
+
+    pub fn run_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.stdin(Stdio::null()).output().expect("rostersync runs"))
+    }
+
+    pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rostersync starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        Run::from(child.wait_with_output().expect("rostersync finishes"))
+    }
+
+    /// Everything the store holds, as text, to search for what must never be there.
+    pub async fn store_dump(&self) -> String {
+        match &self.pg {
+            None => {
+                let mut all = Vec::new();
+                for suffix in ["", "-wal", "-shm"] {
+                    let p = self.path(&format!("rostersync.db{suffix}"));
+                    if let Ok(bytes) = std::fs::read(&p) {
+                        all.extend(bytes);
+                    }
+                }
+                String::from_utf8_lossy(&all).into_owned()
+            }
+            Some(_) => {
+                let db = Database::connect(&self.store_url).await.expect("connect");
+                let tables = db
+                    .query_all_raw(sea_orm::Statement::from_string(
+                        db.get_database_backend(),
+                        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+                    ))
+                    .await
+                    .expect("list tables");
+                let mut all = String::new();
+                for t in tables {
+                    let name: String = t.try_get("", "tablename").expect("name");
+                    let rows = db
+                        .query_all_raw(sea_orm::Statement::from_string(
+                            db.get_database_backend(),
+                            format!("SELECT row_to_json(t)::text AS j FROM {name} t"),
+                        ))
+                        .await
+                        .expect("dump table");
+                    for r in rows {
+                        let j: String = r.try_get("", "j").expect("json");
+                        all.push_str(&j);
+                    }
+                }
+                all
+            }
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.pg.take() else {
+            return;
+        };
+        // Drop is synchronous; a short-lived runtime on its own thread drops the database.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(db) = Database::connect(&admin).await {
+                    let _ = db
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// What one run of the binary did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(
+            self.code, 0,
+            "expected success\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// A failure with `code`, reported as exactly one `rostersync:` line and never a panic.
+    #[track_caller]
+    pub fn fails_with(&self, code: i32) -> String {
+        assert_eq!(
+            self.code, code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        assert!(!self.stderr.contains("backtrace"), "{}", self.stderr);
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("rostersync:"))
+            .collect();
+        assert_eq!(lines.len(), 1, "one error line expected:\n{}", self.stderr);
+        lines[0].to_owned()
+    }
+
+    pub fn all_output(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+pub fn assert_no_secret(text: &str, what: &str) {
+    assert!(
+        !text.contains(KEY),
+        "the school key leaked into {what}:\n{text}"
+    );
+    assert!(
+        !text.contains("KLANTCODE-1"),
+        "the klantcode leaked into {what}:\n{text}"
+    );
+}
