@@ -407,6 +407,55 @@ mod tests {
         assert!(s.school.is_empty());
     }
 
+    /// config/example.toml documents every key; it must stay loadable as the schema changes.
+    #[test]
+    fn the_example_configuration_matches_the_schema() {
+        let example = include_str!("../../config/example.toml");
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .add_source(config::File::from_str(example, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("example.toml deserializes");
+        settings.validate().expect("example.toml is valid");
+        // The commented-out keys are real keys too: uncomment them all and load again.
+        let uncommented: String = example
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if is_toml_line(rest) => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let full: Settings = config::Config::builder()
+            .add_source(config::File::from_str(
+                DEFAULT_TOML,
+                config::FileFormat::Toml,
+            ))
+            .add_source(config::File::from_str(
+                &uncommented,
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("every documented key deserializes");
+        full.validate().expect("every documented key validates");
+        assert!(full.broker.is_some() && full.admin.listen.is_some());
+        assert!(full.school[0].zermelo.is_some() && full.las[0].client_certificate.is_some());
+    }
+
+    /// `key = value` or `[section]`, as opposed to prose in a comment.
+    fn is_toml_line(line: &str) -> bool {
+        let key_value = line.split_once(" = ").is_some_and(|(k, _)| {
+            !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        });
+        let section = line.starts_with('[') && line.ends_with(']') && !line.contains(' ');
+        key_value || section
+    }
+
     #[test]
     fn config_paths_read_like_toml_keys() {
         let text = r#"[[school]]

@@ -1,0 +1,8 @@
+//! The UWLR connector: SOAP 1.1 `HaalLeerlinggegevens` (alles-in-één) and the getrapte
+//! transfer (`HaalStructuur`, `HaalLeerlingen`, `HaalLeerkrachten`), UWLR 2.2 and 2.3, for
+//! ParnasSys, ESIS, Somtoday and Magister. Dutch protocol words stay inside this crate.
+
+pub mod integrity;
+pub mod parse;
+
+pub use parse::{Answer, ParseError, Parsed, parse_answer};
