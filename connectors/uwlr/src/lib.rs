@@ -6,3 +6,8 @@ pub mod integrity;
 pub mod parse;
 
 pub use parse::{Answer, ParseError, Parsed, parse_answer};
+pub mod client;
+pub mod fault;
+pub mod request;
+
+pub use client::{Transfer, UwlrConnector, UwlrSettings};

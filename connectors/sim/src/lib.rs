@@ -1,0 +1,13 @@
+//! The simulator: a generated world of schools served as a real LAS over HTTP on loopback.
+//! It backs `rostersync simulate`, the demo, the integration tests and load tests, so it
+//! follows the wire protocol as faithfully as the connectors do.
+
+mod names;
+pub mod school;
+pub mod server;
+pub mod uwlr;
+pub mod world;
+
+pub use school::{SchoolKind, SimSchool};
+pub use server::SimServer;
+pub use world::{DayReport, Fault, FaultPlan, World};

@@ -1,0 +1,211 @@
+//! The simulator's HTTP server on loopback: the UWLR endpoint at `/uwlr`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use crate::uwlr::{self, Operation};
+use crate::world::{Fault, World};
+
+pub type SharedWorld = Arc<Mutex<World>>;
+
+/// A running simulator. Dropping it stops the server.
+pub struct SimServer {
+    pub addr: SocketAddr,
+    pub world: SharedWorld,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SimServer {
+    /// Serve `world` on 127.0.0.1 (port 0: any free port).
+    pub async fn start(world: World, port: u16) -> std::io::Result<SimServer> {
+        let world = Arc::new(Mutex::new(world));
+        let app = Router::new()
+            .route("/uwlr", post(uwlr_endpoint))
+            .with_state(world.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        Ok(SimServer {
+            addr,
+            world,
+            shutdown: Some(tx),
+        })
+    }
+
+    pub fn uwlr_url(&self) -> String {
+        format!("http://{}/uwlr", self.addr)
+    }
+
+    /// Run `f` with the world locked (set faults, advance days, read keys).
+    pub fn with_world<T>(&self, f: impl FnOnce(&mut World) -> T) -> T {
+        let mut w = self.world.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut w)
+    }
+}
+
+impl Drop for SimServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn xml(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// What one request gets, decided under the lock and served after it is released.
+enum Reply {
+    Xml(StatusCode, String),
+    Unavailable(u64),
+    Truncated(String),
+}
+
+async fn uwlr_endpoint(
+    State(world): State<SharedWorld>,
+    _headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let req = match uwlr::read_request(&body) {
+        Ok(r) => r,
+        Err(why) => {
+            return xml(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                uwlr::fault("Client.OngeldigBericht", &why),
+            );
+        }
+    };
+    let (reply, delay) = {
+        let mut w = world.lock().unwrap_or_else(|p| p.into_inner());
+        decide(&mut w, &req)
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    match reply {
+        Reply::Xml(status, body) => xml(status, body),
+        Reply::Unavailable(secs) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, secs.to_string())],
+            "Service tijdelijk niet beschikbaar",
+        )
+            .into_response(),
+        Reply::Truncated(full) => {
+            // Half the body, then the connection breaks: the client must not see data.
+            let half = Bytes::from(full.into_bytes()).slice(..);
+            let cut = half.len() / 2;
+            // The first half goes out with the headers; a moment later the connection breaks.
+            let first = half.slice(..cut);
+            let stream = futures_util::stream::unfold(0u8, move |step| {
+                let first = first.clone();
+                async move {
+                    match step {
+                        0 => Some((Ok(first), 1)),
+                        1 => {
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            Some((Err(std::io::Error::other("simulated connection reset")), 2))
+                        }
+                        _ => None,
+                    }
+                }
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/xml; charset=utf-8")
+                .body(Body::from_stream(stream))
+                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        }
+    }
+}
+
+fn decide(w: &mut World, req: &uwlr::Request) -> (Reply, Option<std::time::Duration>) {
+    let id = match uwlr::authorize(w, req) {
+        Ok(id) => id,
+        Err((code, msg)) => {
+            return (
+                Reply::Xml(StatusCode::INTERNAL_SERVER_ERROR, uwlr::fault(&code, &msg)),
+                None,
+            );
+        }
+    };
+    let Some(state) = w.schools.get_mut(&id) else {
+        return (
+            Reply::Xml(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                uwlr::fault("Client.AutorisatieOngeldig", "Onbekende school"),
+            ),
+            None,
+        );
+    };
+    state.requests += 1;
+    let op = req.operation.unwrap_or(Operation::AllInOne);
+    let version = req.xsd_version.clone().unwrap_or_else(|| "2.2".into());
+    let fault = match &mut state.fault {
+        Some(plan) => {
+            let f = plan.fault.clone();
+            match plan.remaining.as_mut() {
+                Some(0) => None,
+                Some(n) => {
+                    *n -= 1;
+                    Some(f)
+                }
+                None => Some(f),
+            }
+        }
+        None => None,
+    };
+    let mut delay = None;
+    let data = || uwlr::envelope(&uwlr::answer(&state.school, op, &version, &req.groups));
+    let reply = match fault {
+        Some(Fault::Soap(code)) => Reply::Xml(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            uwlr::fault(&code, "Gesimuleerde fout"),
+        ),
+        Some(Fault::Unavailable { retry_after }) => Reply::Unavailable(retry_after),
+        Some(Fault::Truncated) => Reply::Truncated(data()),
+        Some(Fault::Malformed) => {
+            let mut body = data();
+            body.truncate(body.len() / 2);
+            body.push_str("<leerling key=\"kapot\"></groep>");
+            Reply::Xml(StatusCode::OK, body)
+        }
+        Some(Fault::NoData) => Reply::Xml(
+            StatusCode::OK,
+            uwlr::envelope(&uwlr::empty_answer(op, "geengegevens")),
+        ),
+        Some(Fault::Unchanged) => Reply::Xml(
+            StatusCode::OK,
+            uwlr::envelope(&uwlr::empty_answer(op, "geenwijzigingen")),
+        ),
+        Some(Fault::Slow(d)) => {
+            delay = Some(d);
+            Reply::Xml(StatusCode::OK, data())
+        }
+        None if uwlr::unchanged_since(req, state.changed_at) => Reply::Xml(
+            StatusCode::OK,
+            uwlr::envelope(&uwlr::empty_answer(op, "geenwijzigingen")),
+        ),
+        None => Reply::Xml(StatusCode::OK, data()),
+    };
+    (reply, delay)
+}

@@ -1,0 +1,355 @@
+//! The simulated world: schools with their keys, the simulated date, faults on demand, and
+//! the day counter that mutates schools the way real ones change overnight.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use connector_api::{SchoolId, SchoolYear};
+
+use crate::school::{SchoolKind, SimPupil, SimSchool, birth_for, eckid, person};
+
+/// A misbehaviour a school's LAS shows on demand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// A SOAP fault with this dotted code (`Client.AutorisatieOngeldig`, `Server.InterneFout`, ...).
+    Soap(String),
+    /// HTTP 503 with `Retry-After` seconds.
+    Unavailable { retry_after: u64 },
+    /// The answer comes after this long.
+    Slow(Duration),
+    /// The body breaks off halfway.
+    Truncated,
+    /// The body is not well-formed XML.
+    Malformed,
+    /// `geengegevens`.
+    NoData,
+    /// `geenwijzigingen`, whatever the request.
+    Unchanged,
+}
+
+#[derive(Debug, Clone)]
+pub struct FaultPlan {
+    pub fault: Fault,
+    /// How many more answers show it; `None` for every answer.
+    pub remaining: Option<u32>,
+}
+
+pub struct SimSchoolState {
+    pub school: SimSchool,
+    /// The school's autorisatiesleutel.
+    pub key: String,
+    pub fault: Option<FaultPlan>,
+    /// When the school's data last changed (for `laatstontvangengegevens`).
+    pub changed_at: DateTime<Utc>,
+    /// Answers served, for tests and support.
+    pub requests: u64,
+}
+
+/// What a day of mutations did, for the demo and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DayReport {
+    pub joined: usize,
+    pub left: usize,
+    pub moved: usize,
+    pub renamed: usize,
+    pub teachers_moved: usize,
+    pub eckids_arrived: usize,
+    pub rollover: bool,
+}
+
+pub struct World {
+    pub seed: u64,
+    pub day: u32,
+    pub start: NaiveDate,
+    pub klantnaam: String,
+    pub klantcode: String,
+    /// `xsdversie` values the LAS accepts.
+    pub versions: Vec<String>,
+    pub schools: BTreeMap<SchoolId, SimSchoolState>,
+}
+
+impl World {
+    pub fn new(seed: u64, start: NaiveDate) -> World {
+        World {
+            seed,
+            day: 0,
+            start,
+            klantnaam: "Publisher".into(),
+            klantcode: "SIM-KLANTCODE".into(),
+            versions: vec!["2.2".into(), "2.3".into()],
+            schools: BTreeMap::new(),
+        }
+    }
+
+    pub fn today(&self) -> NaiveDate {
+        self.start + chrono::Days::new(u64::from(self.day))
+    }
+
+    pub fn school_year(&self) -> SchoolYear {
+        SchoolYear::containing(self.today())
+    }
+
+    /// Add a generated school; its key is derived from the seed and the school.
+    pub fn add_school(&mut self, id: SchoolId, kind: SchoolKind, pupils: usize) -> &SimSchoolState {
+        let n = self.schools.len() as u64;
+        let seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(n + 1);
+        let school = SimSchool::generate(id.clone(), kind, pupils, self.school_year(), seed);
+        let key = format!("SIM-{}-{:08x}", id, seed as u32);
+        self.schools.entry(id).or_insert(SimSchoolState {
+            school,
+            key,
+            fault: None,
+            changed_at: Utc::now(),
+            requests: 0,
+        })
+    }
+
+    pub fn set_fault(&mut self, id: &SchoolId, fault: Option<FaultPlan>) {
+        if let Some(s) = self.schools.get_mut(id) {
+            s.fault = fault;
+        }
+    }
+
+    /// One night passes: every school changes a little; on 1 August the year rolls over.
+    pub fn advance_day(&mut self) -> DayReport {
+        let before = self.today();
+        self.day += 1;
+        let after = self.today();
+        let rollover = SimSchool::is_rollover(before, after);
+        let year = self.school_year();
+        let mut report = DayReport {
+            rollover,
+            ..DayReport::default()
+        };
+        let day_seed = self.seed ^ (u64::from(self.day) << 32);
+        for (i, state) in self.schools.values_mut().enumerate() {
+            let mut rng = fastrand::Rng::with_seed(day_seed.wrapping_add(i as u64));
+            let s = &mut state.school;
+            s.year = year;
+            if rollover {
+                roll_over(s, &mut rng);
+            } else {
+                mutate(s, &mut rng, &mut report);
+            }
+            state.changed_at = Utc::now();
+        }
+        report
+    }
+}
+
+fn mutate(s: &mut SimSchool, rng: &mut fastrand::Rng, report: &mut DayReport) {
+    let n = s.pupils.len();
+    let stamgroepen: Vec<(String, Option<String>)> = s
+        .groups
+        .iter()
+        .filter(|g| !g.composed)
+        .map(|g| (g.key.clone(), g.year.clone()))
+        .collect();
+    if stamgroepen.is_empty() {
+        return;
+    }
+    // A new pupil about every other day per 100 pupils.
+    for _ in 0..(n / 200).max(1) {
+        let (group, gyear) = &stamgroepen[rng.usize(0..stamgroepen.len())];
+        let year = match gyear.as_deref() {
+            Some("C") | None => "7".to_owned(),
+            Some(y) => y.to_owned(),
+        };
+        let key = s.new_key("L");
+        s.pupils.push(SimPupil {
+            person: person(rng, key, 0.8),
+            birth: birth_for(rng, &year, s.year),
+            year,
+            group: group.clone(),
+            subgroups: Vec::new(),
+        });
+        report.joined += 1;
+    }
+    if s.pupils.len() > 2 {
+        // A leaver.
+        let i = rng.usize(0..s.pupils.len());
+        s.pupils.remove(i);
+        report.left += 1;
+        // A move to another group of the same kind.
+        let i = rng.usize(0..s.pupils.len());
+        let (group, _) = &stamgroepen[rng.usize(0..stamgroepen.len())];
+        if s.pupils[i].group != *group {
+            s.pupils[i].group = group.clone();
+            report.moved += 1;
+        }
+        // A corrected family name.
+        let i = rng.usize(0..s.pupils.len());
+        let p = &mut s.pupils[i].person;
+        p.family = Some(format!(
+            "{}-{}",
+            p.family.as_deref().unwrap_or("Naam"),
+            "Hoek"
+        ));
+        report.renamed += 1;
+        // An ECK-iD arrives for a pupil known by key only.
+        if let Some(p) = s.pupils.iter_mut().find(|p| p.person.eckid.is_none()) {
+            p.person.eckid = Some(eckid(rng));
+            report.eckids_arrived += 1;
+        }
+    }
+    // A group teacher swaps to another group.
+    let group_teachers: Vec<usize> = (0..s.teachers.len())
+        .filter(|&i| {
+            s.teachers[i]
+                .groups
+                .iter()
+                .any(|(_, r)| r.iter().any(|r| r == "LRK"))
+        })
+        .collect();
+    if group_teachers.len() >= 2 {
+        let a = group_teachers[rng.usize(0..group_teachers.len())];
+        let b = group_teachers[rng.usize(0..group_teachers.len())];
+        if a != b {
+            let ga = s.teachers[a].groups[0].0.clone();
+            let gb = s.teachers[b].groups[0].0.clone();
+            s.teachers[a].groups[0].0 = gb;
+            s.teachers[b].groups[0].0 = ga;
+            report.teachers_moved += 2;
+        }
+    }
+}
+
+/// The summer: everyone moves up a year; the oldest leave; a new first year arrives.
+fn roll_over(s: &mut SimSchool, rng: &mut fastrand::Rng) {
+    let (last, first, first_group): (&str, &str, Option<String>) = match s.kind {
+        SchoolKind::Primary => (
+            "8",
+            "1",
+            s.groups
+                .iter()
+                .find(|g| g.year.as_deref() == Some("1"))
+                .map(|g| g.key.clone()),
+        ),
+        SchoolKind::Secondary => (
+            "16",
+            "11",
+            s.groups
+                .iter()
+                .find(|g| g.year.as_deref() == Some("11"))
+                .map(|g| g.key.clone()),
+        ),
+    };
+    let leaving = s.pupils.iter().filter(|p| p.year == last).count();
+    s.pupils.retain(|p| p.year != last);
+    for p in &mut s.pupils {
+        let next = p
+            .year
+            .parse::<u32>()
+            .map(|y| y + 1)
+            .unwrap_or(1)
+            .to_string();
+        // The pupil's new stamgroep: the group whose jaargroep is the next year (or the
+        // combination group that holds it).
+        if let Some(g) = s
+            .groups
+            .iter()
+            .find(|g| g.year.as_deref() == Some(next.as_str()))
+        {
+            p.group = g.key.clone();
+        } else if let Some(g) = s.groups.iter().find(|g| g.year.as_deref() == Some("C"))
+            && !p.group.starts_with("G78")
+        {
+            p.group = g.key.clone();
+        }
+        p.year = next;
+    }
+    if let Some(group) = first_group {
+        for _ in 0..leaving.max(1) {
+            let key = s.new_key("L");
+            s.pupils.push(SimPupil {
+                person: person(rng, key, 0.8),
+                birth: birth_for(rng, first, s.year),
+                year: first.to_owned(),
+                group: group.clone(),
+                subgroups: Vec::new(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn world(date: NaiveDate) -> World {
+        let mut w = World::new(7, date);
+        w.add_school("99XX00".parse().expect("id"), SchoolKind::Primary, 200);
+        w
+    }
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).expect("date")
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_school() {
+        let a = world(day(2025, 10, 1));
+        let b = world(day(2025, 10, 1));
+        let (sa, sb) = (
+            &a.schools.values().next().expect("school").school,
+            &b.schools.values().next().expect("school").school,
+        );
+        assert_eq!(sa.pupils, sb.pupils);
+        assert_eq!(sa.teachers, sb.teachers);
+        assert_eq!(sa.pupils.len(), 200);
+        assert!(
+            sa.pupils.iter().any(|p| p.person.prefix.is_some()),
+            "voorvoegsels"
+        );
+    }
+
+    #[test]
+    fn a_day_brings_joiners_leavers_moves_and_an_eckid() {
+        let mut w = world(day(2025, 10, 1));
+        let before = w.schools.values().next().expect("school").school.clone();
+        let report = w.advance_day();
+        let after = &w.schools.values().next().expect("school").school;
+        assert!(
+            report.joined >= 1 && report.left == 1 && report.renamed == 1,
+            "{report:?}"
+        );
+        assert_eq!(report.eckids_arrived, 1);
+        assert!(!report.rollover);
+        assert_ne!(before.pupils, after.pupils);
+        let keys: std::collections::HashSet<&str> =
+            after.pupils.iter().map(|p| p.person.key.as_str()).collect();
+        assert_eq!(keys.len(), after.pupils.len(), "keys stay unique");
+    }
+
+    #[test]
+    fn the_first_of_august_rolls_the_year_over() {
+        let mut w = world(day(2026, 7, 31));
+        let eights = w
+            .schools
+            .values()
+            .next()
+            .expect("school")
+            .school
+            .pupils
+            .iter()
+            .filter(|p| p.year == "8")
+            .count();
+        assert!(eights > 0);
+        let report = w.advance_day();
+        assert!(report.rollover);
+        let s = &w.schools.values().next().expect("school").school;
+        assert_eq!(s.year.to_string(), "2026-2027");
+        assert!(
+            s.pupils.iter().all(|p| p.year != "9"),
+            "no group 9 in a primary school"
+        );
+        assert!(
+            s.pupils.iter().any(|p| p.year == "1"),
+            "a new group 1 arrived"
+        );
+    }
+}

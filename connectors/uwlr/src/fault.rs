@@ -1,0 +1,53 @@
+//! UWLR fault codes and what they mean for rostersync.
+
+use connector_api::ConnectorError;
+
+/// Map a fault's dotted code (`Client.AutorisatieOngeldig`) and text to our error classes.
+pub fn to_error(code: &str, message: &str, xsd_version: &str) -> ConnectorError {
+    let detail = if message.is_empty() {
+        code.to_owned()
+    } else {
+        format!("{code}: {message}")
+    };
+    match code {
+        "Client.AutorisatieOngeldig" => ConnectorError::CredentialsRejected { detail },
+        "Client.OngeldigeKlantIdentificatie" => ConnectorError::SupplierRejected { detail },
+        "Client.XsdVersieOngeldig" => ConnectorError::UnsupportedVersion {
+            version: xsd_version.to_owned(),
+            detail,
+        },
+        "Client.OngeldigBericht" => ConnectorError::InvalidRequest { detail },
+        "Server.InterneFout" | "Server.TijdelijkNietBeschikbaar" => ConnectorError::Unavailable {
+            detail,
+            retry_after: None,
+        },
+        c if c.starts_with("Server") => ConnectorError::Unavailable {
+            detail,
+            retry_after: None,
+        },
+        _ => ConnectorError::InvalidRequest { detail },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_fault_code_has_its_class() {
+        let cases = [
+            ("Client.AutorisatieOngeldig", "credentials_rejected"),
+            ("Client.OngeldigeKlantIdentificatie", "supplier_rejected"),
+            ("Client.XsdVersieOngeldig", "unsupported_version"),
+            ("Client.OngeldigBericht", "invalid_request"),
+            ("Server.InterneFout", "unavailable"),
+            ("Server.TijdelijkNietBeschikbaar", "unavailable"),
+            ("Server.Iets", "unavailable"),
+            ("Client.Iets", "invalid_request"),
+        ];
+        for (code, class) in cases {
+            assert_eq!(to_error(code, "x", "2.2").class(), class, "{code}");
+        }
+        assert!(to_error("Server.InterneFout", "", "2.2").is_retryable());
+    }
+}
