@@ -11,5 +11,6 @@
 
 pub mod cli;
 pub mod settings;
+pub mod sources;
 pub mod store;
 pub mod telemetry;

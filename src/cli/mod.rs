@@ -1,7 +1,9 @@
 //! The command line: parsing, dispatch, exit codes and output formats.
 //! Exit 0 ok, 1 a run failed or was held, 2 bad usage or configuration.
 
+mod check;
 mod school;
+mod simulate;
 mod table;
 
 use std::path::PathBuf;
@@ -37,12 +39,18 @@ pub enum Command {
     /// Create the store or bring its schema up to date.
     Migrate,
     /// Validate the configuration, read every secret it names, and print it (secrets as references).
-    CheckConfig,
+    CheckConfig {
+        /// Also ask every LAS once for every school and report what happened.
+        #[arg(long)]
+        online: bool,
+    },
     /// Manage the schools rostersync serves.
     School {
         #[command(subcommand)]
         action: school::SchoolCommand,
     },
+    /// Serve simulated schools as a real LAS on 127.0.0.1 (for trying out, tests and support).
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,8 +96,9 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
 pub async fn run(settings: Settings, command: Command) -> Result<(), Failure> {
     match command {
         Command::Migrate => migrate(&settings).await,
-        Command::CheckConfig => check_config(&settings),
+        Command::CheckConfig { online } => check::run(&settings, online).await,
         Command::School { action } => school::run(&settings, action).await,
+        Command::Simulate(args) => simulate::run(args).await,
     }
 }
 
@@ -113,35 +122,5 @@ async fn migrate(settings: &Settings) -> Result<(), Failure> {
             applied.join(", ")
         );
     }
-    Ok(())
-}
-
-fn check_config(settings: &Settings) -> Result<(), Failure> {
-    let mut problems = Vec::new();
-    for (key, reference) in settings.secret_refs() {
-        if let Err(e) = reference.load_bytes() {
-            problems.push(format!("{key}: {e}"));
-        }
-    }
-    let text = toml::to_string_pretty(settings)
-        .map_err(|e| Failure::failed(anyhow::anyhow!("cannot print the configuration: {e}")))?;
-    print!("{text}");
-    if !problems.is_empty() {
-        return Err(Failure::usage(anyhow::anyhow!(
-            "{} secret(s) cannot be read: {}",
-            problems.len(),
-            problems.join("; ")
-        )));
-    }
-    eprintln!(
-        "Configuration is valid: {} LAS connection(s), {} school(s) in the file, {}.",
-        settings.las.len(),
-        settings.school.len(),
-        if settings.broker.is_some() {
-            "a broker"
-        } else {
-            "no broker"
-        }
-    );
     Ok(())
 }

@@ -100,10 +100,40 @@ pub struct LasSettings {
     pub klantcode: SecretRef,
     pub client_certificate: Option<SecretRef>,
     pub ca_certificate: Option<SecretRef>,
+    /// `alles-in-een` (HaalLeerlinggegevens) or `getrapt` (structure, pupils, teachers).
+    #[serde(default)]
+    pub transfer: TransferStyle,
+    /// `gegevenssetid` to send, e.g. `Smalle-set-VO` for Magister.
+    pub gegevenssetid: Option<String>,
+    /// Extra HTTP headers, e.g. the Iddink hub's `IddinkHub-Subscription-Key`; values are secrets.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, SecretRef>,
+    /// Longest time for one answer, body included.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Largest answer accepted, in MiB; a larger one fails the fetch (never partial data).
+    #[serde(default = "default_max_response")]
+    pub max_response_mb: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransferStyle {
+    #[default]
+    AllesInEen,
+    Getrapt,
 }
 
 fn default_xsd_version() -> String {
     "2.2".to_owned()
+}
+
+fn default_timeout() -> u64 {
+    300
+}
+
+fn default_max_response() -> u64 {
+    256
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -253,6 +283,16 @@ impl Settings {
             if las.klantnaam.is_empty() || las.klantnaam.chars().count() > 64 {
                 return Err(format!("las[{i}].klantnaam must be 1 to 64 characters"));
             }
+            if !(1..=3600).contains(&las.timeout_seconds) {
+                return Err(format!(
+                    "las[{i}].timeout_seconds must be between 1 and 3600"
+                ));
+            }
+            if !(1..=4096).contains(&las.max_response_mb) {
+                return Err(format!(
+                    "las[{i}].max_response_mb must be between 1 and 4096"
+                ));
+            }
         }
         let mut ids = BTreeSet::new();
         for (i, school) in self.school.iter().enumerate() {
@@ -343,6 +383,9 @@ impl Settings {
             }
             if let Some(c) = &las.ca_certificate {
                 refs.push((format!("las[{i}].ca_certificate"), c));
+            }
+            for (name, h) in &las.headers {
+                refs.push((format!("las[{i}].headers.{name}"), h));
             }
         }
         if let Some(b) = &self.broker {

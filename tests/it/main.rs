@@ -4,5 +4,6 @@
 
 mod config;
 mod school_links;
+mod simulate;
 mod store;
 mod support;

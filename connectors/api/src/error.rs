@@ -111,7 +111,7 @@ impl ConnectorError {
         match self {
             ConnectorError::CredentialsRejected { .. } => {
                 "ask the school for a new authorization key (or token) and store it with \
-                 `rostersync school set-key`; the school is parked until then"
+                 `rostersync school set-key`"
             }
             ConnectorError::SupplierRejected { .. } => {
                 "check the supplier credentials of this source connection (klantnaam/klantcode \

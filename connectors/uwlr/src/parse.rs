@@ -10,8 +10,8 @@ use connector_api::{
     StaffRecord, StaffRole,
 };
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::reader::NsReader;
+use quick_xml::name::PrefixDeclaration;
+use quick_xml::reader::Reader;
 
 pub const NS_DATA: &str = "http://www.edustandaard.nl/leerresultaten/2/leerlinggegevens";
 pub const NS_SOAP: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -193,17 +193,87 @@ fn local_is(e: &BytesStart, name: &str) -> bool {
     e.local_name().as_ref() == name
 }
 
-/// Data elements are in the UWLR namespace; unqualified ones are tolerated (lenient LAS).
-fn in_data_ns(ns: &ResolveResult) -> bool {
-    match ns {
-        ResolveResult::Bound(n) => n.as_ref() == NS_DATA,
-        ResolveResult::Unbound => true,
-        ResolveResult::Unknown(_) => false,
+/// The namespace of an element, as far as the reader needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ns {
+    Data,
+    Soap,
+    /// No namespace at all (tolerated for data elements: lenient LAS output).
+    Unbound,
+    Other,
+}
+
+fn in_data_ns(ns: &Ns) -> bool {
+    matches!(ns, Ns::Data | Ns::Unbound)
+}
+
+fn in_soap_ns(ns: &Ns) -> bool {
+    *ns == Ns::Soap
+}
+
+/// Namespace declarations in scope. Namespaces decide the structure only down to the data
+/// element (envelope, body, answer); inside it UWLR has a single namespace, so elements are
+/// read by local name there. Resolving every event costs a third of the throughput.
+#[derive(Default)]
+struct Scopes {
+    /// (prefix, namespace URI, depth of the declaring element); `None` is the default.
+    bindings: Vec<(Option<String>, String, usize)>,
+}
+
+impl Scopes {
+    fn declare(&mut self, e: &BytesStart, depth: usize, position: u64) -> Result<(), ParseError> {
+        for attr in e.attributes().with_checks(false) {
+            let attr = attr.map_err(|err| ParseError::Xml {
+                position,
+                reason: err.to_string(),
+            })?;
+            let prefix = match attr.key.as_namespace_binding() {
+                Some(PrefixDeclaration::Default) => None,
+                Some(PrefixDeclaration::Named(p)) => Some(p.to_owned()),
+                None => continue,
+            };
+            let uri = attr
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|err| ParseError::Xml {
+                    position,
+                    reason: err.to_string(),
+                })?;
+            self.bindings.push((prefix, uri.into_owned(), depth));
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, e: &BytesStart) -> Ns {
+        let name = e.name();
+        let prefix = name.prefix();
+        let wanted = prefix.as_ref().map(|p| p.as_ref());
+        let uri = self
+            .bindings
+            .iter()
+            .rev()
+            .find(|(p, _, _)| p.as_deref() == wanted)
+            .map(|(_, uri, _)| uri.as_str());
+        match (uri, wanted) {
+            (Some(u), _) if u == NS_DATA => Ns::Data,
+            (Some(u), _) if u == NS_SOAP => Ns::Soap,
+            (Some(""), None) | (None, None) => Ns::Unbound,
+            _ => Ns::Other,
+        }
+    }
+
+    fn leave(&mut self, depth: usize) {
+        while self.bindings.last().is_some_and(|(_, _, d)| *d >= depth) {
+            self.bindings.pop();
+        }
     }
 }
 
-fn in_soap_ns(ns: &ResolveResult) -> bool {
-    matches!(ns, ResolveResult::Bound(n) if n.as_ref() == NS_SOAP)
+/// Whether namespaces still decide what an element is (above and at the data element).
+fn structural(parent: Option<El>) -> bool {
+    matches!(
+        parent,
+        None | Some(El::Envelope | El::Body | El::Answer | El::Fault)
+    )
 }
 
 const ANSWERS: [&str; 4] = [
@@ -230,7 +300,7 @@ fn name_field(local: &str) -> Option<NameField> {
 }
 
 /// What element `e` is, given where the reader is.
-fn classify(parent: Option<El>, ns: &ResolveResult, e: &BytesStart) -> Result<El, ParseError> {
+fn classify(parent: Option<El>, ns: &Ns, e: &BytesStart) -> Result<El, ParseError> {
     let local = e.local_name();
     let l = local.as_ref();
     let data = in_data_ns(ns);
@@ -568,15 +638,16 @@ fn set_name(name: &mut PersonName, field: NameField, value: Option<String>) {
 
 /// Read one UWLR answer or SOAP fault from `input`.
 pub fn parse_answer<R: BufRead>(input: R) -> Result<Answer, ParseError> {
-    let mut reader = NsReader::from_reader(input);
+    let mut reader = Reader::from_reader(input);
     reader.config_mut().check_end_names = true;
+    let mut scopes = Scopes::default();
     let mut buf = Vec::with_capacity(1024);
     let mut st = State::default();
     let mut done = false;
     loop {
         buf.clear();
         let position = reader.buffer_position();
-        let (ns, event) = match reader.read_resolved_event_into(&mut buf) {
+        let event = match reader.read_event_into(&mut buf) {
             Ok(x) => x,
             Err(quick_xml::Error::Io(io)) => {
                 return Err(ParseError::Io(std::io::Error::new(
@@ -597,18 +668,32 @@ pub fn parse_answer<R: BufRead>(input: R) -> Result<Answer, ParseError> {
                     "content after the end of the answer".into(),
                 ));
             }
+            Event::Start(e) if structural(st.stack.last().copied()) => {
+                scopes.declare(&e, st.stack.len(), position)?;
+                let el = classify(st.stack.last().copied(), &scopes.resolve(&e), &e)?;
+                st.start(el, &e, position)?;
+                st.stack.push(el);
+            }
+            Event::Empty(e) if structural(st.stack.last().copied()) => {
+                let depth = st.stack.len();
+                scopes.declare(&e, depth, position)?;
+                let el = classify(st.stack.last().copied(), &scopes.resolve(&e), &e)?;
+                st.start(el, &e, position)?;
+                st.end(el);
+                scopes.leave(depth);
+                if st.stack.is_empty() {
+                    done = true;
+                }
+            }
             Event::Start(e) => {
-                let el = classify(st.stack.last().copied(), &ns, &e)?;
+                let el = classify(st.stack.last().copied(), &Ns::Data, &e)?;
                 st.start(el, &e, position)?;
                 st.stack.push(el);
             }
             Event::Empty(e) => {
-                let el = classify(st.stack.last().copied(), &ns, &e)?;
+                let el = classify(st.stack.last().copied(), &Ns::Data, &e)?;
                 st.start(el, &e, position)?;
                 st.end(el);
-                if st.stack.is_empty() {
-                    done = true;
-                }
             }
             Event::End(_) => {
                 let Some(el) = st.stack.pop() else {
@@ -618,6 +703,7 @@ pub fn parse_answer<R: BufRead>(input: R) -> Result<Answer, ParseError> {
                     });
                 };
                 st.end(el);
+                scopes.leave(st.stack.len());
                 if st.stack.is_empty() {
                     done = true;
                 }

@@ -1,0 +1,165 @@
+//! `rostersync check-config [--online]`: validate the configuration and read every secret;
+//! online, also ask every LAS once for every school and say what happened.
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+use connector_api::{Connector, FetchOutcome, FetchRequest, SchoolId, SchoolYear};
+use secrecy::SecretString;
+
+use super::{Failure, table};
+use crate::settings::Settings;
+use crate::sources;
+use crate::store::schools::{self, LAS_KEY};
+use crate::store::sealing::MasterKey;
+use crate::store::{OpenMode, Store};
+
+pub async fn run(settings: &Settings, online: bool) -> Result<(), Failure> {
+    let mut problems = Vec::new();
+    for (key, reference) in settings.secret_refs() {
+        if let Err(e) = reference.load_bytes() {
+            problems.push(format!("{key}: {e}"));
+        }
+    }
+    let text = toml::to_string_pretty(settings)
+        .map_err(|e| Failure::failed(anyhow::anyhow!("cannot print the configuration: {e}")))?;
+    if !online {
+        print!("{text}");
+    }
+    if !problems.is_empty() {
+        return Err(Failure::usage(anyhow::anyhow!(
+            "{} secret(s) cannot be read: {}",
+            problems.len(),
+            problems.join("; ")
+        )));
+    }
+    eprintln!(
+        "Configuration is valid: {} LAS connection(s), {} school(s) in the file, {}.",
+        settings.las.len(),
+        settings.school.len(),
+        if settings.broker.is_some() {
+            "a broker"
+        } else {
+            "no broker"
+        }
+    );
+    if online {
+        check_online(settings).await
+    } else {
+        Ok(())
+    }
+}
+
+/// One school to try: its LAS and where its key comes from.
+struct Target {
+    school: SchoolId,
+    las: String,
+    key: Result<SecretString, String>,
+}
+
+async fn targets(settings: &Settings) -> Vec<Target> {
+    let mut out: Vec<Target> = settings
+        .school
+        .iter()
+        .filter_map(|s| {
+            let las = s.las.clone()?;
+            let key = s
+                .key
+                .as_ref()
+                .map(|k| k.load_string().map_err(|e| e.to_string()))
+                .unwrap_or_else(|| Err("no key configured".into()));
+            Some(Target {
+                school: s.id.clone(),
+                las,
+                key,
+            })
+        })
+        .collect();
+    // Schools added with `school add` live in the store, their keys sealed there.
+    let Ok(store) = Store::open(&settings.store, OpenMode::Existing).await else {
+        return out;
+    };
+    let Ok(links) = schools::list(&store, settings).await else {
+        return out;
+    };
+    let master = MasterKey::load_or_create(settings, store.home());
+    for link in links.into_iter().filter(|l| l.origin == "store") {
+        let (Some(las), Ok(id)) = (link.las, link.id.parse::<SchoolId>()) else {
+            continue;
+        };
+        let key = match &master {
+            Ok(m) => match schools::load_secret(&store, m, &id, LAS_KEY).await {
+                Ok(Some(k)) => Ok(k),
+                Ok(None) => Err("no key stored".into()),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(Target {
+            school: id,
+            las,
+            key,
+        });
+    }
+    out
+}
+
+async fn check_online(settings: &Settings) -> Result<(), Failure> {
+    let mut connectors = HashMap::new();
+    for las in &settings.las {
+        connectors.insert(las.name.clone(), sources::las_connector(las));
+    }
+    let year = SchoolYear::containing(Utc::now().date_naive());
+    let mut t = table::Table::new(&["SCHOOL", "LAS", "RESULT", "DETAIL"]);
+    let mut failed = 0;
+    for target in targets(settings).await {
+        let (result, detail) = match (connectors.get(&target.las), &target.key) {
+            (None, _) => (
+                "config".to_owned(),
+                format!("no [[las]] named '{}'", target.las),
+            ),
+            (Some(Err(e)), _) => ("config".to_owned(), e.to_string()),
+            (_, Err(e)) => ("no key".to_owned(), e.clone()),
+            (Some(Ok(c)), Ok(key)) => {
+                let req = FetchRequest {
+                    school: target.school.clone(),
+                    school_year: year,
+                    credential: Some(key.clone()),
+                    remote_id: None,
+                    last_received: None,
+                    last_marker: None,
+                };
+                match c.fetch(&req).await {
+                    Ok(FetchOutcome::Snapshot(s)) => (
+                        "ok".to_owned(),
+                        format!(
+                            "{} pupils, {} groups, {} staff{}",
+                            s.pupils.len(),
+                            s.groups.len(),
+                            s.staff.len(),
+                            if s.rejects.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", {} records rejected", s.rejects.len())
+                            }
+                        ),
+                    ),
+                    Ok(FetchOutcome::Unchanged) => ("ok".to_owned(), "unchanged".to_owned()),
+                    Ok(FetchOutcome::NoData { detail }) => ("no data".to_owned(), detail),
+                    Err(e) => (e.class().to_owned(), format!("{e}; {}", e.advice())),
+                }
+            }
+        };
+        if result != "ok" {
+            failed += 1;
+        }
+        t.row(vec![target.school.to_string(), target.las, result, detail]);
+    }
+    print!("{}", t.render());
+    if failed > 0 {
+        return Err(Failure::failed(anyhow::anyhow!(
+            "{failed} school(s) could not be fetched; see the table above"
+        )));
+    }
+    Ok(())
+}

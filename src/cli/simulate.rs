@@ -1,0 +1,179 @@
+//! `rostersync simulate`: serve a generated world of schools as a real LAS on loopback, for
+//! trying rostersync out, load tests and support. `--write-config` writes a configuration
+//! (and key files) that points rostersync at it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use connector_api::SchoolId;
+use connector_sim::{SchoolKind, SimServer, World};
+
+use super::{Failure, table};
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Primary schools to generate.
+    #[arg(long, default_value_t = 3)]
+    primary: usize,
+    /// Secondary schools to generate.
+    #[arg(long, default_value_t = 1)]
+    secondary: usize,
+    /// Pupils per school.
+    #[arg(long, default_value_t = 200)]
+    pupils: usize,
+    /// Seed of the generated world: the same seed gives the same schools.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// The simulated date (YYYY-MM-DD); default today.
+    #[arg(long)]
+    date: Option<chrono::NaiveDate>,
+    /// Let one simulated day pass every this many seconds (joiners, leavers, moves, ...).
+    #[arg(long, value_name = "SECONDS")]
+    day_every: Option<u64>,
+    /// Write rostersync.toml and key files for this simulator into DIR.
+    #[arg(long, value_name = "DIR")]
+    write_config: Option<PathBuf>,
+}
+
+/// School ids of generated schools: BRINs 99SA, 99SB, ... (primary) and 98VA, ... (secondary).
+pub fn sim_school_id(kind: SchoolKind, n: usize) -> SchoolId {
+    let digits = match kind {
+        SchoolKind::Primary => "99",
+        SchoolKind::Secondary => "98",
+    };
+    let a = (b'A' + (n / 26 % 26) as u8) as char;
+    let b = (b'A' + (n % 26) as u8) as char;
+    let first = if kind == SchoolKind::Primary && n < 26 {
+        'S'
+    } else {
+        a
+    };
+    SchoolId::new(&format!("{digits}{first}{b}"), "00").expect("generated BRINs are valid")
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(content.as_bytes())
+}
+
+/// A configuration that points rostersync at `server`, with the keys in files beside it.
+fn write_config(dir: &Path, server: &SimServer) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir.join("keys"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", dir.display()))?;
+    let (klantnaam, klantcode, schools) = server.with_world(|w| {
+        let schools: Vec<(String, String, String)> = w
+            .schools
+            .values()
+            .map(|s| {
+                (
+                    s.school.id.to_string(),
+                    s.school.name.clone(),
+                    s.key.clone(),
+                )
+            })
+            .collect();
+        (w.klantnaam.clone(), w.klantcode.clone(), schools)
+    });
+    write_private(&dir.join("klantcode"), &format!("{klantcode}\n"))?;
+    let mut toml = format!(
+        "# Written by `rostersync simulate`: a configuration for the simulated LAS at {url}.\n\
+         [store]\nurl = \"sqlite://{d}/rostersync.db?mode=rwc\"\n\n\
+         [[las]]\nname = \"sim\"\nkind = \"uwlr\"\nendpoint = \"{url}\"\nklantnaam = \"{klantnaam}\"\n\
+         klantcode = {{ file = \"{d}/klantcode\" }}\n",
+        url = server.uwlr_url(),
+        d = dir.display(),
+    );
+    for (id, name, key) in schools {
+        let key_path = dir.join("keys").join(&id);
+        write_private(&key_path, &format!("{key}\n"))?;
+        toml.push_str(&format!(
+            "\n[[school]]\nid = \"{id}\"\nname = \"{name}\"\nlas = \"sim\"\nkey = {{ file = \"{}\" }}\n",
+            key_path.display()
+        ));
+    }
+    let path = dir.join("rostersync.toml");
+    write_private(&path, &toml)?;
+    Ok(path)
+}
+
+pub async fn run(args: SimulateArgs) -> Result<(), Failure> {
+    let date = args
+        .date
+        .unwrap_or_else(|| chrono::Local::now().date_naive());
+    let mut world = World::new(args.seed, date);
+    for n in 0..args.primary {
+        world.add_school(
+            sim_school_id(SchoolKind::Primary, n),
+            SchoolKind::Primary,
+            args.pupils,
+        );
+    }
+    for n in 0..args.secondary {
+        world.add_school(
+            sim_school_id(SchoolKind::Secondary, n),
+            SchoolKind::Secondary,
+            args.pupils,
+        );
+    }
+    let server = SimServer::start(world, args.port)
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))
+        .map_err(Failure::usage)?;
+    let mut t = table::Table::new(&["SCHOOL", "NAME", "PUPILS", "GROUPS", "STAFF"]);
+    server.with_world(|w| {
+        for s in w.schools.values() {
+            t.row(vec![
+                s.school.id.to_string(),
+                s.school.name.clone(),
+                s.school.pupils.len().to_string(),
+                s.school.groups.len().to_string(),
+                s.school.teachers.len().to_string(),
+            ]);
+        }
+    });
+    print!("{}", t.render());
+    println!("UWLR endpoint: {}", server.uwlr_url());
+    if let Some(dir) = &args.write_config {
+        let path = write_config(dir, &server).map_err(Failure::failed)?;
+        println!(
+            "Configuration: {} (try: rostersync --config {} check-config --online)",
+            path.display(),
+            path.display()
+        );
+    }
+    println!("Simulated date {date}. Stop with Ctrl-C.");
+    let _ = std::io::stdout().flush();
+    tracing::info!(url = %server.uwlr_url(), "Simulator running.");
+    let mut days = args
+        .day_every
+        .map(|s| tokio::time::interval(std::time::Duration::from_secs(s.max(1))));
+    if let Some(i) = days.as_mut() {
+        i.tick().await; // The first tick is immediate.
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")
+        .map_err(Failure::failed)?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            _ = async { match days.as_mut() { Some(i) => { i.tick().await; } None => std::future::pending::<()>().await } } => {
+                let report = server.with_world(|w| w.advance_day());
+                tracing::info!(joined = report.joined, left = report.left, moved = report.moved, rollover = report.rollover, "Simulated day passed.");
+            }
+        }
+    }
+    tracing::info!("Simulator stopped.");
+    Ok(())
+}

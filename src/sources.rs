@@ -1,0 +1,79 @@
+//! Builds the connectors the configuration describes (Vector's habit: a config type builds
+//! its runtime object). Secrets are read here, at the moment a connector is made.
+
+use std::time::Duration;
+
+use connector_api::ConnectorError;
+use connector_api::http::{HttpPolicy, TlsSettings};
+use connector_uwlr::{Transfer, UwlrConnector, UwlrSettings};
+
+use crate::settings::{LasSettings, SecretError, TransferStyle};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("LAS connection '{las}': {source}")]
+    Secret {
+        las: String,
+        #[source]
+        source: SecretError,
+    },
+    #[error("LAS connection '{las}': {source}")]
+    Connector {
+        las: String,
+        #[source]
+        source: ConnectorError,
+    },
+}
+
+pub fn las_connector(las: &LasSettings) -> Result<UwlrConnector, SourceError> {
+    let secret = |e| SourceError::Secret {
+        las: las.name.clone(),
+        source: e,
+    };
+    let klantcode = las.klantcode.load_string().map_err(secret)?;
+    let client_identity_pem = las
+        .client_certificate
+        .as_ref()
+        .map(|c| c.load_bytes())
+        .transpose()
+        .map_err(secret)?;
+    let extra_roots_pem = las
+        .ca_certificate
+        .as_ref()
+        .map(|c| {
+            c.load_bytes()
+                .map(|b| secrecy::ExposeSecret::expose_secret(&b).clone())
+        })
+        .transpose()
+        .map_err(secret)?;
+    let mut headers = Vec::new();
+    for (name, value) in &las.headers {
+        headers.push((name.clone(), value.load_string().map_err(secret)?));
+    }
+    UwlrConnector::new(UwlrSettings {
+        name: las.name.clone(),
+        endpoint: las.endpoint.clone(),
+        klantnaam: las.klantnaam.clone(),
+        klantcode,
+        xsd_version: las.xsd_version.clone(),
+        data_set: las.gegevenssetid.clone(),
+        transfer: match las.transfer {
+            TransferStyle::AllesInEen => Transfer::AllInOne,
+            TransferStyle::Getrapt => Transfer::Getrapt,
+        },
+        headers,
+        policy: HttpPolicy {
+            request_timeout: Duration::from_secs(las.timeout_seconds),
+            max_body_bytes: las.max_response_mb * 1024 * 1024,
+            ..HttpPolicy::default()
+        },
+        tls: TlsSettings {
+            client_identity_pem,
+            extra_roots_pem,
+        },
+    })
+    .map_err(|e| SourceError::Connector {
+        las: las.name.clone(),
+        source: e,
+    })
+}
