@@ -166,6 +166,26 @@ impl SimSchool {
         format!("{prefix}{}", self.next_key)
     }
 
+    /// A new pupil with a fresh key in `group`, in jaargroep `year`.
+    pub fn enrol(
+        &mut self,
+        rng: &mut fastrand::Rng,
+        group: &str,
+        year: &str,
+        eckid_share: f64,
+    ) -> &mut SimPupil {
+        let key = self.new_key("L");
+        self.pupils.push(SimPupil {
+            person: person(rng, key, eckid_share),
+            birth: birth_for(rng, year, self.year),
+            year: year.to_owned(),
+            group: group.to_owned(),
+            subgroups: Vec::new(),
+        });
+        let last = self.pupils.len() - 1;
+        &mut self.pupils[last]
+    }
+
     fn domain(&self) -> String {
         format!("{}.school.example", self.id.to_string().to_lowercase())
     }
@@ -214,21 +234,13 @@ impl SimSchool {
         for i in 0..pupils {
             let (group, years) = &stamgroepen[i % stamgroepen.len()];
             let year = years[rng.usize(0..years.len())].clone();
-            let key = self.new_key("L");
-            let mut subgroups = Vec::new();
+            let pupil = self.enrol(rng, group, &year, 0.8);
             if rng.f64() < 0.06 {
-                subgroups.push("SG-PLUS".to_owned());
+                pupil.subgroups.push("SG-PLUS".to_owned());
             }
             if rng.f64() < 0.08 {
-                subgroups.push("SG-LEES".to_owned());
+                pupil.subgroups.push("SG-LEES".to_owned());
             }
-            self.pupils.push(SimPupil {
-                person: person(rng, key, 0.8),
-                birth: birth_for(rng, &year, self.year),
-                year,
-                group: group.clone(),
-                subgroups,
-            });
         }
         let domain = self.domain();
         for (i, (group, _)) in stamgroepen.iter().enumerate() {
@@ -289,14 +301,7 @@ impl SimSchool {
         }
         for i in 0..pupils {
             let (group, year) = &keys[i % keys.len()];
-            let key = self.new_key("L");
-            self.pupils.push(SimPupil {
-                person: person(rng, key, 0.9),
-                birth: birth_for(rng, year, self.year),
-                year: year.clone(),
-                group: group.clone(),
-                subgroups: Vec::new(),
-            });
+            self.enrol(rng, group, year, 0.9);
         }
         let domain = self.domain();
         for (group, _) in &keys {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use connector_api::{SchoolId, SchoolYear};
 
-use crate::school::{SchoolKind, SimPupil, SimSchool, birth_for, eckid, person};
+use crate::school::{SchoolKind, SimSchool, eckid};
 
 /// A misbehaviour a school's LAS shows on demand.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,14 +159,7 @@ fn mutate(s: &mut SimSchool, rng: &mut fastrand::Rng, report: &mut DayReport) {
             Some("C") | None => "7".to_owned(),
             Some(y) => y.to_owned(),
         };
-        let key = s.new_key("L");
-        s.pupils.push(SimPupil {
-            person: person(rng, key, 0.8),
-            birth: birth_for(rng, &year, s.year),
-            year,
-            group: group.clone(),
-            subgroups: Vec::new(),
-        });
+        s.enrol(rng, group, &year, 0.8);
         report.joined += 1;
     }
     if s.pupils.len() > 2 {
@@ -264,14 +257,7 @@ fn roll_over(s: &mut SimSchool, rng: &mut fastrand::Rng) {
     }
     if let Some(group) = first_group {
         for _ in 0..leaving.max(1) {
-            let key = s.new_key("L");
-            s.pupils.push(SimPupil {
-                person: person(rng, key, 0.8),
-                birth: birth_for(rng, first, s.year),
-                year: first.to_owned(),
-                group: group.clone(),
-                subgroups: Vec::new(),
-            });
+            s.enrol(rng, &group, first, 0.8);
         }
     }
 }
