@@ -641,6 +641,7 @@ pub fn parse_answer<R: BufRead>(input: R) -> Result<Answer, ParseError> {
     let mut reader = Reader::from_reader(input);
     reader.config_mut().check_end_names = true;
     let mut scopes = Scopes::default();
+    let mut skip_buf = Vec::new();
     let mut buf = Vec::with_capacity(1024);
     let mut st = State::default();
     let mut done = false;
@@ -687,6 +688,23 @@ pub fn parse_answer<R: BufRead>(input: R) -> Result<Answer, ParseError> {
             }
             Event::Start(e) => {
                 let el = classify(st.stack.last().copied(), &Ns::Data, &e)?;
+                if el == El::Skip {
+                    // Fields we do not keep are passed over whole, without an event each.
+                    let name = e.name().as_ref().to_owned();
+                    skip_buf.clear();
+                    reader
+                        .read_to_end_into(quick_xml::name::QName(&name), &mut skip_buf)
+                        .map_err(|err| match err {
+                            quick_xml::Error::Io(io) => {
+                                ParseError::Io(std::io::Error::new(io.kind(), io.to_string()))
+                            }
+                            other => ParseError::Xml {
+                                position: reader.error_position(),
+                                reason: other.to_string(),
+                            },
+                        })?;
+                    continue;
+                }
                 st.start(el, &e, position)?;
                 st.stack.push(el);
             }
