@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use connector_api::SchoolId;
-use connector_sim::{SchoolKind, SimServer, World};
+use connector_sim::{Fault, FaultPlan, SchoolKind, SimServer, World};
 
 use super::{Failure, table};
 
@@ -38,6 +38,36 @@ pub struct SimulateArgs {
     /// Write rostersync.toml and key files for this simulator into DIR.
     #[arg(long, value_name = "DIR")]
     write_config: Option<PathBuf>,
+    /// Make a school misbehave: SCHOOL=FAULT, where FAULT is a UWLR fault code
+    /// (Client.AutorisatieOngeldig, Server.InterneFout, ...), unavailable, slow, truncated,
+    /// malformed, geengegevens or geenwijzigingen. May be repeated.
+    #[arg(long, value_name = "SCHOOL=FAULT", value_parser = parse_fault)]
+    fault: Vec<(SchoolId, Fault)>,
+}
+
+fn parse_fault(text: &str) -> Result<(SchoolId, Fault), String> {
+    let (school, fault) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not SCHOOL=FAULT"))?;
+    let school: SchoolId = school.parse().map_err(|e| format!("{e}"))?;
+    let fault = match fault {
+        "unavailable" => Fault::Unavailable { retry_after: 30 },
+        "slow" => Fault::Slow(std::time::Duration::from_secs(90)),
+        "truncated" => Fault::Truncated,
+        "malformed" => Fault::Malformed,
+        "geengegevens" => Fault::NoData,
+        "geenwijzigingen" => Fault::Unchanged,
+        code if code.starts_with("Client.") || code.starts_with("Server.") => {
+            Fault::Soap(code.to_owned())
+        }
+        other => {
+            return Err(format!(
+                "unknown fault '{other}': use a UWLR fault code such as Client.AutorisatieOngeldig, \
+                 or unavailable, slow, truncated, malformed, geengegevens, geenwijzigingen"
+            ));
+        }
+    };
+    Ok((school, fault))
 }
 
 /// School ids of generated schools: BRINs 99SA, 99SB, ... (primary) and 98VA, ... (secondary).
@@ -124,6 +154,20 @@ pub async fn run(args: SimulateArgs) -> Result<(), Failure> {
             sim_school_id(SchoolKind::Secondary, n),
             SchoolKind::Secondary,
             args.pupils,
+        );
+    }
+    for (school, fault) in &args.fault {
+        if !world.schools.contains_key(school) {
+            return Err(Failure::usage(anyhow::anyhow!(
+                "--fault names school {school}, which the simulator does not have"
+            )));
+        }
+        world.set_fault(
+            school,
+            Some(FaultPlan {
+                fault: fault.clone(),
+                remaining: None,
+            }),
         );
     }
     let server = SimServer::start(world, args.port)

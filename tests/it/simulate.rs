@@ -29,6 +29,8 @@ async fn the_simulator_answers_check_config_online() {
                 "1",
                 "--pupils",
                 "60",
+                "--fault",
+                "98AA00=Server.TijdelijkNietBeschikbaar",
                 "--write-config",
             ])
             .arg(&dir)
@@ -57,19 +59,24 @@ async fn the_simulator_answers_check_config_online() {
         }
         cmd.output().expect("check-config runs")
     };
-    let ok = check(&[]);
-    let stdout = String::from_utf8_lossy(&ok.stdout);
-    assert!(
-        ok.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let first = check(&[]);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert_eq!(first.status.code(), Some(1), "{stdout}");
     assert_eq!(
         stdout.lines().filter(|l| l.contains(" ok ")).count(),
-        3,
+        2,
         "{stdout}"
     );
     assert!(stdout.contains("60 pupils"), "{stdout}");
+    // The secondary school's LAS is down: retried, then reported as transient.
+    let down = stdout
+        .lines()
+        .find(|l| l.starts_with("98AA00"))
+        .expect("row");
+    assert!(
+        down.contains("unavailable") && down.contains("retries later"),
+        "{down}"
+    );
 
     // A school whose key the LAS does not accept is named, with what to do, and exit 1.
     std::fs::write(dir.join("keys").join("99SA00"), "not-the-key\n").expect("overwrite key");
