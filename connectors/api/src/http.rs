@@ -99,6 +99,14 @@ impl HttpClient {
             builder = builder.tls_certs_merge(roots);
         }
         if let Some(pem) = &tls.client_identity_pem {
+            if !looks_like_pem(pem.expose_secret()) {
+                return Err(ConnectorError::Config {
+                    detail: "the client certificate is not PEM. A PKCS#12 file (.p12/.pfx) \
+                             converts with: openssl pkcs12 -in cert.p12 -out cert.pem -nodes \
+                             (then chmod 600 cert.pem)"
+                        .into(),
+                });
+            }
             let identity = reqwest::Identity::from_pem(pem.expose_secret()).map_err(|e| {
                 ConnectorError::Config {
                     detail: format!(
@@ -276,6 +284,10 @@ impl Response {
     }
 }
 
+fn looks_like_pem(bytes: &[u8]) -> bool {
+    bytes.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
 fn parse_retry_after(value: &HeaderValue, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
     if let Ok(secs) = text.parse::<u64>() {
@@ -432,6 +444,21 @@ mod tests {
             assert!(!shown.contains(secret), "{shown}");
         }
         assert!(shown.contains("HaalLeerlinggegevens"));
+    }
+
+    #[test]
+    fn a_pkcs12_identity_is_refused_with_how_to_convert_it() {
+        // A PKCS#12 file is DER: it starts with a SEQUENCE tag, no PEM armour.
+        let der = vec![0x30, 0x82, 0x0a, 0x1b, 0x02, 0x01, 0x03];
+        let tls = TlsSettings {
+            client_identity_pem: Some(SecretBox::new(Box::new(der))),
+            extra_roots_pem: None,
+        };
+        let err = HttpClient::new("esis", HttpPolicy::default(), tls)
+            .err()
+            .expect("refused");
+        assert_eq!(err.class(), "config");
+        assert!(err.to_string().contains("openssl pkcs12"), "{err}");
     }
 
     #[test]
