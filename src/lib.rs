@@ -13,4 +13,5 @@ pub mod cli;
 pub mod settings;
 pub mod sources;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

@@ -1,0 +1,4 @@
+//! The sync engine's pure core: plain data in, verdicts and plans out, no I/O.
+//! health judges each source's answer; merge, diff, brakes and grants follow it.
+
+pub mod health;
