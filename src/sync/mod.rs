@@ -2,3 +2,4 @@
 //! health judges each source's answer; merge, diff, brakes and grants follow it.
 
 pub mod health;
+pub mod identity;
