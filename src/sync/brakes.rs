@@ -1,0 +1,137 @@
+//! Brakes: a source that suddenly drops many records of one kind is more likely broken than
+//! right. Removals of a kind above the threshold are held for approval; everything else (and
+//! every create and update) goes through.
+
+use serde::Serialize;
+
+/// What the brakes guard, each on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Pupils,
+    Staff,
+    Groups,
+    Memberships,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pupils => "pupils",
+            Kind::Staff => "staff",
+            Kind::Groups => "groups",
+            Kind::Memberships => "memberships",
+        }
+    }
+}
+
+/// Removals are held when they exceed both `max_share` of what is stored and `max_count`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BrakeRules {
+    pub max_share: f64,
+    pub max_count: usize,
+}
+
+impl Default for BrakeRules {
+    /// More than 10% and more than 5 records.
+    fn default() -> Self {
+        BrakeRules {
+            max_share: 0.10,
+            max_count: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    Apply,
+    Hold {
+        removals: usize,
+        stored: usize,
+        reason: String,
+    },
+}
+
+impl Decision {
+    pub fn is_held(&self) -> bool {
+        matches!(self, Decision::Hold { .. })
+    }
+}
+
+/// Decide for one kind: `removals` out of `stored` records. `allow` (`--allow-removals`,
+/// an approval) releases the brake.
+pub fn decide(
+    kind: Kind,
+    removals: usize,
+    stored: usize,
+    rules: &BrakeRules,
+    allow: bool,
+) -> Decision {
+    if allow || removals == 0 {
+        return Decision::Apply;
+    }
+    let share = removals as f64 / stored.max(1) as f64;
+    if removals > rules.max_count && share > rules.max_share {
+        return Decision::Hold {
+            removals,
+            stored,
+            reason: format!(
+                "{removals} of {stored} {} would be removed ({:.0}%, more than {:.0}% and more \
+                 than {}); held until approved with `rostersync approve --run N`",
+                kind.as_str(),
+                share * 100.0,
+                rules.max_share * 100.0,
+                rules.max_count
+            ),
+        };
+    }
+    Decision::Apply
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_thresholds_must_be_passed_to_hold() {
+        let r = BrakeRules::default();
+        assert_eq!(decide(Kind::Pupils, 0, 100, &r, false), Decision::Apply);
+        assert_eq!(
+            decide(Kind::Pupils, 10, 100, &r, false),
+            Decision::Apply,
+            "10% is not more than 10%"
+        );
+        assert!(
+            decide(Kind::Pupils, 30, 100, &r, false).is_held(),
+            "a 30% drop is held"
+        );
+        assert_eq!(
+            decide(Kind::Staff, 5, 6, &r, false),
+            Decision::Apply,
+            "5 is not more than 5"
+        );
+        assert!(decide(Kind::Groups, 6, 10, &r, false).is_held());
+        assert_eq!(
+            decide(Kind::Pupils, 30, 100, &r, true),
+            Decision::Apply,
+            "approval releases"
+        );
+    }
+
+    #[test]
+    fn the_reason_says_what_and_how_to_release() {
+        let Decision::Hold { reason, .. } =
+            decide(Kind::Memberships, 40, 100, &BrakeRules::default(), false)
+        else {
+            unreachable!("40% is held");
+        };
+        assert!(reason.contains("40 of 100 memberships"), "{reason}");
+        assert!(reason.contains("rostersync approve --run N"), "{reason}");
+    }
+
+    #[test]
+    fn an_empty_store_cannot_divide_by_zero() {
+        assert!(decide(Kind::Pupils, 6, 0, &BrakeRules::default(), false).is_held());
+    }
+}
