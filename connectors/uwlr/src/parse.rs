@@ -618,6 +618,15 @@ impl State {
     }
 
     fn push_text(&mut self, s: &str) -> Result<(), ParseError> {
+        // XML 1.0 allows no control characters in text but tab, line feed and return.
+        if s.chars()
+            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+        {
+            return Err(ParseError::Xml {
+                position: 0,
+                reason: "a control character in text (not allowed in XML 1.0)".into(),
+            });
+        }
         if self.text.len() + s.len() > MAX_TEXT {
             return Err(ParseError::Structure(format!(
                 "a field is longer than {MAX_TEXT} characters"
@@ -726,11 +735,28 @@ pub fn parse_answer<R: BufRead>(input: R) -> Result<Answer, ParseError> {
                     done = true;
                 }
             }
+            Event::Text(t) if st.stack.is_empty() => {
+                // Only white space may stand outside the root element: anything else is a
+                // broken body (a proxy's page glued on, two answers in one), not an answer.
+                let text: &str = t.as_ref();
+                if !text.trim().is_empty() {
+                    return Err(ParseError::Xml {
+                        position,
+                        reason: "text outside the root element".into(),
+                    });
+                }
+            }
             Event::Text(t) if st.stack.last().is_some_and(|el| el.keeps_text()) => {
                 st.push_text(t.as_ref())?;
             }
             Event::CData(t) if st.stack.last().is_some_and(|el| el.keeps_text()) => {
                 st.push_text(t.as_ref())?;
+            }
+            Event::GeneralRef(_) | Event::CData(_) if st.stack.is_empty() => {
+                return Err(ParseError::Xml {
+                    position,
+                    reason: "content outside the root element".into(),
+                });
             }
             Event::GeneralRef(r) => {
                 let ch = match r.resolve_char_ref() {

@@ -193,6 +193,30 @@ fn malformed_xml_is_an_error() {
     }
 }
 
+#[test]
+fn junk_around_the_answer_and_control_characters_are_errors() {
+    // Found by the fuzzer: text glued before or after the answer was ignored.
+    let full = String::from_utf8(fixture("leerlinggegevens_antwoord.full-2.2.xml")).expect("utf-8");
+    for doc in [
+        format!("{full}9>\n"),
+        format!("{full}<html>502</html>"),
+        format!(
+            "groe{}",
+            full.trim_start_matches(r#"<?xml version="1.0" encoding="UTF-8"?>"#)
+        ),
+        full.replace("Plusklas", "Plus\u{0}klas"),
+    ] {
+        assert!(
+            parse_answer(doc.as_bytes()).is_err(),
+            "accepted: {}",
+            &doc[doc.len().saturating_sub(40)..]
+        );
+    }
+    // White space, comments and processing instructions around the root stay fine.
+    let padded = format!("\n{full}\n<!-- generated -->\n");
+    assert!(parse_answer(padded.as_bytes()).is_ok());
+}
+
 fn answer_with(pupils: &str, teachers: &str) -> Parsed {
     let doc = format!(
         r#"<leerlinggegevens_antwoord xmlns="http://www.edustandaard.nl/leerresultaten/2/leerlinggegevens"><leerlinggegevens><school><schooljaar>2025-2026</schooljaar></school>
