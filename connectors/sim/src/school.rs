@@ -102,6 +102,15 @@ pub fn birth_for(rng: &mut fastrand::Rng, year: &str, school_year: SchoolYear) -
     NaiveDate::from_ymd_opt(y, rng.u32(1..=12), rng.u32(1..=28)).unwrap_or(NaiveDate::MIN)
 }
 
+/// Parallel groups are a, b, ... z, then a2, b2, ...: big schools run past one alphabet.
+fn parallel_suffix(n: usize) -> String {
+    let letter = char::from(b'a' + (n % 26) as u8);
+    match n / 26 {
+        0 => letter.to_string(),
+        round => format!("{letter}{}", round + 1),
+    }
+}
+
 fn email(person: &SimPerson, domain: &str, n: u32) -> String {
     let family: String = person
         .family
@@ -198,7 +207,7 @@ impl SimSchool {
         for grade in 1..=6u32 {
             for p in 0..parallel {
                 let suffix = if parallel > 1 {
-                    ((b'a' + p as u8) as char).to_string()
+                    parallel_suffix(p)
                 } else {
                     String::new()
                 };
@@ -214,9 +223,10 @@ impl SimSchool {
         }
         // Years 7 and 8 share combination groups: jaargroep C, the year is per pupil.
         for p in 0..(parallel * 2) {
-            let key = format!("G78{}", (b'A' + p as u8) as char);
+            let suffix = parallel_suffix(p);
+            let key = format!("G78{}", suffix.to_uppercase());
             self.groups.push(SimGroup {
-                name: format!("Groep 7/8{}", (b'a' + p as u8) as char),
+                name: format!("Groep 7/8{suffix}"),
                 key: key.clone(),
                 year: Some("C".into()),
                 composed: false,
@@ -288,10 +298,10 @@ impl SimSchool {
         let mut keys = Vec::new();
         for leerjaar in 1..=6u32 {
             for c in 0..classes {
-                let letter = (b'A' + c as u8) as char;
-                let key = format!("{leerjaar}{letter}");
+                let suffix = parallel_suffix(c);
+                let key = format!("{leerjaar}{}", suffix.to_uppercase());
                 self.groups.push(SimGroup {
-                    name: format!("Klas {leerjaar}{}", letter.to_ascii_lowercase()),
+                    name: format!("Klas {leerjaar}{suffix}"),
                     key: key.clone(),
                     year: Some((10 + leerjaar).to_string()),
                     composed: false,

@@ -294,6 +294,26 @@ mod tests {
     }
 
     #[test]
+    fn big_schools_get_printable_group_names_and_unique_keys() {
+        for kind in [SchoolKind::Primary, SchoolKind::Secondary] {
+            let mut w = World::new(3, day(2025, 10, 1));
+            w.add_school("99XX00".parse().expect("id"), kind, 6000);
+            let s = &w.schools.values().next().expect("school").school;
+            let keys: std::collections::HashSet<&str> =
+                s.groups.iter().map(|g| g.key.as_str()).collect();
+            assert_eq!(keys.len(), s.groups.len(), "group keys are unique");
+            for g in &s.groups {
+                assert!(!g.name.chars().any(char::is_control), "{:?}", g.name);
+                assert!(
+                    g.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+                    "{:?}",
+                    g.key
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_day_brings_joiners_leavers_moves_and_an_eckid() {
         let mut w = world(day(2025, 10, 1));
         let before = w.schools.values().next().expect("school").school.clone();
