@@ -10,6 +10,7 @@
 )]
 
 pub mod cli;
+pub mod model;
 pub mod settings;
 pub mod sources;
 pub mod store;

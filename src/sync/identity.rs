@@ -69,6 +69,23 @@ impl KeyIndex {
         idx
     }
 
+    /// Every stored person any of these keys points at (to keep them all in a conflict).
+    pub fn ids_for(&self, keys: &PersonKeys) -> Vec<i64> {
+        let mut ids: Vec<i64> = [
+            keys.eckid.as_ref().and_then(|k| self.eckid.get(k)),
+            keys.broker_id.as_ref().and_then(|k| self.broker.get(k)),
+            keys.las_key.as_ref().and_then(|k| self.las.get(k)),
+            keys.portal_code.as_ref().and_then(|k| self.portal.get(k)),
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Match one incoming record. `email` is only consulted when `match_email` is set
     /// (staff, opt-in) and no key matched.
     pub fn resolve(&self, keys: &PersonKeys, email: Option<&str>, match_email: bool) -> Match {

@@ -2,5 +2,7 @@
 //! health judges each source's answer; merge, diff, brakes and grants follow it.
 
 pub mod brakes;
+pub mod diff;
 pub mod health;
 pub mod identity;
+pub mod merge;

@@ -1,0 +1,133 @@
+//! The roster as the engine reasons about it: groups and persons whose every field knows
+//! its owner. Plain data; the merge builds it from snapshots, the diff compares it to what
+//! is stored, the store persists it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use connector_api::{GroupKind, PersonKeys, SourceKind};
+use serde::Serialize;
+
+/// Who owns a value. Higher owners win a merge; a field owned by a source is locked
+/// against local edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    Local,
+    Portal,
+    Las,
+    Broker,
+}
+
+impl Owner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Owner::Local => "local",
+            Owner::Portal => "portal",
+            Owner::Las => "las",
+            Owner::Broker => "broker",
+        }
+    }
+}
+
+impl From<SourceKind> for Owner {
+    fn from(s: SourceKind) -> Owner {
+        match s {
+            SourceKind::Las => Owner::Las,
+            SourceKind::Broker => Owner::Broker,
+            SourceKind::Portal => Owner::Portal,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PersonKind {
+    Pupil,
+    Staff,
+}
+
+impl PersonKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PersonKind::Pupil => "pupil",
+            PersonKind::Staff => "staff",
+        }
+    }
+}
+
+/// The fields of a person that sources supply and the journal records one by one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    FamilyName,
+    Prefix,
+    GivenName,
+    Email,
+    YearGroup,
+    EndDate,
+}
+
+impl Field {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::FamilyName => "family_name",
+            Field::Prefix => "prefix",
+            Field::GivenName => "given_name",
+            Field::Email => "email",
+            Field::YearGroup => "year_group",
+            Field::EndDate => "end_date",
+        }
+    }
+}
+
+/// A value and its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Owned {
+    pub value: String,
+    pub owner: Owner,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupState {
+    pub key: String,
+    pub name: String,
+    pub kind: GroupKind,
+    pub year_group: Option<String>,
+    pub department: Option<String>,
+    pub owner: Owner,
+}
+
+/// A person's link to a group: for pupils `member`, for staff the per-group roles
+/// (`LRK`, `VAK`, ... joined with `+`) or `staff` for a plain link.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Link {
+    pub group: String,
+    pub role: String,
+}
+
+/// A school-wide or scoped role (`IB`, `IBRTer`, `mentor`, ...); `scope` is empty for the
+/// whole school, else the group or department keys it covers, joined with `,`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Role {
+    pub name: String,
+    pub scope: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PersonState {
+    pub kind: PersonKind,
+    pub keys: PersonKeys,
+    /// Fields with a value; an absent field has none.
+    pub fields: BTreeMap<Field, Owned>,
+    pub links: BTreeSet<Link>,
+    /// Who supplied the links (they are owned as a whole, like a field).
+    pub links_owner: Owner,
+    pub roles: BTreeSet<Role>,
+}
+
+/// One school's roster as the sources describe it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RosterState {
+    pub groups: BTreeMap<String, GroupState>,
+    pub persons: Vec<PersonState>,
+}

@@ -1,0 +1,746 @@
+//! Diff: what the sources say (desired) against what is stored, as a Plan of creates,
+//! field-level updates (old → new, with owners), key links, link changes and removals.
+//! Unchanged records produce nothing. A frozen school never loses anything.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use connector_api::PersonKeys;
+use serde::Serialize;
+
+use crate::model::{
+    Field, GroupState, Link, Owned, Owner, PersonKind, PersonState, Role, RosterState,
+};
+use crate::sync::identity::{KeyIndex, KnownKeys, Match};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredGroup {
+    pub id: i64,
+    pub state: GroupState,
+    pub removed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPerson {
+    pub id: i64,
+    pub state: PersonState,
+    /// Tombstoned by an earlier run (kept until the retention period ends).
+    pub removed: bool,
+    /// Created locally (`person add`): a sync adopts it but never removes it.
+    pub local: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    pub field: Field,
+    pub old: Option<Owned>,
+    pub new: Option<Owned>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupChange {
+    pub field: &'static str,
+    pub old: Option<String>,
+    pub new: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupUpdate {
+    pub id: i64,
+    pub state: GroupState,
+    pub changes: Vec<GroupChange>,
+    pub restored: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PersonUpdate {
+    pub id: i64,
+    pub kind: PersonKind,
+    /// Which key matched, for the journal (`eckid`, `las_key`, ...).
+    pub matched_by: &'static str,
+    pub fields: Vec<FieldChange>,
+    /// Keys the stored person did not have yet (an ECK-iD that arrived, a broker id).
+    pub new_keys: PersonKeys,
+    pub links_added: Vec<Link>,
+    pub links_removed: Vec<Link>,
+    pub roles_added: Vec<Role>,
+    pub roles_removed: Vec<Role>,
+    /// The new owner of the person's group links, when it changed.
+    pub links_owner: Option<Owner>,
+    /// The person was tombstoned and is back.
+    pub restored: bool,
+    /// A local record that a source now supplies: it keeps its id and becomes locked.
+    pub adopted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentityConflict {
+    pub subject: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub group_creates: Vec<GroupState>,
+    pub group_updates: Vec<GroupUpdate>,
+    pub group_removals: Vec<i64>,
+    pub person_creates: Vec<PersonState>,
+    pub person_updates: Vec<PersonUpdate>,
+    pub person_removals: Vec<(i64, PersonKind)>,
+    pub conflicts: Vec<IdentityConflict>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.group_creates.is_empty()
+            && self.group_updates.is_empty()
+            && self.group_removals.is_empty()
+            && self.person_creates.is_empty()
+            && self.person_updates.is_empty()
+            && self.person_removals.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DiffOptions {
+    /// The health check distrusts the answer: nothing is removed.
+    pub frozen: bool,
+    /// Persons with these LAS keys were rejected by the source: keep them as stored.
+    pub protected_las_keys: BTreeSet<String>,
+    /// Match staff by e-mail when no key matches (opt-in).
+    pub match_staff_email: bool,
+}
+
+fn group_changes(old: &GroupState, new: &GroupState) -> Vec<GroupChange> {
+    let mut out = Vec::new();
+    let mut cmp = |field: &'static str, a: Option<&str>, b: Option<&str>| {
+        if a != b {
+            out.push(GroupChange {
+                field,
+                old: a.map(str::to_owned),
+                new: b.map(str::to_owned),
+            });
+        }
+    };
+    cmp("name", Some(&old.name), Some(&new.name));
+    cmp("kind", Some(kind_str(old)), Some(kind_str(new)));
+    cmp(
+        "year_group",
+        old.year_group.as_deref(),
+        new.year_group.as_deref(),
+    );
+    cmp(
+        "department",
+        old.department.as_deref(),
+        new.department.as_deref(),
+    );
+    cmp("owner", Some(old.owner.as_str()), Some(new.owner.as_str()));
+    out
+}
+
+fn kind_str(g: &GroupState) -> &'static str {
+    match g.kind {
+        connector_api::GroupKind::Stamgroep => "stamgroep",
+        connector_api::GroupKind::Samengesteld => "samengesteld",
+    }
+}
+
+fn diff_groups(desired: &RosterState, stored: &[StoredGroup], frozen: bool, plan: &mut Plan) {
+    let by_key: BTreeMap<&str, &StoredGroup> =
+        stored.iter().map(|g| (g.state.key.as_str(), g)).collect();
+    for (key, want) in &desired.groups {
+        match by_key.get(key.as_str()) {
+            None => plan.group_creates.push(want.clone()),
+            Some(have) => {
+                let changes = group_changes(&have.state, want);
+                if !changes.is_empty() || have.removed {
+                    plan.group_updates.push(GroupUpdate {
+                        id: have.id,
+                        state: want.clone(),
+                        changes,
+                        restored: have.removed,
+                    });
+                }
+            }
+        }
+    }
+    if !frozen {
+        plan.group_removals.extend(
+            stored
+                .iter()
+                .filter(|g| !g.removed && !desired.groups.contains_key(&g.state.key))
+                .map(|g| g.id),
+        );
+    }
+}
+
+fn new_keys(have: &PersonKeys, want: &PersonKeys) -> PersonKeys {
+    let pick = |h: &Option<String>, w: &Option<String>| match (h, w) {
+        (None, Some(v)) => Some(v.clone()),
+        _ => None,
+    };
+    PersonKeys {
+        eckid: pick(&have.eckid, &want.eckid),
+        las_key: pick(&have.las_key, &want.las_key),
+        broker_id: pick(&have.broker_id, &want.broker_id),
+        portal_code: pick(&have.portal_code, &want.portal_code),
+    }
+}
+
+fn person_update(
+    have: &StoredPerson,
+    want: &PersonState,
+    via: &'static str,
+) -> Option<PersonUpdate> {
+    let fields: Vec<FieldChange> = have
+        .state
+        .fields
+        .keys()
+        .chain(want.fields.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|f| {
+            let (old, new) = (have.state.fields.get(f), want.fields.get(f));
+            // A local value the sources do not supply stays: only source-owned values go.
+            let keep_local = new.is_none() && old.is_some_and(|o| o.owner == Owner::Local);
+            (old != new && !keep_local).then(|| FieldChange {
+                field: *f,
+                old: old.cloned(),
+                new: new.cloned(),
+            })
+        })
+        .collect();
+    let links_added: Vec<Link> = want.links.difference(&have.state.links).cloned().collect();
+    let links_removed: Vec<Link> = have.state.links.difference(&want.links).cloned().collect();
+    let roles_added: Vec<Role> = want.roles.difference(&have.state.roles).cloned().collect();
+    let roles_removed: Vec<Role> = have.state.roles.difference(&want.roles).cloned().collect();
+    let new_keys = new_keys(&have.state.keys, &want.keys);
+    let adopted = have.local;
+    let update = PersonUpdate {
+        id: have.id,
+        kind: want.kind,
+        matched_by: via,
+        fields,
+        new_keys,
+        links_added,
+        links_removed,
+        roles_added,
+        roles_removed,
+        links_owner: (have.state.links_owner != want.links_owner).then_some(want.links_owner),
+        restored: have.removed,
+        adopted,
+    };
+    let changed = !update.fields.is_empty()
+        || !update.new_keys.is_empty()
+        || !update.links_added.is_empty()
+        || !update.links_removed.is_empty()
+        || !update.roles_added.is_empty()
+        || !update.roles_removed.is_empty()
+        || update.links_owner.is_some()
+        || update.restored
+        || update.adopted;
+    changed.then_some(update)
+}
+
+/// Compare what the sources say with what is stored.
+pub fn diff(
+    desired: &RosterState,
+    stored_groups: &[StoredGroup],
+    stored_persons: &[StoredPerson],
+    options: &DiffOptions,
+) -> Plan {
+    let mut plan = Plan::default();
+    diff_groups(desired, stored_groups, options.frozen, &mut plan);
+
+    let known: Vec<KnownKeys> = stored_persons
+        .iter()
+        .map(|p| KnownKeys {
+            id: p.id,
+            keys: p.state.keys.clone(),
+            email: (p.state.kind == PersonKind::Staff)
+                .then(|| p.state.fields.get(&Field::Email).map(|e| e.value.clone()))
+                .flatten(),
+        })
+        .collect();
+    let index = KeyIndex::new(known.iter());
+    let by_id: BTreeMap<i64, &StoredPerson> = stored_persons.iter().map(|p| (p.id, p)).collect();
+    // Stored persons that must stay: matched, in conflict, or protected.
+    let mut keep: HashSet<i64> = HashSet::new();
+    for want in &desired.persons {
+        let email = want.fields.get(&Field::Email).map(|e| e.value.as_str());
+        let staff_email = options.match_staff_email && want.kind == PersonKind::Staff;
+        match index.resolve(&want.keys, email, staff_email) {
+            Match::New => plan.person_creates.push(want.clone()),
+            Match::Conflict { reason } => {
+                // Everyone the disagreeing keys point at stays as stored.
+                keep.extend(index.ids_for(&want.keys));
+                plan.conflicts.push(IdentityConflict {
+                    subject: want.keys.label(),
+                    reason,
+                });
+            }
+            Match::Existing { id, via } => {
+                let Some(have) = by_id.get(&id) else { continue };
+                if have.state.kind != want.kind {
+                    plan.conflicts.push(IdentityConflict {
+                        subject: want.keys.label(),
+                        reason: format!(
+                            "its {via} belongs to person {id}, who is {} here, not {}",
+                            have.state.kind.as_str(),
+                            want.kind.as_str()
+                        ),
+                    });
+                    keep.insert(id);
+                    continue;
+                }
+                if !keep.insert(id) {
+                    plan.conflicts.push(IdentityConflict {
+                        subject: want.keys.label(),
+                        reason: format!("two records of the source match person {id}"),
+                    });
+                    continue;
+                }
+                if let Some(update) = person_update(have, want, via) {
+                    plan.person_updates.push(update);
+                }
+            }
+        }
+    }
+    if !options.frozen {
+        for p in stored_persons {
+            let protected = p
+                .state
+                .keys
+                .las_key
+                .as_ref()
+                .is_some_and(|k| options.protected_las_keys.contains(k));
+            if !p.removed && !p.local && !protected && !keep.contains(&p.id) {
+                plan.person_removals.push((p.id, p.state.kind));
+            }
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sync::merge::merge;
+    use chrono::{NaiveDate, Utc};
+    use connector_api::{Snapshot, SourceKind};
+    use connector_sim::uwlr::{Operation, answer};
+    use connector_sim::{SchoolKind, World};
+    use connector_uwlr::parse::{Answer, parse_answer};
+
+    /// A simulated school as the LAS connector would hand it over.
+    fn snapshot(world: &World) -> Snapshot {
+        let s = &world.schools.values().next().expect("a school").school;
+        let xml = answer(s, Operation::AllInOne, "2.2", &[]);
+        let Ok(Answer::Data(mut p)) = parse_answer(xml.as_bytes()) else {
+            unreachable!("the simulator's answers parse");
+        };
+        connector_uwlr::integrity::check(&mut p, &Default::default());
+        Snapshot {
+            source: SourceKind::Las,
+            school_year: p.school.school_year,
+            school_name: None,
+            groups: p.groups,
+            pupils: p.pupils,
+            staff: p.staff,
+            rejects: p.rejects,
+            marker: None,
+            received_at: Utc::now(),
+        }
+    }
+
+    fn world(seed: u64, kind: SchoolKind) -> World {
+        let mut w = World::new(seed, NaiveDate::from_ymd_opt(2025, 10, 1).expect("date"));
+        w.add_school(
+            "99XX00".parse().expect("id"),
+            kind,
+            60 + (seed as usize % 5) * 40,
+        );
+        w
+    }
+
+    /// What the store would hold after applying `plan` to `groups` and `persons` (test model
+    /// of the apply step, so the diff can be checked end to end without a database).
+    fn apply(plan: &Plan, groups: &mut Vec<StoredGroup>, persons: &mut Vec<StoredPerson>) {
+        let mut next = persons
+            .iter()
+            .map(|p| p.id)
+            .chain(groups.iter().map(|g| g.id))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        for g in &plan.group_creates {
+            groups.push(StoredGroup {
+                id: next,
+                state: g.clone(),
+                removed: false,
+            });
+            next += 1;
+        }
+        for u in &plan.group_updates {
+            let g = groups
+                .iter_mut()
+                .find(|g| g.id == u.id)
+                .expect("updated group exists");
+            g.state = u.state.clone();
+            g.removed = false;
+        }
+        for id in &plan.group_removals {
+            groups
+                .iter_mut()
+                .filter(|g| g.id == *id)
+                .for_each(|g| g.removed = true);
+        }
+        for p in &plan.person_creates {
+            persons.push(StoredPerson {
+                id: next,
+                state: p.clone(),
+                removed: false,
+                local: false,
+            });
+            next += 1;
+        }
+        for u in &plan.person_updates {
+            let p = persons
+                .iter_mut()
+                .find(|p| p.id == u.id)
+                .expect("updated person exists");
+            for c in &u.fields {
+                match &c.new {
+                    Some(v) => p.state.fields.insert(c.field, v.clone()),
+                    None => p.state.fields.remove(&c.field),
+                };
+            }
+            let k = &mut p.state.keys;
+            for (slot, new) in [
+                (&mut k.eckid, &u.new_keys.eckid),
+                (&mut k.las_key, &u.new_keys.las_key),
+                (&mut k.broker_id, &u.new_keys.broker_id),
+                (&mut k.portal_code, &u.new_keys.portal_code),
+            ] {
+                if new.is_some() {
+                    slot.clone_from(new);
+                }
+            }
+            for l in &u.links_removed {
+                p.state.links.remove(l);
+            }
+            p.state.links.extend(u.links_added.iter().cloned());
+            for r in &u.roles_removed {
+                p.state.roles.remove(r);
+            }
+            p.state.roles.extend(u.roles_added.iter().cloned());
+            if let Some(owner) = u.links_owner {
+                p.state.links_owner = owner;
+            }
+            p.removed = false;
+            p.local = false;
+        }
+        for (id, _) in &plan.person_removals {
+            persons
+                .iter_mut()
+                .filter(|p| p.id == *id)
+                .for_each(|p| p.removed = true);
+        }
+    }
+
+    /// The live part of a store, comparable with a desired state.
+    fn live(
+        groups: &[StoredGroup],
+        persons: &[StoredPerson],
+    ) -> (Vec<GroupState>, Vec<(PersonKeys, String)>) {
+        let mut g: Vec<GroupState> = groups
+            .iter()
+            .filter(|g| !g.removed)
+            .map(|g| g.state.clone())
+            .collect();
+        g.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut p: Vec<(PersonKeys, String)> = persons
+            .iter()
+            .filter(|p| !p.removed)
+            .map(|p| {
+                (
+                    p.state.keys.clone(),
+                    format!(
+                        "{:?}{:?}{:?}{:?}",
+                        p.state.fields, p.state.links, p.state.links_owner, p.state.roles
+                    ),
+                )
+            })
+            .collect();
+        p.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+        (g, p)
+    }
+
+    fn desired_live(state: &RosterState) -> (Vec<GroupState>, Vec<(PersonKeys, String)>) {
+        let g: Vec<GroupState> = state.groups.values().cloned().collect();
+        let mut p: Vec<(PersonKeys, String)> = state
+            .persons
+            .iter()
+            .map(|p| {
+                (
+                    p.keys.clone(),
+                    format!(
+                        "{:?}{:?}{:?}{:?}",
+                        p.fields, p.links, p.links_owner, p.roles
+                    ),
+                )
+            })
+            .collect();
+        p.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+        (g, p)
+    }
+
+    #[test]
+    fn diffs_apply_to_the_desired_state_and_then_are_empty() {
+        for seed in 1..=6u64 {
+            for kind in [SchoolKind::Primary, SchoolKind::Secondary] {
+                let mut w = world(seed, kind);
+                let (mut groups, mut persons) = (Vec::new(), Vec::new());
+                for day in 0..4 {
+                    let desired = merge(&[&snapshot(&w)]).state;
+                    let plan = diff(&desired, &groups, &persons, &DiffOptions::default());
+                    assert!(
+                        plan.conflicts.is_empty(),
+                        "seed {seed} day {day}: {:?}",
+                        plan.conflicts
+                    );
+                    if day == 0 {
+                        assert_eq!(plan.person_creates.len(), desired.persons.len());
+                    } else {
+                        assert!(
+                            plan.person_creates.len() < desired.persons.len() / 4,
+                            "an update is not a re-create"
+                        );
+                    }
+                    apply(&plan, &mut groups, &mut persons);
+                    assert_eq!(
+                        live(&groups, &persons),
+                        desired_live(&desired),
+                        "seed {seed} day {day}"
+                    );
+                    let again = diff(&desired, &groups, &persons, &DiffOptions::default());
+                    assert!(
+                        again.is_empty(),
+                        "seed {seed} day {day}: a second diff is not empty: {again:?}"
+                    );
+                    w.advance_day();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_frozen_school_loses_nothing() {
+        let mut w = world(3, SchoolKind::Primary);
+        let (mut groups, mut persons) = (Vec::new(), Vec::new());
+        apply(
+            &diff(
+                &merge(&[&snapshot(&w)]).state,
+                &[],
+                &[],
+                &DiffOptions::default(),
+            ),
+            &mut groups,
+            &mut persons,
+        );
+        for _ in 0..3 {
+            w.advance_day();
+        }
+        // Half the school vanishes from the answer.
+        let mut s = snapshot(&w);
+        s.pupils.truncate(s.pupils.len() / 2);
+        s.groups.truncate(2);
+        let frozen = DiffOptions {
+            frozen: true,
+            ..DiffOptions::default()
+        };
+        let plan = diff(&merge(&[&s]).state, &groups, &persons, &frozen);
+        assert!(plan.person_removals.is_empty() && plan.group_removals.is_empty());
+        let open = diff(
+            &merge(&[&s]).state,
+            &groups,
+            &persons,
+            &DiffOptions::default(),
+        );
+        assert!(
+            !open.person_removals.is_empty(),
+            "unfrozen, the same answer would remove"
+        );
+    }
+
+    #[test]
+    fn moves_arrivals_and_leavers_are_single_changes() {
+        let w = world(5, SchoolKind::Primary);
+        let first = snapshot(&w);
+        let (mut groups, mut persons) = (Vec::new(), Vec::new());
+        apply(
+            &diff(&merge(&[&first]).state, &[], &[], &DiffOptions::default()),
+            &mut groups,
+            &mut persons,
+        );
+
+        let mut next = first.clone();
+        // One pupil moves to another stamgroep.
+        let target = next
+            .groups
+            .iter()
+            .find(|g| {
+                Some(&g.key) != next.pupils[0].group.as_ref()
+                    && g.kind == connector_api::GroupKind::Stamgroep
+            })
+            .expect("another group")
+            .key
+            .clone();
+        let old_group = next.pupils[0]
+            .group
+            .replace(target.clone())
+            .expect("had a group");
+        // An ECK-iD arrives for a pupil known by LAS key only.
+        let arriving = next
+            .pupils
+            .iter()
+            .position(|p| p.keys.eckid.is_none())
+            .expect("a pupil without ECK-iD");
+        next.pupils[arriving].keys.eckid = Some("https://ketenid.nl/201703/new".into());
+        // A pupil leaves.
+        let leaver = next.pupils.pop().expect("a pupil");
+
+        let plan = diff(
+            &merge(&[&next]).state,
+            &groups,
+            &persons,
+            &DiffOptions::default(),
+        );
+        assert!(
+            plan.person_creates.is_empty(),
+            "nobody is created: {:?}",
+            plan.person_creates.len()
+        );
+        assert_eq!(plan.person_updates.len(), 2, "{:?}", plan.person_updates);
+        let moved = plan
+            .person_updates
+            .iter()
+            .find(|u| !u.links_added.is_empty())
+            .expect("the move");
+        assert_eq!(
+            moved.links_added,
+            vec![Link {
+                group: target,
+                role: "member".into()
+            }]
+        );
+        assert_eq!(
+            moved.links_removed,
+            vec![Link {
+                group: old_group,
+                role: "member".into()
+            }]
+        );
+        assert!(moved.fields.is_empty());
+        let linked = plan
+            .person_updates
+            .iter()
+            .find(|u| u.new_keys.eckid.is_some())
+            .expect("the ECK-iD link");
+        assert_eq!(linked.matched_by, "las_key");
+        assert_eq!(plan.person_removals.len(), 1);
+        let removed = persons
+            .iter()
+            .find(|p| p.id == plan.person_removals[0].0)
+            .expect("removed person");
+        assert_eq!(removed.state.keys.las_key, leaver.keys.las_key);
+
+        // The same leaver, rejected by the source instead of absent, is kept.
+        let mut protect = DiffOptions::default();
+        protect
+            .protected_las_keys
+            .insert(leaver.keys.las_key.clone().expect("key"));
+        assert!(
+            diff(&merge(&[&next]).state, &groups, &persons, &protect)
+                .person_removals
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_las_key_reused_under_another_eckid_is_a_conflict_and_nobody_is_removed() {
+        let w = world(7, SchoolKind::Primary);
+        let first = snapshot(&w);
+        let (mut groups, mut persons) = (Vec::new(), Vec::new());
+        apply(
+            &diff(&merge(&[&first]).state, &[], &[], &DiffOptions::default()),
+            &mut groups,
+            &mut persons,
+        );
+        let mut next = first.clone();
+        let i = next
+            .pupils
+            .iter()
+            .position(|p| p.keys.eckid.is_some())
+            .expect("a pupil with ECK-iD");
+        next.pupils[i].keys.eckid = Some("https://ketenid.nl/201703/someone-else".into());
+        let plan = diff(
+            &merge(&[&next]).state,
+            &groups,
+            &persons,
+            &DiffOptions::default(),
+        );
+        assert_eq!(plan.conflicts.len(), 1, "{:?}", plan.conflicts);
+        assert!(plan.person_creates.is_empty() && plan.person_removals.is_empty());
+    }
+
+    #[test]
+    fn the_broker_wins_fields_and_the_disagreement_is_recorded() {
+        let w = world(9, SchoolKind::Primary);
+        let las = snapshot(&w);
+        let mut broker = las.clone();
+        broker.source = SourceKind::Broker;
+        broker.pupils.truncate(1);
+        broker.staff.clear();
+        broker.pupils[0].name.family_name = Some("Broker-Naam".into());
+        broker.pupils[0].keys.broker_id = Some("123".into());
+        let merged = merge(&[&las, &broker]);
+        assert_eq!(
+            merged.state.persons.len(),
+            las.pupils.len() + las.staff.len(),
+            "one person, not two"
+        );
+        let p = merged
+            .state
+            .persons
+            .iter()
+            .find(|p| p.keys.broker_id.is_some())
+            .expect("linked");
+        assert_eq!(
+            p.fields[&Field::FamilyName],
+            Owned {
+                value: "Broker-Naam".into(),
+                owner: Owner::Broker
+            }
+        );
+        assert_eq!(p.fields[&Field::YearGroup].owner, Owner::Broker);
+        assert!(merged.conflicts.iter().any(|c| c.field == "family_name"
+            && c.kept_owner == Owner::Broker
+            && c.other_owner == Owner::Las));
+
+        // Stored from the LAS alone, then synced with the broker: one update moves ownership.
+        let (mut groups, mut persons) = (Vec::new(), Vec::new());
+        apply(
+            &diff(&merge(&[&las]).state, &[], &[], &DiffOptions::default()),
+            &mut groups,
+            &mut persons,
+        );
+        let plan = diff(&merged.state, &groups, &persons, &DiffOptions::default());
+        assert!(plan.person_creates.is_empty() && plan.person_removals.is_empty());
+        assert_eq!(plan.person_updates.len(), 1, "{:?}", plan.person_updates);
+        let u = &plan.person_updates[0];
+        assert_eq!(u.links_owner, Some(Owner::Broker));
+        assert_eq!(u.new_keys.broker_id.as_deref(), Some("123"));
+        assert!(u.fields.iter().any(|c| c.field == Field::FamilyName
+            && c.new.as_ref().is_some_and(|v| v.owner == Owner::Broker)));
+    }
+}
