@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
-use connector_api::{Snapshot, SourceKind};
+use connector_api::Snapshot;
 use connector_sim::uwlr::{Operation, answer};
 use connector_sim::{SchoolKind, World};
 use connector_uwlr::parse::{Answer, parse_answer};
@@ -19,17 +19,7 @@ fn snapshot(world: &World) -> Snapshot {
         unreachable!("the simulator's answers parse");
     };
     connector_uwlr::integrity::check(&mut p, &Default::default());
-    Snapshot {
-        source: SourceKind::Las,
-        school_year: p.school.school_year,
-        school_name: None,
-        groups: p.groups,
-        pupils: p.pupils,
-        staff: p.staff,
-        rejects: p.rejects,
-        marker: None,
-        received_at: Utc::now(),
-    }
+    p.into_snapshot(Utc::now())
 }
 
 /// The stored side as it would be after a first sync of `s`.
@@ -121,17 +111,7 @@ fn main() {
         let Ok(Answer::Data(p)) = parse_answer(xml.as_bytes()) else {
             unreachable!("parses");
         };
-        let s = Snapshot {
-            source: SourceKind::Las,
-            school_year: p.school.school_year,
-            school_name: None,
-            groups: p.groups,
-            pupils: p.pupils,
-            staff: p.staff,
-            rejects: p.rejects,
-            marker: None,
-            received_at: Utc::now(),
-        };
+        let s = p.into_snapshot(Utc::now());
         let plan = diff(&merge(&[&s]).state, &[], &[], &opts);
         total_persons += plan.person_creates.len();
     }

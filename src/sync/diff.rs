@@ -339,17 +339,7 @@ mod tests {
             unreachable!("the simulator's answers parse");
         };
         connector_uwlr::integrity::check(&mut p, &Default::default());
-        Snapshot {
-            source: SourceKind::Las,
-            school_year: p.school.school_year,
-            school_name: None,
-            groups: p.groups,
-            pupils: p.pupils,
-            staff: p.staff,
-            rejects: p.rejects,
-            marker: None,
-            received_at: Utc::now(),
-        }
+        p.into_snapshot(Utc::now())
     }
 
     fn world(seed: u64, kind: SchoolKind) -> World {
@@ -447,6 +437,14 @@ mod tests {
         }
     }
 
+    /// The store after a first sync of `s`.
+    fn first_sync(s: &Snapshot) -> (Vec<StoredGroup>, Vec<StoredPerson>) {
+        let (mut groups, mut persons) = (Vec::new(), Vec::new());
+        let plan = diff(&merge(&[s]).state, &[], &[], &DiffOptions::default());
+        apply(&plan, &mut groups, &mut persons);
+        (groups, persons)
+    }
+
     /// The live part of a store, comparable with a desired state.
     fn live(
         groups: &[StoredGroup],
@@ -536,17 +534,7 @@ mod tests {
     #[test]
     fn a_frozen_school_loses_nothing() {
         let mut w = world(3, SchoolKind::Primary);
-        let (mut groups, mut persons) = (Vec::new(), Vec::new());
-        apply(
-            &diff(
-                &merge(&[&snapshot(&w)]).state,
-                &[],
-                &[],
-                &DiffOptions::default(),
-            ),
-            &mut groups,
-            &mut persons,
-        );
+        let (groups, persons) = first_sync(&snapshot(&w));
         for _ in 0..3 {
             w.advance_day();
         }
@@ -576,12 +564,7 @@ mod tests {
     fn moves_arrivals_and_leavers_are_single_changes() {
         let w = world(5, SchoolKind::Primary);
         let first = snapshot(&w);
-        let (mut groups, mut persons) = (Vec::new(), Vec::new());
-        apply(
-            &diff(&merge(&[&first]).state, &[], &[], &DiffOptions::default()),
-            &mut groups,
-            &mut persons,
-        );
+        let (groups, persons) = first_sync(&first);
 
         let mut next = first.clone();
         // One pupil moves to another stamgroep.
@@ -670,12 +653,7 @@ mod tests {
     fn a_las_key_reused_under_another_eckid_is_a_conflict_and_nobody_is_removed() {
         let w = world(7, SchoolKind::Primary);
         let first = snapshot(&w);
-        let (mut groups, mut persons) = (Vec::new(), Vec::new());
-        apply(
-            &diff(&merge(&[&first]).state, &[], &[], &DiffOptions::default()),
-            &mut groups,
-            &mut persons,
-        );
+        let (groups, persons) = first_sync(&first);
         let mut next = first.clone();
         let i = next
             .pupils
@@ -728,12 +706,7 @@ mod tests {
             && c.other_owner == Owner::Las));
 
         // Stored from the LAS alone, then synced with the broker: one update moves ownership.
-        let (mut groups, mut persons) = (Vec::new(), Vec::new());
-        apply(
-            &diff(&merge(&[&las]).state, &[], &[], &DiffOptions::default()),
-            &mut groups,
-            &mut persons,
-        );
+        let (groups, persons) = first_sync(&las);
         let plan = diff(&merged.state, &groups, &persons, &DiffOptions::default());
         assert!(plan.person_creates.is_empty() && plan.person_removals.is_empty());
         assert_eq!(plan.person_updates.len(), 1, "{:?}", plan.person_updates);

@@ -8,9 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use chrono::Utc;
 use connector_api::http::{HttpClient, HttpPolicy, Response, TlsSettings, Url, sensitive_header};
-use connector_api::{
-    BoxFuture, Connector, ConnectorError, FetchOutcome, FetchRequest, Snapshot, SourceKind,
-};
+use connector_api::{BoxFuture, Connector, ConnectorError, FetchOutcome, FetchRequest, SourceKind};
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderName};
 use secrecy::SecretString;
@@ -166,17 +164,9 @@ impl UwlrConnector {
             },
         };
         check_school(&parsed, req)?;
-        Ok(FetchOutcome::Snapshot(Box::new(Snapshot {
-            source: SourceKind::Las,
-            school_year: parsed.school.school_year,
-            school_name: None,
-            groups: parsed.groups,
-            pupils: parsed.pupils,
-            staff: parsed.staff,
-            rejects: parsed.rejects,
-            marker: None,
-            received_at: Utc::now(),
-        })))
+        Ok(FetchOutcome::Snapshot(Box::new(
+            parsed.into_snapshot(Utc::now()),
+        )))
     }
 
     async fn fetch_getrapt(&self, req: &FetchRequest) -> Result<Option<Parsed>, ConnectorError> {

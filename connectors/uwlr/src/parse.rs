@@ -38,6 +38,26 @@ pub struct Parsed {
     pub rejects: Vec<Reject>,
 }
 
+impl Parsed {
+    /// The answer as the engine's snapshot of the LAS.
+    pub fn into_snapshot(
+        self,
+        received_at: chrono::DateTime<chrono::Utc>,
+    ) -> connector_api::Snapshot {
+        connector_api::Snapshot {
+            source: connector_api::SourceKind::Las,
+            school_year: self.school.school_year,
+            school_name: None,
+            groups: self.groups,
+            pupils: self.pupils,
+            staff: self.staff,
+            rejects: self.rejects,
+            marker: None,
+            received_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     Data(Box<Parsed>),
