@@ -19,6 +19,12 @@ pub enum Owner {
 }
 
 impl Owner {
+    pub fn parse(s: &str) -> Option<Owner> {
+        [Owner::Local, Owner::Portal, Owner::Las, Owner::Broker]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Owner::Local => "local",
@@ -68,6 +74,15 @@ pub enum Field {
 }
 
 impl Field {
+    pub const ALL: [Field; 6] = [
+        Field::FamilyName,
+        Field::Prefix,
+        Field::GivenName,
+        Field::Email,
+        Field::YearGroup,
+        Field::EndDate,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Field::FamilyName => "family_name",
@@ -106,11 +121,13 @@ pub struct Link {
 }
 
 /// A school-wide or scoped role (`IB`, `IBRTer`, `mentor`, ...); `scope` is empty for the
-/// whole school, else the group or department keys it covers, joined with `,`.
+/// whole school, else the group or department keys it covers, joined with `,`. The source
+/// that states it is part of the fact: a grant derived from it says where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Role {
     pub name: String,
     pub scope: String,
+    pub owner: Owner,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -2,6 +2,7 @@
 //! Owns connecting, schema migration and the few facts about the store itself.
 
 pub mod entities;
+pub mod roster;
 pub mod schools;
 pub mod sealing;
 

@@ -72,6 +72,40 @@ pub struct PersonUpdate {
     pub adopted: bool,
 }
 
+impl PersonUpdate {
+    /// The person as stored after this update (the store writes exactly this).
+    pub fn apply_to(&self, state: &mut PersonState) {
+        for c in &self.fields {
+            match &c.new {
+                Some(v) => state.fields.insert(c.field, v.clone()),
+                None => state.fields.remove(&c.field),
+            };
+        }
+        let k = &mut state.keys;
+        for (slot, new) in [
+            (&mut k.eckid, &self.new_keys.eckid),
+            (&mut k.las_key, &self.new_keys.las_key),
+            (&mut k.broker_id, &self.new_keys.broker_id),
+            (&mut k.portal_code, &self.new_keys.portal_code),
+        ] {
+            if new.is_some() {
+                slot.clone_from(new);
+            }
+        }
+        for l in &self.links_removed {
+            state.links.remove(l);
+        }
+        state.links.extend(self.links_added.iter().cloned());
+        for r in &self.roles_removed {
+            state.roles.remove(r);
+        }
+        state.roles.extend(self.roles_added.iter().cloned());
+        if let Some(owner) = self.links_owner {
+            state.links_owner = owner;
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IdentityConflict {
     pub subject: String,
@@ -398,34 +432,7 @@ mod tests {
                 .iter_mut()
                 .find(|p| p.id == u.id)
                 .expect("updated person exists");
-            for c in &u.fields {
-                match &c.new {
-                    Some(v) => p.state.fields.insert(c.field, v.clone()),
-                    None => p.state.fields.remove(&c.field),
-                };
-            }
-            let k = &mut p.state.keys;
-            for (slot, new) in [
-                (&mut k.eckid, &u.new_keys.eckid),
-                (&mut k.las_key, &u.new_keys.las_key),
-                (&mut k.broker_id, &u.new_keys.broker_id),
-                (&mut k.portal_code, &u.new_keys.portal_code),
-            ] {
-                if new.is_some() {
-                    slot.clone_from(new);
-                }
-            }
-            for l in &u.links_removed {
-                p.state.links.remove(l);
-            }
-            p.state.links.extend(u.links_added.iter().cloned());
-            for r in &u.roles_removed {
-                p.state.roles.remove(r);
-            }
-            p.state.roles.extend(u.roles_added.iter().cloned());
-            if let Some(owner) = u.links_owner {
-                p.state.links_owner = owner;
-            }
+            u.apply_to(&mut p.state);
             p.removed = false;
             p.local = false;
         }

@@ -49,8 +49,9 @@ fn name_fields(name: &PersonName, owner: Owner, out: &mut Vec<(Field, Owned)>) {
     }
 }
 
-fn role_of(r: &StaffRole) -> Role {
+fn role_of(r: &StaffRole, owner: Owner) -> Role {
     Role {
+        owner,
         name: r.name.clone(),
         scope: match &r.scope {
             RoleScope::School => String::new(),
@@ -133,7 +134,7 @@ fn persons_of(s: &Snapshot) -> Vec<PersonState> {
             fields: fields.into_iter().collect(),
             links,
             links_owner: owner,
-            roles: t.roles.iter().map(role_of).collect(),
+            roles: t.roles.iter().map(|r| role_of(r, owner)).collect(),
         });
     }
     out

@@ -1,0 +1,477 @@
+//! The roster in the store: loading a school's groups and persons for the diff, and applying
+//! a Plan to them. Runs on the caller's connection or transaction, so a sync applies one
+//! school in one transaction and nothing is ever half-applied.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use connector_api::{GroupKind, PersonKeys};
+use sea_orm::sea_query::{Expr, Query};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+};
+use serde::Serialize;
+
+use super::entities::{membership, person, person_key, person_role, roster_group};
+use crate::model::{Field, GroupState, Link, Owned, Owner, PersonKind, PersonState, Role};
+use crate::sync::diff::{Plan, StoredGroup, StoredPerson};
+
+/// Rows per multi-row insert: far below SQLite's and PostgreSQL's bind-parameter limits.
+const CHUNK: usize = 500;
+
+/// What an apply wrote, per kind and operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub groups_created: usize,
+    pub groups_updated: usize,
+    pub groups_removed: usize,
+    pub persons_created: usize,
+    pub persons_updated: usize,
+    pub persons_removed: usize,
+}
+
+fn kind_of(s: &str) -> GroupKind {
+    if s == "stamgroep" {
+        GroupKind::Stamgroep
+    } else {
+        GroupKind::Samengesteld
+    }
+}
+
+fn kind_str(k: GroupKind) -> &'static str {
+    match k {
+        GroupKind::Stamgroep => "stamgroep",
+        GroupKind::Samengesteld => "samengesteld",
+    }
+}
+
+fn person_kind(s: &str) -> PersonKind {
+    if s == "staff" {
+        PersonKind::Staff
+    } else {
+        PersonKind::Pupil
+    }
+}
+
+/// `{"family_name": "las", ..., "links": "broker"}`: who owns what on a person row.
+fn owners_json(p: &PersonState) -> String {
+    let mut map: BTreeMap<&str, &str> = p
+        .fields
+        .iter()
+        .map(|(f, o)| (f.as_str(), o.owner.as_str()))
+        .collect();
+    map.insert("links", p.links_owner.as_str());
+    serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
+}
+
+fn parse_owners(json: &str) -> HashMap<String, Owner> {
+    serde_json::from_str::<HashMap<String, String>>(json)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| Owner::parse(&v).map(|o| (k, o)))
+        .collect()
+}
+
+fn field_value(p: &PersonState, f: Field) -> Option<String> {
+    p.fields.get(&f).map(|o| o.value.clone())
+}
+
+const KEY_KINDS: [&str; 4] = ["eckid", "las", "broker", "portal"];
+
+fn key_values(k: &PersonKeys) -> [Option<&String>; 4] {
+    [
+        k.eckid.as_ref(),
+        k.las_key.as_ref(),
+        k.broker_id.as_ref(),
+        k.portal_code.as_ref(),
+    ]
+}
+
+/// Everything stored for `school`, tombstones included (a returning person is restored).
+pub async fn load<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+) -> Result<(Vec<StoredGroup>, Vec<StoredPerson>), DbErr> {
+    let group_rows = roster_group::Entity::find()
+        .filter(roster_group::Column::SchoolId.eq(school))
+        .all(db)
+        .await?;
+    let key_of_group: HashMap<i64, String> =
+        group_rows.iter().map(|g| (g.id, g.key.clone())).collect();
+    let groups = group_rows
+        .into_iter()
+        .map(|g| {
+            let owner = parse_owners(&g.owners)
+                .get("group")
+                .copied()
+                .unwrap_or(Owner::Las);
+            StoredGroup {
+                id: g.id,
+                removed: g.removed_at.is_some(),
+                state: GroupState {
+                    key: g.key,
+                    name: g.name,
+                    kind: kind_of(&g.kind),
+                    year_group: g.year_group,
+                    department: g.department,
+                    owner,
+                },
+            }
+        })
+        .collect();
+
+    let persons_of_school = Query::select()
+        .column(person::Column::Id)
+        .from(person::Entity)
+        .and_where(person::Column::SchoolId.eq(school))
+        .to_owned();
+    let person_rows = person::Entity::find()
+        .filter(person::Column::SchoolId.eq(school))
+        .all(db)
+        .await?;
+    let keys = person_key::Entity::find()
+        .filter(person_key::Column::SchoolId.eq(school))
+        .all(db)
+        .await?;
+    let links = membership::Entity::find()
+        .filter(membership::Column::PersonId.in_subquery(persons_of_school.clone()))
+        .all(db)
+        .await?;
+    let roles = person_role::Entity::find()
+        .filter(person_role::Column::PersonId.in_subquery(persons_of_school))
+        .all(db)
+        .await?;
+
+    let mut by_id: BTreeMap<i64, StoredPerson> = BTreeMap::new();
+    for row in person_rows {
+        let owners = parse_owners(&row.owners);
+        let owner_of = |f: Field| owners.get(f.as_str()).copied().unwrap_or(Owner::Las);
+        let mut fields = BTreeMap::new();
+        for (f, v) in [
+            (Field::FamilyName, row.family_name),
+            (Field::Prefix, row.prefix),
+            (Field::GivenName, row.given_name),
+            (Field::Email, row.email),
+            (Field::YearGroup, row.year_group),
+            (Field::EndDate, row.end_date.map(|d| d.to_string())),
+        ] {
+            if let Some(value) = v {
+                fields.insert(
+                    f,
+                    Owned {
+                        value,
+                        owner: owner_of(f),
+                    },
+                );
+            }
+        }
+        by_id.insert(
+            row.id,
+            StoredPerson {
+                id: row.id,
+                removed: row.removed_at.is_some(),
+                local: row.origin == "local",
+                state: PersonState {
+                    kind: person_kind(&row.kind),
+                    keys: PersonKeys::default(),
+                    fields,
+                    links: BTreeSet::new(),
+                    links_owner: owners.get("links").copied().unwrap_or(Owner::Las),
+                    roles: BTreeSet::new(),
+                },
+            },
+        );
+    }
+    for k in keys {
+        let Some(p) = by_id.get_mut(&k.person_id) else {
+            continue;
+        };
+        let slot = match k.kind.as_str() {
+            "eckid" => &mut p.state.keys.eckid,
+            "las" => &mut p.state.keys.las_key,
+            "broker" => &mut p.state.keys.broker_id,
+            "portal" => &mut p.state.keys.portal_code,
+            _ => continue,
+        };
+        *slot = Some(k.value);
+    }
+    for m in links {
+        if let (Some(p), Some(group)) = (by_id.get_mut(&m.person_id), key_of_group.get(&m.group_id))
+        {
+            p.state.links.insert(Link {
+                group: group.clone(),
+                role: m.role,
+            });
+        }
+    }
+    for r in roles {
+        if let Some(p) = by_id.get_mut(&r.person_id) {
+            p.state.roles.insert(Role {
+                name: r.role,
+                scope: r.scope,
+                owner: Owner::parse(&r.source).unwrap_or(Owner::Las),
+            });
+        }
+    }
+    Ok((groups, by_id.into_values().collect()))
+}
+
+/// Where and when an apply happens.
+pub struct ApplyContext<'a> {
+    pub school: &'a str,
+    pub now: DateTime<Utc>,
+    /// How long a removed person or group keeps its tombstone before it is purged.
+    pub retention: chrono::Duration,
+}
+
+fn person_row(ctx: &ApplyContext, p: &PersonState) -> person::ActiveModel {
+    person::ActiveModel {
+        id: NotSet,
+        school_id: Set(ctx.school.to_owned()),
+        kind: Set(p.kind.as_str().to_owned()),
+        family_name: Set(field_value(p, Field::FamilyName)),
+        prefix: Set(field_value(p, Field::Prefix)),
+        given_name: Set(field_value(p, Field::GivenName)),
+        email: Set(field_value(p, Field::Email)),
+        year_group: Set(field_value(p, Field::YearGroup)),
+        end_date: Set(field_value(p, Field::EndDate)
+            .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())),
+        owners: Set(owners_json(p)),
+        content_hash: Set(None),
+        origin: Set("source".into()),
+        created_at: Set(ctx.now),
+        updated_at: Set(ctx.now),
+        removed_at: Set(None),
+        purge_after: Set(None),
+    }
+}
+
+fn group_row(ctx: &ApplyContext, g: &GroupState) -> roster_group::ActiveModel {
+    roster_group::ActiveModel {
+        id: NotSet,
+        school_id: Set(ctx.school.to_owned()),
+        key: Set(g.key.clone()),
+        name: Set(g.name.clone()),
+        kind: Set(kind_str(g.kind).to_owned()),
+        year_group: Set(g.year_group.clone()),
+        department: Set(g.department.clone()),
+        owners: Set(format!(r#"{{"group":"{}"}}"#, g.owner.as_str())),
+        content_hash: Set(None),
+        origin: Set("source".into()),
+        created_at: Set(ctx.now),
+        updated_at: Set(ctx.now),
+        removed_at: Set(None),
+        purge_after: Set(None),
+    }
+}
+
+async fn insert_chunked<C, A>(db: &C, rows: Vec<A>) -> Result<(), DbErr>
+where
+    C: ConnectionTrait,
+    A: sea_orm::ActiveModelTrait + Send,
+{
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<A> = rows.by_ref().take(CHUNK).collect();
+        <A::Entity as EntityTrait>::insert_many(chunk)
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The rows that describe one person besides the person row: keys, links, roles.
+struct Facets {
+    keys: Vec<person_key::ActiveModel>,
+    links: Vec<membership::ActiveModel>,
+    roles: Vec<person_role::ActiveModel>,
+}
+
+impl Facets {
+    fn new() -> Facets {
+        Facets {
+            keys: Vec::new(),
+            links: Vec::new(),
+            roles: Vec::new(),
+        }
+    }
+
+    fn key(&mut self, ctx: &ApplyContext, id: i64, kind: &str, value: &str, owner: Owner) {
+        self.keys.push(person_key::ActiveModel {
+            school_id: Set(ctx.school.to_owned()),
+            kind: Set(kind.to_owned()),
+            value: Set(value.to_owned()),
+            person_id: Set(id),
+            source: Set(owner.as_str().to_owned()),
+            created_at: Set(ctx.now),
+        });
+    }
+
+    fn link(&mut self, ctx: &ApplyContext, id: i64, group: i64, role: &str, owner: Owner) {
+        self.links.push(membership::ActiveModel {
+            person_id: Set(id),
+            group_id: Set(group),
+            role: Set(role.to_owned()),
+            source: Set(owner.as_str().to_owned()),
+            since: Set(ctx.now),
+        });
+    }
+
+    fn role(&mut self, ctx: &ApplyContext, id: i64, r: &Role) {
+        self.roles.push(person_role::ActiveModel {
+            person_id: Set(id),
+            role: Set(r.name.clone()),
+            source: Set(r.owner.as_str().to_owned()),
+            scope: Set(r.scope.clone()),
+            since: Set(ctx.now),
+        });
+    }
+
+    async fn write<C: ConnectionTrait>(self, db: &C) -> Result<(), DbErr> {
+        insert_chunked(db, self.keys).await?;
+        insert_chunked(db, self.links).await?;
+        insert_chunked(db, self.roles).await
+    }
+}
+
+/// Write `plan` for `ctx.school`. `stored` is what the diff compared against.
+pub async fn apply<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    plan: &Plan,
+    stored: &[StoredPerson],
+) -> Result<Applied, DbErr> {
+    let purge_after = ctx.now + ctx.retention;
+    insert_chunked(
+        db,
+        plan.group_creates
+            .iter()
+            .map(|g| group_row(ctx, g))
+            .collect(),
+    )
+    .await?;
+    for u in &plan.group_updates {
+        let mut row = group_row(ctx, &u.state);
+        row.id = Set(u.id);
+        row.created_at = NotSet;
+        row.origin = NotSet;
+        roster_group::Entity::update(row).exec(db).await?;
+    }
+    for chunk in plan.group_removals.chunks(CHUNK) {
+        roster_group::Entity::update_many()
+            .col_expr(roster_group::Column::RemovedAt, Expr::value(ctx.now))
+            .col_expr(roster_group::Column::PurgeAfter, Expr::value(purge_after))
+            .filter(roster_group::Column::Id.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
+    }
+    // Group ids by key, new ones included, for the links below.
+    let group_id: HashMap<String, i64> = roster_group::Entity::find()
+        .filter(roster_group::Column::SchoolId.eq(ctx.school))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|g| (g.key, g.id))
+        .collect();
+
+    let mut facets = Facets::new();
+    for p in &plan.person_creates {
+        // One row at a time: the new id is needed for the keys, links and roles.
+        let id = person::Entity::insert(person_row(ctx, p))
+            .exec(db)
+            .await?
+            .last_insert_id;
+        for (kind, value) in KEY_KINDS.iter().zip(key_values(&p.keys)) {
+            if let Some(v) = value {
+                facets.key(ctx, id, kind, v, p.links_owner);
+            }
+        }
+        for l in &p.links {
+            if let Some(g) = group_id.get(&l.group) {
+                facets.link(ctx, id, *g, &l.role, p.links_owner);
+            }
+        }
+        for r in &p.roles {
+            facets.role(ctx, id, r);
+        }
+    }
+
+    let before: HashMap<i64, &StoredPerson> = stored.iter().map(|p| (p.id, p)).collect();
+    for u in &plan.person_updates {
+        let Some(have) = before.get(&u.id) else {
+            return Err(DbErr::Custom(format!(
+                "person {} was updated but not loaded",
+                u.id
+            )));
+        };
+        let mut state = have.state.clone();
+        u.apply_to(&mut state);
+        let mut row = person_row(ctx, &state);
+        row.id = Set(u.id);
+        row.created_at = NotSet;
+        person::Entity::update(row).exec(db).await?;
+        for (kind, value) in KEY_KINDS.iter().zip(key_values(&u.new_keys)) {
+            if let Some(v) = value {
+                facets.key(ctx, u.id, kind, v, state.links_owner);
+            }
+        }
+        for l in &u.links_removed {
+            if let Some(g) = group_id.get(&l.group) {
+                membership::Entity::delete_many()
+                    .filter(membership::Column::PersonId.eq(u.id))
+                    .filter(membership::Column::GroupId.eq(*g))
+                    .filter(membership::Column::Role.eq(l.role.as_str()))
+                    .exec(db)
+                    .await?;
+            }
+        }
+        for l in &u.links_added {
+            if let Some(g) = group_id.get(&l.group) {
+                facets.link(ctx, u.id, *g, &l.role, state.links_owner);
+            }
+        }
+        if u.links_owner.is_some() {
+            membership::Entity::update_many()
+                .col_expr(
+                    membership::Column::Source,
+                    Expr::value(state.links_owner.as_str()),
+                )
+                .filter(membership::Column::PersonId.eq(u.id))
+                .exec(db)
+                .await?;
+        }
+        for r in &u.roles_removed {
+            person_role::Entity::delete_many()
+                .filter(person_role::Column::PersonId.eq(u.id))
+                .filter(person_role::Column::Role.eq(r.name.as_str()))
+                .filter(person_role::Column::Source.eq(r.owner.as_str()))
+                .filter(person_role::Column::Scope.eq(r.scope.as_str()))
+                .exec(db)
+                .await?;
+        }
+        for r in &u.roles_added {
+            facets.role(ctx, u.id, r);
+        }
+    }
+    facets.write(db).await?;
+
+    let removals: Vec<i64> = plan.person_removals.iter().map(|(id, _)| *id).collect();
+    for chunk in removals.chunks(CHUNK) {
+        person::Entity::update_many()
+            .col_expr(person::Column::RemovedAt, Expr::value(ctx.now))
+            .col_expr(person::Column::PurgeAfter, Expr::value(purge_after))
+            .col_expr(person::Column::UpdatedAt, Expr::value(ctx.now))
+            .filter(person::Column::Id.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
+    }
+    Ok(Applied {
+        groups_created: plan.group_creates.len(),
+        groups_updated: plan.group_updates.len(),
+        groups_removed: plan.group_removals.len(),
+        persons_created: plan.person_creates.len(),
+        persons_updated: plan.person_updates.len(),
+        persons_removed: plan.person_removals.len(),
+    })
+}
