@@ -9,8 +9,12 @@ use connector_api::Snapshot;
 use connector_sim::uwlr::{Operation, answer};
 use connector_sim::{SchoolKind, World};
 use connector_uwlr::parse::{Answer, parse_answer};
+use rostersync::settings::StoreSettings;
+use rostersync::store::roster::{self, ApplyContext};
+use rostersync::store::{OpenMode, Store};
 use rostersync::sync::diff::{DiffOptions, StoredGroup, StoredPerson, diff};
 use rostersync::sync::merge::merge;
+use sea_orm::{ActiveValue::Set, EntityTrait, TransactionTrait};
 
 fn snapshot(world: &World) -> Snapshot {
     let s = &world.schools.values().next().expect("a school").school;
@@ -60,6 +64,110 @@ fn time(mut f: impl FnMut()) -> Duration {
     }
     times.sort();
     times[times.len() / 2]
+}
+
+/// A fresh SQLite store in `dir` with school 99XX00 linked.
+async fn sqlite_store(dir: &std::path::Path) -> Store {
+    let settings = StoreSettings {
+        url: format!("sqlite://{}/bench.db?mode=rwc", dir.display()),
+        busy_timeout_ms: 5000,
+        max_connections: 4,
+    };
+    let store = Store::open(&settings, OpenMode::Create)
+        .await
+        .expect("store");
+    store.migrate().await.expect("migrate");
+    let row = rostersync::store::entities::school::ActiveModel {
+        id: Set("99XX00".into()),
+        brin: Set("99XX".into()),
+        dependance: Set("00".into()),
+        name: Set(None),
+        origin: Set("store".into()),
+        las: Set(None),
+        broker_id: Set(None),
+        zermelo_portal: Set(None),
+        state: Set("active".into()),
+        state_reason: Set(None),
+        state_since: Set(None),
+        school_year: Set(None),
+        fence: Set(0),
+        created_at: Set(Utc::now()),
+        updated_at: Set(Utc::now()),
+    };
+    rostersync::store::entities::school::Entity::insert(row)
+        .exec(store.db())
+        .await
+        .expect("school");
+    store
+}
+
+/// Load, merge, diff and (when there is anything) apply in one transaction.
+async fn sync_once(store: &Store, s: &Snapshot) -> usize {
+    let (groups, persons) = roster::load(store.db(), "99XX00").await.expect("load");
+    let plan = diff(
+        &merge(&[s]).state,
+        &groups,
+        &persons,
+        &DiffOptions::default(),
+    );
+    if plan.is_empty() {
+        return 0;
+    }
+    let txn = store.db().begin().await.expect("begin");
+    let ctx = ApplyContext {
+        school: "99XX00",
+        now: Utc::now(),
+        retention: chrono::Duration::days(30),
+    };
+    roster::apply(&txn, &ctx, &plan, &persons)
+        .await
+        .expect("apply");
+    txn.commit().await.expect("commit");
+    plan.person_creates.len() + plan.person_updates.len() + plan.person_removals.len()
+}
+
+fn store_part(date: NaiveDate) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    rt.block_on(async {
+        let store = sqlite_store(dir.path()).await;
+        let mut world = World::new(13, date);
+        world.add_school("99XX00".parse().expect("id"), SchoolKind::Primary, 1000);
+        let first = snapshot(&world);
+        let t = Instant::now();
+        let created = sync_once(&store, &first).await;
+        let initial = t.elapsed();
+        let mut samples = Vec::new();
+        for _ in 0..20 {
+            let t = Instant::now();
+            assert_eq!(sync_once(&store, &first).await, 0);
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        let unchanged = samples[samples.len() / 2];
+        world.advance_day();
+        world.advance_day();
+        let changed = snapshot(&world);
+        let t = Instant::now();
+        let changes = sync_once(&store, &changed).await;
+        let two_percent = t.elapsed();
+        println!("store (SQLite, one transaction), 1,000 pupils:");
+        println!(
+            "  initial load        {:>8.1} ms  ({created} persons)",
+            initial.as_secs_f64() * 1000.0
+        );
+        println!(
+            "  unchanged re-sync   {:>8.1} ms  (load + merge + diff, no writes)",
+            unchanged.as_secs_f64() * 1000.0
+        );
+        println!(
+            "  changed re-sync     {:>8.1} ms  ({changes} person changes applied)",
+            two_percent.as_secs_f64() * 1000.0
+        );
+    });
 }
 
 fn main() {
@@ -119,4 +227,5 @@ fn main() {
         "  500 schools x 300 pupils, answer generation + parse + merge + diff: {:.2} s ({total_persons} persons)",
         started.elapsed().as_secs_f64()
     );
+    store_part(date);
 }
