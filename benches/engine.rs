@@ -114,10 +114,14 @@ async fn sync_once(store: &Store, s: &Snapshot) -> usize {
         return 0;
     }
     let txn = store.db().begin().await.expect("begin");
+    let run = rostersync::store::runs::start(&txn, "99XX00", "bench", false)
+        .await
+        .expect("run");
     let ctx = ApplyContext {
         school: "99XX00",
         now: Utc::now(),
         retention: chrono::Duration::days(30),
+        run: Some(run),
     };
     roster::apply(&txn, &ctx, &plan, &persons)
         .await

@@ -183,3 +183,57 @@ pub mod person_role {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod sync_run {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sync_run")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub school_id: String,
+        /// `schedule`, `manual`, `cli`, `demo`.
+        pub trigger: String,
+        pub instance: Option<String>,
+        pub job_id: Option<i64>,
+        pub dry_run: bool,
+        pub started_at: DateTimeUtc,
+        pub finished_at: Option<DateTimeUtc>,
+        pub outcome: Option<String>,
+        pub error_class: Option<String>,
+        pub message: Option<String>,
+        /// Counts per kind and operation, as JSON.
+        pub counts: String,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod change_entry {
+    use sea_orm::entity::prelude::*;
+
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "change_entry")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub run_id: Option<i64>,
+        pub school_id: String,
+        /// `pupil`, `staff`, `group`.
+        pub entity: String,
+        pub entity_id: Option<i64>,
+        pub person_id: Option<i64>,
+        pub operation: String,
+        pub field: Option<String>,
+        pub old_value: Option<String>,
+        pub new_value: Option<String>,
+        pub source: String,
+        pub rule: String,
+        pub at: DateTimeUtc,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -3,6 +3,7 @@
 
 pub mod entities;
 pub mod roster;
+pub mod runs;
 pub mod schools;
 pub mod sealing;
 

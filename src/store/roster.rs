@@ -13,7 +13,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 
-use super::entities::{membership, person, person_key, person_role, roster_group};
+use super::entities::{change_entry, membership, person, person_key, person_role, roster_group};
 use crate::model::{Field, GroupState, Link, Owned, Owner, PersonKind, PersonState, Role};
 use crate::sync::diff::{Plan, StoredGroup, StoredPerson};
 
@@ -223,6 +223,72 @@ pub struct ApplyContext<'a> {
     pub now: DateTime<Utc>,
     /// How long a removed person or group keeps its tombstone before it is purged.
     pub retention: chrono::Duration,
+    /// The run the journal rows belong to.
+    pub run: Option<i64>,
+}
+
+/// The journal of one apply: a row per change, what it was, and the rule that decided it.
+/// Values stay in the store (the journal is what `changes` shows); they never reach a log.
+struct Journal<'a> {
+    ctx: &'a ApplyContext<'a>,
+    rows: Vec<change_entry::ActiveModel>,
+}
+
+/// One journal row's content.
+struct Entry<'a> {
+    entity: &'a str,
+    entity_id: Option<i64>,
+    person_id: Option<i64>,
+    operation: &'a str,
+    field: Option<&'a str>,
+    old: Option<String>,
+    new: Option<String>,
+    source: Owner,
+    rule: String,
+}
+
+impl<'a> Entry<'a> {
+    /// A change to one person, by the person's id.
+    fn person(kind: PersonKind, id: i64, operation: &'a str, source: Owner, rule: String) -> Self {
+        Entry {
+            entity: kind.as_str(),
+            entity_id: Some(id),
+            person_id: Some(id),
+            operation,
+            field: None,
+            old: None,
+            new: None,
+            source,
+            rule,
+        }
+    }
+
+    fn about(mut self, field: Option<&'a str>, old: Option<String>, new: Option<String>) -> Self {
+        self.field = field;
+        self.old = old;
+        self.new = new;
+        self
+    }
+}
+
+impl Journal<'_> {
+    fn add(&mut self, e: Entry) {
+        self.rows.push(change_entry::ActiveModel {
+            run_id: Set(self.ctx.run),
+            school_id: Set(self.ctx.school.to_owned()),
+            entity: Set(e.entity.to_owned()),
+            entity_id: Set(e.entity_id),
+            person_id: Set(e.person_id),
+            operation: Set(e.operation.to_owned()),
+            field: Set(e.field.map(str::to_owned)),
+            old_value: Set(e.old),
+            new_value: Set(e.new),
+            source: Set(e.source.as_str().to_owned()),
+            rule: Set(e.rule),
+            at: Set(self.ctx.now),
+            ..Default::default()
+        });
+    }
 }
 
 fn person_row(ctx: &ApplyContext, p: &PersonState) -> person::ActiveModel {
@@ -343,6 +409,10 @@ pub async fn apply<C: ConnectionTrait>(
     stored: &[StoredPerson],
 ) -> Result<Applied, DbErr> {
     let purge_after = ctx.now + ctx.retention;
+    let mut journal = Journal {
+        ctx,
+        rows: Vec::new(),
+    };
     insert_chunked(
         db,
         plan.group_creates
@@ -357,6 +427,32 @@ pub async fn apply<C: ConnectionTrait>(
         row.created_at = NotSet;
         row.origin = NotSet;
         roster_group::Entity::update(row).exec(db).await?;
+        for c in &u.changes {
+            journal.add(Entry {
+                entity: "group",
+                entity_id: Some(u.id),
+                person_id: None,
+                operation: "update",
+                field: Some(c.field),
+                old: c.old.clone(),
+                new: c.new.clone(),
+                source: u.state.owner,
+                rule: format!("{} states it", u.state.owner.as_str()),
+            });
+        }
+        if u.restored {
+            journal.add(Entry {
+                entity: "group",
+                entity_id: Some(u.id),
+                person_id: None,
+                operation: "restore",
+                field: None,
+                old: None,
+                new: Some(u.state.key.clone()),
+                source: u.state.owner,
+                rule: "back in the source".into(),
+            });
+        }
     }
     for chunk in plan.group_removals.chunks(CHUNK) {
         roster_group::Entity::update_many()
@@ -374,6 +470,32 @@ pub async fn apply<C: ConnectionTrait>(
         .into_iter()
         .map(|g| (g.key, g.id))
         .collect();
+    for g in &plan.group_creates {
+        journal.add(Entry {
+            entity: "group",
+            entity_id: group_id.get(&g.key).copied(),
+            person_id: None,
+            operation: "create",
+            field: None,
+            old: None,
+            new: Some(g.key.clone()),
+            source: g.owner,
+            rule: "new in the source".into(),
+        });
+    }
+    for id in &plan.group_removals {
+        journal.add(Entry {
+            entity: "group",
+            entity_id: Some(*id),
+            person_id: None,
+            operation: "remove",
+            field: None,
+            old: None,
+            new: None,
+            source: Owner::Las,
+            rule: "absent from the source; tombstoned until purge".into(),
+        });
+    }
 
     let mut facets = Facets::new();
     for p in &plan.person_creates {
@@ -382,6 +504,16 @@ pub async fn apply<C: ConnectionTrait>(
             .exec(db)
             .await?
             .last_insert_id;
+        journal.add(
+            Entry::person(
+                p.kind,
+                id,
+                "create",
+                p.links_owner,
+                "new identity in the source".into(),
+            )
+            .about(None, None, Some(p.keys.label())),
+        );
         for (kind, value) in KEY_KINDS.iter().zip(key_values(&p.keys)) {
             if let Some(v) = value {
                 facets.key(ctx, id, kind, v, p.links_owner);
@@ -407,6 +539,96 @@ pub async fn apply<C: ConnectionTrait>(
         };
         let mut state = have.state.clone();
         u.apply_to(&mut state);
+        let matched = format!("matched by {}", u.matched_by);
+        for c in &u.fields {
+            let source = c
+                .new
+                .as_ref()
+                .or(c.old.as_ref())
+                .map(|o| o.owner)
+                .unwrap_or(Owner::Las);
+            journal.add(
+                Entry::person(
+                    u.kind,
+                    u.id,
+                    "update",
+                    source,
+                    format!("{matched}; {} owns {}", source.as_str(), c.field.as_str()),
+                )
+                .about(
+                    Some(c.field.as_str()),
+                    c.old.as_ref().map(|o| o.value.clone()),
+                    c.new.as_ref().map(|o| o.value.clone()),
+                ),
+            );
+        }
+        for (kind, value) in KEY_KINDS.iter().zip(key_values(&u.new_keys)) {
+            if let Some(v) = value {
+                journal.add(
+                    Entry::person(
+                        u.kind,
+                        u.id,
+                        "link-key",
+                        state.links_owner,
+                        format!("{matched}; a key that appears later links to the same person"),
+                    )
+                    .about(Some(kind), None, Some(v.clone())),
+                );
+            }
+        }
+        for l in &u.links_added {
+            journal.add(
+                Entry::person(u.kind, u.id, "join", state.links_owner, matched.clone()).about(
+                    Some(l.group.as_str()),
+                    None,
+                    Some(l.role.clone()),
+                ),
+            );
+        }
+        for l in &u.links_removed {
+            journal.add(
+                Entry::person(u.kind, u.id, "leave", state.links_owner, matched.clone()).about(
+                    Some(l.group.as_str()),
+                    Some(l.role.clone()),
+                    None,
+                ),
+            );
+        }
+        for r in &u.roles_added {
+            journal.add(
+                Entry::person(u.kind, u.id, "role-add", r.owner, matched.clone()).about(
+                    Some(r.name.as_str()),
+                    None,
+                    Some(r.scope.clone()),
+                ),
+            );
+        }
+        for r in &u.roles_removed {
+            journal.add(
+                Entry::person(u.kind, u.id, "role-remove", r.owner, matched.clone()).about(
+                    Some(r.name.as_str()),
+                    Some(r.scope.clone()),
+                    None,
+                ),
+            );
+        }
+        if u.restored {
+            journal.add(
+                Entry::person(
+                    u.kind,
+                    u.id,
+                    "restore",
+                    state.links_owner,
+                    "back in the source".into(),
+                )
+                .about(None, None, None),
+            );
+        }
+        if u.adopted {
+            journal.add(Entry::person(u.kind, u.id, "adopt", state.links_owner, format!(
+                    "{matched}; the local record keeps its id and its source fields become locked"
+                )).about(None, None, None));
+        }
         let mut row = person_row(ctx, &state);
         row.id = Set(u.id);
         row.created_at = NotSet;
@@ -456,6 +678,31 @@ pub async fn apply<C: ConnectionTrait>(
     }
     facets.write(db).await?;
 
+    for (id, kind) in &plan.person_removals {
+        journal.add(
+            Entry::person(
+                *kind,
+                *id,
+                "remove",
+                Owner::Las,
+                "absent from the source; tombstoned until purge".into(),
+            )
+            .about(None, None, None),
+        );
+    }
+    for c in &plan.conflicts {
+        journal.add(Entry {
+            entity: "person",
+            entity_id: None,
+            person_id: None,
+            operation: "conflict",
+            field: None,
+            old: Some(c.subject.clone()),
+            new: Some(c.reason.clone()),
+            source: Owner::Las,
+            rule: "keys disagree about who this is; nothing merged".into(),
+        });
+    }
     let removals: Vec<i64> = plan.person_removals.iter().map(|(id, _)| *id).collect();
     for chunk in removals.chunks(CHUNK) {
         person::Entity::update_many()
@@ -466,6 +713,7 @@ pub async fn apply<C: ConnectionTrait>(
             .exec(db)
             .await?;
     }
+    insert_chunked(db, journal.rows).await?;
     Ok(Applied {
         groups_created: plan.group_creates.len(),
         groups_updated: plan.group_updates.len(),

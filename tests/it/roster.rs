@@ -6,12 +6,14 @@ use connector_api::Snapshot;
 use connector_sim::uwlr::{Operation, answer};
 use connector_sim::{SchoolKind, World};
 use connector_uwlr::parse::{Answer, parse_answer};
+use rostersync::store::entities::change_entry;
 use rostersync::store::roster::{self, ApplyContext};
+use rostersync::store::runs;
 use rostersync::store::schools::{self, NewSchool};
 use rostersync::store::{OpenMode, Store};
 use rostersync::sync::diff::{DiffOptions, Plan, diff};
 use rostersync::sync::merge::merge;
-use sea_orm::TransactionTrait;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 
 use crate::support::Env;
 
@@ -54,10 +56,14 @@ async fn sync(store: &Store, s: &Snapshot, options: &DiffOptions) -> Plan {
     let desired = merge(&[s]).state;
     let plan = diff(&desired, &groups, &persons, options);
     let txn = store.db().begin().await.expect("begin");
+    let run = runs::start(&txn, "99XX00", "cli", false)
+        .await
+        .expect("run");
     let ctx = ApplyContext {
         school: "99XX00",
         now: Utc::now(),
         retention: Duration::days(30),
+        run: Some(run),
     };
     roster::apply(&txn, &ctx, &plan, &persons)
         .await
@@ -95,6 +101,35 @@ async fn plans_apply_and_load_back_losslessly_day_after_day() {
         );
         world.advance_day();
     }
+    // Three days of moves and name corrections left their trace, field by field.
+    let journal = change_entry::Entity::find()
+        .all(store.db())
+        .await
+        .expect("journal");
+    let count = |op: &str, field: Option<&str>| {
+        journal
+            .iter()
+            .filter(|e| e.operation == op && (field.is_none() || e.field.as_deref() == field))
+            .count()
+    };
+    assert!(
+        count("join", None) > 0 && count("leave", None) > 0,
+        "moves are journaled"
+    );
+    assert!(
+        count("update", Some("family_name")) >= 3,
+        "a name correction a day"
+    );
+    assert!(
+        count("link-key", Some("eckid")) >= 3,
+        "an arriving ECK-iD a day"
+    );
+    let corrected = journal
+        .iter()
+        .find(|e| e.operation == "update" && e.field.as_deref() == Some("family_name"))
+        .expect("a correction");
+    assert!(corrected.old_value.is_some() && corrected.new_value.is_some());
+    assert!(corrected.rule.contains("matched by"), "{}", corrected.rule);
 }
 
 #[tokio::test]
@@ -111,6 +146,22 @@ async fn a_leaver_is_tombstoned_and_restored_with_the_same_id() {
     let leaver = without.pupils.pop().expect("a pupil");
     let plan = sync(&store, &without, &DiffOptions::default()).await;
     assert_eq!(plan.person_removals.len(), 1);
+    // The journal says who was removed, by which rule, in which run.
+    let removals = change_entry::Entity::find()
+        .filter(change_entry::Column::Operation.eq("remove"))
+        .all(store.db())
+        .await
+        .expect("journal");
+    assert_eq!(removals.len(), 1);
+    assert_eq!(removals[0].person_id, Some(plan.person_removals[0].0));
+    assert!(removals[0].run_id.is_some() && removals[0].rule.contains("absent"));
+    let creates = change_entry::Entity::find()
+        .filter(change_entry::Column::Operation.eq("create"))
+        .filter(change_entry::Column::Entity.ne("group"))
+        .all(store.db())
+        .await
+        .expect("journal");
+    assert_eq!(creates.len(), full.pupils.len() + full.staff.len());
     let (_, after) = roster::load(store.db(), "99XX00").await.expect("load");
     let gone = after
         .iter()
