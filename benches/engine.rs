@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use connector_api::Snapshot;
-use connector_sim::uwlr::{Operation, answer};
 use connector_sim::{SchoolKind, World};
-use connector_uwlr::parse::{Answer, parse_answer};
 use rostersync::settings::StoreSettings;
 use rostersync::store::roster::{self, ApplyContext};
 use rostersync::store::{OpenMode, Store};
@@ -17,13 +15,7 @@ use rostersync::sync::merge::merge;
 use sea_orm::{ActiveValue::Set, EntityTrait, TransactionTrait};
 
 fn snapshot(world: &World) -> Snapshot {
-    let s = &world.schools.values().next().expect("a school").school;
-    let xml = answer(s, Operation::AllInOne, "2.2", &[]);
-    let Ok(Answer::Data(mut p)) = parse_answer(xml.as_bytes()) else {
-        unreachable!("the simulator's answers parse");
-    };
-    connector_uwlr::integrity::check(&mut p, &Default::default());
-    p.into_snapshot(Utc::now())
+    rostersync::simulated::snapshot(&world.schools.values().next().expect("a school").school)
 }
 
 /// The stored side as it would be after a first sync of `s`.
@@ -219,11 +211,7 @@ fn main() {
     let started = Instant::now();
     let mut total_persons = 0;
     for state in many.schools.values() {
-        let xml = answer(&state.school, Operation::AllInOne, "2.2", &[]);
-        let Ok(Answer::Data(p)) = parse_answer(xml.as_bytes()) else {
-            unreachable!("parses");
-        };
-        let s = p.into_snapshot(Utc::now());
+        let s = rostersync::simulated::snapshot(&state.school);
         let plan = diff(&merge(&[&s]).state, &[], &[], &opts);
         total_persons += plan.person_creates.len();
     }

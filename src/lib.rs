@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod model;
 pub mod settings;
+pub mod simulated;
 pub mod sources;
 pub mod store;
 pub mod sync;

@@ -359,21 +359,12 @@ pub fn diff(
 mod tests {
     use super::*;
     use crate::sync::merge::merge;
-    use chrono::{NaiveDate, Utc};
+    use chrono::NaiveDate;
     use connector_api::{Snapshot, SourceKind};
-    use connector_sim::uwlr::{Operation, answer};
     use connector_sim::{SchoolKind, World};
-    use connector_uwlr::parse::{Answer, parse_answer};
 
-    /// A simulated school as the LAS connector would hand it over.
     fn snapshot(world: &World) -> Snapshot {
-        let s = &world.schools.values().next().expect("a school").school;
-        let xml = answer(s, Operation::AllInOne, "2.2", &[]);
-        let Ok(Answer::Data(mut p)) = parse_answer(xml.as_bytes()) else {
-            unreachable!("the simulator's answers parse");
-        };
-        connector_uwlr::integrity::check(&mut p, &Default::default());
-        p.into_snapshot(Utc::now())
+        crate::simulated::snapshot(&world.schools.values().next().expect("a school").school)
     }
 
     fn world(seed: u64, kind: SchoolKind) -> World {

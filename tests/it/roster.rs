@@ -3,9 +3,7 @@
 
 use chrono::{Duration, NaiveDate, Utc};
 use connector_api::Snapshot;
-use connector_sim::uwlr::{Operation, answer};
 use connector_sim::{SchoolKind, World};
-use connector_uwlr::parse::{Answer, parse_answer};
 use rostersync::store::entities::change_entry;
 use rostersync::store::roster::{self, ApplyContext};
 use rostersync::store::runs;
@@ -18,13 +16,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use crate::support::Env;
 
 fn snapshot(world: &World) -> Snapshot {
-    let s = &world.schools.values().next().expect("a school").school;
-    let xml = answer(s, Operation::AllInOne, "2.2", &[]);
-    let Ok(Answer::Data(mut p)) = parse_answer(xml.as_bytes()) else {
-        unreachable!("the simulator's answers parse");
-    };
-    connector_uwlr::integrity::check(&mut p, &Default::default());
-    p.into_snapshot(Utc::now())
+    rostersync::simulated::snapshot(&world.schools.values().next().expect("a school").school)
 }
 
 async fn store_with_school(env: &Env) -> Store {
