@@ -74,15 +74,6 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 6] = [
-        Field::FamilyName,
-        Field::Prefix,
-        Field::GivenName,
-        Field::Email,
-        Field::YearGroup,
-        Field::EndDate,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Field::FamilyName => "family_name",

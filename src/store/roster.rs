@@ -31,21 +31,6 @@ pub struct Applied {
     pub persons_removed: usize,
 }
 
-fn kind_of(s: &str) -> GroupKind {
-    if s == "stamgroep" {
-        GroupKind::Stamgroep
-    } else {
-        GroupKind::Samengesteld
-    }
-}
-
-fn kind_str(k: GroupKind) -> &'static str {
-    match k {
-        GroupKind::Stamgroep => "stamgroep",
-        GroupKind::Samengesteld => "samengesteld",
-    }
-}
-
 fn person_kind(s: &str) -> PersonKind {
     if s == "staff" {
         PersonKind::Staff
@@ -77,17 +62,6 @@ fn field_value(p: &PersonState, f: Field) -> Option<String> {
     p.fields.get(&f).map(|o| o.value.clone())
 }
 
-const KEY_KINDS: [&str; 4] = ["eckid", "las", "broker", "portal"];
-
-fn key_values(k: &PersonKeys) -> [Option<&String>; 4] {
-    [
-        k.eckid.as_ref(),
-        k.las_key.as_ref(),
-        k.broker_id.as_ref(),
-        k.portal_code.as_ref(),
-    ]
-}
-
 /// Everything stored for `school`, tombstones included (a returning person is restored).
 pub async fn load<C: ConnectionTrait>(
     db: &C,
@@ -112,7 +86,7 @@ pub async fn load<C: ConnectionTrait>(
                 state: GroupState {
                     key: g.key,
                     name: g.name,
-                    kind: kind_of(&g.kind),
+                    kind: GroupKind::from_name(&g.kind),
                     year_group: g.year_group,
                     department: g.department,
                     owner,
@@ -187,14 +161,7 @@ pub async fn load<C: ConnectionTrait>(
         let Some(p) = by_id.get_mut(&k.person_id) else {
             continue;
         };
-        let slot = match k.kind.as_str() {
-            "eckid" => &mut p.state.keys.eckid,
-            "las" => &mut p.state.keys.las_key,
-            "broker" => &mut p.state.keys.broker_id,
-            "portal" => &mut p.state.keys.portal_code,
-            _ => continue,
-        };
-        *slot = Some(k.value);
+        p.state.keys.set(&k.kind, k.value);
     }
     for m in links {
         if let (Some(p), Some(group)) = (by_id.get_mut(&m.person_id), key_of_group.get(&m.group_id))
@@ -319,7 +286,7 @@ fn group_row(ctx: &ApplyContext, g: &GroupState) -> roster_group::ActiveModel {
         school_id: Set(ctx.school.to_owned()),
         key: Set(g.key.clone()),
         name: Set(g.name.clone()),
-        kind: Set(kind_str(g.kind).to_owned()),
+        kind: Set(g.kind.as_str().to_owned()),
         year_group: Set(g.year_group.clone()),
         department: Set(g.department.clone()),
         owners: Set(format!(r#"{{"group":"{}"}}"#, g.owner.as_str())),
@@ -514,10 +481,8 @@ pub async fn apply<C: ConnectionTrait>(
             )
             .about(None, None, Some(p.keys.label())),
         );
-        for (kind, value) in KEY_KINDS.iter().zip(key_values(&p.keys)) {
-            if let Some(v) = value {
-                facets.key(ctx, id, kind, v, p.links_owner);
-            }
+        for (kind, v) in p.keys.entries() {
+            facets.key(ctx, id, kind, v, p.links_owner);
         }
         for l in &p.links {
             if let Some(g) = group_id.get(&l.group) {
@@ -562,19 +527,17 @@ pub async fn apply<C: ConnectionTrait>(
                 ),
             );
         }
-        for (kind, value) in KEY_KINDS.iter().zip(key_values(&u.new_keys)) {
-            if let Some(v) = value {
-                journal.add(
-                    Entry::person(
-                        u.kind,
-                        u.id,
-                        "link-key",
-                        state.links_owner,
-                        format!("{matched}; a key that appears later links to the same person"),
-                    )
-                    .about(Some(kind), None, Some(v.clone())),
-                );
-            }
+        for (kind, v) in u.new_keys.entries() {
+            journal.add(
+                Entry::person(
+                    u.kind,
+                    u.id,
+                    "link-key",
+                    state.links_owner,
+                    format!("{matched}; a key that appears later links to the same person"),
+                )
+                .about(Some(kind), None, Some(v.to_owned())),
+            );
         }
         for l in &u.links_added {
             journal.add(
@@ -633,10 +596,8 @@ pub async fn apply<C: ConnectionTrait>(
         row.id = Set(u.id);
         row.created_at = NotSet;
         person::Entity::update(row).exec(db).await?;
-        for (kind, value) in KEY_KINDS.iter().zip(key_values(&u.new_keys)) {
-            if let Some(v) = value {
-                facets.key(ctx, u.id, kind, v, state.links_owner);
-            }
+        for (kind, v) in u.new_keys.entries() {
+            facets.key(ctx, u.id, kind, v, state.links_owner);
         }
         for l in &u.links_removed {
             if let Some(g) = group_id.get(&l.group) {

@@ -37,10 +37,10 @@ pub enum LinkError {
 }
 
 impl LinkError {
+    /// Only a failing database makes this a failed run; everything else is usage or setup.
     pub fn is_setup(&self) -> bool {
         match self {
             LinkError::Store(e) => e.is_setup(),
-            LinkError::Seal(_) => true,
             _ => true,
         }
     }

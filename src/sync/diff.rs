@@ -81,16 +81,8 @@ impl PersonUpdate {
                 None => state.fields.remove(&c.field),
             };
         }
-        let k = &mut state.keys;
-        for (slot, new) in [
-            (&mut k.eckid, &self.new_keys.eckid),
-            (&mut k.las_key, &self.new_keys.las_key),
-            (&mut k.broker_id, &self.new_keys.broker_id),
-            (&mut k.portal_code, &self.new_keys.portal_code),
-        ] {
-            if new.is_some() {
-                slot.clone_from(new);
-            }
+        for (kind, v) in self.new_keys.entries() {
+            state.keys.set(kind, v.to_owned());
         }
         for l in &self.links_removed {
             state.links.remove(l);
@@ -156,7 +148,7 @@ fn group_changes(old: &GroupState, new: &GroupState) -> Vec<GroupChange> {
         }
     };
     cmp("name", Some(&old.name), Some(&new.name));
-    cmp("kind", Some(kind_str(old)), Some(kind_str(new)));
+    cmp("kind", Some(old.kind.as_str()), Some(new.kind.as_str()));
     cmp(
         "year_group",
         old.year_group.as_deref(),
@@ -169,13 +161,6 @@ fn group_changes(old: &GroupState, new: &GroupState) -> Vec<GroupChange> {
     );
     cmp("owner", Some(old.owner.as_str()), Some(new.owner.as_str()));
     out
-}
-
-fn kind_str(g: &GroupState) -> &'static str {
-    match g.kind {
-        connector_api::GroupKind::Stamgroep => "stamgroep",
-        connector_api::GroupKind::Samengesteld => "samengesteld",
-    }
 }
 
 fn diff_groups(desired: &RosterState, stored: &[StoredGroup], frozen: bool, plan: &mut Plan) {
@@ -207,19 +192,6 @@ fn diff_groups(desired: &RosterState, stored: &[StoredGroup], frozen: bool, plan
     }
 }
 
-fn new_keys(have: &PersonKeys, want: &PersonKeys) -> PersonKeys {
-    let pick = |h: &Option<String>, w: &Option<String>| match (h, w) {
-        (None, Some(v)) => Some(v.clone()),
-        _ => None,
-    };
-    PersonKeys {
-        eckid: pick(&have.eckid, &want.eckid),
-        las_key: pick(&have.las_key, &want.las_key),
-        broker_id: pick(&have.broker_id, &want.broker_id),
-        portal_code: pick(&have.portal_code, &want.portal_code),
-    }
-}
-
 fn person_update(
     have: &StoredPerson,
     want: &PersonState,
@@ -247,7 +219,7 @@ fn person_update(
     let links_removed: Vec<Link> = have.state.links.difference(&want.links).cloned().collect();
     let roles_added: Vec<Role> = want.roles.difference(&have.state.roles).cloned().collect();
     let roles_removed: Vec<Role> = have.state.roles.difference(&want.roles).cloned().collect();
-    let new_keys = new_keys(&have.state.keys, &want.keys);
+    let new_keys = want.keys.missing_from(&have.state.keys);
     let adopted = have.local;
     let update = PersonUpdate {
         id: have.id,

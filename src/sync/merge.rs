@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use connector_api::{PersonKeys, PersonName, RoleScope, Snapshot, StaffRole};
+use connector_api::{PersonName, RoleScope, Snapshot, StaffRole};
 use serde::Serialize;
 
 use crate::model::{
@@ -140,30 +140,6 @@ fn persons_of(s: &Snapshot) -> Vec<PersonState> {
     out
 }
 
-fn key_entries(k: &PersonKeys) -> impl Iterator<Item = (&'static str, &str)> {
-    [
-        ("eckid", k.eckid.as_deref()),
-        ("broker", k.broker_id.as_deref()),
-        ("las", k.las_key.as_deref()),
-        ("portal", k.portal_code.as_deref()),
-    ]
-    .into_iter()
-    .filter_map(|(kind, v)| v.map(|v| (kind, v)))
-}
-
-fn fill_keys(into: &mut PersonKeys, from: &PersonKeys) {
-    for (slot, value) in [
-        (&mut into.eckid, &from.eckid),
-        (&mut into.broker_id, &from.broker_id),
-        (&mut into.las_key, &from.las_key),
-        (&mut into.portal_code, &from.portal_code),
-    ] {
-        if slot.is_none() {
-            slot.clone_from(value);
-        }
-    }
-}
-
 fn links_text(links: &BTreeSet<Link>) -> String {
     links
         .iter()
@@ -175,7 +151,7 @@ fn links_text(links: &BTreeSet<Link>) -> String {
 /// Fold a lower-or-equal source's view of a person into the merged one.
 fn fold(into: &mut PersonState, from: PersonState, conflicts: &mut Vec<Conflict>) {
     let subject = into.keys.label();
-    fill_keys(&mut into.keys, &from.keys);
+    into.keys.fill_from(&from.keys);
     for (field, incoming) in from.fields {
         match into.fields.get(&field) {
             None => {
@@ -249,7 +225,9 @@ pub fn merge(snapshots: &[&Snapshot]) -> Merged {
             }
         }
         for person in persons_of(snapshot) {
-            let found = key_entries(&person.keys)
+            let found = person
+                .keys
+                .entries()
                 .find_map(|(kind, v)| index.get(&(person.kind, kind, v.to_owned())).copied());
             let at = match found {
                 Some(i) => {
@@ -262,7 +240,7 @@ pub fn merge(snapshots: &[&Snapshot]) -> Merged {
                 }
             };
             let p = &merged.state.persons[at];
-            for (kind, v) in key_entries(&p.keys) {
+            for (kind, v) in p.keys.entries() {
                 index.entry((p.kind, kind, v.to_owned())).or_insert(at);
             }
         }

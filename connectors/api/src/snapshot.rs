@@ -35,6 +35,25 @@ pub enum GroupKind {
     Samengesteld,
 }
 
+impl GroupKind {
+    /// The name used in the store and in exports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::Stamgroep => "stamgroep",
+            GroupKind::Samengesteld => "samengesteld",
+        }
+    }
+
+    /// The kind named by `as_str`; anything else is a composed group.
+    pub fn from_name(name: &str) -> GroupKind {
+        if name == "stamgroep" {
+            GroupKind::Stamgroep
+        } else {
+            GroupKind::Samengesteld
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupRecord {
     /// The source's stable key for the group (UWLR `@key`, Basispoort `lasKey`).
@@ -57,6 +76,64 @@ pub struct PersonKeys {
 }
 
 impl PersonKeys {
+    /// The kinds of key in match priority, named as the store and the journal name them.
+    pub const KINDS: [&'static str; 4] = ["eckid", "broker", "las", "portal"];
+
+    fn slot(&self, kind: &str) -> Option<&Option<String>> {
+        match kind {
+            "eckid" => Some(&self.eckid),
+            "broker" => Some(&self.broker_id),
+            "las" => Some(&self.las_key),
+            "portal" => Some(&self.portal_code),
+            _ => None,
+        }
+    }
+
+    fn slot_mut(&mut self, kind: &str) -> Option<&mut Option<String>> {
+        match kind {
+            "eckid" => Some(&mut self.eckid),
+            "broker" => Some(&mut self.broker_id),
+            "las" => Some(&mut self.las_key),
+            "portal" => Some(&mut self.portal_code),
+            _ => None,
+        }
+    }
+
+    /// The key of `kind`, if present.
+    pub fn get(&self, kind: &str) -> Option<&str> {
+        self.slot(kind).and_then(|v| v.as_deref())
+    }
+
+    /// Set the key of `kind`; an unknown kind is ignored.
+    pub fn set(&mut self, kind: &str, value: String) {
+        if let Some(slot) = self.slot_mut(kind) {
+            *slot = Some(value);
+        }
+    }
+
+    /// The keys present, as (kind, value), in match priority.
+    pub fn entries(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        Self::KINDS
+            .into_iter()
+            .filter_map(|kind| self.get(kind).map(|v| (kind, v)))
+    }
+
+    /// The keys present here that `other` lacks.
+    pub fn missing_from(&self, other: &PersonKeys) -> PersonKeys {
+        let mut out = PersonKeys::default();
+        for (kind, v) in self.entries().filter(|(kind, _)| other.get(kind).is_none()) {
+            out.set(kind, v.to_owned());
+        }
+        out
+    }
+
+    /// Take from `other` every key this one lacks.
+    pub fn fill_from(&mut self, other: &PersonKeys) {
+        for (kind, v) in other.missing_from(self).entries() {
+            self.set(kind, v.to_owned());
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.eckid.is_none()
             && self.las_key.is_none()
@@ -172,6 +249,51 @@ impl Snapshot {
             rejects: Vec::new(),
             marker: None,
             received_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(eckid: Option<&str>, las: Option<&str>) -> PersonKeys {
+        PersonKeys {
+            eckid: eckid.map(str::to_owned),
+            las_key: las.map(str::to_owned),
+            ..PersonKeys::default()
+        }
+    }
+
+    #[test]
+    fn keys_are_named_and_listed_in_match_priority() {
+        let mut k = keys(None, Some("L1"));
+        k.set("broker", "B7".into());
+        k.set("nonsense", "x".into());
+        let listed: Vec<_> = k.entries().collect();
+        assert_eq!(listed, vec![("broker", "B7"), ("las", "L1")]);
+        assert_eq!(k.get("las"), Some("L1"));
+        assert_eq!(k.get("eckid"), None);
+    }
+
+    #[test]
+    fn missing_keys_are_found_and_filled_without_overwriting() {
+        let have = keys(None, Some("L1"));
+        let want = keys(Some("E1"), Some("L-other"));
+        assert_eq!(want.missing_from(&have), keys(Some("E1"), None));
+        let mut merged = have.clone();
+        merged.fill_from(&want);
+        assert_eq!(
+            merged,
+            keys(Some("E1"), Some("L1")),
+            "an existing key is kept"
+        );
+    }
+
+    #[test]
+    fn group_kinds_round_trip_by_name() {
+        for kind in [GroupKind::Stamgroep, GroupKind::Samengesteld] {
+            assert_eq!(GroupKind::from_name(kind.as_str()), kind);
         }
     }
 }
