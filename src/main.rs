@@ -14,7 +14,12 @@ fn main() -> ExitCode {
         Err(e) => return fail(2, &anyhow::Error::new(e)),
     };
     let format = args.log_format.unwrap_or(settings.log.format);
-    if let Err(e) = telemetry::init(format, &settings.log.filter) {
+    // The demo explains itself on stdout; its per-school log lines would only interleave.
+    let filter = match &args.command {
+        cli::Command::Demo(_) => "warn",
+        _ => settings.log.filter.as_str(),
+    };
+    if let Err(e) = telemetry::init(format, filter) {
         return fail(2, &anyhow::anyhow!(e));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

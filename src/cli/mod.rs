@@ -2,8 +2,11 @@
 //! Exit 0 ok, 1 a run failed or was held, 2 bad usage or configuration.
 
 mod check;
+mod demo;
+mod history;
 mod school;
 mod simulate;
+mod sync;
 mod table;
 
 use std::path::PathBuf;
@@ -49,8 +52,20 @@ pub enum Command {
         #[command(subcommand)]
         action: school::SchoolCommand,
     },
+    /// Sync every school (or one) now, in this process, and print what changed.
+    Sync(sync::SyncArgs),
+    /// Print a school's current roster as JSON.
+    Export(history::ExportArgs),
+    /// Run history: outcome and counts per kind and operation; `runs show N` for one run.
+    Runs(history::RunsArgs),
+    /// The journal: what changed, old and new value, source and the rule that decided it.
+    Changes(history::ChangesArgs),
+    /// Apply the removals the brakes held in a run.
+    Approve(history::ApproveArgs),
     /// Serve simulated schools as a real LAS on 127.0.0.1 (for trying out, tests and support).
     Simulate(simulate::SimulateArgs),
+    /// A full demonstration: simulated LAS, a temporary SQLite store, two days of syncs.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -98,7 +113,13 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), Failure> {
         Command::Migrate => migrate(&settings).await,
         Command::CheckConfig { online } => check::run(&settings, online).await,
         Command::School { action } => school::run(&settings, action).await,
+        Command::Sync(args) => sync::run(&settings, args).await,
+        Command::Export(args) => history::export(&settings, args).await,
+        Command::Runs(args) => history::runs(&settings, args).await,
+        Command::Changes(args) => history::changes(&settings, args).await,
+        Command::Approve(args) => history::approve(&settings, args).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }
 

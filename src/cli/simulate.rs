@@ -95,7 +95,7 @@ fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
 }
 
 /// A configuration that points rostersync at `server`, with the keys in files beside it.
-fn write_config(dir: &Path, server: &SimServer) -> anyhow::Result<PathBuf> {
+pub fn write_config(dir: &Path, server: &SimServer) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir.join("keys"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir

@@ -23,6 +23,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub security: SecuritySettings,
     pub log: LogSettings,
+    pub sync: SyncSettings,
     #[serde(default)]
     pub las: Vec<LasSettings>,
     pub broker: Option<BrokerSettings>,
@@ -45,6 +46,24 @@ pub struct ScheduleSettings {
     /// Local time of the daily cycle, `HH:MM`.
     pub daily: String,
     pub timezone: String,
+}
+
+/// The safety rules of a sync: how a source's answer is judged and how much it may remove.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Schools fetched at the same time (applies to the store are one at a time on SQLite).
+    pub concurrency: usize,
+    /// Days a removed pupil, teacher or group keeps its tombstone before it is purged.
+    pub retention_days: u32,
+    /// Brakes: removals of one kind are held above this share of what is stored ...
+    pub brake_max_share: f64,
+    /// ... and above this many records.
+    pub brake_max_count: usize,
+    /// An answer with fewer pupils than this share of the last good run is distrusted.
+    pub collapse_ratio: f64,
+    /// Schools whose last good run had fewer pupils are not judged on collapse.
+    pub collapse_min_pupils: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -262,6 +281,16 @@ impl Settings {
             return Err(
                 "admin.listen needs admin.token: the TCP listener requires a bearer token".into(),
             );
+        }
+        let sync = &self.sync;
+        if !(1..=256).contains(&sync.concurrency) {
+            return Err("sync.concurrency must be between 1 and 256".into());
+        }
+        if !(0.0..=1.0).contains(&sync.brake_max_share) {
+            return Err("sync.brake_max_share must be between 0.0 and 1.0 (0.1 is 10%)".into());
+        }
+        if !(0.0..=1.0).contains(&sync.collapse_ratio) {
+            return Err("sync.collapse_ratio must be between 0.0 and 1.0 (0.5 is half)".into());
         }
         if self.store.max_connections == 0 {
             return Err("store.max_connections must be at least 1".into());

@@ -237,3 +237,61 @@ pub mod change_entry {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod source_state {
+    use sea_orm::entity::prelude::*;
+
+    /// What the last good run of one school and source left for the next: markers for
+    /// conditional fetches, counts for the health check, and parking.
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "source_state")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub school_id: String,
+        /// `las`, `broker`, `portal`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub source: String,
+        pub last_success_at: Option<DateTimeUtc>,
+        /// When the last complete answer was asked for (UWLR `laatstontvangengegevens`).
+        pub last_received_at: Option<DateTimeUtc>,
+        pub marker: Option<String>,
+        pub pupil_count: Option<i32>,
+        pub staff_count: Option<i32>,
+        pub group_count: Option<i32>,
+        pub school_year: Option<String>,
+        pub parked_reason: Option<String>,
+        pub parked_at: Option<DateTimeUtc>,
+        /// A digest of the credential that was rejected: a new credential un-parks.
+        pub parked_fingerprint: Option<String>,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod held_change {
+    use sea_orm::entity::prelude::*;
+
+    /// A removal the brakes held, waiting for `approve`.
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "held_change")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub run_id: i64,
+        pub school_id: String,
+        /// `pupils`, `staff`, `groups`, `memberships`.
+        pub kind: String,
+        pub operation: String,
+        pub entity_id: Option<i64>,
+        /// What exactly would change, as JSON (a membership's group key and role).
+        pub detail: String,
+        /// `held`, `approved`, `superseded`.
+        pub state: String,
+        pub decided_at: Option<DateTimeUtc>,
+        pub decided_by: Option<String>,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

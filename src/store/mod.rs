@@ -2,10 +2,14 @@
 //! Owns connecting, schema migration and the few facts about the store itself.
 
 pub mod entities;
+pub mod export;
+pub mod held;
+pub mod journal;
 pub mod roster;
 pub mod runs;
 pub mod schools;
 pub mod sealing;
+pub mod source_state;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -63,6 +67,8 @@ pub struct Store {
     db: DatabaseConnection,
     shown: String,
     home: PathBuf,
+    /// SQLite has one writer: applies of one process queue here instead of failing busy.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Where the store lives, parsed from `store.url`.
@@ -188,11 +194,25 @@ impl Store {
             shown: shown.clone(),
             reason: db_reason(&e),
         })?;
-        let store = Store { db, shown, home };
+        let store = Store {
+            db,
+            shown,
+            home,
+            writer: Default::default(),
+        };
         if mode == OpenMode::Existing {
             store.ensure_current().await?;
         }
         Ok(store)
+    }
+
+    /// Taken around a school's apply on SQLite, where writers would otherwise meet as
+    /// `database is locked`; PostgreSQL serializes per school with a row lock instead.
+    pub async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend() {
+            DbBackend::Sqlite => Some(self.writer.lock().await),
+            _ => None,
+        }
     }
 
     pub fn db(&self) -> &DatabaseConnection {

@@ -684,3 +684,81 @@ pub async fn apply<C: ConnectionTrait>(
         persons_removed: plan.person_removals.len(),
     })
 }
+
+/// Journal what the source sent but could not be used (a pupil without a key, a duplicate
+/// key, a reference to a group that does not exist), so `changes --run N` can explain why
+/// someone was kept as stored instead of updated.
+pub async fn journal_rejects<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    rejects: &[connector_api::Reject],
+) -> Result<(), DbErr> {
+    let mut journal = Journal {
+        ctx,
+        rows: Vec::with_capacity(rejects.len()),
+    };
+    for r in rejects {
+        journal.add(Entry {
+            entity: r.entity.as_str(),
+            entity_id: None,
+            person_id: None,
+            operation: "reject",
+            field: None,
+            old: Some(r.key.clone()),
+            new: None,
+            source: Owner::Las,
+            rule: r.reason.clone(),
+        });
+    }
+    insert_chunked(db, journal.rows).await
+}
+
+/// What a purge deleted for good.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Purged {
+    pub persons: u64,
+    pub groups: u64,
+}
+
+/// Delete tombstones whose retention ended, with everything that still names them: keys,
+/// memberships, roles and grants (by cascade), and their journal and held rows, which may
+/// hold names. Privacy: after this, nothing of a leaver remains.
+pub async fn purge(db: &sea_orm::DatabaseConnection, now: DateTime<Utc>) -> Result<Purged, DbErr> {
+    use super::entities::held_change;
+    use sea_orm::TransactionTrait;
+    let txn = db.begin().await?;
+    let ids: Vec<i64> = person::Entity::find()
+        .filter(person::Column::RemovedAt.is_not_null())
+        .filter(person::Column::PurgeAfter.lte(now))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    for chunk in ids.chunks(CHUNK) {
+        change_entry::Entity::delete_many()
+            .filter(change_entry::Column::PersonId.is_in(chunk.iter().copied()))
+            .exec(&txn)
+            .await?;
+        held_change::Entity::delete_many()
+            .filter(held_change::Column::Kind.is_in(["pupils", "staff", "memberships"]))
+            .filter(held_change::Column::EntityId.is_in(chunk.iter().copied()))
+            .exec(&txn)
+            .await?;
+        person::Entity::delete_many()
+            .filter(person::Column::Id.is_in(chunk.iter().copied()))
+            .exec(&txn)
+            .await?;
+    }
+    let groups = roster_group::Entity::delete_many()
+        .filter(roster_group::Column::RemovedAt.is_not_null())
+        .filter(roster_group::Column::PurgeAfter.lte(now))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    txn.commit().await?;
+    Ok(Purged {
+        persons: ids.len() as u64,
+        groups,
+    })
+}

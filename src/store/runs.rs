@@ -1,7 +1,10 @@
 //! Run records: one per school per sync, opened before the work and closed with its outcome.
 
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 
 use super::entities::sync_run;
 
@@ -51,4 +54,35 @@ pub async fn finish<C: ConnectionTrait>(db: &C, run: i64, f: Finish<'_>) -> Resu
     .exec(db)
     .await?;
     Ok(())
+}
+
+pub use sync_run::Model as Run;
+
+/// The newest runs first, of one school or all.
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    school: Option<&str>,
+    limit: u64,
+) -> Result<Vec<Run>, DbErr> {
+    let mut q = sync_run::Entity::find();
+    if let Some(s) = school {
+        q = q.filter(sync_run::Column::SchoolId.eq(s));
+    }
+    q.order_by_desc(sync_run::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+pub async fn get<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<Run>, DbErr> {
+    sync_run::Entity::find_by_id(id).one(db).await
+}
+
+/// The outcome to show: a run without one was cut off (crash, kill, power) before it could
+/// record anything, and nothing of it was applied.
+pub fn shown_outcome(run: &Run) -> &str {
+    match (&run.outcome, run.finished_at) {
+        (Some(o), _) => o,
+        (None, _) => "interrupted",
+    }
 }

@@ -4,8 +4,9 @@
 use chrono::Utc;
 use connector_api::SchoolId;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    TransactionTrait, sea_query::OnConflict,
+    ActiveValue::Set,
+    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+    sea_query::{Expr, OnConflict},
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -373,5 +374,120 @@ async fn write_secret<C: sea_orm::ConnectionTrait>(
     )
     .exec(db)
     .await?;
+    Ok(())
+}
+
+/// Make sure every `[[school]]` of the configuration has its row (runs, rosters and state
+/// hang off it). The configuration stays the truth for its sources; the row follows it.
+pub async fn ensure_config_rows(store: &Store, settings: &Settings) -> Result<(), StoreError> {
+    let db_err = |e| store.db_error(e);
+    let now = Utc::now();
+    for s in &settings.school {
+        let row = school::ActiveModel {
+            id: Set(s.id.to_string()),
+            brin: Set(s.id.brin().to_owned()),
+            dependance: Set(s.id.dependance().to_owned()),
+            name: Set(s.name.clone()),
+            origin: Set("config".into()),
+            las: Set(s.las.clone()),
+            broker_id: Set(s.broker_id),
+            zermelo_portal: Set(s.zermelo.as_ref().map(|z| z.portal.to_string())),
+            state: Set("active".into()),
+            state_reason: Set(None),
+            state_since: Set(Some(now)),
+            school_year: Set(None),
+            fence: Set(0),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        school::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(school::Column::Id)
+                    .update_columns([
+                        school::Column::Origin,
+                        school::Column::Las,
+                        school::Column::BrokerId,
+                        school::Column::ZermeloPortal,
+                    ])
+                    .to_owned(),
+            )
+            .exec(store.db())
+            .await
+            .map_err(db_err)?;
+        if let Some(name) = &s.name {
+            school::Entity::update_many()
+                .col_expr(school::Column::Name, Expr::value(name.clone()))
+                .filter(school::Column::Id.eq(s.id.to_string()))
+                .exec(store.db())
+                .await
+                .map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every school row, by id.
+pub async fn rows(store: &Store) -> Result<Vec<school::Model>, StoreError> {
+    school::Entity::find()
+        .order_by_asc(school::Column::Id)
+        .all(store.db())
+        .await
+        .map_err(|e| store.db_error(e))
+}
+
+/// What a run learned about the school as a whole.
+pub struct SchoolState<'a> {
+    /// `active`, `frozen`, `parked`.
+    pub state: &'a str,
+    pub reason: Option<String>,
+    /// The school year and name the source gave, when it gave them.
+    pub school_year: Option<String>,
+    pub name: Option<String>,
+}
+
+pub async fn set_state<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    id: &str,
+    new: SchoolState<'_>,
+) -> Result<(), sea_orm::DbErr> {
+    let Some(row) = school::Entity::find_by_id(id.to_owned()).one(db).await? else {
+        return Ok(());
+    };
+    let now = Utc::now();
+    let mut update = school::ActiveModel {
+        id: Set(id.to_owned()),
+        state: Set(new.state.to_owned()),
+        state_reason: Set(new.reason),
+        updated_at: Set(now),
+        ..Default::default()
+    };
+    if row.state != new.state {
+        update.state_since = Set(Some(now));
+    }
+    if new.school_year.is_some() {
+        update.school_year = Set(new.school_year);
+    }
+    // The configured name wins; a source's name fills in where none was given.
+    if row.name.is_none() && new.name.is_some() {
+        update.name = Set(new.name);
+    }
+    school::Entity::update(update).exec(db).await?;
+    Ok(())
+}
+
+/// Take the school's row lock for an apply and move its fence on: a concurrent apply of the
+/// same school waits here, and a stale lease holder can be told apart from its successor.
+pub async fn lock_for_apply<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    id: &str,
+) -> Result<(), sea_orm::DbErr> {
+    school::Entity::update_many()
+        .col_expr(
+            school::Column::Fence,
+            sea_orm::sea_query::ExprTrait::add(Expr::col(school::Column::Fence), 1),
+        )
+        .filter(school::Column::Id.eq(id))
+        .exec(db)
+        .await?;
     Ok(())
 }

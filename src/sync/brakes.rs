@@ -4,6 +4,9 @@
 
 use serde::Serialize;
 
+use crate::model::{Link, PersonKind};
+use crate::sync::diff::{Plan, StoredGroup, StoredPerson};
+
 /// What the brakes guard, each on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -87,6 +90,125 @@ pub fn decide(
         };
     }
     Decision::Apply
+}
+
+/// A removal the brakes took out of a plan, to be stored and approved later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldRemoval {
+    pub kind: Kind,
+    /// The person or group that would be removed, or the person who would leave a group.
+    pub entity_id: i64,
+    /// For a membership: the group key and the role in it.
+    pub link: Option<Link>,
+}
+
+/// How much of each kind the school has stored now (live records only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub pupils: usize,
+    pub staff: usize,
+    pub groups: usize,
+    pub memberships: usize,
+}
+
+impl Stored {
+    pub fn of(groups: &[StoredGroup], persons: &[StoredPerson]) -> Stored {
+        let live = persons.iter().filter(|p| !p.removed);
+        let mut s = Stored {
+            groups: groups.iter().filter(|g| !g.removed).count(),
+            ..Stored::default()
+        };
+        for p in live {
+            match p.state.kind {
+                PersonKind::Pupil => s.pupils += 1,
+                PersonKind::Staff => s.staff += 1,
+            }
+            s.memberships += p.state.links.len();
+        }
+        s
+    }
+
+    fn get(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Pupils => self.pupils,
+            Kind::Staff => self.staff,
+            Kind::Groups => self.groups,
+            Kind::Memberships => self.memberships,
+        }
+    }
+}
+
+/// Every decision of one run, per kind, for the run record.
+pub type Decisions = Vec<(Kind, Decision)>;
+
+/// Take the removals of every kind whose brake trips out of `plan`; the rest of the plan
+/// (creates, updates, removals of other kinds) is left to apply.
+pub fn hold(
+    plan: &mut Plan,
+    stored: Stored,
+    rules: &BrakeRules,
+    allow: bool,
+) -> (Vec<HeldRemoval>, Decisions) {
+    let person_removals = |kind: PersonKind| {
+        plan.person_removals
+            .iter()
+            .filter(|(_, k)| *k == kind)
+            .count()
+    };
+    let links_removed: usize = plan
+        .person_updates
+        .iter()
+        .map(|u| u.links_removed.len())
+        .sum();
+    let removals = [
+        (Kind::Pupils, person_removals(PersonKind::Pupil)),
+        (Kind::Staff, person_removals(PersonKind::Staff)),
+        (Kind::Groups, plan.group_removals.len()),
+        (Kind::Memberships, links_removed),
+    ];
+    let decisions: Decisions = removals
+        .iter()
+        .map(|(kind, n)| (*kind, decide(*kind, *n, stored.get(*kind), rules, allow)))
+        .collect();
+    let held = |kind: Kind| decisions.iter().any(|(k, d)| *k == kind && d.is_held());
+    let mut out = Vec::new();
+    let person_kind_held = |k: PersonKind| match k {
+        PersonKind::Pupil => held(Kind::Pupils),
+        PersonKind::Staff => held(Kind::Staff),
+    };
+    plan.person_removals.retain(|(id, k)| {
+        if person_kind_held(*k) {
+            out.push(HeldRemoval {
+                kind: if *k == PersonKind::Pupil {
+                    Kind::Pupils
+                } else {
+                    Kind::Staff
+                },
+                entity_id: *id,
+                link: None,
+            });
+            false
+        } else {
+            true
+        }
+    });
+    if held(Kind::Groups) {
+        out.extend(plan.group_removals.drain(..).map(|id| HeldRemoval {
+            kind: Kind::Groups,
+            entity_id: id,
+            link: None,
+        }));
+    }
+    if held(Kind::Memberships) {
+        for u in &mut plan.person_updates {
+            out.extend(u.links_removed.drain(..).map(|l| HeldRemoval {
+                kind: Kind::Memberships,
+                entity_id: u.id,
+                link: Some(l),
+            }));
+        }
+    }
+    (out, decisions)
 }
 
 #[cfg(test)]

@@ -114,6 +114,19 @@ impl World {
         }
     }
 
+    /// The school's LAS suddenly lists only part of its pupils (a botched export, a filter
+    /// left on): `share` of them, taken from the end, disappear. Returns how many.
+    pub fn lose_pupils(&mut self, id: &SchoolId, share: f64) -> usize {
+        let Some(state) = self.schools.get_mut(id) else {
+            return 0;
+        };
+        let pupils = &mut state.school.pupils;
+        let lost = ((pupils.len() as f64) * share.clamp(0.0, 1.0)).round() as usize;
+        pupils.truncate(pupils.len() - lost);
+        state.changed_at = Utc::now();
+        lost
+    }
+
     /// One night passes: every school changes a little; on 1 August the year rolls over.
     pub fn advance_day(&mut self) -> DayReport {
         let before = self.today();

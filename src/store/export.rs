@@ -1,0 +1,179 @@
+//! `export --format json`: a school's current roster in the shape ARCHITECTURE.md fixes.
+//! The query is `roster::load`; the shaping is a pure function of what it loaded.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait};
+use serde::Serialize;
+
+use super::entities::school;
+use super::roster;
+use crate::model::{Field, Owner, PersonKind, PersonState};
+use crate::sync::diff::{StoredGroup, StoredPerson};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Export {
+    pub school: SchoolOut,
+    pub groups: Vec<GroupOut>,
+    pub pupils: Vec<PupilOut>,
+    pub staff: Vec<StaffOut>,
+    /// Derived and manual permissions (filled once grants exist).
+    pub grants: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SchoolOut {
+    pub id: String,
+    pub brin: String,
+    pub dependance: String,
+    pub name: Option<String>,
+    pub school_year: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupOut {
+    pub key: String,
+    pub name: String,
+    pub kind: String,
+    pub year_group: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PupilOut {
+    pub id: String,
+    pub las_key: Option<String>,
+    pub eckid: Option<String>,
+    pub family_name: Option<String>,
+    pub prefix: Option<String>,
+    pub given_name: Option<String>,
+    pub year_group: Option<String>,
+    pub group: Option<String>,
+    pub subgroups: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StaffOut {
+    pub id: String,
+    pub las_key: Option<String>,
+    pub eckid: Option<String>,
+    pub family_name: Option<String>,
+    pub prefix: Option<String>,
+    pub given_name: Option<String>,
+    pub email: Option<String>,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+    /// Fields a source owns: a local edit of them is refused.
+    pub locked_fields: Vec<String>,
+}
+
+fn field(p: &PersonState, f: Field) -> Option<String> {
+    p.fields.get(&f).map(|o| o.value.clone())
+}
+
+/// Shape a loaded roster for export: live records only, in a stable order.
+pub fn shape(school: SchoolOut, groups: &[StoredGroup], persons: &[StoredPerson]) -> Export {
+    let live_groups: BTreeMap<&str, &StoredGroup> = groups
+        .iter()
+        .filter(|g| !g.removed)
+        .map(|g| (g.state.key.as_str(), g))
+        .collect();
+    let is_stamgroep = |key: &str| {
+        live_groups
+            .get(key)
+            .is_some_and(|g| g.state.kind == connector_api::GroupKind::Stamgroep)
+    };
+    let mut pupils = Vec::new();
+    let mut staff = Vec::new();
+    for p in persons.iter().filter(|p| !p.removed) {
+        let s = &p.state;
+        let group_keys: BTreeSet<&str> = s
+            .links
+            .iter()
+            .map(|l| l.group.as_str())
+            .filter(|k| live_groups.contains_key(k))
+            .collect();
+        match s.kind {
+            PersonKind::Pupil => {
+                let group = group_keys
+                    .iter()
+                    .find(|k| is_stamgroep(k))
+                    .map(|k| k.to_string());
+                pupils.push(PupilOut {
+                    id: p.id.to_string(),
+                    las_key: s.keys.las_key.clone(),
+                    eckid: s.keys.eckid.clone(),
+                    family_name: field(s, Field::FamilyName),
+                    prefix: field(s, Field::Prefix),
+                    given_name: field(s, Field::GivenName),
+                    year_group: field(s, Field::YearGroup),
+                    subgroups: group_keys
+                        .iter()
+                        .filter(|k| Some(k.to_string()) != group)
+                        .map(|k| k.to_string())
+                        .collect(),
+                    group,
+                });
+            }
+            PersonKind::Staff => {
+                let roles: BTreeSet<String> = s.roles.iter().map(|r| r.name.clone()).collect();
+                staff.push(StaffOut {
+                    id: p.id.to_string(),
+                    las_key: s.keys.las_key.clone(),
+                    eckid: s.keys.eckid.clone(),
+                    family_name: field(s, Field::FamilyName),
+                    prefix: field(s, Field::Prefix),
+                    given_name: field(s, Field::GivenName),
+                    email: field(s, Field::Email),
+                    roles: roles.into_iter().collect(),
+                    groups: group_keys.iter().map(|k| k.to_string()).collect(),
+                    locked_fields: s
+                        .fields
+                        .iter()
+                        .filter(|(_, o)| o.owner != Owner::Local)
+                        .map(|(f, _)| f.as_str().to_owned())
+                        .collect(),
+                });
+            }
+        }
+    }
+    let order = |las: &Option<String>, id: &str| (las.clone().unwrap_or_default(), id.to_owned());
+    pupils.sort_by_key(|p| order(&p.las_key, &p.id));
+    staff.sort_by_key(|p| order(&p.las_key, &p.id));
+    Export {
+        school,
+        groups: live_groups
+            .values()
+            .map(|g| GroupOut {
+                key: g.state.key.clone(),
+                name: g.state.name.clone(),
+                kind: g.state.kind.as_str().to_owned(),
+                year_group: g.state.year_group.clone(),
+            })
+            .collect(),
+        pupils,
+        staff,
+        grants: Vec::new(),
+    }
+}
+
+/// The export of `school`, or `None` when the store has no such school.
+pub async fn export<C: ConnectionTrait>(db: &C, school: &str) -> Result<Option<Export>, DbErr> {
+    let Some(row) = school::Entity::find_by_id(school.to_owned())
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (groups, persons) = roster::load(db, school).await?;
+    Ok(Some(shape(
+        SchoolOut {
+            id: row.id,
+            brin: row.brin,
+            dependance: row.dependance,
+            name: row.name,
+            school_year: row.school_year,
+        },
+        &groups,
+        &persons,
+    )))
+}

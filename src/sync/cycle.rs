@@ -1,0 +1,222 @@
+//! A sync of many schools: which schools, with which source and key, how many at a time,
+//! and the purge of expired tombstones afterwards. Each school is its own run: one school's
+//! failure never stops another's.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use connector_api::{Connector, SchoolId};
+use futures_util::StreamExt;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::settings::Settings;
+use crate::sources;
+use crate::store::roster::{self, Purged};
+use crate::store::schools::{self, LAS_KEY};
+use crate::store::sealing::MasterKey;
+use crate::store::{Store, StoreError};
+use crate::sync::apply::{self, Rules, RunOptions, SchoolReport, Target};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    #[error("school {0} is not linked (see `rostersync school list`)")]
+    UnknownSchool(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CycleError {
+    pub fn is_usage(&self) -> bool {
+        match self {
+            CycleError::UnknownSchool(_) => true,
+            CycleError::Store(e) => e.is_setup(),
+        }
+    }
+}
+
+pub struct CycleOptions {
+    /// Only this school.
+    pub only: Option<SchoolId>,
+    pub run: RunOptions,
+}
+
+/// A school the cycle did not ask, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub school: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CycleReport {
+    pub schools: Vec<SchoolReport>,
+    pub skipped: Vec<Skipped>,
+    pub purged: Purged,
+    #[serde(serialize_with = "seconds")]
+    pub elapsed: Duration,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+impl CycleReport {
+    /// Exit 1 when any school needs a person's attention.
+    pub fn needs_attention(&self) -> bool {
+        self.schools.iter().any(|r| r.outcome.needs_attention())
+    }
+}
+
+/// Connectors are built once per LAS connection and shared by its schools (one HTTP client,
+/// one connection pool, one remembered protocol fallback).
+struct Connectors<'a> {
+    settings: &'a Settings,
+    built: HashMap<String, Result<Arc<dyn Connector>, String>>,
+}
+
+impl Connectors<'_> {
+    fn get(&mut self, las: &str) -> Result<Arc<dyn Connector>, String> {
+        let settings = self.settings;
+        self.built
+            .entry(las.to_owned())
+            .or_insert_with(|| match settings.las(las) {
+                None => Err(format!(
+                    "its LAS connection '{las}' is not in the configuration (known: {}); \
+                     add a [[las]] block or re-link the school",
+                    settings.las_names()
+                )),
+                Some(l) => sources::las_connector(l)
+                    .map(|c| Arc::new(c) as Arc<dyn Connector>)
+                    .map_err(|e| e.to_string()),
+            })
+            .clone()
+    }
+}
+
+/// The master key, read once and only when a school's key is sealed in the store.
+struct Master<'a> {
+    settings: &'a Settings,
+    store: &'a Store,
+    key: Option<Result<MasterKey, String>>,
+}
+
+impl Master<'_> {
+    fn get(&mut self) -> Result<&MasterKey, String> {
+        let (settings, store) = (self.settings, self.store);
+        self.key
+            .get_or_insert_with(|| {
+                MasterKey::load_or_create(settings, store.home()).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// Which schools to run, each with its source and key.
+async fn targets(
+    store: &Store,
+    settings: &Settings,
+    only: Option<&SchoolId>,
+) -> Result<(Vec<Target>, Vec<Skipped>), CycleError> {
+    schools::ensure_config_rows(store, settings).await?;
+    let rows = schools::rows(store).await?;
+    if let Some(id) = only
+        && !rows.iter().any(|r| r.id == id.to_string())
+    {
+        return Err(CycleError::UnknownSchool(id.to_string()));
+    }
+    let mut connectors = Connectors {
+        settings,
+        built: HashMap::new(),
+    };
+    let mut master = Master {
+        settings,
+        store,
+        key: None,
+    };
+    let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    for row in rows {
+        if only.is_some_and(|id| id.to_string() != row.id) {
+            continue;
+        }
+        let Ok(id) = row.id.parse::<SchoolId>() else {
+            continue;
+        };
+        let config = settings.configured_school(&id);
+        if row.origin == "config" && config.is_none() {
+            skipped.push(Skipped {
+                school: row.id.clone(),
+                reason: "no longer in the configuration file; its stored data is kept \
+                         (remove it with `rostersync school remove` after re-adding it, or \
+                         put its [[school]] block back)"
+                    .into(),
+            });
+            continue;
+        }
+        let Some(las) = row.las.clone() else {
+            skipped.push(Skipped {
+                school: row.id.clone(),
+                reason: "no LAS connection: nothing to ask yet".into(),
+            });
+            continue;
+        };
+        let credential: Result<SecretString, String> = match config.and_then(|c| c.key.as_ref()) {
+            Some(reference) => reference.load_string().map_err(|e| e.to_string()),
+            None => match master.get() {
+                Err(e) => Err(e),
+                Ok(key) => match schools::load_secret(store, key, &id, LAS_KEY).await {
+                    Ok(Some(k)) => Ok(k),
+                    Ok(None) => Err(format!(
+                        "no key is stored; add one with `rostersync school set-key {id} --key-file FILE`"
+                    )),
+                    Err(e) => Err(e.to_string()),
+                },
+            },
+        };
+        out.push(Target {
+            source: connectors.get(&las),
+            credential,
+            id,
+        });
+    }
+    Ok((out, skipped))
+}
+
+/// Run every school (or one), `settings.sync.concurrency` at a time; `progress` hears of
+/// each school as it finishes. Afterwards, purge tombstones whose retention ended.
+pub async fn run(
+    store: &Store,
+    settings: &Settings,
+    opts: &CycleOptions,
+    mut progress: impl FnMut(usize, usize, &SchoolReport),
+) -> Result<CycleReport, CycleError> {
+    let started = Instant::now();
+    let rules = Rules::from_settings(&settings.sync);
+    let (targets, skipped) = targets(store, settings, opts.only.as_ref()).await?;
+    let total = targets.len();
+    let mut reports = Vec::with_capacity(total);
+    let mut running = futures_util::stream::iter(targets.iter())
+        .map(|t| apply::sync_school(store, t, &rules, &opts.run))
+        .buffer_unordered(settings.sync.concurrency.max(1));
+    while let Some(report) = running.next().await {
+        progress(reports.len() + 1, total, &report);
+        reports.push(report);
+    }
+    drop(running);
+    reports.sort_by(|a, b| a.school.cmp(&b.school));
+    let purged = if opts.run.dry_run {
+        Purged::default()
+    } else {
+        roster::purge(store.db(), chrono::Utc::now())
+            .await
+            .map_err(|e| store.db_error(e))?
+    };
+    Ok(CycleReport {
+        schools: reports,
+        skipped,
+        purged,
+        elapsed: started.elapsed(),
+    })
+}
