@@ -65,7 +65,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         }
     };
 
-    let today = chrono::Local::now().date_naive();
+    let today = crate::sync::apply::today();
     let mut world = World::new(2026, today);
     let primary = args.schools.max(3);
     for n in 0..primary {

@@ -115,7 +115,19 @@ pub fn shape(school: SchoolOut, groups: &[StoredGroup], persons: &[StoredPerson]
                 });
             }
             PersonKind::Staff => {
-                let roles: BTreeSet<String> = s.roles.iter().map(|r| r.name.clone()).collect();
+                // School-wide roles and the roles held in a group (a teacher's LRK in 8A).
+                let roles: BTreeSet<String> = s
+                    .roles
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .chain(
+                        s.links
+                            .iter()
+                            .flat_map(|l| l.role.split('+'))
+                            .filter(|r| *r != "staff")
+                            .map(str::to_owned),
+                    )
+                    .collect();
                 staff.push(StaffOut {
                     id: p.id.to_string(),
                     las_key: s.keys.las_key.clone(),

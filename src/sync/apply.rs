@@ -130,13 +130,16 @@ fn received_counts(s: &Snapshot) -> ReceivedCounts {
     }
 }
 
-/// The school year a source should answer for today, in the schools' own time zone.
+/// Today in the schools' own time zone (the school year turns on 1 August there).
+pub fn today() -> chrono::NaiveDate {
+    Utc::now()
+        .with_timezone(&chrono_tz::Europe::Amsterdam)
+        .date_naive()
+}
+
+/// The school year a source should answer for today.
 pub fn expected_year() -> SchoolYear {
-    SchoolYear::containing(
-        Utc::now()
-            .with_timezone(&chrono_tz::Europe::Amsterdam)
-            .date_naive(),
-    )
+    SchoolYear::containing(today())
 }
 
 /// Sync one school. Never fails: every failure ends up in the report and, where the store
@@ -327,7 +330,12 @@ async fn run(
             Ok(d)
         }
         (Verdict::Untrustworthy(why), fetched) => {
-            let d = Decided::new(Outcome::Frozen)
+            let outcome = if is_credentials(&fetched) {
+                Outcome::Parked
+            } else {
+                Outcome::Frozen
+            };
+            let d = Decided::new(outcome)
                 .because(why.class(), format!("school {school}: {}", why.explain()));
             let d = Decided {
                 counts: Counts {
@@ -523,6 +531,19 @@ async fn apply_snapshot(
     )
     .await?;
     runs::finish(&txn, run, finish(&d)).await?;
+    #[cfg(debug_assertions)]
+    pause_before_commit().await;
     txn.commit().await?;
     Ok(d)
+}
+
+/// Debug builds only, for the crash test: with `ROSTERSYNC_TEST_PAUSE_BEFORE_COMMIT=FILE` an
+/// apply writes FILE when everything but the commit is done and then waits, so a test can
+/// kill the process at exactly the worst moment.
+#[cfg(debug_assertions)]
+async fn pause_before_commit() {
+    if let Some(path) = std::env::var_os("ROSTERSYNC_TEST_PAUSE_BEFORE_COMMIT") {
+        let _ = std::fs::write(&path, b"applying\n");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+    }
 }

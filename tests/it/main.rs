@@ -8,3 +8,4 @@ mod school_links;
 mod simulate;
 mod store;
 mod support;
+mod sync;

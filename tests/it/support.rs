@@ -28,8 +28,13 @@ pub fn postgres_admin_url() -> Option<String> {
 
 impl Env {
     pub async fn new() -> Env {
+        Env::on(false).await
+    }
+
+    /// `sqlite`: a SQLite store even when the suite runs against PostgreSQL.
+    pub async fn on(sqlite: bool) -> Env {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let (store_url, pg) = match postgres_admin_url() {
+        let (store_url, pg) = match postgres_admin_url().filter(|_| !sqlite) {
             Some(admin) => {
                 let name = format!(
                     "rs_test_{}_{}",
@@ -285,4 +290,94 @@ pub fn assert_no_secret(text: &str, what: &str) {
         !text.contains("KLANTCODE-1"),
         "the klantcode leaked into {what}:\n{text}"
     );
+}
+
+/// An Env whose configuration points at an in-process simulated LAS: one `[[las]]` named
+/// `sim` and a `[[school]]` with its key file per simulated school.
+pub struct SimEnv {
+    pub env: Env,
+    pub server: connector_sim::SimServer,
+}
+
+impl SimEnv {
+    pub async fn start(world: connector_sim::World, extra: &str) -> SimEnv {
+        SimEnv::start_on(world, extra, false).await
+    }
+
+    pub async fn start_on(world: connector_sim::World, extra: &str, sqlite: bool) -> SimEnv {
+        let env = Env::on(sqlite).await;
+        let server = connector_sim::SimServer::start(world, 0)
+            .await
+            .expect("simulator listens on loopback");
+        let sim = SimEnv { env, server };
+        sim.configure(extra);
+        sim
+    }
+
+    /// Rewrite the configuration (schools as the simulator has them now) plus `extra`.
+    pub fn configure(&self, extra: &str) {
+        let (klantnaam, klantcode, schools) = self.server.with_world(|w| {
+            let schools: Vec<(String, String, String)> = w
+                .schools
+                .values()
+                .map(|s| {
+                    (
+                        s.school.id.to_string(),
+                        s.key.clone(),
+                        s.school.name.clone(),
+                    )
+                })
+                .collect();
+            (w.klantnaam.clone(), w.klantcode.clone(), schools)
+        });
+        let code = self.env.write("sim-klantcode", &format!("{klantcode}\n"));
+        let mut text = format!(
+            "{extra}\n[[las]]\nname = \"sim\"\nkind = \"uwlr\"\nendpoint = \"{}\"\n\
+             klantnaam = \"{klantnaam}\"\nklantcode = {{ file = \"{}\" }}\n",
+            self.server.uwlr_url(),
+            code.display()
+        );
+        for (id, key, name) in schools {
+            let path = self.env.write(&format!("key-{id}"), &format!("{key}\n"));
+            text.push_str(&format!(
+                "\n[[school]]\nid = \"{id}\"\nname = \"{name}\"\nlas = \"sim\"\nkey = {{ file = \"{}\" }}\n",
+                path.display()
+            ));
+        }
+        self.env.write_config(&text);
+    }
+
+    pub async fn store(&self) -> rostersync::store::Store {
+        let store = rostersync::store::Store::open(
+            &self.env.settings().store,
+            rostersync::store::OpenMode::Create,
+        )
+        .await
+        .expect("store opens");
+        store.migrate().await.expect("store migrates");
+        store
+    }
+
+    /// One cycle in this process, as `rostersync sync` runs it.
+    pub async fn sync(
+        &self,
+        store: &rostersync::store::Store,
+        allow_removals: bool,
+    ) -> rostersync::sync::cycle::CycleReport {
+        rostersync::sync::cycle::run(
+            store,
+            &self.env.settings(),
+            &rostersync::sync::cycle::CycleOptions {
+                only: None,
+                run: rostersync::sync::apply::RunOptions {
+                    trigger: "test".into(),
+                    dry_run: false,
+                    allow_removals,
+                },
+            },
+            |_, _, _| {},
+        )
+        .await
+        .expect("the cycle runs")
+    }
 }
