@@ -85,6 +85,7 @@ async fn sqlite_store(dir: &std::path::Path) -> Store {
         fence: Set(0),
         created_at: Set(Utc::now()),
         updated_at: Set(Utc::now()),
+        roster_digest: Set(None),
     };
     rostersync::store::entities::school::Entity::insert(row)
         .exec(store.db())

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     let format = args.log_format.unwrap_or(settings.log.format);
     // The demo explains itself on stdout; its per-school log lines would only interleave.
     let filter = match &args.command {
-        cli::Command::Demo(_) => "warn",
+        cli::Command::Demo(_) | cli::Command::Bench(_) => "warn",
         _ => settings.log.filter.as_str(),
     };
     if let Err(e) = telemetry::init(format, filter) {

@@ -473,6 +473,10 @@ pub async fn approve(settings: &Settings, args: ApproveArgs) -> Result<(), Failu
     let done = held::approve(&txn, waiting, approval, now, now + retention, &who)
         .await
         .map_err(&db_err)?;
+    // The roster changed outside a sync: the next run must look at everything again.
+    crate::store::schools::set_digest(&txn, &run.school_id, None)
+        .await
+        .map_err(&db_err)?;
     let mut counts = Counts::default();
     let mut skipped = 0;
     for a in &done {

@@ -1,6 +1,7 @@
 //! The command line: parsing, dispatch, exit codes and output formats.
 //! Exit 0 ok, 1 a run failed or was held, 2 bad usage or configuration.
 
+mod bench;
 mod check;
 mod demo;
 mod history;
@@ -66,6 +67,8 @@ pub enum Command {
     Simulate(simulate::SimulateArgs),
     /// A full demonstration: simulated LAS, a temporary SQLite store, two days of syncs.
     Demo(demo::DemoArgs),
+    /// Measure the sync engine end to end against the simulator (SQLite in a temporary directory).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -120,6 +123,7 @@ pub async fn run(settings: Settings, command: Command) -> Result<(), Failure> {
         Command::Approve(args) => history::approve(&settings, args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 

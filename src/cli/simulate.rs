@@ -70,20 +70,19 @@ fn parse_fault(text: &str) -> Result<(SchoolId, Fault), String> {
     Ok((school, fault))
 }
 
-/// School ids of generated schools: BRINs 99SA, 99SB, ... (primary) and 98VA, ... (secondary).
+/// School ids of generated schools: primary schools 99SA00, 99SB00, ... and secondary schools
+/// 98AA00, 98AB00, ...; after 676 letter pairs the digits step down by two (97.., 96..), so
+/// tens of thousands of schools get distinct ids.
 pub fn sim_school_id(kind: SchoolKind, n: usize) -> SchoolId {
-    let digits = match kind {
-        SchoolKind::Primary => "99",
-        SchoolKind::Secondary => "98",
+    let (top, offset) = match kind {
+        SchoolKind::Primary => (99, 18 * 26),
+        SchoolKind::Secondary => (98, 0),
     };
-    let a = (b'A' + (n / 26 % 26) as u8) as char;
-    let b = (b'A' + (n % 26) as u8) as char;
-    let first = if kind == SchoolKind::Primary && n < 26 {
-        'S'
-    } else {
-        a
-    };
-    SchoolId::new(&format!("{digits}{first}{b}"), "00").expect("generated BRINs are valid")
+    let digits = top - 2 * (n / 676);
+    let pair = (n + offset) % 676;
+    let a = (b'A' + (pair / 26) as u8) as char;
+    let b = (b'A' + (pair % 26) as u8) as char;
+    SchoolId::new(&format!("{digits:02}{a}{b}"), "00").expect("generated BRINs are valid")
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
@@ -218,4 +217,25 @@ pub async fn run(args: SimulateArgs) -> Result<(), Failure> {
     }
     tracing::info!("Simulator stopped.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_school_ids_are_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for kind in [SchoolKind::Primary, SchoolKind::Secondary] {
+            for n in 0..8000 {
+                assert!(seen.insert(sim_school_id(kind, n)), "{kind:?} {n} repeats");
+            }
+        }
+        assert_eq!(sim_school_id(SchoolKind::Primary, 0).to_string(), "99SA00");
+        assert_eq!(sim_school_id(SchoolKind::Primary, 1).to_string(), "99SB00");
+        assert_eq!(
+            sim_school_id(SchoolKind::Secondary, 0).to_string(),
+            "98AA00"
+        );
+    }
 }

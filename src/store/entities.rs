@@ -40,6 +40,8 @@ pub mod school {
         pub fence: i64,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// What the sources said at the last run applied in full (see `sync::digest`).
+        pub roster_digest: Option<String>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

@@ -206,6 +206,7 @@ pub async fn add(
         fence: Set(0),
         created_at: Set(now),
         updated_at: Set(now),
+        roster_digest: Set(None),
     })
     .exec(&txn)
     .await
@@ -399,6 +400,7 @@ pub async fn ensure_config_rows(store: &Store, settings: &Settings) -> Result<()
             fence: Set(0),
             created_at: Set(now),
             updated_at: Set(now),
+            roster_digest: Set(None),
         };
         school::Entity::insert(row)
             .on_conflict(
@@ -490,4 +492,29 @@ pub async fn lock_for_apply<C: sea_orm::ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Remember (or forget, with `None`) what the sources said at the last full apply.
+pub async fn set_digest<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    id: &str,
+    digest: Option<String>,
+) -> Result<(), sea_orm::DbErr> {
+    school::Entity::update_many()
+        .col_expr(school::Column::RosterDigest, Expr::value(digest))
+        .filter(school::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The digest of the last full apply, read inside the apply's transaction.
+pub async fn digest<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    id: &str,
+) -> Result<Option<String>, sea_orm::DbErr> {
+    Ok(school::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .and_then(|s| s.roster_digest))
 }

@@ -19,8 +19,9 @@ use crate::store::roster::{self, ApplyContext};
 use crate::store::schools::{self, SchoolState};
 use crate::store::source_state::{self, Received};
 use crate::store::{Store, held, runs};
-use crate::sync::brakes::{self, BrakeRules, Stored};
-use crate::sync::diff::{DiffOptions, diff};
+use crate::sync::brakes::{self, BrakeRules, HeldRemoval, Stored};
+use crate::sync::diff::{DiffOptions, Plan, StoredPerson, diff};
+use crate::sync::digest;
 use crate::sync::health::{self, Baseline, Distrust, HealthRules, Verdict};
 use crate::sync::merge::merge;
 use crate::sync::report::{Counts, Outcome, ReceivedCounts};
@@ -425,19 +426,24 @@ fn active(school_year: Option<String>, name: Option<String>) -> SchoolState<'sta
     }
 }
 
-/// The trusted path: everything from loading the stored roster to the run record happens in
-/// one transaction, so a crash at any point leaves the school as it was.
-async fn apply_snapshot(
-    store: &Store,
+/// What applying `snapshot` to the stored roster would do: the plan after the brakes, what
+/// they held, the decision, and the stored persons the plan was computed against.
+struct Computed {
+    plan: Plan,
+    held: Vec<HeldRemoval>,
+    decided: Decided,
+    stored: Vec<StoredPerson>,
+}
+
+async fn compute(
+    txn: &DatabaseTransaction,
     run: i64,
     school: &str,
     snapshot: &Snapshot,
-    asked_at: chrono::DateTime<Utc>,
     rules: &Rules,
     opts: &RunOptions,
-) -> Result<Decided, DbErr> {
-    let (_turn, txn) = write_txn(store, school).await?;
-    let (groups, persons) = roster::load(&txn, school).await?;
+) -> Result<Computed, DbErr> {
+    let (groups, persons) = roster::load(txn, school).await?;
     let merged = merge(&[snapshot]);
     let mut plan = diff(
         &merged.state,
@@ -491,6 +497,51 @@ async fn apply_snapshot(
             counts.received.rejected
         ));
     }
+    Ok(Computed {
+        plan,
+        held,
+        decided: d,
+        stored: persons,
+    })
+}
+
+/// The trusted path: everything from loading the stored roster to the run record happens in
+/// one transaction, so a crash at any point leaves the school as it was. When the sources say
+/// exactly what they said at the last full apply, loading and diffing are skipped.
+async fn apply_snapshot(
+    store: &Store,
+    run: i64,
+    school: &str,
+    snapshot: &Snapshot,
+    asked_at: chrono::DateTime<Utc>,
+    rules: &Rules,
+    opts: &RunOptions,
+) -> Result<Decided, DbErr> {
+    let (_turn, txn) = write_txn(store, school).await?;
+    let digest = digest::of(&[snapshot]);
+    let last = schools::digest(&txn, school).await?;
+    let same = last.as_deref() == Some(digest.as_str());
+    let Computed {
+        plan,
+        held,
+        decided: d,
+        stored,
+    } = if same {
+        tracing::debug!(
+            school,
+            "The sources say what they said at the last full apply; skipping load and diff."
+        );
+        let mut d = Decided::new(Outcome::Ok);
+        d.counts.received = received_counts(snapshot);
+        Computed {
+            plan: Plan::default(),
+            held: Vec::new(),
+            decided: d,
+            stored: Vec::new(),
+        }
+    } else {
+        compute(&txn, run, school, snapshot, rules, opts).await?
+    };
     if opts.dry_run {
         txn.rollback().await?;
         runs::finish(store.db(), run, finish(&d)).await?;
@@ -503,8 +554,12 @@ async fn apply_snapshot(
         retention: rules.retention,
         run: Some(run),
     };
-    roster::apply(&txn, &ctx, &plan, &persons).await?;
-    roster::journal_rejects(&txn, &ctx, &snapshot.rejects).await?;
+    if !same {
+        roster::apply(&txn, &ctx, &plan, &stored).await?;
+        roster::journal_rejects(&txn, &ctx, &snapshot.rejects).await?;
+    }
+    // Only a run applied in full may be skipped next time; a held one must decide again.
+    schools::set_digest(&txn, school, (d.outcome == Outcome::Ok).then_some(digest)).await?;
     if held.is_empty() {
         held::supersede(&txn, school).await?;
     } else {

@@ -6,6 +6,7 @@ pub mod apply;
 pub mod brakes;
 pub mod cycle;
 pub mod diff;
+pub mod digest;
 pub mod health;
 pub mod identity;
 pub mod merge;

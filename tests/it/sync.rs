@@ -536,6 +536,15 @@ async fn a_30_percent_drop_is_held_until_approved() {
         30 + day.left
     );
     assert!(journal[0].rule.contains(&format!("run {run}")));
+
+    // The next run with the same answer agrees with the store: nothing to hold or change.
+    sim.server.with_world(|w| {
+        w.schools.get_mut(&school).expect("school").changed_at = chrono::Utc::now();
+    });
+    let report = sim.sync(&store, false).await;
+    let c = &report.schools[0].counts;
+    assert_eq!(report.schools[0].outcome, Outcome::Ok);
+    assert_eq!((c.created(), c.removed(), c.held()), (0, 0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,474 @@
+//! `rostersync bench`: the sync engine measured end to end, the way it runs in production:
+//! real HTTP to the simulated LAS, the real store, the full cycle. Two parts:
+//!
+//! 1. One large school (default 1,000 pupils) with the simulator in this process: the initial
+//!    load, an unchanged re-sync (the LAS sends everything again, nothing differs; the roster
+//!    digest lets the run skip the load and diff), the same without the digest (the full load
+//!    and diff finding nothing) and a re-sync with 2% of the pupils changed. Engine time
+//!    excludes the HTTP fetch and parse.
+//! 2. Many schools (default 500 × 300 pupils) served by a separate `rostersync simulate`
+//!    process, so the simulator's own memory does not count: wall time and this process's
+//!    peak memory at checkpoints, which must stay flat as the number of schools grows.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use connector_sim::{SchoolKind, SimServer, World};
+use serde::Serialize;
+
+use super::simulate::{sim_school_id, write_config};
+use super::sync::Progress;
+use super::{Failure, OutputFormat, table};
+use crate::settings::Settings;
+use crate::store::{OpenMode, Store};
+use crate::sync::apply::{RunOptions, SchoolReport};
+use crate::sync::cycle::{self, CycleOptions, CycleReport};
+use crate::sync::report::Outcome;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Pupils of the large school in part 1.
+    #[arg(long, default_value_t = 1000)]
+    pupils: usize,
+    /// Re-syncs measured per scenario in part 1 (the median is reported).
+    #[arg(long, default_value_t = 15)]
+    repeat: usize,
+    /// Schools in part 2 (0 skips it).
+    #[arg(long, default_value_t = 500)]
+    schools: usize,
+    /// Pupils per school in part 2.
+    #[arg(long, default_value_t = 300)]
+    school_pupils: usize,
+    /// Keep the stores in DIR instead of a temporary directory.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+}
+
+/// Milliseconds, as the report prints them.
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+#[derive(Debug, Serialize)]
+struct Scenario {
+    name: &'static str,
+    runs: usize,
+    /// Median fetch (HTTP + streaming parse) time.
+    fetch_ms: f64,
+    /// Median engine time: health, load, merge, diff, brakes, apply, commit.
+    engine_ms: f64,
+    engine_min_ms: f64,
+    engine_max_ms: f64,
+    changes: usize,
+    target_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Checkpoint {
+    schools: usize,
+    peak_rss_mib: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct ManySchools {
+    schools: usize,
+    pupils_per_school: usize,
+    seconds: f64,
+    schools_per_second: f64,
+    outcomes_ok: usize,
+    checkpoints: Vec<Checkpoint>,
+    target_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct BenchReport {
+    store: &'static str,
+    concurrency: usize,
+    large_school: Vec<Scenario>,
+    many_schools: Option<ManySchools>,
+}
+
+fn scenario(
+    name: &'static str,
+    reports: &[SchoolReport],
+    target_ms: Option<f64>,
+) -> Result<Scenario, Failure> {
+    if let Some(bad) = reports
+        .iter()
+        .find(|r| !matches!(r.outcome, Outcome::Ok | Outcome::Held))
+    {
+        return Err(Failure::failed(anyhow!(
+            "benchmark run of school {} ended {}: {}",
+            bad.school,
+            bad.outcome.as_str(),
+            bad.message.as_deref().unwrap_or("-")
+        )));
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2).copied().unwrap_or_default()
+    };
+    let engine: Vec<Duration> = reports.iter().map(|r| r.engine_time).collect();
+    Ok(Scenario {
+        name,
+        runs: reports.len(),
+        fetch_ms: ms(median(reports.iter().map(|r| r.fetch_time).collect())),
+        engine_ms: ms(median(engine.clone())),
+        engine_min_ms: ms(engine.iter().copied().min().unwrap_or_default()),
+        engine_max_ms: ms(engine.iter().copied().max().unwrap_or_default()),
+        changes: reports
+            .iter()
+            .map(|r| r.counts.created() + r.counts.updated() + r.counts.removed())
+            .sum::<usize>()
+            / reports.len().max(1),
+        target_ms,
+    })
+}
+
+async fn one_cycle(store: &Store, settings: &Settings) -> Result<CycleReport, Failure> {
+    cycle::run(
+        store,
+        settings,
+        &CycleOptions {
+            only: None,
+            run: RunOptions {
+                trigger: "bench".into(),
+                dry_run: false,
+                allow_removals: true,
+            },
+        },
+        |_, _, _| {},
+    )
+    .await
+    .map_err(super::sync::cycle_failure)
+}
+
+async fn open_store(settings: &Settings) -> Result<Store, Failure> {
+    let store = Store::open(&settings.store, OpenMode::Create)
+        .await
+        .map_err(Failure::store)?;
+    store.migrate().await.map_err(Failure::store)?;
+    Ok(store)
+}
+
+async fn large_school(args: &BenchArgs, dir: &Path) -> Result<Vec<Scenario>, Failure> {
+    let school = sim_school_id(SchoolKind::Primary, 0);
+    let mut world = World::new(4242, crate::sync::apply::today());
+    world.add_school(school.clone(), SchoolKind::Primary, args.pupils);
+    let server = SimServer::start(world, 0)
+        .await
+        .context("cannot start the simulated LAS")
+        .map_err(Failure::failed)?;
+    let config = write_config(dir, &server).map_err(Failure::failed)?;
+    let settings = Settings::load(Some(&config)).map_err(|e| Failure::failed(e.into()))?;
+    let store = open_store(&settings).await?;
+
+    let initial = one_cycle(&store, &settings).await?;
+    let mut unchanged = Vec::new();
+    let mut full_diff = Vec::new();
+    let mut changed = Vec::new();
+    for round in 0..args.repeat {
+        // The LAS sends everything again (a new change date defeats geenwijzigingen).
+        server.with_world(|w| {
+            if let Some(s) = w.schools.get_mut(&school) {
+                s.changed_at = chrono::Utc::now();
+            }
+        });
+        unchanged.extend(one_cycle(&store, &settings).await?.schools);
+        // The same again with the digest forgotten: the full load and diff, finding nothing.
+        server.with_world(|w| {
+            if let Some(s) = w.schools.get_mut(&school) {
+                s.changed_at = chrono::Utc::now();
+            }
+        });
+        crate::store::schools::set_digest(store.db(), &school.to_string(), None)
+            .await
+            .map_err(|e| Failure::failed(store.db_error(e).into()))?;
+        full_diff.extend(one_cycle(&store, &settings).await?.schools);
+        // 2% of the pupils change: half move group, half get a corrected name.
+        server.with_world(|w| {
+            let Some(s) = w.schools.get_mut(&school) else {
+                return;
+            };
+            let groups: Vec<String> = s
+                .school
+                .groups
+                .iter()
+                .filter(|g| !g.composed)
+                .map(|g| g.key.clone())
+                .collect();
+            let n = s.school.pupils.len();
+            let count = (n / 50).max(2);
+            for i in 0..count {
+                let at = (round * 97 + i * 31) % n;
+                let p = &mut s.school.pupils[at];
+                if i % 2 == 0 {
+                    p.group = groups[(round + i) % groups.len()].clone();
+                } else {
+                    p.person.given = format!("{}{}", p.person.given, i % 10);
+                }
+            }
+            s.changed_at = chrono::Utc::now();
+        });
+        changed.extend(one_cycle(&store, &settings).await?.schools);
+    }
+    Ok(vec![
+        scenario("initial load", &initial.schools, None)?,
+        scenario("unchanged re-sync", &unchanged, Some(30.0))?,
+        scenario("unchanged, full load + diff", &full_diff, None)?,
+        scenario("2% changed re-sync", &changed, None)?,
+    ])
+}
+
+/// This process's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| (kb / 1024.0 * 10.0).round() / 10.0)
+        .unwrap_or(0.0)
+}
+
+/// Start measuring the peak from here (Linux: writing 5 to clear_refs resets VmHWM).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// A `rostersync simulate` child, stopped when dropped.
+struct Simulator(Child);
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn many_schools(
+    args: &BenchArgs,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<ManySchools, Failure> {
+    let exe = std::env::current_exe()
+        .context("cannot find the rostersync binary to start the simulator")
+        .map_err(Failure::failed)?;
+    let sim_dir = dir.join("many");
+    let mut child = Simulator(
+        Command::new(exe)
+            .args([
+                "--log-format",
+                "json",
+                "simulate",
+                "--primary",
+                &args.schools.to_string(),
+                "--secondary",
+                "0",
+                "--pupils",
+                &args.school_pupils.to_string(),
+                "--seed",
+                "5",
+                "--write-config",
+            ])
+            .arg(&sim_dir)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start `rostersync simulate`")
+            .map_err(Failure::failed)?,
+    );
+    let config = sim_dir.join("rostersync.toml");
+    let started = Instant::now();
+    while !config.exists() {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            return Err(Failure::failed(anyhow!(
+                "the simulator stopped before it was ready ({status})"
+            )));
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(Failure::failed(anyhow!(
+                "the simulator did not start within 5 minutes"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The file appears before it is complete; a parse error means: not yet.
+    let settings = loop {
+        match Settings::load(Some(&config)) {
+            Ok(s) if s.school.len() == args.schools => break s,
+            _ if started.elapsed() > Duration::from_secs(300) => {
+                return Err(Failure::failed(anyhow!(
+                    "the simulator's configuration at {} is incomplete",
+                    config.display()
+                )));
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    let store = open_store(&settings).await?;
+    reset_peak_rss();
+    let marks: Vec<usize> = [args.schools / 5, args.schools / 2, args.schools]
+        .into_iter()
+        .filter(|m| *m > 0)
+        .collect();
+    let mut checkpoints = Vec::new();
+    let started = Instant::now();
+    let report = cycle::run(
+        &store,
+        &settings,
+        &CycleOptions {
+            only: None,
+            run: RunOptions {
+                trigger: "bench".into(),
+                dry_run: false,
+                allow_removals: false,
+            },
+        },
+        |done, total, r| {
+            progress.school(done, total, r);
+            if marks.contains(&done) {
+                checkpoints.push(Checkpoint {
+                    schools: done,
+                    peak_rss_mib: peak_rss_mib(),
+                });
+            }
+        },
+    )
+    .await
+    .map_err(super::sync::cycle_failure)?;
+    progress.done();
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(ManySchools {
+        schools: report.schools.len(),
+        pupils_per_school: args.school_pupils,
+        seconds: (seconds * 100.0).round() / 100.0,
+        schools_per_second: (report.schools.len() as f64 / seconds * 10.0).round() / 10.0,
+        outcomes_ok: report
+            .schools
+            .iter()
+            .filter(|r| r.outcome == Outcome::Ok)
+            .count(),
+        checkpoints,
+        target_seconds: 60.0,
+    })
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), Failure> {
+    let temp;
+    let dir: PathBuf = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("cannot create {}", d.display()))
+                .map_err(Failure::usage)?;
+            d.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("rostersync-bench-")
+                .tempdir()
+                .context("cannot create a temporary directory")
+                .map_err(Failure::failed)?;
+            temp.path().to_owned()
+        }
+    };
+    let table_out = args.format == OutputFormat::Table;
+    if table_out {
+        println!(
+            "Part 1: one school of {} pupils, {} re-syncs per scenario (SQLite, {}).",
+            args.pupils,
+            args.repeat,
+            dir.display()
+        );
+    }
+    let large = large_school(&args, &dir.join("large")).await?;
+    if table_out {
+        let mut t = table::Table::new(&[
+            "SCENARIO",
+            "RUNS",
+            "CHANGES",
+            "FETCH+PARSE",
+            "ENGINE (MEDIAN)",
+            "MIN",
+            "MAX",
+            "TARGET",
+        ]);
+        for s in &large {
+            t.row(vec![
+                s.name.into(),
+                s.runs.to_string(),
+                s.changes.to_string(),
+                format!("{:.1} ms", s.fetch_ms),
+                format!("{:.1} ms", s.engine_ms),
+                format!("{:.1} ms", s.engine_min_ms),
+                format!("{:.1} ms", s.engine_max_ms),
+                s.target_ms
+                    .map(|t| {
+                        format!(
+                            "< {t:.0} ms {}",
+                            if s.engine_ms < t { "met" } else { "MISSED" }
+                        )
+                    })
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        print!("{}", t.render());
+    }
+    let many = if args.schools > 0 {
+        if table_out {
+            println!(
+                "\nPart 2: {} schools of {} pupils through a separate simulator process.",
+                args.schools, args.school_pupils
+            );
+        }
+        let progress = Progress::new(args.format, "bench");
+        Some(many_schools(&args, &dir, &progress).await?)
+    } else {
+        None
+    };
+    let concurrency = crate::settings::Settings::load(None)
+        .map(|s| s.sync.concurrency)
+        .unwrap_or(4);
+    if let Some(m) = &many
+        && table_out
+    {
+        println!(
+            "{} schools ({} ok) in {:.1} s, {:.1} schools/s (target < {:.0} s: {}).",
+            m.schools,
+            m.outcomes_ok,
+            m.seconds,
+            m.schools_per_second,
+            m.target_seconds,
+            if m.seconds < m.target_seconds {
+                "met"
+            } else {
+                "MISSED"
+            }
+        );
+        let marks: Vec<String> = m
+            .checkpoints
+            .iter()
+            .map(|c| format!("{} MiB after {} schools", c.peak_rss_mib, c.schools))
+            .collect();
+        println!("Peak memory of this process: {}.", marks.join(", "));
+    }
+    if !table_out {
+        super::print_json(&BenchReport {
+            store: "sqlite",
+            concurrency,
+            large_school: large,
+            many_schools: many,
+        })?;
+    }
+    Ok(())
+}
