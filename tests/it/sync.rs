@@ -729,3 +729,43 @@ fn the_demo_shows_a_frozen_and_a_held_school() {
         "--dir keeps the store"
     );
 }
+
+#[test]
+fn the_bench_measures_both_parts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rostersync"))
+        .args([
+            "bench",
+            "--pupils",
+            "120",
+            "--repeat",
+            "2",
+            "--schools",
+            "6",
+            "--school-pupils",
+            "30",
+            "--format",
+            "json",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .env_remove("ROSTERSYNC_CONFIG")
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    let large = report["large_school"].as_array().expect("scenarios");
+    assert_eq!(large.len(), 4);
+    assert!(large[0]["changes"].as_u64().expect("count") >= 120);
+    assert_eq!(large[1]["changes"], 0, "unchanged means unchanged");
+    assert!(large[3]["changes"].as_u64().expect("count") > 0);
+    let many = &report["many_schools"];
+    assert_eq!(many["schools"], 6);
+    assert_eq!(many["outcomes_ok"], 6);
+    assert!(!many["checkpoints"].as_array().expect("marks").is_empty());
+}
