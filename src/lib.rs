@@ -9,7 +9,9 @@
     clippy::await_holding_lock
 )]
 
+pub mod admin;
 pub mod cli;
+pub mod jobs;
 pub mod model;
 pub mod settings;
 pub mod simulated;

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(1, &anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(cli::run(settings, args.command)) {
+    match runtime.block_on(cli::run(settings, args.config.clone(), args.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => fail(f.code, &f.error),
     }

@@ -10,7 +10,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use crate::settings::LogFormat;
 
 /// Noisy dependencies are capped at WARN unless the filter names them.
-const QUIET: &str = "sqlx=warn,sea_orm=warn,sea_orm_migration=warn,hyper=warn,rustls=warn";
+const QUIET: &str = "sqlx=warn,sea_orm=warn,sea_orm_migration=warn,hyper=warn,rustls=warn,tokio_cron_scheduler=warn";
 
 /// The format `auto` resolves to in this process.
 pub fn resolve(format: LogFormat) -> LogFormat {

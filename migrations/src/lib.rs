@@ -4,7 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
-mod m20261122_000002_roster_digest;
+mod m20261122_000002_digest_and_jobs;
 
 pub struct Migrator;
 
@@ -13,7 +13,7 @@ impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
         vec![
             Box::new(m20261122_000001_initial::Migration),
-            Box::new(m20261122_000002_roster_digest::Migration),
+            Box::new(m20261122_000002_digest_and_jobs::Migration),
         ]
     }
 }

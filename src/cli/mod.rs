@@ -3,6 +3,7 @@
 
 mod bench;
 mod check;
+mod daemon;
 mod demo;
 mod history;
 mod school;
@@ -53,6 +54,12 @@ pub enum Command {
         #[command(subcommand)]
         action: school::SchoolCommand,
     },
+    /// The daemon: the daily cycle, workers, the admin API; runs until SIGTERM.
+    Run,
+    /// Ask the running daemon to sync one school now.
+    Resync(daemon::ResyncArgs),
+    /// Every school: state, last run, last success, what is stored, what waits for approval.
+    Status(daemon::StatusArgs),
     /// Sync every school (or one) now, in this process, and print what changed.
     Sync(sync::SyncArgs),
     /// Print a school's current roster as JSON.
@@ -111,8 +118,15 @@ pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
     Ok(())
 }
 
-pub async fn run(settings: Settings, command: Command) -> Result<(), Failure> {
+pub async fn run(
+    settings: Settings,
+    config: Option<PathBuf>,
+    command: Command,
+) -> Result<(), Failure> {
     match command {
+        Command::Run => daemon::run(settings, config).await,
+        Command::Resync(args) => daemon::resync(&settings, args).await,
+        Command::Status(args) => daemon::status(&settings, args).await,
         Command::Migrate => migrate(&settings).await,
         Command::CheckConfig { online } => check::run(&settings, online).await,
         Command::School { action } => school::run(&settings, action).await,

@@ -46,6 +46,12 @@ pub struct ScheduleSettings {
     /// Local time of the daily cycle, `HH:MM`.
     pub daily: String,
     pub timezone: String,
+    /// Schools start spread over this many minutes after `daily`.
+    pub window_minutes: u32,
+    /// A school that failed transiently is tried again after this many minutes, doubling.
+    pub retry_minutes: u32,
+    /// How many such retries a school gets per cycle.
+    pub retries: u32,
 }
 
 /// The safety rules of a sync: how a source's answer is judged and how much it may remove.
@@ -64,6 +70,9 @@ pub struct SyncSettings {
     pub collapse_ratio: f64,
     /// Schools whose last good run had fewer pupils are not judged on collapse.
     pub collapse_min_pupils: u32,
+    /// A daemon worker's claim on a school lasts this long without a heartbeat; then another
+    /// instance may take the school over.
+    pub lease_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -277,6 +286,12 @@ impl Settings {
                     self.schedule.timezone
                 )
             })?;
+        if self.schedule.window_minutes > 12 * 60 {
+            return Err("schedule.window_minutes must be at most 720 (12 hours)".into());
+        }
+        if self.schedule.retry_minutes == 0 {
+            return Err("schedule.retry_minutes must be at least 1".into());
+        }
         if self.admin.listen.is_some() && self.admin.token.is_none() {
             return Err(
                 "admin.listen needs admin.token: the TCP listener requires a bearer token".into(),

@@ -297,3 +297,55 @@ pub mod held_change {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod sync_job {
+    use sea_orm::entity::prelude::*;
+
+    /// Work for the daemon: the scheduler and admins enqueue, workers claim with a lease.
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sync_job")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub school_id: String,
+        /// `schedule`, `manual`, `retry`.
+        pub trigger: String,
+        /// `pending`, `running`, `done`, `failed`.
+        pub state: String,
+        pub due_at: DateTimeUtc,
+        pub attempts: i32,
+        pub lease_owner: Option<String>,
+        pub lease_expires_at: Option<DateTimeUtc>,
+        pub heartbeat_at: Option<DateTimeUtc>,
+        /// The school's fence when the lease was granted: an apply checks it is still current.
+        pub fence: Option<i64>,
+        pub run_id: Option<i64>,
+        pub requested_by: Option<String>,
+        pub last_error: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub started_at: Option<DateTimeUtc>,
+        pub finished_at: Option<DateTimeUtc>,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod daemon_instance {
+    use sea_orm::entity::prelude::*;
+
+    /// A running `rostersync run`, alive while its heartbeat is fresh.
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "daemon_instance")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub hostname: String,
+        pub pid: i32,
+        pub started_at: DateTimeUtc,
+        pub heartbeat_at: DateTimeUtc,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -10,6 +10,7 @@ pub mod runs;
 pub mod schools;
 pub mod sealing;
 pub mod source_state;
+pub mod status;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -428,6 +428,14 @@ pub async fn ensure_config_rows(store: &Store, settings: &Settings) -> Result<()
     Ok(())
 }
 
+/// One school's row.
+pub async fn row(store: &Store, id: &str) -> Result<Option<school::Model>, StoreError> {
+    school::Entity::find_by_id(id.to_owned())
+        .one(store.db())
+        .await
+        .map_err(|e| store.db_error(e))
+}
+
 /// Every school row, by id.
 pub async fn rows(store: &Store) -> Result<Vec<school::Model>, StoreError> {
     school::Entity::find()
@@ -477,21 +485,21 @@ pub async fn set_state<C: sea_orm::ConnectionTrait>(
     Ok(())
 }
 
-/// Take the school's row lock for an apply and move its fence on: a concurrent apply of the
-/// same school waits here, and a stale lease holder can be told apart from its successor.
+/// The apply's first statement: take the school's row lock, and when the run holds a lease
+/// (`fence`), check the school's fence is still the one the lease was granted with. False:
+/// another worker claimed the school since, and this run must not write.
 pub async fn lock_for_apply<C: sea_orm::ConnectionTrait>(
     db: &C,
     id: &str,
-) -> Result<(), sea_orm::DbErr> {
-    school::Entity::update_many()
-        .col_expr(
-            school::Column::Fence,
-            sea_orm::sea_query::ExprTrait::add(Expr::col(school::Column::Fence), 1),
-        )
-        .filter(school::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    Ok(())
+    fence: Option<i64>,
+) -> Result<bool, sea_orm::DbErr> {
+    let mut q = school::Entity::update_many()
+        .col_expr(school::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(school::Column::Id.eq(id));
+    if let Some(f) = fence {
+        q = q.filter(school::Column::Fence.eq(f));
+    }
+    Ok(q.exec(db).await?.rows_affected > 0)
 }
 
 /// Remember (or forget, with `None`) what the sources said at the last full apply.

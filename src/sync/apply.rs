@@ -73,7 +73,12 @@ pub struct Target {
     pub source: Result<Arc<dyn Connector>, String>,
     /// The school's credential, or why it could not be read.
     pub credential: Result<SecretString, String>,
+    /// The fence of the lease this run holds (daemon workers); `None` for `rostersync sync`.
+    pub fence: Option<i64>,
 }
+
+/// The error an apply ends with when its lease was lost to another worker.
+const LEASE_LOST: &str = "lease lost";
 
 /// What one school's run did, for the summary table, `--format json` and tests.
 #[derive(Debug, Clone, Serialize)]
@@ -86,6 +91,8 @@ pub struct SchoolReport {
     pub error_class: Option<String>,
     /// What happened and what to do, when there is something to say.
     pub message: Option<String>,
+    /// The failure is transient: the daemon tries the school again later the same day.
+    pub retry: bool,
     #[serde(serialize_with = "millis")]
     pub fetch_time: Duration,
     /// Everything but the fetch: judging, loading, diffing and writing.
@@ -103,6 +110,7 @@ struct Decided {
     counts: Counts,
     error_class: Option<String>,
     message: Option<String>,
+    retry: bool,
 }
 
 impl Decided {
@@ -112,6 +120,7 @@ impl Decided {
             counts: Counts::default(),
             error_class: None,
             message: None,
+            retry: false,
         }
     }
 
@@ -161,11 +170,19 @@ pub async fn sync_school(
         counts: Counts::default(),
         error_class: None,
         message: None,
+        retry: false,
         fetch_time: Duration::ZERO,
         engine_time: Duration::ZERO,
     };
     let decided = match run(store, target, rules, opts, &mut report).await {
         Ok(d) => d,
+        Err(DbErr::Custom(m)) if m == LEASE_LOST => Decided::new(Outcome::Failed).because(
+            "lease_lost",
+            format!(
+                "school {school}: another instance took this school over (this one stopped \
+                 answering for too long); nothing of this run was applied, the other run counts"
+            ),
+        ),
         Err(e) => {
             let d = Decided::new(Outcome::Failed).because(
                 "store",
@@ -186,6 +203,7 @@ pub async fn sync_school(
     report.counts = decided.counts;
     report.error_class = decided.error_class;
     report.message = decided.message;
+    report.retry = decided.retry;
     report.engine_time = started.elapsed().saturating_sub(report.fetch_time);
     log_summary(&report);
     report
@@ -320,7 +338,7 @@ async fn run(
         (Verdict::Unchanged, _) => {
             let d = Decided::new(Outcome::Unchanged);
             if !opts.dry_run {
-                let (_turn, txn) = write_txn(store, &school).await?;
+                let (_turn, txn) = write_txn(store, &school, target.fence).await?;
                 source_state::record_unchanged(&txn, &school, LAS, Utc::now()).await?;
                 schools::set_state(&txn, &school, active(None, None)).await?;
                 runs::finish(&txn, run, finish(&d)).await?;
@@ -339,6 +357,13 @@ async fn run(
             let d = Decided::new(outcome)
                 .because(why.class(), format!("school {school}: {}", why.explain()));
             let d = Decided {
+                retry: matches!(
+                    why,
+                    Distrust::FetchFailed {
+                        retryable: true,
+                        ..
+                    }
+                ),
                 counts: Counts {
                     received: match &fetched {
                         Ok(FetchOutcome::Snapshot(s)) => received_counts(s),
@@ -348,7 +373,7 @@ async fn run(
                 },
                 ..d
             };
-            let (_turn, txn) = write_txn(store, &school).await?;
+            let (_turn, txn) = write_txn(store, &school, target.fence).await?;
             if !opts.dry_run {
                 if let Err(e) = &fetched
                     && e.kind() == ErrorKind::Credentials
@@ -385,7 +410,17 @@ async fn run(
             Ok(d)
         }
         (Verdict::Trusted, Ok(FetchOutcome::Snapshot(snapshot))) => {
-            apply_snapshot(store, run, &school, &snapshot, asked_at, rules, opts).await
+            apply_snapshot(
+                store,
+                run,
+                &school,
+                target.fence,
+                &snapshot,
+                asked_at,
+                rules,
+                opts,
+            )
+            .await
         }
         (Verdict::Trusted, _) => {
             // judge() only trusts snapshots; anything else here is a bug, and nothing is written.
@@ -406,10 +441,13 @@ async fn run(
 async fn write_txn<'a>(
     store: &'a Store,
     school: &str,
+    fence: Option<i64>,
 ) -> Result<(Option<tokio::sync::MutexGuard<'a, ()>>, DatabaseTransaction), DbErr> {
     let turn = store.write_turn().await;
     let txn = store.db().begin().await?;
-    schools::lock_for_apply(&txn, school).await?;
+    if !schools::lock_for_apply(&txn, school, fence).await? {
+        return Err(DbErr::Custom(LEASE_LOST.into()));
+    }
     Ok((turn, txn))
 }
 
@@ -508,16 +546,18 @@ async fn compute(
 /// The trusted path: everything from loading the stored roster to the run record happens in
 /// one transaction, so a crash at any point leaves the school as it was. When the sources say
 /// exactly what they said at the last full apply, loading and diffing are skipped.
+#[allow(clippy::too_many_arguments)]
 async fn apply_snapshot(
     store: &Store,
     run: i64,
     school: &str,
+    fence: Option<i64>,
     snapshot: &Snapshot,
     asked_at: chrono::DateTime<Utc>,
     rules: &Rules,
     opts: &RunOptions,
 ) -> Result<Decided, DbErr> {
-    let (_turn, txn) = write_txn(store, school).await?;
+    let (_turn, txn) = write_txn(store, school, fence).await?;
     let digest = digest::of(&[snapshot]);
     let last = schools::digest(&txn, school).await?;
     let same = last.as_deref() == Some(digest.as_str());
@@ -594,11 +634,16 @@ async fn apply_snapshot(
 
 /// Debug builds only, for the crash test: with `ROSTERSYNC_TEST_PAUSE_BEFORE_COMMIT=FILE` an
 /// apply writes FILE when everything but the commit is done and then waits, so a test can
-/// kill the process at exactly the worst moment.
+/// kill or stop the process at exactly the worst moment (`ROSTERSYNC_TEST_PAUSE_SECONDS`: how
+/// long, default 120).
 #[cfg(debug_assertions)]
 async fn pause_before_commit() {
     if let Some(path) = std::env::var_os("ROSTERSYNC_TEST_PAUSE_BEFORE_COMMIT") {
         let _ = std::fs::write(&path, b"applying\n");
-        tokio::time::sleep(Duration::from_secs(120)).await;
+        let seconds = std::env::var("ROSTERSYNC_TEST_PAUSE_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(120);
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
     }
 }

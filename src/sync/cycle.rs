@@ -70,15 +70,15 @@ impl CycleReport {
 }
 
 /// Connectors are built once per LAS connection and shared by its schools (one HTTP client,
-/// one connection pool, one remembered protocol fallback).
-struct Connectors<'a> {
-    settings: &'a Settings,
+/// one connection pool, one remembered protocol fallback). The daemon keeps one set until its
+/// configuration is reloaded.
+#[derive(Default)]
+pub struct Connectors {
     built: HashMap<String, Result<Arc<dyn Connector>, String>>,
 }
 
-impl Connectors<'_> {
-    fn get(&mut self, las: &str) -> Result<Arc<dyn Connector>, String> {
-        let settings = self.settings;
+impl Connectors {
+    fn get(&mut self, settings: &Settings, las: &str) -> Result<Arc<dyn Connector>, String> {
         self.built
             .entry(las.to_owned())
             .or_insert_with(|| match settings.las(las) {
@@ -115,21 +115,18 @@ impl Master<'_> {
 }
 
 /// Which schools to run, each with its source and key.
-async fn targets(
+pub async fn targets(
     store: &Store,
     settings: &Settings,
     only: Option<&SchoolId>,
+    connectors: &mut Connectors,
 ) -> Result<(Vec<Target>, Vec<Skipped>), CycleError> {
-    schools::ensure_config_rows(store, settings).await?;
-    let rows = schools::rows(store).await?;
-    if let Some(id) = only
-        && !rows.iter().any(|r| r.id == id.to_string())
-    {
-        return Err(CycleError::UnknownSchool(id.to_string()));
-    }
-    let mut connectors = Connectors {
-        settings,
-        built: HashMap::new(),
+    let rows = match only {
+        Some(id) => match schools::row(store, &id.to_string()).await? {
+            Some(row) => vec![row],
+            None => return Err(CycleError::UnknownSchool(id.to_string())),
+        },
+        None => schools::rows(store).await?,
     };
     let mut master = Master {
         settings,
@@ -138,9 +135,6 @@ async fn targets(
     };
     let (mut out, mut skipped) = (Vec::new(), Vec::new());
     for row in rows {
-        if only.is_some_and(|id| id.to_string() != row.id) {
-            continue;
-        }
         let Ok(id) = row.id.parse::<SchoolId>() else {
             continue;
         };
@@ -176,9 +170,10 @@ async fn targets(
             },
         };
         out.push(Target {
-            source: connectors.get(&las),
+            source: connectors.get(settings, &las),
             credential,
             id,
+            fence: None,
         });
     }
     Ok((out, skipped))
@@ -194,7 +189,14 @@ pub async fn run(
 ) -> Result<CycleReport, CycleError> {
     let started = Instant::now();
     let rules = Rules::from_settings(&settings.sync);
-    let (targets, skipped) = targets(store, settings, opts.only.as_ref()).await?;
+    schools::ensure_config_rows(store, settings).await?;
+    let (targets, skipped) = targets(
+        store,
+        settings,
+        opts.only.as_ref(),
+        &mut Connectors::default(),
+    )
+    .await?;
     let total = targets.len();
     let mut reports = Vec::with_capacity(total);
     let mut running = futures_util::stream::iter(targets.iter())

@@ -1,0 +1,211 @@
+//! The admin API: a unix socket in the runtime directory (file permissions are the access
+//! control), and optionally TCP with a bearer token. `/healthz`, `/readyz`, `/metrics`
+//! (Prometheus), `/schools`, `/runs`, `POST /schools/{id}/resync`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use connector_api::SchoolId;
+use secrecy::ExposeSecret;
+
+use crate::jobs::daemon::Daemon;
+use crate::jobs::queue;
+use crate::settings::Settings;
+use crate::store::{runs, status};
+
+/// Where the admin socket goes: the configured path, else `$RUNTIME_DIRECTORY/admin.sock`,
+/// else beside the store.
+pub fn socket_path(settings: &Settings, store_home: &Path) -> PathBuf {
+    if let Some(p) = &settings.admin.socket {
+        return p.clone();
+    }
+    match std::env::var_os("RUNTIME_DIRECTORY") {
+        // systemd may list several directories separated by ':'; the first is ours.
+        Some(dirs) => {
+            let dirs = dirs.to_string_lossy().into_owned();
+            PathBuf::from(dirs.split(':').next().unwrap_or(".")).join("admin.sock")
+        }
+        None => store_home.join("admin.sock"),
+    }
+}
+
+type Shared = Arc<Daemon>;
+
+fn router(d: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/schools", get(schools))
+        .route("/runs", get(list_runs))
+        .route("/schools/{id}/resync", post(resync))
+        .with_state(d)
+}
+
+fn failure(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn readyz(State(d): State<Shared>) -> Response {
+    if let Err(e) = d.store.db().ping().await {
+        return failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the store is unreachable: {}", d.store.db_error(e)),
+        );
+    }
+    if !d.ticking() {
+        return failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler has not ticked for three minutes".into(),
+        );
+    }
+    "ready\n".into_response()
+}
+
+async fn metrics(State(d): State<Shared>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        d.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn schools(State(d): State<Shared>) -> Response {
+    match status::list(d.store.db()).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            d.store.db_error(e).to_string(),
+        ),
+    }
+}
+
+async fn list_runs(State(d): State<Shared>) -> Response {
+    match runs::list(d.store.db(), None, 100).await {
+        Ok(list) => Json(
+            list.into_iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "id": r.id, "school": r.school_id, "trigger": r.trigger,
+                        "started_at": r.started_at, "finished_at": r.finished_at,
+                        "outcome": runs::shown_outcome(&r), "error_class": r.error_class,
+                        "message": r.message,
+                        "counts": serde_json::from_str::<serde_json::Value>(&r.counts).unwrap_or_default(),
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            d.store.db_error(e).to_string(),
+        ),
+    }
+}
+
+async fn resync(State(d): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
+    let id = match id.parse::<SchoolId>() {
+        Ok(id) => id.to_string(),
+        Err(e) => return failure(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match crate::store::schools::row(&d.store, &id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return failure(StatusCode::NOT_FOUND, format!("school {id} is not linked"));
+        }
+        Err(e) => return failure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+    match queue::enqueue(
+        d.store.db(),
+        &id,
+        "manual",
+        chrono::Utc::now(),
+        Some("admin-api"),
+    )
+    .await
+    {
+        Ok(q) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "school": id, "job": q.job, "joined": q.joined })),
+        )
+            .into_response(),
+        Err(e) => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            d.store.db_error(e).to_string(),
+        ),
+    }
+}
+
+/// The TCP listener's guard: every request carries `Authorization: Bearer <token>`.
+async fn bearer(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compared in constant time: the token is a secret.
+    let ok = given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        next.run(req).await
+    } else {
+        failure(
+            StatusCode::UNAUTHORIZED,
+            "a bearer token is required (admin.token)".into(),
+        )
+    }
+}
+
+/// Start the listeners; returns the socket path.
+pub async fn serve(d: Shared, settings: &Settings) -> anyhow::Result<PathBuf> {
+    let path = socket_path(settings, d.store.home());
+    if path.exists() {
+        // A socket left by a previous run; nothing else may sit at our path.
+        std::fs::remove_file(&path)
+            .with_context(|| format!("cannot remove the old socket {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
+            .with_context(|| format!("cannot restrict {}", path.display()))?;
+    }
+    let app = router(d.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "The admin socket stopped serving.");
+        }
+    });
+    if let (Some(addr), Some(token)) = (settings.admin.listen, &settings.admin.token) {
+        let token = token
+            .load_string()
+            .context("admin.token cannot be read")?
+            .expose_secret()
+            .to_owned();
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let app = router(d).layer(middleware::from_fn_with_state(Arc::new(token), bearer));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(tcp, app).await {
+                tracing::error!(error = %e, "The admin TCP listener stopped serving.");
+            }
+        });
+        tracing::info!(%addr, "Admin API listening on TCP (bearer token required).");
+    }
+    Ok(path)
+}

@@ -1,0 +1,575 @@
+//! `rostersync run`: the daemon. A UTC ticker (tokio-cron-scheduler, once a minute) only
+//! decides whether the daily cycle is due and enqueues it; workers claim jobs from the table
+//! and sync one school each; the admin API serves health, metrics and resyncs; systemd hears
+//! READY, STATUS, WATCHDOG (only while the ticker really ticks) and STOPPING.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use connector_api::SchoolId;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{Mutex, RwLock, watch};
+
+use super::queue::{self, Job};
+use super::schedule::Daily;
+use crate::settings::Settings;
+use crate::store::entities::daemon_instance;
+use crate::store::{Store, schools};
+use crate::sync::apply::{self, Rules, RunOptions, SchoolReport};
+use crate::sync::cycle::{self, Connectors};
+use crate::sync::report::Outcome;
+
+/// A job that lost its worker this many times fails instead of being tried again.
+const MAX_ATTEMPTS: i32 = 8;
+/// How often an idle worker looks for work.
+const POLL: Duration = Duration::from_secs(1);
+/// A daemon whose heartbeat is older than this is not running.
+pub const ALIVE: Duration = Duration::from_secs(90);
+/// How long in-flight schools may take to finish after SIGTERM before they are rolled back.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
+/// Everything the daemon's tasks share.
+pub struct Daemon {
+    pub store: Store,
+    settings: RwLock<Arc<Settings>>,
+    config: Option<PathBuf>,
+    connectors: Mutex<Connectors>,
+    pub instance: String,
+    /// Unix time of the ticker's last tick: readiness and the watchdog depend on it.
+    pub last_tick: AtomicI64,
+    pub metrics: PrometheusHandle,
+    /// How long a claimed job is ours without a heartbeat (`sync.lease_seconds`).
+    lease: Duration,
+    stop: watch::Sender<bool>,
+    /// A daily cycle is being worked off; its summary line is logged when it is done.
+    cycle_open: AtomicBool,
+}
+
+impl Daemon {
+    pub async fn settings(&self) -> Arc<Settings> {
+        self.settings.read().await.clone()
+    }
+
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// The ticker ticked within the last three minutes.
+    pub fn ticking(&self) -> bool {
+        Utc::now().timestamp() - self.last_tick.load(Ordering::Relaxed) < 180
+    }
+
+    fn daily(settings: &Settings) -> Option<Daily> {
+        Some(Daily {
+            at: crate::settings::parse_daily(&settings.schedule.daily).ok()?,
+            tz: settings.schedule.timezone.parse().ok()?,
+            window: Duration::from_secs(u64::from(settings.schedule.window_minutes) * 60),
+        })
+    }
+
+    /// One tick: is a daily cycle due (or missed while we were down)? Enqueue it once.
+    async fn tick(&self) {
+        let now = Utc::now();
+        self.last_tick.store(now.timestamp(), Ordering::Relaxed);
+        metrics::gauge!("rostersync_ticker_last_tick_timestamp_seconds")
+            .set(now.timestamp() as f64);
+        self.metrics.run_upkeep();
+        let settings = self.settings().await;
+        if let Err(e) = self.heartbeat().await {
+            tracing::warn!(error = %e, "Cannot record this instance's heartbeat; retrying next tick.");
+        }
+        match queue::reap(self.store.db(), MAX_ATTEMPTS).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(jobs = n, "Took back jobs whose worker stopped answering."),
+            Err(e) => {
+                tracing::warn!(error = %self.store.db_error(e), "Cannot reap expired leases.")
+            }
+        }
+        let Some(daily) = Self::daily(&settings) else {
+            return;
+        };
+        let last = match queue::last_cycle(self.store.db()).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %self.store.db_error(e), "Cannot read the last cycle from the store; check the store. The cycle waits.");
+                return;
+            }
+        };
+        let Some(date) = daily.due(now, last) else {
+            return;
+        };
+        let rows = match schools::rows(&self.store).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot list the schools; check the store. The cycle waits.");
+                return;
+            }
+        };
+        let slot = daily.slot(date);
+        let jobs: Vec<(String, chrono::DateTime<Utc>)> = rows
+            .iter()
+            .filter(|r| r.las.is_some())
+            .map(|r| {
+                let offset = chrono::Duration::from_std(daily.offset(&r.id)).unwrap_or_default();
+                (r.id.clone(), slot + offset)
+            })
+            .collect();
+        match queue::enqueue_cycle(&self.store, date, &jobs).await {
+            Ok(0) => {}
+            Ok(n) => {
+                self.cycle_open.store(true, Ordering::Relaxed);
+                tracing::info!(
+                    date = %date,
+                    schools = n,
+                    catch_up = slot < now - chrono::Duration::minutes(5),
+                    "Daily cycle enqueued."
+                );
+            }
+            Err(e) => {
+                tracing::error!(error = %self.store.db_error(e), "Cannot enqueue the daily cycle; retrying next tick.")
+            }
+        }
+        self.status().await;
+    }
+
+    async fn heartbeat(&self) -> Result<(), sea_orm::DbErr> {
+        use sea_orm::{ActiveValue::Set, EntityTrait, sea_query::OnConflict};
+        let now = Utc::now();
+        daemon_instance::Entity::insert(daemon_instance::ActiveModel {
+            id: Set(self.instance.clone()),
+            hostname: Set(hostname()),
+            pid: Set(std::process::id() as i32),
+            started_at: Set(now),
+            heartbeat_at: Set(now),
+        })
+        .on_conflict(
+            OnConflict::column(daemon_instance::Column::Id)
+                .update_column(daemon_instance::Column::HeartbeatAt)
+                .to_owned(),
+        )
+        .exec(self.store.db())
+        .await?;
+        Ok(())
+    }
+
+    /// Tell systemd what we are doing, in one line.
+    async fn status(&self) {
+        let open = queue::open(self.store.db())
+            .await
+            .map(|j| j.len())
+            .unwrap_or(0);
+        let settings = self.settings().await;
+        let next = Self::daily(&settings)
+            .map(|d| {
+                d.next(Utc::now())
+                    .with_timezone(&d.tz)
+                    .format("%Y-%m-%d %H:%M")
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let failing = crate::store::status::list(self.store.db())
+            .await
+            .map(|l| l.iter().filter(|s| s.state != "active").count())
+            .unwrap_or(0);
+        metrics::gauge!("rostersync_jobs_open").set(open as f64);
+        let text = if open > 0 {
+            format!("syncing: {open} school(s) queued or running; {failing} frozen or parked")
+        } else {
+            format!("idle; next cycle {next}; {failing} school(s) frozen or parked")
+        };
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&text)]);
+    }
+
+    /// Claim and run jobs until told to stop.
+    async fn work(self: Arc<Self>, worker: usize) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            if self.stopping() {
+                break;
+            }
+            match queue::claim(&self.store, &self.instance, self.lease).await {
+                Ok(Some(job)) => self.run_job(job).await,
+                Ok(None) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(POLL) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(worker, error = %self.store.db_error(e), "Cannot claim work; trying again shortly.");
+                    tokio::time::sleep(POLL * 5).await;
+                }
+            }
+        }
+    }
+
+    async fn run_job(self: &Arc<Self>, job: Job) {
+        let settings = self.settings().await;
+        let Ok(id) = job.school_id.parse::<SchoolId>() else {
+            let _ = queue::finish(
+                self.store.db(),
+                job.id,
+                &self.instance,
+                queue::FAILED,
+                None,
+                Some("not a school id".into()),
+            )
+            .await;
+            return;
+        };
+        let target = {
+            let mut connectors = self.connectors.lock().await;
+            cycle::targets(&self.store, &settings, Some(&id), &mut connectors).await
+        };
+        let mut target = match target {
+            Ok((mut t, skipped)) => match t.pop() {
+                Some(t) => t,
+                None => {
+                    let why = skipped
+                        .first()
+                        .map(|s| s.reason.clone())
+                        .unwrap_or_else(|| "nothing to sync".into());
+                    let _ = queue::finish(
+                        self.store.db(),
+                        job.id,
+                        &self.instance,
+                        queue::DONE,
+                        None,
+                        Some(why),
+                    )
+                    .await;
+                    return;
+                }
+            },
+            Err(e) => {
+                let _ = queue::finish(
+                    self.store.db(),
+                    job.id,
+                    &self.instance,
+                    queue::FAILED,
+                    None,
+                    Some(e.to_string()),
+                )
+                .await;
+                return;
+            }
+        };
+        target.fence = job.fence;
+        // Keep the lease while the school runs.
+        let beat = {
+            let me = self.clone();
+            let job_id = job.id;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(me.lease / 4).await;
+                    match queue::heartbeat(me.store.db(), job_id, &me.instance, me.lease).await {
+                        Ok(true) => {}
+                        Ok(false) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %me.store.db_error(e), "Cannot extend a lease.")
+                        }
+                    }
+                }
+            })
+        };
+        let report = apply::sync_school(
+            &self.store,
+            &target,
+            &Rules::from_settings(&settings.sync),
+            &RunOptions {
+                trigger: job.trigger.clone(),
+                dry_run: false,
+                allow_removals: false,
+            },
+        )
+        .await;
+        beat.abort();
+        record(&report);
+        let state = if report.outcome == Outcome::Failed {
+            queue::FAILED
+        } else {
+            queue::DONE
+        };
+        if let Err(e) = queue::finish(
+            self.store.db(),
+            job.id,
+            &self.instance,
+            state,
+            report.run,
+            report.message.clone(),
+        )
+        .await
+        {
+            tracing::warn!(school = %report.school, error = %self.store.db_error(e), "Cannot close a finished job; its lease will expire.");
+        }
+        self.retry_later(&job, &report, &settings).await;
+        self.maybe_close_cycle().await;
+    }
+
+    /// A transient failure is tried again later the same day, each time waiting twice as long.
+    async fn retry_later(&self, job: &Job, report: &SchoolReport, settings: &Settings) {
+        let tries = u32::try_from(job.attempts).unwrap_or(u32::MAX);
+        if !report.retry || tries > settings.schedule.retries {
+            return;
+        }
+        let wait = u64::from(settings.schedule.retry_minutes)
+            * 60
+            * 2u64.pow(tries.saturating_sub(1).min(10));
+        let due = Utc::now() + chrono::Duration::seconds(wait as i64);
+        match queue::enqueue(self.store.db(), &report.school, "retry", due, None).await {
+            Ok(q) if !q.joined => {
+                // Carry the count, so the retries of one cycle are bounded.
+                use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+                let _ = crate::store::entities::sync_job::Entity::update_many()
+                    .col_expr(
+                        crate::store::entities::sync_job::Column::Attempts,
+                        Expr::value(job.attempts),
+                    )
+                    .filter(crate::store::entities::sync_job::Column::Id.eq(q.job))
+                    .exec(self.store.db())
+                    .await;
+                metrics::counter!("rostersync_retries_total").increment(1);
+                tracing::warn!(school = %report.school, retry_in_minutes = wait / 60, "School will be tried again.");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(school = %report.school, error = %self.store.db_error(e), "Cannot schedule a retry.")
+            }
+        }
+    }
+
+    /// When the last job of a daily cycle is done, log one line with the cycle's totals.
+    async fn maybe_close_cycle(&self) {
+        if !self.cycle_open.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(open) = queue::open(self.store.db()).await else {
+            return;
+        };
+        if open.iter().any(|j| j.trigger == "schedule") {
+            return;
+        }
+        if !self.cycle_open.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if let Ok(list) = crate::store::status::list(self.store.db()).await {
+            let by = |o: &str| {
+                list.iter()
+                    .filter(|s| s.last_outcome.as_deref() == Some(o))
+                    .count()
+            };
+            tracing::info!(
+                schools = list.len(),
+                ok = by("ok"),
+                unchanged = by("unchanged"),
+                held = by("held"),
+                frozen = by("frozen"),
+                parked = by("parked"),
+                failed = by("failed"),
+                "Daily cycle finished."
+            );
+        }
+        self.status().await;
+    }
+
+    /// SIGHUP: load the configuration again; keep the old one if the new one is invalid.
+    async fn reload(&self) {
+        match Settings::load(self.config.as_deref()) {
+            Ok(new) => {
+                if let Err(e) = schools::ensure_config_rows(&self.store, &new).await {
+                    tracing::error!(error = %e, "Configuration reloaded but its schools cannot be stored; keeping the old configuration.");
+                    return;
+                }
+                *self.settings.write().await = Arc::new(new);
+                *self.connectors.lock().await = Connectors::default();
+                tracing::info!("Configuration reloaded.");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "The new configuration is invalid; keeping the old one. Fix it and send SIGHUP again.")
+            }
+        }
+    }
+}
+
+/// Metrics of one school run.
+pub fn record(r: &SchoolReport) {
+    metrics::counter!("rostersync_runs_total", "outcome" => r.outcome.as_str()).increment(1);
+    metrics::histogram!("rostersync_fetch_seconds").record(r.fetch_time.as_secs_f64());
+    if matches!(r.outcome, Outcome::Ok | Outcome::Held | Outcome::Unchanged) {
+        metrics::gauge!("rostersync_last_success_timestamp_seconds", "school" => r.school.clone())
+            .set(Utc::now().timestamp() as f64);
+    }
+    let c = &r.counts;
+    for (kind, k) in [
+        ("pupils", c.pupils),
+        ("staff", c.staff),
+        ("groups", c.groups),
+    ] {
+        for (op, n) in [
+            ("create", k.created),
+            ("update", k.updated),
+            ("remove", k.removed),
+            ("hold", k.held),
+        ] {
+            if n > 0 {
+                metrics::counter!("rostersync_records_changed_total", "kind" => kind, "operation" => op)
+                    .increment(n as u64);
+            }
+        }
+    }
+    if c.held() > 0 {
+        metrics::counter!("rostersync_held_changes_total").increment(c.held() as u64);
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Whether a daemon is alive on this store, and which.
+pub async fn alive(store: &Store) -> Result<Option<daemon_instance::Model>, sea_orm::DbErr> {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let since = Utc::now() - chrono::Duration::from_std(ALIVE).unwrap_or_default();
+    daemon_instance::Entity::find()
+        .filter(daemon_instance::Column::HeartbeatAt.gte(since))
+        .order_by_desc(daemon_instance::Column::HeartbeatAt)
+        .one(store.db())
+        .await
+}
+
+/// Run the daemon until SIGTERM or SIGINT.
+pub async fn run(
+    settings: Settings,
+    config: Option<PathBuf>,
+    store: Store,
+    metrics: PrometheusHandle,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    schools::ensure_config_rows(&store, &settings).await?;
+    let (stop, _) = watch::channel(false);
+    let workers = settings.sync.concurrency.max(1);
+    let lease = Duration::from_secs(settings.sync.lease_seconds.max(2));
+    let daemon = Arc::new(Daemon {
+        store,
+        settings: RwLock::new(Arc::new(settings)),
+        config,
+        connectors: Mutex::new(Connectors::default()),
+        instance: format!(
+            "{}-{}-{:04x}",
+            hostname(),
+            std::process::id(),
+            fastrand_u16()
+        ),
+        last_tick: AtomicI64::new(0),
+        metrics,
+        lease,
+        stop,
+        cycle_open: AtomicBool::new(false),
+    });
+    daemon
+        .heartbeat()
+        .await
+        .context("cannot register this instance in the store")?;
+
+    // The ticker: once a minute in UTC, it only sends a tick; all decisions are ours.
+    let (tick_tx, mut ticks) = tokio::sync::mpsc::channel::<()>(4);
+    let mut scheduler = tokio_cron_scheduler::JobScheduler::new()
+        .await
+        .context("cannot start the ticker")?;
+    let tx = tick_tx.clone();
+    scheduler
+        .add(
+            tokio_cron_scheduler::Job::new_async("0 * * * * *", move |_, _| {
+                let tx = tx.clone();
+                Box::pin(async move {
+                    let _ = tx.try_send(());
+                })
+            })
+            .context("cannot create the ticker's job")?,
+        )
+        .await
+        .context("cannot add the ticker's job")?;
+    scheduler.start().await.context("cannot start the ticker")?;
+
+    let ticker = {
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            // The first tick now: catch up on a cycle missed while we were down.
+            d.tick().await;
+            while ticks.recv().await.is_some() {
+                d.tick().await;
+            }
+        })
+    };
+    let mut pool = tokio::task::JoinSet::new();
+    for n in 0..workers {
+        pool.spawn(daemon.clone().work(n));
+    }
+    let admin = {
+        let d = daemon.clone();
+        let settings = d.settings().await;
+        crate::admin::serve(d, &settings).await?
+    };
+    // The watchdog is fed only while the ticker really ticks.
+    let watchdog = {
+        let d = daemon.clone();
+        if let Some(timeout) = sd_notify::watchdog_enabled() {
+            let every = timeout / 2;
+            Some(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if d.ticking() {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                }
+            }))
+        } else {
+            None
+        }
+    };
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(instance = %daemon.instance, workers, socket = %admin.display(), "rostersync is running.");
+    daemon.status().await;
+
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => daemon.reload().await,
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("Stopping: no new schools are started; running ones may finish.");
+    let _ = daemon.stop.send(true);
+    let _ = scheduler.shutdown().await;
+    ticker.abort();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    let finished = tokio::time::timeout(STOP_GRACE, async {
+        while pool.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        // Dropping the runs rolls their transactions back: nothing is half-applied, and the
+        // expired leases send the schools to the next instance or the next start.
+        tracing::warn!("Schools still running after the grace period were rolled back.");
+        pool.abort_all();
+    }
+    let _ = std::fs::remove_file(&admin);
+    tracing::info!("rostersync stopped.");
+    Ok(())
+}
+
+fn fastrand_u16() -> u16 {
+    let t = Utc::now().timestamp_subsec_nanos();
+    (t ^ std::process::id()) as u16
+}

@@ -1,0 +1,309 @@
+//! The job table: the scheduler and admins enqueue, workers claim with a lease, heartbeats
+//! keep the lease, a reaper hands expired leases to another worker. At most one pending or
+//! running job per school (a unique index): a second request joins the first. Each claim moves
+//! the school's fence on, and the apply checks it, so a worker that lost its lease cannot write.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, Statement, TransactionTrait,
+};
+
+use crate::store::Store;
+use crate::store::entities::{school, store_meta, sync_job};
+
+pub use sync_job::Model as Job;
+
+pub const PENDING: &str = "pending";
+pub const RUNNING: &str = "running";
+pub const DONE: &str = "done";
+pub const FAILED: &str = "failed";
+
+/// The store_meta key holding the local date of the last cycle that was enqueued.
+const LAST_CYCLE: &str = "last_cycle";
+/// Serializes cycle enqueues of several instances on PostgreSQL.
+const CYCLE_LOCK: i64 = 0x726f_7374_6363; // "rostcc"
+
+fn chrono_dur(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(60))
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub job: i64,
+    /// The school already had a pending or running job; this request joined it.
+    pub joined: bool,
+}
+
+async fn active<C: ConnectionTrait>(db: &C, school: &str) -> Result<Option<Job>, DbErr> {
+    sync_job::Entity::find()
+        .filter(sync_job::Column::SchoolId.eq(school))
+        .filter(sync_job::Column::State.is_in([PENDING, RUNNING]))
+        .one(db)
+        .await
+}
+
+/// Ask for a run of `school` at `due_at`. A manual request moves a waiting job forward.
+pub async fn enqueue<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+    trigger: &str,
+    due_at: DateTime<Utc>,
+    requested_by: Option<&str>,
+) -> Result<Enqueued, DbErr> {
+    if let Some(existing) = active(db, school).await? {
+        if existing.state == PENDING && existing.due_at > due_at {
+            sync_job::Entity::update_many()
+                .col_expr(sync_job::Column::DueAt, Expr::value(due_at))
+                .filter(sync_job::Column::Id.eq(existing.id))
+                .exec(db)
+                .await?;
+        }
+        return Ok(Enqueued {
+            job: existing.id,
+            joined: true,
+        });
+    }
+    let row = sync_job::ActiveModel {
+        school_id: Set(school.to_owned()),
+        trigger: Set(trigger.to_owned()),
+        state: Set(PENDING.into()),
+        due_at: Set(due_at),
+        attempts: Set(0),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        heartbeat_at: Set(None),
+        fence: Set(None),
+        run_id: Set(None),
+        requested_by: Set(requested_by.map(str::to_owned)),
+        last_error: Set(None),
+        created_at: Set(Utc::now()),
+        started_at: Set(None),
+        finished_at: Set(None),
+        ..Default::default()
+    };
+    match sync_job::Entity::insert(row).exec(db).await {
+        Ok(r) => Ok(Enqueued {
+            job: r.last_insert_id,
+            joined: false,
+        }),
+        // Another request got in between: join it.
+        Err(e) => match active(db, school).await? {
+            Some(existing) => Ok(Enqueued {
+                job: existing.id,
+                joined: true,
+            }),
+            None => Err(e),
+        },
+    }
+}
+
+/// Enqueue the daily cycle of local date `date` once, however many instances try: each
+/// school at `due(school)`. Returns how many jobs were added (0: someone already did).
+pub async fn enqueue_cycle(
+    store: &Store,
+    date: NaiveDate,
+    schools: &[(String, DateTime<Utc>)],
+) -> Result<usize, DbErr> {
+    let _turn = store.write_turn().await;
+    let txn = store.db().begin().await?;
+    if store.backend() == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CYCLE_LOCK})"))
+            .await?;
+    }
+    let last = store_meta::Entity::find_by_id(LAST_CYCLE.to_owned())
+        .one(&txn)
+        .await?
+        .and_then(|m| m.value.parse::<NaiveDate>().ok());
+    if last.is_some_and(|l| l >= date) {
+        txn.rollback().await?;
+        return Ok(0);
+    }
+    let mut added = 0;
+    for (school, due) in schools {
+        if !enqueue(&txn, school, "schedule", *due, None).await?.joined {
+            added += 1;
+        }
+    }
+    store_meta::Entity::insert(store_meta::ActiveModel {
+        key: Set(LAST_CYCLE.to_owned()),
+        value: Set(date.to_string()),
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::column(store_meta::Column::Key)
+            .update_column(store_meta::Column::Value)
+            .to_owned(),
+    )
+    .exec(&txn)
+    .await?;
+    txn.commit().await?;
+    Ok(added)
+}
+
+/// The local date of the last cycle enqueued.
+pub async fn last_cycle<C: ConnectionTrait>(db: &C) -> Result<Option<NaiveDate>, DbErr> {
+    Ok(store_meta::Entity::find_by_id(LAST_CYCLE.to_owned())
+        .one(db)
+        .await?
+        .and_then(|m| m.value.parse().ok()))
+}
+
+/// Claim the next due job for `owner` with a lease of `lease`; moves the school's fence on.
+pub async fn claim(store: &Store, owner: &str, lease: Duration) -> Result<Option<Job>, DbErr> {
+    let now = Utc::now();
+    let expires = now + chrono_dur(lease);
+    let _turn = store.write_turn().await;
+    let txn = store.db().begin().await?;
+    let id: Option<i64> = match store.backend() {
+        DbBackend::Postgres => {
+            // SKIP LOCKED: instances never wait for each other's candidate.
+            let row = txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT id FROM sync_job WHERE state = 'pending' AND due_at <= $1 \
+                     ORDER BY due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    [now.into()],
+                ))
+                .await?;
+            row.map(|r| r.try_get_by_index::<i64>(0)).transpose()?
+        }
+        _ => sync_job::Entity::find()
+            .filter(sync_job::Column::State.eq(PENDING))
+            .filter(sync_job::Column::DueAt.lte(now))
+            .order_by_asc(sync_job::Column::DueAt)
+            .order_by_asc(sync_job::Column::Id)
+            .one(&txn)
+            .await?
+            .map(|j| j.id),
+    };
+    let Some(id) = id else {
+        txn.rollback().await?;
+        return Ok(None);
+    };
+    let Some(job) = sync_job::Entity::find_by_id(id).one(&txn).await? else {
+        txn.rollback().await?;
+        return Ok(None);
+    };
+    school::Entity::update_many()
+        .col_expr(
+            school::Column::Fence,
+            sea_orm::sea_query::ExprTrait::add(Expr::col(school::Column::Fence), 1),
+        )
+        .filter(school::Column::Id.eq(job.school_id.as_str()))
+        .exec(&txn)
+        .await?;
+    let fence = school::Entity::find_by_id(job.school_id.clone())
+        .one(&txn)
+        .await?
+        .map(|s| s.fence);
+    sync_job::Entity::update_many()
+        .col_expr(sync_job::Column::State, Expr::value(RUNNING))
+        .col_expr(sync_job::Column::LeaseOwner, Expr::value(owner))
+        .col_expr(sync_job::Column::LeaseExpiresAt, Expr::value(expires))
+        .col_expr(sync_job::Column::HeartbeatAt, Expr::value(now))
+        .col_expr(sync_job::Column::StartedAt, Expr::value(now))
+        .col_expr(sync_job::Column::Attempts, Expr::value(job.attempts + 1))
+        .col_expr(sync_job::Column::Fence, Expr::value(fence))
+        .filter(sync_job::Column::Id.eq(id))
+        .exec(&txn)
+        .await?;
+    let claimed = sync_job::Entity::find_by_id(id).one(&txn).await?;
+    txn.commit().await?;
+    Ok(claimed)
+}
+
+/// Extend `owner`'s lease on `job`; false when the lease was lost (reaped and re-claimed).
+pub async fn heartbeat<C: ConnectionTrait>(
+    db: &C,
+    job: i64,
+    owner: &str,
+    lease: Duration,
+) -> Result<bool, DbErr> {
+    let now = Utc::now();
+    let r = sync_job::Entity::update_many()
+        .col_expr(sync_job::Column::HeartbeatAt, Expr::value(now))
+        .col_expr(
+            sync_job::Column::LeaseExpiresAt,
+            Expr::value(now + chrono_dur(lease)),
+        )
+        .filter(sync_job::Column::Id.eq(job))
+        .filter(sync_job::Column::State.eq(RUNNING))
+        .filter(sync_job::Column::LeaseOwner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(r.rows_affected > 0)
+}
+
+/// Close `owner`'s job: `done` or `failed`, with the run it produced.
+pub async fn finish<C: ConnectionTrait>(
+    db: &C,
+    job: i64,
+    owner: &str,
+    state: &str,
+    run: Option<i64>,
+    error: Option<String>,
+) -> Result<bool, DbErr> {
+    let r = sync_job::Entity::update_many()
+        .col_expr(sync_job::Column::State, Expr::value(state))
+        .col_expr(sync_job::Column::RunId, Expr::value(run))
+        .col_expr(sync_job::Column::LastError, Expr::value(error))
+        .col_expr(sync_job::Column::FinishedAt, Expr::value(Utc::now()))
+        .col_expr(
+            sync_job::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(sync_job::Column::Id.eq(job))
+        .filter(sync_job::Column::LeaseOwner.eq(owner))
+        .exec(db)
+        .await?;
+    Ok(r.rows_affected > 0)
+}
+
+/// Hand jobs whose lease expired (their instance died or hangs) back to the queue; a job
+/// that has been tried `max_attempts` times fails instead.
+pub async fn reap<C: ConnectionTrait>(db: &C, max_attempts: i32) -> Result<u64, DbErr> {
+    let now = Utc::now();
+    let failed = sync_job::Entity::update_many()
+        .col_expr(sync_job::Column::State, Expr::value(FAILED))
+        .col_expr(sync_job::Column::FinishedAt, Expr::value(now))
+        .col_expr(
+            sync_job::Column::LastError,
+            Expr::value("its worker stopped answering too often; see the runs of the school"),
+        )
+        .filter(sync_job::Column::State.eq(RUNNING))
+        .filter(sync_job::Column::LeaseExpiresAt.lt(now))
+        .filter(sync_job::Column::Attempts.gte(max_attempts))
+        .exec(db)
+        .await?
+        .rows_affected;
+    let requeued = sync_job::Entity::update_many()
+        .col_expr(sync_job::Column::State, Expr::value(PENDING))
+        .col_expr(sync_job::Column::DueAt, Expr::value(now))
+        .col_expr(
+            sync_job::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(sync_job::Column::State.eq(RUNNING))
+        .filter(sync_job::Column::LeaseExpiresAt.lt(now))
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(failed + requeued)
+}
+
+pub async fn get<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<Job>, DbErr> {
+    sync_job::Entity::find_by_id(id).one(db).await
+}
+
+/// Jobs waiting or running, soonest first.
+pub async fn open<C: ConnectionTrait>(db: &C) -> Result<Vec<Job>, DbErr> {
+    sync_job::Entity::find()
+        .filter(sync_job::Column::State.is_in([PENDING, RUNNING]))
+        .order_by_asc(sync_job::Column::DueAt)
+        .all(db)
+        .await
+}

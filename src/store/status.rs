@@ -1,0 +1,131 @@
+//! `status` and the admin API's `/schools`: every school with its state, its last run, its
+//! last success, what is stored for it and what waits for approval. A fixed number of
+//! queries however many schools there are.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Statement};
+use serde::Serialize;
+
+use super::entities::{school, source_state};
+use super::held;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SchoolStatus {
+    pub id: String,
+    pub name: Option<String>,
+    /// `active`, `frozen`, `parked`.
+    pub state: String,
+    pub reason: Option<String>,
+    pub last_run: Option<i64>,
+    pub last_outcome: Option<String>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub pupils: i64,
+    pub staff: i64,
+    pub groups: i64,
+    /// Removals waiting for `approve`, and the run that holds them.
+    pub held: usize,
+    pub held_run: Option<i64>,
+}
+
+async fn counts<C: ConnectionTrait>(
+    db: &C,
+    sql: &str,
+) -> Result<HashMap<(String, String), i64>, DbErr> {
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await?;
+    let mut out = HashMap::new();
+    for r in rows {
+        let school: String = r.try_get_by_index(0)?;
+        let kind: String = r.try_get_by_index(1)?;
+        let n: i64 = r.try_get_by_index(2)?;
+        out.insert((school, kind), n);
+    }
+    Ok(out)
+}
+
+pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<SchoolStatus>, DbErr> {
+    let schools = school::Entity::find().all(db).await?;
+    let success: HashMap<String, DateTime<Utc>> = source_state::Entity::find()
+        .all(db)
+        .await?
+        .into_iter()
+        .filter_map(|s| s.last_success_at.map(|t| (s.school_id, t)))
+        .fold(HashMap::new(), |mut m, (id, t)| {
+            let e = m.entry(id).or_insert(t);
+            if t > *e {
+                *e = t;
+            }
+            m
+        });
+    let persons = counts(
+        db,
+        "SELECT school_id, kind, COUNT(*) FROM person WHERE removed_at IS NULL \
+         GROUP BY school_id, kind",
+    )
+    .await?;
+    let groups = counts(
+        db,
+        "SELECT school_id, 'group', COUNT(*) FROM roster_group WHERE removed_at IS NULL \
+         GROUP BY school_id",
+    )
+    .await?;
+    let last_runs = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT school_id, id, outcome, started_at FROM sync_run WHERE id IN \
+             (SELECT MAX(id) FROM sync_run GROUP BY school_id)"
+                .to_owned(),
+        ))
+        .await?;
+    let mut last: HashMap<String, (i64, Option<String>, DateTime<Utc>)> = HashMap::new();
+    for r in last_runs {
+        let school: String = r.try_get_by_index(0)?;
+        last.insert(
+            school,
+            (
+                r.try_get_by_index(1)?,
+                r.try_get_by_index(2)?,
+                r.try_get_by_index(3)?,
+            ),
+        );
+    }
+    let waiting: HashMap<String, (i64, usize)> = held::waiting(db)
+        .await?
+        .into_iter()
+        .map(|(school, run, n)| (school, (run, n)))
+        .collect();
+    let mut out: Vec<SchoolStatus> = schools
+        .into_iter()
+        .map(|s| {
+            let n = |kind: &str| persons.get(&(s.id.clone(), kind.to_owned())).copied();
+            let run = last.get(&s.id);
+            SchoolStatus {
+                name: s.name.clone(),
+                state: s.state.clone(),
+                reason: s.state_reason.clone(),
+                last_run: run.map(|r| r.0),
+                last_outcome: run.and_then(|r| r.1.clone()),
+                last_run_at: run.map(|r| r.2),
+                last_success_at: success.get(&s.id).copied(),
+                pupils: n("pupil").unwrap_or(0),
+                staff: n("staff").unwrap_or(0),
+                groups: groups
+                    .get(&(s.id.clone(), "group".to_owned()))
+                    .copied()
+                    .unwrap_or(0),
+                held: waiting.get(&s.id).map(|w| w.1).unwrap_or(0),
+                held_run: waiting.get(&s.id).map(|w| w.0),
+                id: s.id,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
