@@ -81,13 +81,6 @@ impl Daemon {
         if let Err(e) = self.heartbeat().await {
             tracing::warn!(error = %e, "Cannot record this instance's heartbeat; retrying next tick.");
         }
-        match queue::reap(self.store.db(), MAX_ATTEMPTS).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(jobs = n, "Took back jobs whose worker stopped answering."),
-            Err(e) => {
-                tracing::warn!(error = %self.store.db_error(e), "Cannot reap expired leases.")
-            }
-        }
         let Some(daily) = Self::daily(&settings) else {
             return;
         };
@@ -153,6 +146,27 @@ impl Daemon {
         .exec(self.store.db())
         .await?;
         Ok(())
+    }
+
+    /// Hand back jobs whose worker stopped answering, every half lease.
+    async fn reap(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            match queue::reap(self.store.db(), MAX_ATTEMPTS).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(
+                    jobs = n,
+                    "Took back jobs whose worker stopped answering; they run again."
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %self.store.db_error(e), "Cannot reap expired leases.")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.lease / 2) => {}
+                _ = stop.changed() => break,
+            }
+        }
     }
 
     /// Tell systemd what we are doing, in one line.
@@ -510,6 +524,7 @@ pub async fn run(
     for n in 0..workers {
         pool.spawn(daemon.clone().work(n));
     }
+    let reaper = tokio::spawn(daemon.clone().reap());
     let admin = {
         let d = daemon.clone();
         let settings = d.settings().await;
@@ -551,6 +566,7 @@ pub async fn run(
     let _ = daemon.stop.send(true);
     let _ = scheduler.shutdown().await;
     ticker.abort();
+    reaper.abort();
     if let Some(w) = watchdog {
         w.abort();
     }
@@ -565,6 +581,13 @@ pub async fn run(
         pool.abort_all();
     }
     let _ = std::fs::remove_file(&admin);
+    {
+        // Checked out: `resync` must not wait for an instance that is gone.
+        use sea_orm::EntityTrait;
+        let _ = daemon_instance::Entity::delete_by_id(daemon.instance.clone())
+            .exec(daemon.store.db())
+            .await;
+    }
     tracing::info!("rostersync stopped.");
     Ok(())
 }

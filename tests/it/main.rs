@@ -3,6 +3,7 @@
 //! server URL, against a fresh database on that PostgreSQL server.
 
 mod config;
+mod daemon;
 mod roster;
 mod school_links;
 mod simulate;

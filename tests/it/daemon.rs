@@ -1,0 +1,365 @@
+//! `rostersync run` as a real process against the simulated LAS: the daily cycle and its
+//! catch-up, resync --wait, the admin socket, SIGTERM, and (on PostgreSQL) two instances
+//! sharing the work and taking over from each other.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use connector_sim::{SchoolKind, World};
+use rostersync::store::{Store, runs};
+use sea_orm::{ConnectionTrait, Statement};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::SimEnv;
+
+/// A daemon process; killed when dropped.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(sim: &SimEnv, name: &str, vars: &[(&str, &str)]) -> Daemon {
+        let log = sim.env.path(&format!("{name}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rostersync"));
+        cmd.arg("run")
+            .env("ROSTERSYNC_CONFIG", &sim.env.config)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("RUNTIME_DIRECTORY")
+            .current_dir(sim.env.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: cmd.spawn().expect("daemon starts"),
+            log,
+        }
+    }
+
+    /// Wait until it says it is running (registered, ticker and socket up).
+    async fn running(&self) {
+        let started = Instant::now();
+        while !self.log().contains("rostersync is running.") {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the daemon did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// SIGTERM, and the exit code once it has stopped.
+    async fn stop(mut self) -> i32 {
+        self.signal("-TERM");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the daemon did not stop:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn world(schools: usize, pupils: usize) -> World {
+    let mut w = World::new(21, rostersync::sync::apply::today());
+    for n in 0..schools {
+        let id = format!("{:02}XA00", 10 + n);
+        w.add_school(id.parse().expect("id"), SchoolKind::Primary, pupils);
+    }
+    w
+}
+
+async fn count(store: &Store, sql: &str) -> i64 {
+    store
+        .db()
+        .query_one_raw(Statement::from_string(store.backend(), sql.to_owned()))
+        .await
+        .expect("query")
+        .expect("row")
+        .try_get_by_index::<i64>(0)
+        .expect("count")
+}
+
+/// Wait until `sql` counts at least `n`.
+async fn until(store: &Store, sql: &str, n: i64, what: &str, daemon: &Daemon) {
+    let started = Instant::now();
+    while count(store, sql).await < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{what} did not happen; daemon log:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const SCHEDULED_RUNS: &str =
+    "SELECT COUNT(*) FROM sync_run WHERE trigger = 'schedule' AND outcome IS NOT NULL";
+
+async fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
+    let mut s = tokio::net::UnixStream::connect(socket)
+        .await
+        .expect("admin socket accepts");
+    s.write_all(
+        format!("{method} {path} HTTP/1.0\r\nHost: rostersync\r\nContent-Length: 0\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("response");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("")
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_the_cycle_once_catches_up_and_answers_admins() {
+    let sim = SimEnv::start(world(3, 30), "").await;
+    let socket = sim.env.path("admin.sock");
+    sim.configure(&format!("[admin]\nsocket = \"{}\"\n", socket.display()));
+    sim.env.run(&["migrate"]).ok();
+    let store = sim.store().await;
+
+    // First start: no cycle has run yet, so today's runs now.
+    let daemon = Daemon::start(&sim, "first", &[]);
+    until(&store, SCHEDULED_RUNS, 3, "the first cycle", &daemon).await;
+    assert!(daemon.log().contains("Daily cycle enqueued."));
+
+    // An admin asks for one school now and waits for the answer.
+    let resync = sim.env.run(&["resync", "--school", "10XA00", "--wait"]);
+    resync.ok();
+    assert!(resync.stdout.contains("Run "), "{}", resync.stdout);
+    assert!(
+        resync.stdout.contains("of school 10XA00"),
+        "{}",
+        resync.stdout
+    );
+
+    let (code, body) = http(&socket, "GET", "/readyz").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, metrics) = http(&socket, "GET", "/metrics").await;
+    assert_eq!(code, 200);
+    // Prometheus text: comments, or `name{labels} value` with a number.
+    for line in metrics
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (name, value) = line.rsplit_once(' ').expect("name and value");
+        assert!(value.parse::<f64>().is_ok(), "not a number in {line}");
+        assert!(
+            name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()),
+            "{line}"
+        );
+    }
+    assert!(
+        metrics.contains("rostersync_runs_total{outcome=\"ok\"} 3"),
+        "{metrics}"
+    );
+    let (code, schools) = http(&socket, "GET", "/schools").await;
+    assert_eq!(code, 200);
+    let schools: serde_json::Value = serde_json::from_str(&schools).expect("JSON");
+    assert_eq!(schools.as_array().expect("list").len(), 3);
+    let (code, _) = http(&socket, "POST", "/schools/11XA00/resync").await;
+    assert_eq!(code, 202);
+    let (code, _) = http(&socket, "POST", "/schools/19ZZ00/resync").await;
+    assert_eq!(code, 404);
+    let status = sim.env.run(&["status"]);
+    status.ok();
+    assert!(
+        status.stdout.contains("10XA00  active"),
+        "{}",
+        status.stdout
+    );
+    assert_eq!(daemon.stop().await, 0);
+
+    // A restart the same day runs nothing again ...
+    let again = Daemon::start(&sim, "second", &[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(&store, SCHEDULED_RUNS).await, 3, "{}", again.log());
+    assert_eq!(again.stop().await, 0);
+
+    // ... but a cycle missed while the daemon was down is caught up.
+    store
+        .db()
+        .execute_raw(Statement::from_string(
+            store.backend(),
+            format!(
+                "UPDATE store_meta SET value = '{}' WHERE key = 'last_cycle'",
+                rostersync::sync::apply::today()
+                    .pred_opt()
+                    .expect("yesterday")
+                    .pred_opt()
+                    .expect("the day before")
+            ),
+        ))
+        .await
+        .expect("pretend the daemon was down");
+    let third = Daemon::start(&sim, "third", &[]);
+    until(&store, SCHEDULED_RUNS, 6, "the catch-up", &third).await;
+    assert!(third.log().contains("catch_up"));
+    assert_eq!(third.stop().await, 0);
+    assert!(!socket.exists(), "the socket is removed on stop");
+    let no_daemon = sim.env.run(&["resync", "--school", "10XA00"]);
+    assert!(no_daemon.fails_with(1).contains("no rostersync daemon"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_school_finish() {
+    let sim = SimEnv::start(world(1, 40), "").await;
+    let socket = sim.env.path("admin.sock");
+    sim.configure(&format!("[admin]\nsocket = \"{}\"\n", socket.display()));
+    sim.env.run(&["migrate"]).ok();
+    let store = sim.store().await;
+    let marker = sim.env.path("applying");
+    let daemon = Daemon::start(
+        &sim,
+        "term",
+        &[
+            (
+                "ROSTERSYNC_TEST_PAUSE_BEFORE_COMMIT",
+                marker.to_str().expect("path"),
+            ),
+            ("ROSTERSYNC_TEST_PAUSE_SECONDS", "3"),
+        ],
+    );
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stop while the school's transaction is open: it finishes, then the daemon exits.
+    assert_eq!(daemon.stop().await, 0);
+    let all = runs::list(store.db(), None, 10).await.expect("runs");
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].outcome.as_deref(), Some("ok"));
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM person WHERE kind = 'pupil'").await,
+        40
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM sync_job WHERE state IN ('pending', 'running')"
+        )
+        .await,
+        0
+    );
+}
+
+/// Several instances on one PostgreSQL: each school exactly once per cycle, and a school whose
+/// instance dies mid-run is completed by another once the lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_the_work_and_take_over() {
+    if crate::support::postgres_admin_url().is_none() {
+        return; // Several instances need PostgreSQL.
+    }
+    let sim = SimEnv::start(world(50, 15), "[sync]\nlease_seconds = 4\n").await;
+    sim.env.run(&["migrate"]).ok();
+    let store = sim.store().await;
+    let a = Daemon::start(&sim, "a", &[]);
+    let b = Daemon::start(&sim, "b", &[]);
+    until(&store, SCHEDULED_RUNS, 50, "50 scheduled runs", &a).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM (SELECT school_id FROM sync_run WHERE trigger = 'schedule' \
+             GROUP BY school_id HAVING COUNT(*) = 1) once"
+        )
+        .await,
+        50,
+        "every school exactly once:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM sync_run").await, 50);
+    assert_eq!(a.stop().await, 0);
+    assert_eq!(b.stop().await, 0);
+
+    // Instance c dies holding a school mid-apply; instance d completes it after the lease.
+    let marker = sim.env.path("applying");
+    let c = Daemon::start(
+        &sim,
+        "c",
+        &[(
+            "ROSTERSYNC_TEST_PAUSE_BEFORE_COMMIT",
+            marker.to_str().expect("path"),
+        )],
+    );
+    sim.server.with_world(|w| {
+        w.advance_day();
+    });
+    c.running().await;
+    let resync = sim.env.run(&["resync", "--school", "10XA00"]);
+    resync.ok();
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(started.elapsed() < Duration::from_secs(60), "{}", c.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(c); // SIGKILL
+    let d = Daemon::start(&sim, "d", &[]);
+    until(
+        &store,
+        "SELECT COUNT(*) FROM sync_run WHERE trigger = 'manual' AND outcome = 'ok'",
+        1,
+        "the take-over",
+        &d,
+    )
+    .await;
+    assert!(d.log().contains("Took back jobs"), "{}", d.log());
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM sync_run WHERE trigger = 'manual' AND outcome IS NULL"
+        )
+        .await,
+        1,
+        "the dead instance's run stays unfinished: nothing of it was applied"
+    );
+    assert_eq!(d.stop().await, 0);
+}
