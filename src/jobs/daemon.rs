@@ -440,9 +440,12 @@ pub fn record(r: &SchoolReport) {
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
         .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Whether a daemon is alive on this store, and which.
