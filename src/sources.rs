@@ -77,3 +77,43 @@ pub fn las_connector(las: &LasSettings) -> Result<UwlrConnector, SourceError> {
         source: e,
     })
 }
+
+/// A connector that lets at most `n` fetches run at once: vendors throttle per client, and
+/// one busy connection must not take every worker.
+pub struct Limited<C> {
+    inner: C,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl<C> Limited<C> {
+    pub fn new(inner: C, n: usize) -> Self {
+        Limited {
+            inner,
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1))),
+        }
+    }
+}
+
+impl<C: connector_api::Connector> connector_api::Connector for Limited<C> {
+    fn kind(&self) -> connector_api::SourceKind {
+        self.inner.kind()
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        request: &'a connector_api::FetchRequest,
+    ) -> connector_api::BoxFuture<
+        'a,
+        Result<connector_api::FetchOutcome, connector_api::ConnectorError>,
+    > {
+        Box::pin(async move {
+            // The semaphore is never closed, so acquiring only waits.
+            let _permit = self.permits.acquire().await;
+            self.inner.fetch(request).await
+        })
+    }
+}

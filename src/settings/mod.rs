@@ -142,6 +142,9 @@ pub struct LasSettings {
     /// Largest answer accepted, in MiB; a larger one fails the fetch (never partial data).
     #[serde(default = "default_max_response")]
     pub max_response_mb: u64,
+    /// Schools fetched from this connection at the same time (vendors throttle per client).
+    #[serde(default = "default_las_concurrency")]
+    pub max_concurrent: usize,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -162,6 +165,10 @@ fn default_timeout() -> u64 {
 
 fn default_max_response() -> u64 {
     256
+}
+
+fn default_las_concurrency() -> usize {
+    2
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -331,6 +338,9 @@ impl Settings {
                 return Err(format!(
                     "las[{i}].timeout_seconds must be between 1 and 3600"
                 ));
+            }
+            if !(1..=64).contains(&las.max_concurrent) {
+                return Err(format!("las[{i}].max_concurrent must be between 1 and 64"));
             }
             if !(1..=4096).contains(&las.max_response_mb) {
                 return Err(format!(

@@ -88,7 +88,9 @@ impl Connectors {
                     settings.las_names()
                 )),
                 Some(l) => sources::las_connector(l)
-                    .map(|c| Arc::new(c) as Arc<dyn Connector>)
+                    .map(|c| {
+                        Arc::new(sources::Limited::new(c, l.max_concurrent)) as Arc<dyn Connector>
+                    })
                     .map_err(|e| e.to_string()),
             })
             .clone()
