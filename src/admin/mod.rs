@@ -168,22 +168,46 @@ async fn bearer(State(token): State<Arc<String>>, req: Request, next: Next) -> R
     }
 }
 
-/// Start the listeners; returns the socket path.
-pub async fn serve(d: Shared, settings: &Settings) -> anyhow::Result<PathBuf> {
+/// The admin socket this instance created.
+pub struct AdminSocket {
+    pub path: PathBuf,
+    inode: u64,
+}
+
+impl AdminSocket {
+    /// Remove the socket on stop, unless another instance has put its own there since.
+    pub fn remove(&self) {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Start the listeners.
+pub async fn serve(d: Shared, settings: &Settings) -> anyhow::Result<AdminSocket> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let path = socket_path(settings, d.store.home());
     if path.exists() {
-        // A socket left by a previous run; nothing else may sit at our path.
+        // Never take a live instance's socket: its admins would talk to us instead.
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            anyhow::bail!(
+                "another rostersync instance is listening on {}; give each instance on this \
+                 machine its own admin.socket (or run each as its own systemd unit)",
+                path.display()
+            );
+        }
+        // A socket left by a run that was killed.
         std::fs::remove_file(&path)
             .with_context(|| format!("cannot remove the old socket {}", path.display()))?;
     }
     let listener = tokio::net::UnixListener::bind(&path)
         .with_context(|| format!("cannot listen on {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
-            .with_context(|| format!("cannot restrict {}", path.display()))?;
-    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
+    let inode = std::fs::metadata(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .ino();
     let app = router(d.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -207,5 +231,5 @@ pub async fn serve(d: Shared, settings: &Settings) -> anyhow::Result<PathBuf> {
         });
         tracing::info!(%addr, "Admin API listening on TCP (bearer token required).");
     }
-    Ok(path)
+    Ok(AdminSocket { path, inode })
 }

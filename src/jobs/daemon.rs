@@ -488,10 +488,16 @@ pub async fn run(
         stop,
         cycle_open: AtomicBool::new(false),
     });
-    daemon
-        .heartbeat()
-        .await
-        .context("cannot register this instance in the store")?;
+    // The socket first: a second instance started by mistake stops before it takes any work.
+    let admin = {
+        let d = daemon.clone();
+        let settings = d.settings().await;
+        crate::admin::serve(d, &settings).await?
+    };
+    if let Err(e) = daemon.heartbeat().await {
+        admin.remove();
+        return Err(e).context("cannot register this instance in the store");
+    }
 
     // The ticker: once a minute in UTC, it only sends a tick; all decisions are ours.
     let (tick_tx, mut ticks) = tokio::sync::mpsc::channel::<()>(4);
@@ -528,11 +534,6 @@ pub async fn run(
         pool.spawn(daemon.clone().work(n));
     }
     let reaper = tokio::spawn(daemon.clone().reap());
-    let admin = {
-        let d = daemon.clone();
-        let settings = d.settings().await;
-        crate::admin::serve(d, &settings).await?
-    };
     // The watchdog is fed only while the ticker really ticks.
     let watchdog = {
         let d = daemon.clone();
@@ -551,7 +552,7 @@ pub async fn run(
         }
     };
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    tracing::info!(instance = %daemon.instance, workers, socket = %admin.display(), "rostersync is running.");
+    tracing::info!(instance = %daemon.instance, workers, socket = %admin.path.display(), "rostersync is running.");
     daemon.status().await;
 
     use tokio::signal::unix::{SignalKind, signal};
@@ -583,7 +584,7 @@ pub async fn run(
         tracing::warn!("Schools still running after the grace period were rolled back.");
         pool.abort_all();
     }
-    let _ = std::fs::remove_file(&admin);
+    admin.remove();
     {
         // Checked out: `resync` must not wait for an instance that is gone.
         use sea_orm::EntityTrait;

@@ -72,7 +72,15 @@ impl Daemon {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code().unwrap_or(-1);
+                let code = status.code().unwrap_or(-1);
+                if code != 0 {
+                    eprintln!(
+                        "daemon {} exited with {code}:\n{}",
+                        self.log.display(),
+                        self.log()
+                    );
+                }
+                return code;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(90),
@@ -109,6 +117,27 @@ async fn count(store: &Store, sql: &str) -> i64 {
         .expect("row")
         .try_get_by_index::<i64>(0)
         .expect("count")
+}
+
+/// Every run, a line each, for a failing assertion.
+async fn runs_table(store: &Store) -> String {
+    store
+        .db()
+        .query_all_raw(Statement::from_string(
+            store.backend(),
+            "SELECT id, school_id, trigger, COALESCE(outcome, '-'), COALESCE(error_class, '-') \
+             FROM sync_run ORDER BY id"
+                .to_owned(),
+        ))
+        .await
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            let id: i64 = r.try_get_by_index(0).expect("id");
+            let text = |i| r.try_get_by_index::<String>(i).expect("text");
+            format!("{id} {} {} {} {}\n", text(1), text(2), text(3), text(4))
+        })
+        .collect()
 }
 
 /// Wait until `sql` counts at least `n`.
@@ -165,6 +194,20 @@ async fn the_daemon_runs_the_cycle_once_catches_up_and_answers_admins() {
     until(&store, SCHEDULED_RUNS, 3, "the first cycle", &daemon).await;
     assert!(daemon.log().contains("Daily cycle enqueued."));
 
+    // A second instance on the same socket is refused and leaves the first one's socket alone.
+    let mut second = Daemon::start(&sim, "second", &[]);
+    let code = second.child.wait().expect("second exits").code();
+    assert_eq!(code, Some(1), "{}", second.log());
+    assert!(
+        second
+            .log()
+            .contains("another rostersync instance is listening on"),
+        "{}",
+        second.log()
+    );
+    drop(second);
+    assert_eq!(http(&socket, "GET", "/healthz").await.0, 200);
+
     // An admin asks for one school now and waits for the answer.
     let resync = sim.env.run(&["resync", "--school", "10XA00", "--wait"]);
     resync.ok();
@@ -210,6 +253,41 @@ async fn the_daemon_runs_the_cycle_once_catches_up_and_answers_admins() {
         "{}",
         status.stdout
     );
+
+    // SIGHUP: a new school in the configuration is served without a restart ...
+    let admin = format!("[admin]\nsocket = \"{}\"\n", socket.display());
+    sim.server.with_world(|w| {
+        w.add_school("13XA00".parse().expect("id"), SchoolKind::Primary, 20);
+    });
+    sim.configure(&admin);
+    daemon.signal("-HUP");
+    let started = Instant::now();
+    while !daemon.log().contains("Configuration reloaded.") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sim.env
+        .run(&["resync", "--school", "13XA00", "--wait"])
+        .ok();
+    // ... and a broken one is refused while the old one goes on.
+    std::fs::write(&sim.env.config, "[store\nurl = ").expect("break the configuration");
+    daemon.signal("-HUP");
+    let started = Instant::now();
+    while !daemon.log().contains("keeping the old one") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, _) = http(&socket, "GET", "/readyz").await;
+    assert_eq!(code, 200);
+    sim.configure(&admin);
     assert_eq!(daemon.stop().await, 0);
 
     // A restart the same day runs nothing again ...
@@ -235,7 +313,14 @@ async fn the_daemon_runs_the_cycle_once_catches_up_and_answers_admins() {
         .await
         .expect("pretend the daemon was down");
     let third = Daemon::start(&sim, "third", &[]);
-    until(&store, SCHEDULED_RUNS, 6, "the catch-up", &third).await;
+    until(
+        &store,
+        SCHEDULED_RUNS,
+        7,
+        "the catch-up of all four",
+        &third,
+    )
+    .await;
     assert!(third.log().contains("catch_up"));
     assert_eq!(third.stop().await, 0);
     assert!(!socket.exists(), "the socket is removed on stop");
@@ -297,11 +382,21 @@ async fn two_daemons_share_the_work_and_take_over() {
     if crate::support::postgres_admin_url().is_none() {
         return; // Several instances need PostgreSQL.
     }
-    let sim = SimEnv::start(world(50, 15), "[sync]\nlease_seconds = 4\n").await;
+    let sim = SimEnv::start(world(50, 15), "[sync]\nlease_seconds = 8\n").await;
     sim.env.run(&["migrate"]).ok();
     let store = sim.store().await;
-    let a = Daemon::start(&sim, "a", &[]);
-    let b = Daemon::start(&sim, "b", &[]);
+    // Each instance on a machine has its own admin socket (under systemd: its own unit).
+    let (sock_a, sock_b) = (sim.env.path("a.sock"), sim.env.path("b.sock"));
+    let a = Daemon::start(
+        &sim,
+        "a",
+        &[("ROSTERSYNC__ADMIN__SOCKET", sock_a.to_str().expect("path"))],
+    );
+    let b = Daemon::start(
+        &sim,
+        "b",
+        &[("ROSTERSYNC__ADMIN__SOCKET", sock_b.to_str().expect("path"))],
+    );
     until(&store, SCHEDULED_RUNS, 50, "50 scheduled runs", &a).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -316,7 +411,12 @@ async fn two_daemons_share_the_work_and_take_over() {
         a.log(),
         b.log()
     );
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM sync_run").await, 50);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM sync_run").await,
+        50,
+        "no other run:\n{}",
+        runs_table(&store).await
+    );
     assert_eq!(a.stop().await, 0);
     assert_eq!(b.stop().await, 0);
 
