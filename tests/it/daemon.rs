@@ -463,3 +463,71 @@ async fn two_daemons_share_the_work_and_take_over() {
     );
     assert_eq!(d.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_is_tried_again_later_the_same_day() {
+    use connector_sim::{Fault, FaultPlan};
+    let sim = SimEnv::start(world(2, 20), "").await;
+    let socket = sim.env.path("admin.sock");
+    sim.configure(&format!(
+        "[admin]\nsocket = \"{}\"\n[schedule]\nretry_minutes = 1\nretries = 2\n",
+        socket.display()
+    ));
+    sim.env.run(&["migrate"]).ok();
+    sim.server.with_world(|w| {
+        w.set_fault(
+            &"11XA00".parse().expect("id"),
+            Some(FaultPlan {
+                fault: Fault::Soap("Server.TijdelijkNietBeschikbaar".into()),
+                remaining: None,
+            }),
+        );
+    });
+    let store = sim.store().await;
+    let daemon = Daemon::start(&sim, "retry", &[]);
+    until(&store, SCHEDULED_RUNS, 2, "the cycle", &daemon).await;
+
+    // Each retry waits twice as long as the one before, and there are `retries` of them.
+    let retry_job = "SELECT COUNT(*) FROM sync_job WHERE trigger = 'retry' AND state = 'pending' \
+                     AND school_id = '11XA00'";
+    for (n, minutes) in [(1, 1), (2, 2)] {
+        until(&store, retry_job, 1, "a retry queued", &daemon).await;
+        assert!(
+            daemon
+                .log()
+                .contains(&format!("\"retry_in_minutes\":{minutes}"))
+                || daemon
+                    .log()
+                    .contains(&format!("retry_in_minutes={minutes}")),
+            "retry {n} waits {minutes} min:\n{}",
+            daemon.log()
+        );
+        // Bring the retry forward instead of waiting for it.
+        store
+            .db()
+            .execute_unprepared(
+                "UPDATE sync_job SET due_at = created_at WHERE trigger = 'retry' \
+                 AND state = 'pending'",
+            )
+            .await
+            .expect("bring the retry forward");
+        until(
+            &store,
+            "SELECT COUNT(*) FROM sync_run WHERE trigger = 'retry' AND outcome IS NOT NULL",
+            n,
+            "the retry ran",
+            &daemon,
+        )
+        .await;
+    }
+    // The last retry failed too: nothing more is queued today, and the school says why.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count(&store, retry_job).await, 0, "{}", daemon.log());
+    let status = sim.env.run(&["status"]);
+    assert!(status.stdout.contains("11XA00"), "{}", status.stdout);
+    assert_eq!(daemon.stop().await, 0);
+    let other = runs::list(store.db(), Some("10XA00"), 10)
+        .await
+        .expect("runs");
+    assert_eq!(other.len(), 1, "the healthy school ran once");
+}
