@@ -52,6 +52,12 @@ pub enum ConnectorError {
     UnsupportedVersion { version: String, detail: String },
     #[error("connector configuration: {detail}")]
     Config { detail: String },
+    #[error("the school has not given rostersync's publisher sync permission ({detail})")]
+    NoConsent { detail: String },
+    #[error("the source says the school is closed")]
+    SchoolClosed,
+    #[error("the source says the school merged into institution {into}")]
+    SchoolMerged { into: String },
 }
 
 impl ConnectorError {
@@ -71,6 +77,9 @@ impl ConnectorError {
             ConnectorError::InvalidRequest { .. } => "invalid_request",
             ConnectorError::UnsupportedVersion { .. } => "unsupported_version",
             ConnectorError::Config { .. } => "config",
+            ConnectorError::NoConsent { .. } => "awaiting_consent",
+            ConnectorError::SchoolClosed => "school_closed",
+            ConnectorError::SchoolMerged { .. } => "school_merged",
         }
     }
 
@@ -80,7 +89,10 @@ impl ConnectorError {
             ConnectorError::SupplierRejected { .. } | ConnectorError::Tls { .. } => {
                 ErrorKind::Supplier
             }
-            ConnectorError::AccessDenied { .. } => ErrorKind::Access,
+            ConnectorError::AccessDenied { .. } | ConnectorError::NoConsent { .. } => {
+                ErrorKind::Access
+            }
+            ConnectorError::SchoolClosed | ConnectorError::SchoolMerged { .. } => ErrorKind::Config,
             ConnectorError::Unavailable { .. }
             | ConnectorError::Timeout { .. }
             | ConnectorError::Transport { .. }
@@ -143,6 +155,17 @@ impl ConnectorError {
                 "set the protocol version the source supports in the connection's configuration"
             }
             ConnectorError::Config { .. } => "fix the connection's configuration",
+            ConnectorError::NoConsent { .. } => {
+                "ask the school to grant rostersync's publisher sync permission in the broker; \
+                 the school is synced once it has"
+            }
+            ConnectorError::SchoolClosed => {
+                "confirm with the school, then remove its link with `rostersync school remove`"
+            }
+            ConnectorError::SchoolMerged { .. } => {
+                "nothing if the link follows the merger on its own; else set the school's \
+                 broker_id to the new institution"
+            }
         }
     }
 }

@@ -2,12 +2,16 @@
 //! It backs `rostersync simulate`, the demo, the integration tests and load tests, so it
 //! follows the wire protocol as faithfully as the connectors do.
 
+pub mod broker;
+mod broker_http;
 mod names;
+pub mod pki;
 pub mod school;
 pub mod server;
 pub mod uwlr;
 pub mod world;
 
+pub use pki::ClientCert;
 pub use school::{SchoolKind, SimSchool};
 pub use server::SimServer;
 pub use world::{DayReport, Fault, FaultPlan, World};

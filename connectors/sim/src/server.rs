@@ -10,20 +10,27 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
+use crate::broker_http::{self, TlsListener};
+use crate::pki::Pki;
 use crate::uwlr::{self, Operation};
 use crate::world::{Fault, World};
 
 pub type SharedWorld = Arc<Mutex<World>>;
 
-/// A running simulator. Dropping it stops the server.
+/// A running simulator: the LAS on plain HTTP and the broker on mutual TLS, both on
+/// loopback. Dropping it stops both.
 pub struct SimServer {
     pub addr: SocketAddr,
+    pub broker_addr: SocketAddr,
+    /// The broker's test CA; it issues client identities for publishers.
+    pub pki: Arc<Pki>,
     pub world: SharedWorld,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
 }
 
 impl SimServer {
-    /// Serve `world` on 127.0.0.1 (port 0: any free port).
+    /// Serve `world` on 127.0.0.1: the LAS on `port` (0: any free port), the broker on any
+    /// free port.
     pub async fn start(world: World, port: u16) -> std::io::Result<SimServer> {
         let world = Arc::new(Mutex::new(world));
         let app = Router::new()
@@ -31,16 +38,29 @@ impl SimServer {
             .with_state(world.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let pki = Pki::generate().map_err(std::io::Error::other)?;
+        let tls = pki.server_config().map_err(std::io::Error::other)?;
+        let broker_tcp = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let broker_addr = broker_tcp.local_addr()?;
+        let broker = TlsListener::new(broker_tcp, tls)?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped(rx.clone()))
+                .into_future(),
+        );
+        tokio::spawn(
+            axum::serve(broker, broker_http::router(world.clone()))
+                .with_graceful_shutdown(stopped(rx))
+                .into_future(),
+        );
         Ok(SimServer {
             addr,
+            broker_addr,
+            pki: Arc::new(pki),
             world,
             shutdown: Some(tx),
         })
@@ -48,6 +68,11 @@ impl SimServer {
 
     pub fn uwlr_url(&self) -> String {
         format!("http://{}/uwlr", self.addr)
+    }
+
+    /// The broker's base URL (REST paths start with `rest/v2/`).
+    pub fn broker_url(&self) -> String {
+        format!("https://{}/", self.broker_addr)
     }
 
     /// Run `f` with the world locked (set faults, advance days, read keys).
@@ -60,7 +85,7 @@ impl SimServer {
 impl Drop for SimServer {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, Utc};
 use connector_api::{SchoolId, SchoolYear};
 
+use crate::broker::BrokerState;
 use crate::school::{SchoolKind, SimSchool, eckid};
 
 /// A misbehaviour a school's LAS shows on demand.
@@ -67,6 +68,8 @@ pub struct World {
     /// `xsdversie` values the LAS accepts.
     pub versions: Vec<String>,
     pub schools: BTreeMap<SchoolId, SimSchoolState>,
+    /// The identity broker's view of the same schools.
+    pub broker: BrokerState,
 }
 
 impl World {
@@ -79,6 +82,7 @@ impl World {
             klantcode: "SIM-KLANTCODE".into(),
             versions: vec!["2.2".into(), "2.3".into()],
             schools: BTreeMap::new(),
+            broker: BrokerState::default(),
         }
     }
 
@@ -99,6 +103,7 @@ impl World {
             .wrapping_add(n + 1);
         let school = SimSchool::generate(id.clone(), kind, pupils, self.school_year(), seed);
         let key = format!("SIM-{}-{:08x}", id, seed as u32);
+        self.broker.register(&id, self.today());
         self.schools.entry(id).or_insert(SimSchoolState {
             school,
             key,
@@ -129,6 +134,8 @@ impl World {
 
     /// One night passes: every school changes a little; on 1 August the year rolls over.
     pub fn advance_day(&mut self) -> DayReport {
+        self.broker
+            .nightly(self.schools.values().map(|s| (&s.school, s.changed_at)));
         let before = self.today();
         self.day += 1;
         let after = self.today();
@@ -151,6 +158,23 @@ impl World {
             state.changed_at = Utc::now();
         }
         report
+    }
+
+    /// The school's current institution id at the broker.
+    pub fn broker_id(&self, id: &SchoolId) -> Option<i64> {
+        self.broker.institution_of(id).map(|i| i.id)
+    }
+
+    /// The school grants (or revokes) the publisher's sync permission at the broker today.
+    pub fn set_consent(&mut self, id: &SchoolId, granted: bool) {
+        let today = self.today();
+        self.broker.set_consent(id, granted, today);
+    }
+
+    /// The school merges into a new institution at the broker; returns (old id, new id).
+    pub fn merge_at_broker(&mut self, id: &SchoolId) -> Option<(i64, i64)> {
+        let today = self.today();
+        self.broker.merge(id, today)
     }
 }
 

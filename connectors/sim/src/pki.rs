@@ -1,0 +1,123 @@
+//! A throw-away PKI for the simulated broker: a test CA made at start, a server certificate
+//! for loopback, and client identities for publishers (valid, expired, or from a stranger's
+//! CA) so mutual TLS is exercised exactly as against the real broker.
+
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// Which client identity to issue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCert {
+    /// Signed by the test CA, valid now.
+    Valid,
+    /// Signed by the test CA, expired yesterday.
+    Expired,
+    /// Valid, but signed by a CA the broker does not trust.
+    Stranger,
+}
+
+pub struct Pki {
+    ca: Issuer<'static, KeyPair>,
+    ca_pem: String,
+    ca_der: CertificateDer<'static>,
+}
+
+fn ca(name: &str) -> Result<(Issuer<'static, KeyPair>, rcgen::Certificate), rcgen::Error> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key)?;
+    Ok((Issuer::new(params, key), cert))
+}
+
+impl Pki {
+    pub fn generate() -> Result<Pki, rcgen::Error> {
+        let (ca, cert) = ca("rostersync simulated broker CA")?;
+        Ok(Pki {
+            ca,
+            ca_pem: cert.pem(),
+            ca_der: cert.der().clone(),
+        })
+    }
+
+    /// The CA certificate a client must trust to reach the simulated broker.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A publisher identity: certificate and private key in one PEM, as the broker issues it.
+    pub fn client_identity(&self, which: ClientCert) -> Result<String, rcgen::Error> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Simulated publisher");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        let (from, until) = match which {
+            ClientCert::Expired => (
+                now - time::Duration::days(400),
+                now - time::Duration::days(1),
+            ),
+            _ => (
+                now - time::Duration::days(1),
+                now + time::Duration::days(365),
+            ),
+        };
+        params.not_before = from;
+        params.not_after = until;
+        let cert = match which {
+            ClientCert::Stranger => {
+                let (stranger, _) = ca("Someone else's CA")?;
+                params.signed_by(&key, &stranger)?
+            }
+            _ => params.signed_by(&key, &self.ca)?,
+        };
+        Ok(format!("{}{}", cert.pem(), key.serialize_pem()))
+    }
+
+    /// The server side: a certificate for loopback, TLS 1.2 only (as the real broker), and
+    /// a client certificate from the test CA required on every connection.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .map_err(|e| e.to_string())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "simulated broker");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params
+            .signed_by(&key, &self.ca)
+            .map_err(|e| e.to_string())?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).map_err(|e| e.to_string())?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| e.to_string())?;
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(config))
+    }
+}
