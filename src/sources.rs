@@ -7,27 +7,61 @@ use connector_api::ConnectorError;
 use connector_api::http::{HttpPolicy, TlsSettings};
 use connector_uwlr::{Transfer, UwlrConnector, UwlrSettings};
 
-use crate::settings::{LasSettings, SecretError, TransferStyle};
+use connector_basispoort::{BasispoortConfig, BasispoortConnector};
+
+use crate::settings::{BrokerKind, BrokerSettings, LasSettings, SecretError, TransferStyle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("LAS connection '{las}': {source}")]
+    #[error("{connection}: {source}")]
     Secret {
-        las: String,
+        connection: String,
         #[source]
         source: SecretError,
     },
-    #[error("LAS connection '{las}': {source}")]
+    #[error("{connection}: {source}")]
     Connector {
-        las: String,
+        connection: String,
         #[source]
         source: ConnectorError,
     },
 }
 
-pub fn las_connector(las: &LasSettings) -> Result<UwlrConnector, SourceError> {
+/// The broker connection, with its client certificate and optional trust root.
+pub fn broker_connector(broker: &BrokerSettings) -> Result<BasispoortConnector, SourceError> {
+    const CONNECTION: &str = "the broker connection";
     let secret = |e| SourceError::Secret {
-        las: las.name.clone(),
+        connection: CONNECTION.into(),
+        source: e,
+    };
+    let BrokerKind::Basispoort = broker.kind;
+    BasispoortConnector::new(BasispoortConfig {
+        endpoint: broker.endpoint.clone(),
+        client_identity_pem: broker.client_certificate.load_bytes().map_err(secret)?,
+        ca_pem: broker
+            .ca_certificate
+            .as_ref()
+            .map(|c| {
+                c.load_bytes()
+                    .map(|b| secrecy::ExposeSecret::expose_secret(&b).clone())
+            })
+            .transpose()
+            .map_err(secret)?,
+        policy: HttpPolicy {
+            request_timeout: Duration::from_secs(broker.timeout_seconds),
+            ..HttpPolicy::default()
+        },
+    })
+    .map_err(|e| SourceError::Connector {
+        connection: CONNECTION.into(),
+        source: e,
+    })
+}
+
+pub fn las_connector(las: &LasSettings) -> Result<UwlrConnector, SourceError> {
+    let connection = format!("LAS connection '{}'", las.name);
+    let secret = |e| SourceError::Secret {
+        connection: connection.clone(),
         source: e,
     };
     let klantcode = las.klantcode.load_string().map_err(secret)?;
@@ -73,7 +107,7 @@ pub fn las_connector(las: &LasSettings) -> Result<UwlrConnector, SourceError> {
         },
     })
     .map_err(|e| SourceError::Connector {
-        las: las.name.clone(),
+        connection: connection.clone(),
         source: e,
     })
 }

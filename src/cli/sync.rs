@@ -145,7 +145,11 @@ pub fn render(report: &CycleReport) -> String {
         }
         let frozen = matches!(
             r.outcome,
-            Outcome::Frozen | Outcome::Parked | Outcome::Failed | Outcome::Unchanged
+            Outcome::Frozen
+                | Outcome::Parked
+                | Outcome::Failed
+                | Outcome::Unchanged
+                | Outcome::NoConsent
         );
         let cells = |k: &KindCounts| {
             if frozen { "-".to_owned() } else { kind_cell(k) }
@@ -182,6 +186,7 @@ pub fn render(report: &CycleReport) -> String {
         Outcome::Held,
         Outcome::Frozen,
         Outcome::Parked,
+        Outcome::NoConsent,
         Outcome::Failed,
     ] {
         let n = count(o);

@@ -292,7 +292,7 @@ impl Daemon {
         let report = apply::sync_school(
             &self.store,
             &target,
-            &Rules::from_settings(&settings.sync),
+            &Rules::from_settings(&settings),
             &RunOptions {
                 trigger: job.trigger.clone(),
                 dry_run: false,

@@ -185,6 +185,21 @@ pub struct BrokerSettings {
     pub endpoint: Url,
     pub client_certificate: SecretRef,
     pub ca_certificate: Option<SecretRef>,
+    /// Longest time for one request to the broker, in seconds.
+    #[serde(default = "default_broker_timeout")]
+    pub timeout_seconds: u64,
+    /// After a school revokes its sync permission, its data is kept this many days (a
+    /// mistake can be undone by granting again), then deleted.
+    #[serde(default = "default_offboarding_days")]
+    pub offboarding_days: u32,
+}
+
+fn default_broker_timeout() -> u64 {
+    120
+}
+
+fn default_offboarding_days() -> u32 {
+    30
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -293,6 +308,14 @@ impl Settings {
                     self.schedule.timezone
                 )
             })?;
+        if let Some(b) = &self.broker {
+            if !(1..=3600).contains(&b.timeout_seconds) {
+                return Err("broker.timeout_seconds must be between 1 and 3600".into());
+            }
+            if !(1..=365).contains(&b.offboarding_days) {
+                return Err("broker.offboarding_days must be between 1 and 365".into());
+            }
+        }
         if self.schedule.window_minutes > 12 * 60 {
             return Err("schedule.window_minutes must be at most 720 (12 hours)".into());
         }

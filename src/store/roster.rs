@@ -691,6 +691,7 @@ pub async fn apply<C: ConnectionTrait>(
 pub async fn journal_rejects<C: ConnectionTrait>(
     db: &C,
     ctx: &ApplyContext<'_>,
+    source: Owner,
     rejects: &[connector_api::Reject],
 ) -> Result<(), DbErr> {
     let mut journal = Journal {
@@ -706,11 +707,90 @@ pub async fn journal_rejects<C: ConnectionTrait>(
             field: None,
             old: Some(r.key.clone()),
             new: None,
-            source: Owner::Las,
+            source,
             rule: r.reason.clone(),
         });
     }
     insert_chunked(db, journal.rows).await
+}
+
+/// Journal where two sources disagreed: both values, and which owner's value was stored.
+/// A person is found by the key in the conflict's subject (`las:L1001`), so `changes
+/// --person` shows the disagreements about that person.
+pub async fn journal_conflicts<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    conflicts: &[crate::sync::merge::Conflict],
+) -> Result<(), DbErr> {
+    let mut journal = Journal {
+        ctx,
+        rows: Vec::with_capacity(conflicts.len()),
+    };
+    for c in conflicts {
+        let (kind, value) = c.subject.split_once(':').unwrap_or(("", ""));
+        let (entity, person_id) = if kind == "group" {
+            ("group", None)
+        } else {
+            let found = person_key::Entity::find_by_id((
+                ctx.school.to_owned(),
+                kind.to_owned(),
+                value.to_owned(),
+            ))
+            .one(db)
+            .await?;
+            ("person", found.map(|k| k.person_id))
+        };
+        journal.add(Entry {
+            entity,
+            entity_id: person_id,
+            person_id,
+            operation: "conflict",
+            field: Some(c.field.as_str()),
+            old: Some(c.other.clone()),
+            new: Some(c.kept.clone()),
+            source: c.kept_owner,
+            rule: format!(
+                "{} owns {}; {} said otherwise",
+                c.kept_owner.as_str(),
+                c.field,
+                c.other_owner.as_str()
+            ),
+        });
+    }
+    insert_chunked(db, journal.rows).await
+}
+
+/// A school revoked its permission and the grace period ended: delete everything stored
+/// about its people and groups, with the journal and held changes that name them, and what
+/// the sources said last (the next permission starts from nothing). The school's link and
+/// its run records stay.
+pub async fn offboard<C: ConnectionTrait>(db: &C, school: &str) -> Result<Purged, DbErr> {
+    use super::entities::{held_change, source_state};
+    change_entry::Entity::delete_many()
+        .filter(change_entry::Column::SchoolId.eq(school))
+        .exec(db)
+        .await?;
+    held_change::Entity::delete_many()
+        .filter(held_change::Column::SchoolId.eq(school))
+        .exec(db)
+        .await?;
+    // Keys, memberships, roles and grants go with their person by cascade.
+    let persons = person::Entity::delete_many()
+        .filter(person::Column::SchoolId.eq(school))
+        .exec(db)
+        .await?
+        .rows_affected;
+    let groups = roster_group::Entity::delete_many()
+        .filter(roster_group::Column::SchoolId.eq(school))
+        .exec(db)
+        .await?
+        .rows_affected;
+    source_state::Entity::delete_many()
+        .filter(source_state::Column::SchoolId.eq(school))
+        .exec(db)
+        .await?;
+    super::schools::set_digest(db, school, None).await?;
+    Ok(Purged { persons, groups })
 }
 
 /// What a purge deleted for good.

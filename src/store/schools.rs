@@ -445,9 +445,38 @@ pub async fn rows(store: &Store) -> Result<Vec<school::Model>, StoreError> {
         .map_err(|e| store.db_error(e))
 }
 
+/// One school's row, read in the caller's transaction.
+pub async fn row_in<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    id: &str,
+) -> Result<Option<school::Model>, sea_orm::DbErr> {
+    school::Entity::find_by_id(id.to_owned()).one(db).await
+}
+
+/// The broker moved the school to another institution id (a merger): follow it.
+pub async fn set_broker_id<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    id: &str,
+    broker_id: i64,
+) -> Result<(), sea_orm::DbErr> {
+    school::Entity::update_many()
+        .col_expr(
+            school::Column::BrokerId,
+            sea_orm::sea_query::Expr::value(broker_id),
+        )
+        .col_expr(
+            school::Column::UpdatedAt,
+            sea_orm::sea_query::Expr::value(Utc::now()),
+        )
+        .filter(school::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// What a run learned about the school as a whole.
 pub struct SchoolState<'a> {
-    /// `active`, `frozen`, `parked`.
+    /// `active`, `frozen`, `parked`, `awaiting_consent`, `offboarding`.
     pub state: &'a str,
     pub reason: Option<String>,
     /// The school year and name the source gave, when it gave them.

@@ -62,6 +62,8 @@ pub struct Received {
     pub staff: usize,
     pub groups: usize,
     pub school_year: Option<String>,
+    /// The source's own change marker (the broker's mutation time), for the next fetch.
+    pub marker: Option<String>,
 }
 
 fn count(n: usize) -> Option<i32> {
@@ -84,6 +86,7 @@ pub async fn record_received<C: ConnectionTrait>(
         staff_count: count(r.staff),
         group_count: count(r.groups),
         school_year: r.school_year.clone(),
+        marker: r.marker.clone(),
         ..empty(school, source)
     };
     upsert(
@@ -96,6 +99,7 @@ pub async fn record_received<C: ConnectionTrait>(
             C::StaffCount,
             C::GroupCount,
             C::SchoolYear,
+            C::Marker,
             C::ParkedReason,
             C::ParkedAt,
             C::ParkedFingerprint,

@@ -23,11 +23,13 @@ use crate::sync::brakes::{self, BrakeRules, HeldRemoval, Stored};
 use crate::sync::diff::{DiffOptions, Plan, StoredPerson, diff};
 use crate::sync::digest;
 use crate::sync::health::{self, Baseline, Distrust, HealthRules, Verdict};
-use crate::sync::merge::merge;
+use crate::sync::merge::{Conflict, merge};
 use crate::sync::report::{Counts, Outcome, ReceivedCounts};
 
 /// The source name of a LAS in `source_state`.
 pub const LAS: &str = "las";
+/// The source name of the identity broker in `source_state`.
+pub const BROKER: &str = "broker";
 
 /// The rules a run applies, from `[sync]`.
 #[derive(Debug, Clone)]
@@ -36,11 +38,17 @@ pub struct Rules {
     pub brakes: BrakeRules,
     /// How long tombstones are kept before the purge.
     pub retention: chrono::Duration,
+    /// How long a school's data is kept after it revoked the broker's sync permission.
+    pub offboarding: chrono::Duration,
 }
 
 impl Rules {
-    pub fn from_settings(s: &crate::settings::SyncSettings) -> Rules {
+    pub fn from_settings(settings: &crate::settings::Settings) -> Rules {
+        let s = &settings.sync;
         Rules {
+            offboarding: chrono::Duration::days(i64::from(
+                settings.broker.as_ref().map_or(30, |b| b.offboarding_days),
+            )),
             health: HealthRules {
                 collapse_ratio: s.collapse_ratio,
                 collapse_min_baseline: s.collapse_min_pupils,
@@ -65,14 +73,24 @@ pub struct RunOptions {
     pub allow_removals: bool,
 }
 
-/// A school and the source to ask.
+/// One source of a school's roster.
+pub struct Source {
+    /// Its row in `source_state`: `las` or `broker`.
+    pub name: &'static str,
+    /// The connector to ask, or why there is none (a connection that is not configured or
+    /// cannot be built).
+    pub connector: Result<Arc<dyn Connector>, String>,
+    /// The school's own credential at this source, or why it could not be read; `None`
+    /// where rostersync's own identity is enough (the broker knows us by our certificate).
+    pub credential: Option<Result<SecretString, String>>,
+    /// The school's id at the source when it is not the BRIN (the broker's institution id).
+    pub remote_id: Option<String>,
+}
+
+/// A school and the sources to ask, the LAS first.
 pub struct Target {
     pub id: SchoolId,
-    /// The connector to ask, or why there is none (a LAS connection that is not configured
-    /// or cannot be built).
-    pub source: Result<Arc<dyn Connector>, String>,
-    /// The school's credential, or why it could not be read.
-    pub credential: Result<SecretString, String>,
+    pub sources: Vec<Source>,
     /// The fence of the lease this run holds (daemon workers); `None` for `rostersync sync`.
     pub fence: Option<i64>,
 }
@@ -131,12 +149,17 @@ impl Decided {
     }
 }
 
-fn received_counts(s: &Snapshot) -> ReceivedCounts {
+/// What the sources sent: the people and groups of the first (the LAS where there is one),
+/// and every source's rejected records.
+fn received_counts(snapshots: &[&Snapshot]) -> ReceivedCounts {
+    let Some(first) = snapshots.first() else {
+        return ReceivedCounts::default();
+    };
     ReceivedCounts {
-        pupils: s.pupils.len(),
-        staff: s.staff.len(),
-        groups: s.groups.len(),
-        rejected: s.rejects.len(),
+        pupils: first.pupils.len(),
+        staff: first.staff.len(),
+        groups: first.groups.len(),
+        rejected: snapshots.iter().map(|s| s.rejects.len()).sum(),
     }
 }
 
@@ -247,6 +270,48 @@ fn log_summary(r: &SchoolReport) {
     );
 }
 
+/// Close the run early with `d` (nothing was written to the roster).
+async fn end(db: &sea_orm::DatabaseConnection, run: i64, d: Decided) -> Result<Decided, DbErr> {
+    runs::finish(db, run, finish(&d)).await?;
+    Ok(d)
+}
+
+/// One source as this run asks it.
+struct Ask<'a> {
+    source: &'a Source,
+    connector: Arc<dyn Connector>,
+    state: Option<source_state::SourceState>,
+    request: FetchRequest,
+    fingerprint: Option<String>,
+}
+
+impl Ask<'_> {
+    /// "school 99XX00" for the LAS, "school 99XX00, broker" for another source: the LAS is
+    /// the default, so its messages stay as short as they were.
+    fn subject(&self, school: &str) -> String {
+        if self.source.name == LAS {
+            format!("school {school}")
+        } else {
+            format!("school {school}, {}", self.source.name)
+        }
+    }
+
+    fn baseline(&self) -> Baseline {
+        let count = |n: Option<i32>| n.map(|n| n.max(0) as u32);
+        Baseline {
+            pupils: count(self.state.as_ref().and_then(|s| s.pupil_count)),
+            staff: count(self.state.as_ref().and_then(|s| s.staff_count)),
+        }
+    }
+
+    /// Ask again without any "since": the merge needs this source's whole answer.
+    async fn refetch(&mut self) -> Result<FetchOutcome, ConnectorError> {
+        self.request.last_marker = None;
+        self.request.last_received = None;
+        self.connector.fetch(&self.request).await
+    }
+}
+
 async fn run(
     store: &Store,
     target: &Target,
@@ -256,183 +321,355 @@ async fn run(
 ) -> Result<Decided, DbErr> {
     let db = store.db();
     let school = report.school.clone();
-    let state = source_state::load(db, &school, LAS).await?;
     let run = runs::start(db, &school, &opts.trigger, opts.dry_run).await?;
     report.run = Some(run);
-
-    let source = match &target.source {
-        Ok(s) => s,
-        Err(why) => {
-            let d =
-                Decided::new(Outcome::Failed).because("config", format!("school {school}: {why}"));
-            runs::finish(db, run, finish(&d)).await?;
-            return Ok(d);
-        }
-    };
-    let credential = match &target.credential {
-        Ok(c) => c,
-        Err(why) => {
-            let d = Decided::new(Outcome::Failed).because(
-                "credential_unreadable",
-                format!("school {school}: the authorization key cannot be read: {why}"),
-            );
-            runs::finish(db, run, finish(&d)).await?;
-            return Ok(d);
-        }
-    };
-    let fingerprint = source_state::fingerprint(&school, credential.expose_secret());
-    if let Some(s) = &state
-        && s.parked_fingerprint.as_deref() == Some(fingerprint.as_str())
-    {
-        let since = s
-            .parked_at
-            .map(|t| t.format(" since %Y-%m-%d %H:%M UTC").to_string())
-            .unwrap_or_default();
-        let d = Decided::new(Outcome::Parked).because(
-            "credentials_rejected",
-            format!(
-                "school {school} is parked{since}: {}. It is not asked again until its key \
-                 changes: `rostersync school set-key {school}` (or update the key file)",
-                s.parked_reason.as_deref().unwrap_or("its key was rejected")
-            ),
+    if target.sources.is_empty() {
+        let d = Decided::new(Outcome::Failed).because(
+            "config",
+            format!("school {school} has no source: give it a LAS connection or a broker_id"),
         );
-        runs::finish(db, run, finish(&d)).await?;
+        return end(db, run, d).await;
+    }
+
+    let mut asks = Vec::with_capacity(target.sources.len());
+    for source in &target.sources {
+        let state = source_state::load(db, &school, source.name).await?;
+        let connector = match &source.connector {
+            Ok(c) => c.clone(),
+            Err(why) => {
+                let d = Decided::new(Outcome::Failed)
+                    .because("config", format!("school {school}: {why}"));
+                return end(db, run, d).await;
+            }
+        };
+        let credential = match &source.credential {
+            None => None,
+            Some(Ok(c)) => Some(c.clone()),
+            Some(Err(why)) => {
+                let d = Decided::new(Outcome::Failed).because(
+                    "credential_unreadable",
+                    format!("school {school}: the authorization key cannot be read: {why}"),
+                );
+                return end(db, run, d).await;
+            }
+        };
+        let fingerprint = credential
+            .as_ref()
+            .map(|c| source_state::fingerprint(&school, c.expose_secret()));
+        if let (Some(s), Some(fp)) = (&state, &fingerprint)
+            && s.parked_fingerprint.as_deref() == Some(fp.as_str())
+        {
+            let since = s
+                .parked_at
+                .map(|t| t.format(" since %Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default();
+            let d = Decided::new(Outcome::Parked).because(
+                "credentials_rejected",
+                format!(
+                    "school {school} is parked{since}: {}. It is not asked again until its key \
+                     changes: `rostersync school set-key {school}` (or update the key file)",
+                    s.parked_reason.as_deref().unwrap_or("its key was rejected")
+                ),
+            );
+            return end(db, run, d).await;
+        }
+        let request = FetchRequest {
+            school: target.id.clone(),
+            school_year: expected_year(),
+            credential,
+            remote_id: source.remote_id.clone(),
+            last_received: state.as_ref().and_then(|s| s.last_received_at),
+            last_marker: state.as_ref().and_then(|s| s.marker.clone()),
+        };
+        asks.push(Ask {
+            source,
+            connector,
+            state,
+            request,
+            fingerprint,
+        });
+    }
+
+    let asked_at = Utc::now();
+    let fetch_started = Instant::now();
+    let mut fetched: Vec<Result<FetchOutcome, ConnectorError>> =
+        futures_util::future::join_all(asks.iter().map(|a| a.connector.fetch(&a.request))).await;
+    let mut notes = Vec::new();
+    for (ask, got) in asks.iter_mut().zip(fetched.iter_mut()) {
+        // A merged institution is followed within the run: same school, new id, no duplicate.
+        if let Err(ConnectorError::SchoolMerged { into }) = got
+            && let Ok(new_id) = into.parse::<i64>()
+        {
+            let old = ask.request.remote_id.clone().unwrap_or_default();
+            schools::set_broker_id(db, &school, new_id).await?;
+            notes.push(format!(
+                "institution {old} merged into {new_id} at the broker; rostersync follows \
+                 {new_id} now (where the school is in the configuration file, set its broker_id \
+                 to {new_id})"
+            ));
+            ask.request.remote_id = Some(new_id.to_string());
+            *got = ask.refetch().await;
+        }
+    }
+    if fetched
+        .iter()
+        .any(|f| matches!(f, Ok(FetchOutcome::Snapshot(_))))
+    {
+        for (ask, got) in asks.iter_mut().zip(fetched.iter_mut()) {
+            if matches!(got, Ok(FetchOutcome::Unchanged)) {
+                *got = ask.refetch().await;
+            }
+        }
+    }
+    report.fetch_time = fetch_started.elapsed();
+
+    // Without the broker's permission nothing is synced, whatever the LAS says.
+    if let Some(i) = fetched
+        .iter()
+        .position(|f| matches!(f, Err(ConnectorError::NoConsent { .. })))
+    {
+        return no_consent(store, run, &school, target.fence, &asks[i], rules, opts).await;
+    }
+
+    let mut verdicts: Vec<Verdict> = asks
+        .iter()
+        .zip(&fetched)
+        .map(|(a, f)| health::judge(f, a.baseline(), a.request.school_year, &rules.health))
+        .collect();
+    if opts.allow_removals {
+        for v in &mut verdicts {
+            if matches!(
+                v,
+                Verdict::Untrustworthy(Distrust::Collapsed { .. } | Distrust::Empty { .. })
+            ) {
+                // The operator looked and says the drop is real.
+                *v = Verdict::Trusted;
+            }
+        }
+    }
+
+    // The first untrustworthy source (the LAS before the broker) freezes the school.
+    if let Some(i) = verdicts
+        .iter()
+        .position(|v| matches!(v, Verdict::Untrustworthy(_)))
+    {
+        let Verdict::Untrustworthy(why) = &verdicts[i] else {
+            unreachable!("position() found an untrustworthy verdict")
+        };
+        let ask = &asks[i];
+        let got = &fetched[i];
+        return untrusted(store, run, &school, target.fence, ask, got, why, opts).await;
+    }
+
+    if fetched
+        .iter()
+        .all(|f| matches!(f, Ok(FetchOutcome::Unchanged)))
+    {
+        let d = Decided::new(Outcome::Unchanged);
+        if !opts.dry_run {
+            let (_turn, txn) = write_txn(store, &school, target.fence).await?;
+            for ask in &asks {
+                source_state::record_unchanged(&txn, &school, ask.source.name, Utc::now()).await?;
+            }
+            schools::set_state(&txn, &school, active(None, None)).await?;
+            runs::finish(&txn, run, finish(&d)).await?;
+            txn.commit().await?;
+        } else {
+            runs::finish(db, run, finish(&d)).await?;
+        }
         return Ok(d);
     }
 
-    let request = FetchRequest {
-        school: target.id.clone(),
-        school_year: expected_year(),
-        credential: Some(credential.clone()),
-        remote_id: None,
-        last_received: state.as_ref().and_then(|s| s.last_received_at),
-        last_marker: state.as_ref().and_then(|s| s.marker.clone()),
-    };
-    let asked_at = Utc::now();
-    let fetch_started = Instant::now();
-    let fetched = source.fetch(&request).await;
-    report.fetch_time = fetch_started.elapsed();
-
-    let baseline = Baseline {
-        pupils: state
-            .as_ref()
-            .and_then(|s| s.pupil_count)
-            .map(|n| n.max(0) as u32),
-        staff: state
-            .as_ref()
-            .and_then(|s| s.staff_count)
-            .map(|n| n.max(0) as u32),
-    };
-    let mut verdict = health::judge(&fetched, baseline, request.school_year, &rules.health);
-    if opts.allow_removals
-        && matches!(
-            verdict,
-            Verdict::Untrustworthy(Distrust::Collapsed { .. } | Distrust::Empty { .. })
-        )
-    {
-        // The operator looked and says the drop is real.
-        verdict = Verdict::Trusted;
-    }
-
-    match (verdict, fetched) {
-        (Verdict::Unchanged, _) => {
-            let d = Decided::new(Outcome::Unchanged);
-            if !opts.dry_run {
-                let (_turn, txn) = write_txn(store, &school, target.fence).await?;
-                source_state::record_unchanged(&txn, &school, LAS, Utc::now()).await?;
-                schools::set_state(&txn, &school, active(None, None)).await?;
-                runs::finish(&txn, run, finish(&d)).await?;
-                txn.commit().await?;
-            } else {
-                runs::finish(db, run, finish(&d)).await?;
+    let mut snapshots = Vec::with_capacity(asks.len());
+    for (ask, got) in asks.iter().zip(fetched) {
+        match got {
+            Ok(FetchOutcome::Snapshot(s)) => snapshots.push((ask.source.name, *s)),
+            // A source that says "unchanged" to a request without any "since", or a verdict
+            // that trusted something without data: nothing is written.
+            _ => {
+                let d = Decided::new(Outcome::Frozen).because(
+                    "no_full_answer",
+                    format!(
+                        "{}: the source gave no full answer when asked for one; stored data \
+                         is kept. Report this to the source's vendor if it lasts",
+                        ask.subject(&school)
+                    ),
+                );
+                return end(db, run, d).await;
             }
-            Ok(d)
-        }
-        (Verdict::Untrustworthy(why), fetched) => {
-            let outcome = if is_credentials(&fetched) {
-                Outcome::Parked
-            } else {
-                Outcome::Frozen
-            };
-            let d = Decided::new(outcome)
-                .because(why.class(), format!("school {school}: {}", why.explain()));
-            let d = Decided {
-                retry: matches!(
-                    why,
-                    Distrust::FetchFailed {
-                        retryable: true,
-                        ..
-                    }
-                ),
-                counts: Counts {
-                    received: match &fetched {
-                        Ok(FetchOutcome::Snapshot(s)) => received_counts(s),
-                        _ => ReceivedCounts::default(),
-                    },
-                    ..Counts::default()
-                },
-                ..d
-            };
-            let (_turn, txn) = write_txn(store, &school, target.fence).await?;
-            if !opts.dry_run {
-                if let Err(e) = &fetched
-                    && e.kind() == ErrorKind::Credentials
-                {
-                    source_state::park(
-                        &txn,
-                        &school,
-                        LAS,
-                        &e.to_string(),
-                        &fingerprint,
-                        Utc::now(),
-                    )
-                    .await?;
-                }
-                let state = if is_credentials(&fetched) {
-                    "parked"
-                } else {
-                    "frozen"
-                };
-                schools::set_state(
-                    &txn,
-                    &school,
-                    SchoolState {
-                        state,
-                        reason: d.message.clone(),
-                        school_year: None,
-                        name: None,
-                    },
-                )
-                .await?;
-            }
-            runs::finish(&txn, run, finish(&d)).await?;
-            txn.commit().await?;
-            Ok(d)
-        }
-        (Verdict::Trusted, Ok(FetchOutcome::Snapshot(snapshot))) => {
-            apply_snapshot(
-                store,
-                run,
-                &school,
-                target.fence,
-                &snapshot,
-                asked_at,
-                rules,
-                opts,
-            )
-            .await
-        }
-        (Verdict::Trusted, _) => {
-            // judge() only trusts snapshots; anything else here is a bug, and nothing is written.
-            let d = Decided::new(Outcome::Failed).because(
-                "internal",
-                format!("school {school}: the health check trusted an answer without data; please report this"),
-            );
-            runs::finish(db, run, finish(&d)).await?;
-            Ok(d)
         }
     }
+    apply_snapshots(
+        store,
+        run,
+        &school,
+        target.fence,
+        &snapshots,
+        asked_at,
+        rules,
+        opts,
+        &notes,
+    )
+    .await
 }
+
+/// A source's answer cannot be trusted: keep the school as it is, say why, and park the
+/// school when its own credential was rejected.
+#[allow(clippy::too_many_arguments)]
+async fn untrusted(
+    store: &Store,
+    run: i64,
+    school: &str,
+    fence: Option<i64>,
+    ask: &Ask<'_>,
+    fetched: &Result<FetchOutcome, ConnectorError>,
+    why: &Distrust,
+    opts: &RunOptions,
+) -> Result<Decided, DbErr> {
+    let parked = is_credentials(fetched) && ask.fingerprint.is_some();
+    let outcome = if parked {
+        Outcome::Parked
+    } else {
+        Outcome::Frozen
+    };
+    let d = Decided::new(outcome).because(
+        why.class(),
+        format!("{}: {}", ask.subject(school), why.explain()),
+    );
+    let d = Decided {
+        retry: matches!(
+            why,
+            Distrust::FetchFailed {
+                retryable: true,
+                ..
+            }
+        ),
+        counts: Counts {
+            received: match fetched {
+                Ok(FetchOutcome::Snapshot(s)) => received_counts(&[s]),
+                _ => ReceivedCounts::default(),
+            },
+            ..Counts::default()
+        },
+        ..d
+    };
+    let (_turn, txn) = write_txn(store, school, fence).await?;
+    if !opts.dry_run {
+        if let (Err(e), Some(fp)) = (fetched, &ask.fingerprint)
+            && e.kind() == ErrorKind::Credentials
+        {
+            source_state::park(
+                &txn,
+                school,
+                ask.source.name,
+                &e.to_string(),
+                fp,
+                Utc::now(),
+            )
+            .await?;
+        }
+        schools::set_state(
+            &txn,
+            school,
+            SchoolState {
+                state: if parked { "parked" } else { "frozen" },
+                reason: d.message.clone(),
+                school_year: None,
+                name: None,
+            },
+        )
+        .await?;
+    }
+    runs::finish(&txn, run, finish(&d)).await?;
+    txn.commit().await?;
+    Ok(d)
+}
+
+/// The broker has no sync permission from the school. Never granted: the school waits for
+/// it. Granted before: the school is offboarded deliberately: its data is kept for the grace
+/// period (granting again resumes the sync), then deleted.
+async fn no_consent(
+    store: &Store,
+    run: i64,
+    school: &str,
+    fence: Option<i64>,
+    ask: &Ask<'_>,
+    rules: &Rules,
+    opts: &RunOptions,
+) -> Result<Decided, DbErr> {
+    let (_turn, txn) = write_txn(store, school, fence).await?;
+    let row = schools::row_in(&txn, school).await?;
+    let now = Utc::now();
+    let state = row.as_ref().map(|r| r.state.as_str()).unwrap_or("");
+    let since = row.as_ref().and_then(|r| r.state_since).unwrap_or(now);
+    let was_synced = ask
+        .state
+        .as_ref()
+        .is_some_and(|s| s.last_success_at.is_some());
+    let days = rules.offboarding.num_days();
+    let (class, new_state, message) = if state == OFFBOARDING && since + rules.offboarding <= now {
+        let purged = if opts.dry_run {
+            roster::Purged::default()
+        } else {
+            roster::offboard(&txn, school).await?
+        };
+        (
+            "offboarded",
+            AWAITING_CONSENT,
+            format!(
+                "school {school} revoked rostersync's sync permission on {}; after {days} days \
+                 its data was deleted ({} people, {} groups). It is synced again once the \
+                 school grants permission in the broker",
+                since.format("%Y-%m-%d"),
+                purged.persons,
+                purged.groups
+            ),
+        )
+    } else if state == OFFBOARDING || was_synced {
+        let started = if state == OFFBOARDING { since } else { now };
+        (
+            "consent_revoked",
+            OFFBOARDING,
+            format!(
+                "school {school} revoked rostersync's sync permission in the broker on {}; \
+                 nothing is synced, and its data is deleted on {} unless the school grants \
+                 permission again before then",
+                started.format("%Y-%m-%d"),
+                (started + rules.offboarding).format("%Y-%m-%d")
+            ),
+        )
+    } else {
+        (
+            "awaiting_consent",
+            AWAITING_CONSENT,
+            format!(
+                "school {school} has not given rostersync's publisher sync permission in the \
+                 broker yet; it is not synced until it does (ask the school's ICT coordinator)"
+            ),
+        )
+    };
+    let d = Decided::new(Outcome::NoConsent).because(class, message);
+    if !opts.dry_run {
+        schools::set_state(
+            &txn,
+            school,
+            SchoolState {
+                state: new_state,
+                reason: d.message.clone(),
+                school_year: None,
+                name: None,
+            },
+        )
+        .await?;
+    }
+    runs::finish(&txn, run, finish(&d)).await?;
+    txn.commit().await?;
+    Ok(d)
+}
+
+/// School states of the consent lifecycle.
+pub const AWAITING_CONSENT: &str = "awaiting_consent";
+pub const OFFBOARDING: &str = "offboarding";
 
 /// A transaction that writes for `school`. Its first statement takes the school's row lock
 /// (and moves the fence on), so on SQLite it holds the write lock from the start and waits
@@ -471,18 +708,20 @@ struct Computed {
     held: Vec<HeldRemoval>,
     decided: Decided,
     stored: Vec<StoredPerson>,
+    /// Where the sources disagreed; the owner's value is in the plan.
+    conflicts: Vec<Conflict>,
 }
 
 async fn compute(
     txn: &DatabaseTransaction,
     run: i64,
     school: &str,
-    snapshot: &Snapshot,
+    snapshots: &[&Snapshot],
     rules: &Rules,
     opts: &RunOptions,
 ) -> Result<Computed, DbErr> {
     let (groups, persons) = roster::load(txn, school).await?;
-    let merged = merge(&[snapshot]);
+    let merged = merge(snapshots);
     let mut plan = diff(
         &merged.state,
         &groups,
@@ -502,7 +741,7 @@ async fn compute(
     let counts = Counts::of(
         &plan,
         &held,
-        received_counts(snapshot),
+        received_counts(snapshots),
         merged.conflicts.len(),
     );
     let reasons: Vec<String> = decisions
@@ -540,6 +779,7 @@ async fn compute(
         held,
         decided: d,
         stored: persons,
+        conflicts: merged.conflicts,
     })
 }
 
@@ -547,18 +787,20 @@ async fn compute(
 /// one transaction, so a crash at any point leaves the school as it was. When the sources say
 /// exactly what they said at the last full apply, loading and diffing are skipped.
 #[allow(clippy::too_many_arguments)]
-async fn apply_snapshot(
+async fn apply_snapshots(
     store: &Store,
     run: i64,
     school: &str,
     fence: Option<i64>,
-    snapshot: &Snapshot,
+    sources: &[(&'static str, Snapshot)],
     asked_at: chrono::DateTime<Utc>,
     rules: &Rules,
     opts: &RunOptions,
+    notes: &[String],
 ) -> Result<Decided, DbErr> {
+    let snapshots: Vec<&Snapshot> = sources.iter().map(|(_, s)| s).collect();
     let (_turn, txn) = write_txn(store, school, fence).await?;
-    let digest = digest::of(&[snapshot]);
+    let digest = digest::of(&snapshots);
     let last = schools::digest(&txn, school).await?;
     let same = last.as_deref() == Some(digest.as_str());
     let Computed {
@@ -566,21 +808,23 @@ async fn apply_snapshot(
         held,
         decided: d,
         stored,
+        conflicts,
     } = if same {
         tracing::debug!(
             school,
             "The sources say what they said at the last full apply; skipping load and diff."
         );
         let mut d = Decided::new(Outcome::Ok);
-        d.counts.received = received_counts(snapshot);
+        d.counts.received = received_counts(&snapshots);
         Computed {
             plan: Plan::default(),
             held: Vec::new(),
             decided: d,
             stored: Vec::new(),
+            conflicts: Vec::new(),
         }
     } else {
-        compute(&txn, run, school, snapshot, rules, opts).await?
+        compute(&txn, run, school, &snapshots, rules, opts).await?
     };
     if opts.dry_run {
         txn.rollback().await?;
@@ -596,7 +840,10 @@ async fn apply_snapshot(
     };
     if !same {
         roster::apply(&txn, &ctx, &plan, &stored).await?;
-        roster::journal_rejects(&txn, &ctx, &snapshot.rejects).await?;
+        for s in &snapshots {
+            roster::journal_rejects(&txn, &ctx, s.source.into(), &s.rejects).await?;
+        }
+        roster::journal_conflicts(&txn, &ctx, &conflicts).await?;
     }
     // Only a run applied in full may be skipped next time; a held one must decide again.
     schools::set_digest(&txn, school, (d.outcome == Outcome::Ok).then_some(digest)).await?;
@@ -605,26 +852,40 @@ async fn apply_snapshot(
     } else {
         held::hold(&txn, run, school, &held).await?;
     }
-    source_state::record_received(
-        &txn,
-        school,
-        LAS,
-        &Received {
-            asked_at,
-            pupils: snapshot.pupils.len(),
-            staff: snapshot.staff.len(),
-            groups: snapshot.groups.len(),
-            school_year: snapshot.school_year.clone(),
-        },
-        now,
-    )
-    .await?;
+    for (name, snapshot) in sources {
+        source_state::record_received(
+            &txn,
+            school,
+            name,
+            &Received {
+                asked_at,
+                pupils: snapshot.pupils.len(),
+                staff: snapshot.staff.len(),
+                groups: snapshot.groups.len(),
+                school_year: snapshot.school_year.clone(),
+                marker: snapshot.marker.clone(),
+            },
+            now,
+        )
+        .await?;
+    }
+    let first = snapshots.first().copied();
+    let year = snapshots.iter().find_map(|s| s.school_year.clone());
     schools::set_state(
         &txn,
         school,
-        active(snapshot.school_year.clone(), snapshot.school_name.clone()),
+        active(year, first.and_then(|s| s.school_name.clone())),
     )
     .await?;
+    let mut d = d;
+    if !notes.is_empty() {
+        let said = d
+            .message
+            .take()
+            .map(|m| format!("; {m}"))
+            .unwrap_or_default();
+        d.message = Some(format!("school {school}: {}{said}", notes.join("; ")));
+    }
     runs::finish(&txn, run, finish(&d)).await?;
     #[cfg(debug_assertions)]
     pause_before_commit().await;

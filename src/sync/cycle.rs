@@ -17,7 +17,7 @@ use crate::store::roster::{self, Purged};
 use crate::store::schools::{self, LAS_KEY};
 use crate::store::sealing::MasterKey;
 use crate::store::{Store, StoreError};
-use crate::sync::apply::{self, Rules, RunOptions, SchoolReport, Target};
+use crate::sync::apply::{self, BROKER, LAS, Rules, RunOptions, SchoolReport, Source, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
@@ -75,9 +75,26 @@ impl CycleReport {
 #[derive(Default)]
 pub struct Connectors {
     built: HashMap<String, Result<Arc<dyn Connector>, String>>,
+    broker: Option<Result<Arc<dyn Connector>, String>>,
 }
 
 impl Connectors {
+    /// The broker connection, built once.
+    fn broker(&mut self, settings: &Settings) -> Result<Arc<dyn Connector>, String> {
+        self.broker
+            .get_or_insert_with(|| match &settings.broker {
+                None => Err(
+                    "it has a broker_id but there is no [broker] section in the \
+                             configuration"
+                        .into(),
+                ),
+                Some(b) => sources::broker_connector(b)
+                    .map(|c| Arc::new(c) as Arc<dyn Connector>)
+                    .map_err(|e| e.to_string()),
+            })
+            .clone()
+    }
+
     fn get(&mut self, settings: &Settings, las: &str) -> Result<Arc<dyn Connector>, String> {
         self.built
             .entry(las.to_owned())
@@ -151,34 +168,59 @@ pub async fn targets(
             });
             continue;
         }
-        let Some(las) = row.las.clone() else {
+        let mut sources = Vec::new();
+        if let Some(las) = row.las.clone() {
+            sources.push(Source {
+                name: LAS,
+                connector: connectors.get(settings, &las),
+                credential: Some(las_credential(store, config, &mut master, &id).await),
+                remote_id: None,
+            });
+        }
+        if let Some(broker_id) = row.broker_id {
+            sources.push(Source {
+                name: BROKER,
+                connector: connectors.broker(settings),
+                credential: None,
+                remote_id: Some(broker_id.to_string()),
+            });
+        }
+        if sources.is_empty() {
             skipped.push(Skipped {
                 school: row.id.clone(),
-                reason: "no LAS connection: nothing to ask yet".into(),
+                reason: "no LAS connection and no broker id: nothing to ask yet".into(),
             });
             continue;
-        };
-        let credential: Result<SecretString, String> = match config.and_then(|c| c.key.as_ref()) {
-            Some(reference) => reference.load_string().map_err(|e| e.to_string()),
-            None => match master.get() {
-                Err(e) => Err(e),
-                Ok(key) => match schools::load_secret(store, key, &id, LAS_KEY).await {
-                    Ok(Some(k)) => Ok(k),
-                    Ok(None) => Err(format!(
-                        "no key is stored; add one with `rostersync school set-key {id} --key-file FILE`"
-                    )),
-                    Err(e) => Err(e.to_string()),
-                },
-            },
-        };
+        }
         out.push(Target {
-            source: connectors.get(settings, &las),
-            credential,
+            sources,
             id,
             fence: None,
         });
     }
     Ok((out, skipped))
+}
+
+/// The school's authorization key: from the configuration, or sealed in the store.
+async fn las_credential(
+    store: &Store,
+    config: Option<&crate::settings::SchoolSettings>,
+    master: &mut Master<'_>,
+    id: &SchoolId,
+) -> Result<SecretString, String> {
+    match config.and_then(|c| c.key.as_ref()) {
+        Some(reference) => reference.load_string().map_err(|e| e.to_string()),
+        None => match master.get() {
+            Err(e) => Err(e),
+            Ok(key) => match schools::load_secret(store, key, id, LAS_KEY).await {
+                Ok(Some(k)) => Ok(k),
+                Ok(None) => Err(format!(
+                    "no key is stored; add one with `rostersync school set-key {id} --key-file FILE`"
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+        },
+    }
 }
 
 /// Run every school (or one), `settings.sync.concurrency` at a time; `progress` hears of
@@ -190,7 +232,7 @@ pub async fn run(
     mut progress: impl FnMut(usize, usize, &SchoolReport),
 ) -> Result<CycleReport, CycleError> {
     let started = Instant::now();
-    let rules = Rules::from_settings(&settings.sync);
+    let rules = Rules::from_settings(settings);
     schools::ensure_config_rows(store, settings).await?;
     let (targets, skipped) = targets(
         store,

@@ -168,7 +168,15 @@ fn fold(into: &mut PersonState, from: PersonState, conflicts: &mut Vec<Conflict>
             Some(_) => {}
         }
     }
-    if into.links != from.links {
+    // Sources name link roles in their own words (LRK in the LAS, Leerkracht at the
+    // broker), so they disagree only when they link different groups.
+    let groups = |links: &BTreeSet<Link>| {
+        links
+            .iter()
+            .map(|l| l.group.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    if groups(&into.links) != groups(&from.links) {
         conflicts.push(Conflict {
             subject,
             field: "groups".into(),

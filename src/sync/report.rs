@@ -133,6 +133,9 @@ pub enum Outcome {
     Parked,
     /// rostersync itself failed (store unreachable, a bug): nothing of the run was applied.
     Failed,
+    /// The broker has no sync permission from the school (not yet, or not any more): nothing
+    /// was fetched or written. The school's state says which (awaiting consent, offboarding).
+    NoConsent,
 }
 
 impl Outcome {
@@ -144,6 +147,7 @@ impl Outcome {
             Outcome::Frozen => "frozen",
             Outcome::Parked => "parked",
             Outcome::Failed => "failed",
+            Outcome::NoConsent => "no_consent",
         }
     }
 

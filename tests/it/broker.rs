@@ -158,15 +158,14 @@ async fn a_merger_and_a_closed_school_are_told_apart_from_failures() {
         Err(ConnectorError::SchoolMerged { into }) => assert_eq!(into, new.to_string()),
         other => panic!("expected a merger, got {other:?}"),
     }
-    // Under the new id the same people, with the broker ids of the new institution.
+    // Under the new id the same people with the same ids.
     let after = snapshot(&c, &request(&sim, "10XA00", None)).await;
-    assert_eq!(after.pupils.len(), first.pupils.len());
-    let las_keys = |s: &Snapshot| {
-        let mut k: Vec<_> = s.pupils.iter().map(|p| p.keys.las_key.clone()).collect();
-        k.sort();
+    let people = |s: &Snapshot| {
+        let mut k: Vec<_> = s.pupils.iter().map(|p| p.keys.clone()).collect();
+        k.sort_by_key(|k| k.label());
         k
     };
-    assert_eq!(las_keys(&after), las_keys(&first));
+    assert_eq!(people(&after), people(&first));
 
     sim.with_world(|w| w.broker.close(&id("11XA00")));
     let err = c
@@ -239,4 +238,368 @@ async fn a_refused_certificate_is_a_problem_of_the_connection() {
         policy: HttpPolicy::default(),
     });
     assert!(matches!(no_identity, Err(ConnectorError::Config { .. })));
+}
+
+// ---- The broker in a school's sync, through the store ----
+
+use rostersync::store::Store;
+use rostersync::sync::report::Outcome;
+use sea_orm::{ConnectionTrait, Statement};
+
+use crate::support::SimEnv;
+
+async fn count(store: &Store, sql: &str) -> i64 {
+    store
+        .db()
+        .query_one_raw(Statement::from_string(store.backend(), sql.to_owned()))
+        .await
+        .expect("count query")
+        .expect("a row")
+        .try_get_by_index::<i64>(0)
+        .expect("a count")
+}
+
+async fn linked(schools: &[(&str, usize)]) -> (SimEnv, Store) {
+    let mut w = World::new(9, rostersync::sync::apply::today());
+    for (s, pupils) in schools {
+        w.add_school(id(s), SchoolKind::Primary, *pupils);
+    }
+    let sim = SimEnv::start(w, "").await;
+    sim.broker.set(true);
+    sim.configure("");
+    let store = sim.store().await;
+    (sim, store)
+}
+
+fn result<'a>(
+    report: &'a rostersync::sync::cycle::CycleReport,
+    school: &str,
+) -> &'a rostersync::sync::apply::SchoolReport {
+    report
+        .schools
+        .iter()
+        .find(|r| r.school == school)
+        .expect("school in the report")
+}
+
+#[tokio::test]
+async fn the_las_and_the_broker_make_one_roster_with_the_brokers_fields_locked() {
+    let (sim, store) = linked(&[("10XA00", 40)]).await;
+    let report = sim.sync(&store, false).await;
+    let r = result(&report, "10XA00");
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.message);
+    assert_eq!(
+        r.counts.conflicts, 0,
+        "LAS and broker agree on a fresh school"
+    );
+    let export = rostersync::store::export::export(store.db(), "10XA00")
+        .await
+        .expect("export")
+        .expect("school");
+    let (pupils, teachers) = sim.server.with_world(|w| {
+        let s = &w.schools[&id("10XA00")].school;
+        (s.pupils.len(), s.teachers.len())
+    });
+    // One person per pupil and teacher (matched across the sources, not doubled), plus the
+    // broker's stagiair and invaller.
+    assert_eq!(export.pupils.len(), pupils);
+    assert_eq!(export.staff.len(), teachers + 2);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM person_key WHERE kind = 'broker'"
+        )
+        .await as usize,
+        pupils + teachers + 2
+    );
+    let ib = export
+        .staff
+        .iter()
+        .find(|s| s.roles.iter().any(|r| r.starts_with("IBRTer")))
+        .expect("the IB'er has the broker's role");
+    assert!(
+        ib.roles.iter().any(|r| r.starts_with("IB")),
+        "{:?}",
+        ib.roles
+    );
+    assert!(
+        ["family_name", "email"]
+            .iter()
+            .all(|f| ib.locked_fields.iter().any(|l| l == f)),
+        "{:?}",
+        ib.locked_fields
+    );
+    // Every person's fields are the broker's: it is the higher owner of what both send.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM person WHERE CAST(owners AS TEXT) LIKE '%broker%' \
+             AND CAST(owners AS TEXT) NOT LIKE '%las%'"
+        )
+        .await as usize,
+        pupils + teachers + 2
+    );
+    let stagiair = export
+        .staff
+        .iter()
+        .find(|s| s.roles.iter().any(|r| r.starts_with("Stagiair")))
+        .expect("the broker's stagiair");
+    assert!(stagiair.las_key.is_none());
+    assert_eq!(stagiair.groups.len(), 1);
+
+    // Nothing changed at either source: nothing is downloaded or written.
+    let served = overviews(&sim.server, "10XA00");
+    let again = sim.sync(&store, false).await;
+    assert_eq!(result(&again, "10XA00").outcome, Outcome::Unchanged);
+    assert_eq!(overviews(&sim.server, "10XA00"), served);
+    // The LAS changed overnight but the broker did not: the broker is asked in full again,
+    // because the merge needs both.
+    sim.server.with_world(|w| {
+        w.advance_day();
+    });
+    let next = sim.sync(&store, false).await;
+    assert_eq!(result(&next, "10XA00").outcome, Outcome::Ok);
+    assert_eq!(overviews(&sim.server, "10XA00"), served + 1);
+}
+
+#[tokio::test]
+async fn consent_missing_revoked_and_restored() {
+    let (sim, store) = linked(&[("10XA00", 25), ("11XA00", 25)]).await;
+    // 11XA00 never granted permission: it waits, and nothing of it is fetched.
+    sim.server
+        .with_world(|w| w.set_consent(&id("11XA00"), false));
+    let report = sim.sync(&store, false).await;
+    assert_eq!(result(&report, "10XA00").outcome, Outcome::Ok);
+    let waiting = result(&report, "11XA00");
+    assert_eq!(waiting.outcome, Outcome::NoConsent);
+    assert_eq!(waiting.error_class.as_deref(), Some("awaiting_consent"));
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM person WHERE school_id = '11XA00'"
+        )
+        .await,
+        0
+    );
+    let status = sim.env.run(&["status"]);
+    assert!(
+        status.stdout.contains("awaiting_consent"),
+        "{}",
+        status.stdout
+    );
+
+    // 10XA00 revokes: offboarding starts, its data is kept, and status says when it goes.
+    sim.server
+        .with_world(|w| w.set_consent(&id("10XA00"), false));
+    let people = count(
+        &store,
+        "SELECT COUNT(*) FROM person WHERE school_id = '10XA00'",
+    )
+    .await;
+    let report = sim.sync(&store, false).await;
+    let revoked = result(&report, "10XA00");
+    assert_eq!(revoked.outcome, Outcome::NoConsent);
+    assert_eq!(revoked.error_class.as_deref(), Some("consent_revoked"));
+    assert!(
+        revoked
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("deleted on"),
+        "{:?}",
+        revoked.message
+    );
+    let status = sim.env.run(&["status"]);
+    assert!(status.stdout.contains("offboarding"), "{}", status.stdout);
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM person WHERE school_id = '10XA00'"
+        )
+        .await,
+        people
+    );
+    // Granted again within the grace period: the sync simply resumes.
+    sim.server
+        .with_world(|w| w.set_consent(&id("10XA00"), true));
+    let report = sim.sync(&store, false).await;
+    assert!(matches!(
+        result(&report, "10XA00").outcome,
+        Outcome::Ok | Outcome::Unchanged
+    ));
+    let state = count(
+        &store,
+        "SELECT COUNT(*) FROM school WHERE id = '10XA00' AND state = 'active'",
+    )
+    .await;
+    assert_eq!(state, 1);
+
+    // Revoked for good: once the grace period has passed, the data is deleted.
+    sim.server
+        .with_world(|w| w.set_consent(&id("10XA00"), false));
+    sim.sync(&store, false).await;
+    let past = (chrono::Utc::now() - chrono::Duration::days(31)).to_rfc3339();
+    store
+        .db()
+        .execute_raw(Statement::from_sql_and_values(
+            store.backend(),
+            match store.backend() {
+                sea_orm::DbBackend::Postgres => {
+                    "UPDATE school SET state_since = CAST($1 AS timestamptz) WHERE id = '10XA00'"
+                }
+                _ => "UPDATE school SET state_since = ? WHERE id = '10XA00'",
+            },
+            [past.into()],
+        ))
+        .await
+        .expect("pretend a month passed");
+    let report = sim.sync(&store, false).await;
+    let gone = result(&report, "10XA00");
+    assert_eq!(
+        gone.error_class.as_deref(),
+        Some("offboarded"),
+        "{:?}",
+        gone.message
+    );
+    for table in ["person", "roster_group", "change_entry", "source_state"] {
+        assert_eq!(
+            count(
+                &store,
+                &format!("SELECT COUNT(*) FROM {table} WHERE school_id = '10XA00'")
+            )
+            .await,
+            0,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM school WHERE id = '10XA00' AND state = 'awaiting_consent'"
+        )
+        .await,
+        1,
+        "the link stays, waiting for a new permission"
+    );
+}
+
+#[tokio::test]
+async fn a_merger_is_followed_and_a_closed_school_frozen() {
+    let (sim, store) = linked(&[("10XA00", 25), ("11XA00", 25)]).await;
+    sim.sync(&store, false).await;
+    let people = count(
+        &store,
+        "SELECT COUNT(*) FROM person WHERE school_id = '10XA00'",
+    )
+    .await;
+    let (_, new) = sim
+        .server
+        .with_world(|w| w.merge_at_broker(&id("10XA00")))
+        .expect("merged");
+    sim.server.with_world(|w| w.broker.close(&id("11XA00")));
+    let report = sim.sync(&store, false).await;
+    let merged = result(&report, "10XA00");
+    assert!(
+        matches!(merged.outcome, Outcome::Ok | Outcome::Unchanged),
+        "{:?} {:?}",
+        merged.outcome,
+        merged.message
+    );
+    assert!(
+        merged
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains(&format!("merged into {new}")),
+        "{:?}",
+        merged.message
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM person WHERE school_id = '10XA00' AND removed_at IS NULL"
+        )
+        .await,
+        people,
+        "the same people, not a second copy"
+    );
+    assert_eq!(
+        count(
+            &store,
+            &format!("SELECT COUNT(*) FROM school WHERE id = '10XA00' AND broker_id = {new}")
+        )
+        .await,
+        1
+    );
+    let closed = result(&report, "11XA00");
+    assert_eq!(closed.outcome, Outcome::Frozen);
+    assert_eq!(closed.error_class.as_deref(), Some("school_closed"));
+}
+
+#[tokio::test]
+async fn while_the_broker_lags_a_move_is_a_recorded_conflict_and_the_broker_wins() {
+    let (sim, store) = linked(&[("10XA00", 60)]).await;
+    sim.server.with_world(|w| w.broker.lag_nights = 1);
+    sim.sync(&store, false).await;
+    // Move one pupil to another group in the LAS; the broker passes it on a night later.
+    let (pupil, from, to) = sim.server.with_world(|w| {
+        w.advance_day();
+        let s = &mut w.schools.get_mut(&id("10XA00")).expect("school").school;
+        let to = s
+            .groups
+            .iter()
+            .find(|g| !g.composed && g.key != s.pupils[0].group)
+            .expect("another group")
+            .key
+            .clone();
+        let p = &mut s.pupils[0];
+        let from = std::mem::replace(&mut p.group, to.clone());
+        p.subgroups.clear();
+        (p.person.key.clone(), from, to)
+    });
+    let report = sim.sync(&store, false).await;
+    let r = result(&report, "10XA00");
+    assert!(r.counts.conflicts >= 1, "{:?}", r.counts);
+    let conflict = count(
+        &store,
+        &format!(
+            "SELECT COUNT(*) FROM change_entry c JOIN person_key k ON k.person_id = c.person_id \
+             WHERE c.operation = 'conflict' AND c.field = 'groups' AND k.kind = 'las' \
+             AND k.value = '{pupil}' AND c.new_value LIKE '%{from}%' AND c.old_value LIKE '%{to}%'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        conflict, 1,
+        "the conflict names both values, the broker's kept"
+    );
+    let export = rostersync::store::export::export(store.db(), "10XA00")
+        .await
+        .expect("export")
+        .expect("school");
+    let stored = export
+        .pupils
+        .iter()
+        .find(|p| p.las_key.as_deref() == Some(pupil.as_str()))
+        .expect("pupil");
+    assert_eq!(
+        stored.group.as_deref(),
+        Some(from.as_str()),
+        "the owner's value is stored"
+    );
+    // A night later the broker agrees and the move goes through.
+    sim.server.with_world(|w| {
+        w.advance_day();
+    });
+    sim.sync(&store, false).await;
+    let export = rostersync::store::export::export(store.db(), "10XA00")
+        .await
+        .expect("export")
+        .expect("school");
+    let stored = export
+        .pupils
+        .iter()
+        .find(|p| p.las_key.as_deref() == Some(pupil.as_str()))
+        .expect("pupil");
+    assert_eq!(stored.group.as_deref(), Some(to.as_str()));
 }

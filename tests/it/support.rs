@@ -297,6 +297,8 @@ pub fn assert_no_secret(text: &str, what: &str) {
 pub struct SimEnv {
     pub env: Env,
     pub server: connector_sim::SimServer,
+    /// Whether the configuration links the schools to the simulated broker too.
+    pub broker: std::cell::Cell<bool>,
 }
 
 impl SimEnv {
@@ -309,7 +311,11 @@ impl SimEnv {
         let server = connector_sim::SimServer::start(world, 0)
             .await
             .expect("simulator listens on loopback");
-        let sim = SimEnv { env, server };
+        let sim = SimEnv {
+            env,
+            server,
+            broker: std::cell::Cell::new(false),
+        };
         sim.configure(extra);
         sim
     }
@@ -317,7 +323,7 @@ impl SimEnv {
     /// Rewrite the configuration (schools as the simulator has them now) plus `extra`.
     pub fn configure(&self, extra: &str) {
         let (klantnaam, klantcode, schools) = self.server.with_world(|w| {
-            let schools: Vec<(String, String, String)> = w
+            let schools: Vec<(String, String, String, Option<i64>)> = w
                 .schools
                 .values()
                 .map(|s| {
@@ -325,11 +331,32 @@ impl SimEnv {
                         s.school.id.to_string(),
                         s.key.clone(),
                         s.school.name.clone(),
+                        w.broker_id(&s.school.id),
                     )
                 })
                 .collect();
             (w.klantnaam.clone(), w.klantcode.clone(), schools)
         });
+        let broker = self.broker.get();
+        let broker_block = if broker {
+            let identity = self
+                .server
+                .pki
+                .client_identity(connector_sim::ClientCert::Valid);
+            let cert = self
+                .env
+                .write("broker.pem", &identity.expect("client identity"));
+            let ca = self.env.write("broker-ca.pem", self.server.pki.ca_pem());
+            format!(
+                "\n[broker]\nkind = \"basispoort\"\nendpoint = \"{}\"\n\
+                 client_certificate = {{ file = \"{}\" }}\nca_certificate = {{ file = \"{}\" }}\n",
+                self.server.broker_url(),
+                cert.display(),
+                ca.display()
+            )
+        } else {
+            String::new()
+        };
         let code = self.env.write("sim-klantcode", &format!("{klantcode}\n"));
         let mut text = format!(
             "{extra}\n[[las]]\nname = \"sim\"\nkind = \"uwlr\"\nendpoint = \"{}\"\n\
@@ -337,12 +364,16 @@ impl SimEnv {
             self.server.uwlr_url(),
             code.display()
         );
-        for (id, key, name) in schools {
+        text.push_str(&broker_block);
+        for (id, key, name, broker_id) in schools {
             let path = self.env.write(&format!("key-{id}"), &format!("{key}\n"));
             text.push_str(&format!(
                 "\n[[school]]\nid = \"{id}\"\nname = \"{name}\"\nlas = \"sim\"\nkey = {{ file = \"{}\" }}\n",
                 path.display()
             ));
+            if let (true, Some(b)) = (broker, broker_id) {
+                text.push_str(&format!("broker_id = {b}\n"));
+            }
         }
         self.env.write_config(&text);
     }

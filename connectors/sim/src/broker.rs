@@ -35,6 +35,9 @@ pub struct Institution {
     own_changed_at: DateTime<Utc>,
     /// Full overviews served, so tests can see a skipped institution was not fetched.
     pub overviews_served: u64,
+    /// Person ids are derived from this: the first institution's id, kept through mergers
+    /// (an assumption: the broker's person ids outlive the institution id).
+    people_base: i64,
 }
 
 /// The broker's side of the world.
@@ -80,6 +83,7 @@ impl BrokerState {
                 history: VecDeque::new(),
                 own_changed_at: Utc::now(),
                 overviews_served: 0,
+                people_base: id,
             },
         );
         self.events.push((today, id, true));
@@ -128,6 +132,7 @@ impl BrokerState {
         let old_id = old.id;
         let consent = old.consent;
         let history = old.history.clone();
+        let people_base = old.people_base;
         self.next_id += 1;
         self.institutions.insert(
             new,
@@ -140,6 +145,7 @@ impl BrokerState {
                 history,
                 own_changed_at: Utc::now(),
                 overviews_served: 0,
+                people_base,
             },
         );
         if consent {
@@ -281,7 +287,7 @@ impl<'a> View<'a> {
     }
 
     pub fn pupils(&self) -> Vec<Value> {
-        let inst = self.institution.id;
+        let inst = self.institution.people_base;
         self.school
             .pupils
             .iter()
@@ -300,7 +306,7 @@ impl<'a> View<'a> {
     }
 
     pub fn staff(&self) -> Vec<Value> {
-        let inst = self.institution.id;
+        let inst = self.institution.people_base;
         let mut out: Vec<Value> = Vec::new();
         let mut first_group: Option<String> = None;
         for t in &self.school.teachers {
