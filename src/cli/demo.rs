@@ -1,4 +1,4 @@
-//! `rostersync demo`: the whole product in a minute. A simulated LAS on loopback, a SQLite
+//! `rostersync demo`: the whole product in a minute. A simulated LAS and broker on loopback, a SQLite
 //! store in a temporary (or given) directory, a first sync, one simulated night (joiners,
 //! leavers, moves, a renamed pupil, an ECK-iD that arrives), one school whose LAS breaks and
 //! one whose LAS suddenly lists 30% fewer pupils, a second sync, and what happened, explained.
@@ -92,10 +92,12 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     store.migrate().await.map_err(Failure::store)?;
 
     say(&format!(
-        "rostersync demo: {} simulated schools ({} pupils each) on {}, store {}.\n",
+        "rostersync demo: {} simulated schools ({} pupils each), LAS on {}, broker (mutual \
+         TLS) on {} for the {primary} primary schools, store {}.\n",
         primary + 1,
         args.pupils,
         server.uwlr_url(),
+        server.broker_url(),
         store.shown()
     ));
     say("Day 1: the first sync loads every school.");

@@ -101,7 +101,7 @@ pub fn write_config(dir: &Path, server: &SimServer) -> anyhow::Result<PathBuf> {
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", dir.display()))?;
     let (klantnaam, klantcode, schools) = server.with_world(|w| {
-        let schools: Vec<(String, String, String)> = w
+        let schools: Vec<(String, String, String, Option<i64>)> = w
             .schools
             .values()
             .map(|s| {
@@ -109,27 +109,46 @@ pub fn write_config(dir: &Path, server: &SimServer) -> anyhow::Result<PathBuf> {
                     s.school.id.to_string(),
                     s.school.name.clone(),
                     s.key.clone(),
+                    // Basispoort serves primary education.
+                    (s.school.kind == SchoolKind::Primary)
+                        .then(|| w.broker_id(&s.school.id))
+                        .flatten(),
                 )
             })
             .collect();
         (w.klantnaam.clone(), w.klantcode.clone(), schools)
     });
     write_private(&dir.join("klantcode"), &format!("{klantcode}\n"))?;
+    // The simulated broker's CA and a publisher certificate from it: valid while this
+    // simulator runs (a new CA is made at every start).
+    let identity = server
+        .pki
+        .client_identity(connector_sim::ClientCert::Valid)
+        .context("cannot issue a client certificate for the simulated broker")?;
+    write_private(&dir.join("broker.pem"), &identity)?;
+    write_private(&dir.join("broker-ca.pem"), server.pki.ca_pem())?;
     let mut toml = format!(
-        "# Written by `rostersync simulate`: a configuration for the simulated LAS at {url}.\n\
+        "# Written by `rostersync simulate`: a configuration for the simulated LAS at {url}\n\
+         # and the simulated broker at {broker}.\n\
          [store]\nurl = \"sqlite://{d}/rostersync.db?mode=rwc\"\n\n\
          [[las]]\nname = \"sim\"\nkind = \"uwlr\"\nendpoint = \"{url}\"\nklantnaam = \"{klantnaam}\"\n\
-         klantcode = {{ file = \"{d}/klantcode\" }}\n",
+         klantcode = {{ file = \"{d}/klantcode\" }}\n\n\
+         [broker]\nkind = \"basispoort\"\nendpoint = \"{broker}\"\n\
+         client_certificate = {{ file = \"{d}/broker.pem\" }}\nca_certificate = {{ file = \"{d}/broker-ca.pem\" }}\n",
         url = server.uwlr_url(),
+        broker = server.broker_url(),
         d = dir.display(),
     );
-    for (id, name, key) in schools {
+    for (id, name, key, broker_id) in schools {
         let key_path = dir.join("keys").join(&id);
         write_private(&key_path, &format!("{key}\n"))?;
         toml.push_str(&format!(
             "\n[[school]]\nid = \"{id}\"\nname = \"{name}\"\nlas = \"sim\"\nkey = {{ file = \"{}\" }}\n",
             key_path.display()
         ));
+        if let Some(b) = broker_id {
+            toml.push_str(&format!("broker_id = {b}\n"));
+        }
     }
     let path = dir.join("rostersync.toml");
     write_private(&path, &toml)?;

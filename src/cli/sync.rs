@@ -102,6 +102,12 @@ pub async fn run(settings: &Settings, args: SyncArgs) -> Result<(), Failure> {
         OutputFormat::Json => super::print_json(&report)?,
         OutputFormat::Table => print!("{}", render(&report)),
     }
+    if let Some(p) = report.problems.first() {
+        return Err(Failure::failed(anyhow::anyhow!(
+            "{p}; {} school(s) wait for it",
+            report.skipped.len()
+        )));
+    }
     if report.needs_attention() {
         return Err(Failure::failed(anyhow::anyhow!(
             "{} of {} school run(s) need attention (see above, or `rostersync runs`)",
@@ -174,6 +180,9 @@ pub fn render(report: &CycleReport) -> String {
         if let Some(m) = &r.message {
             out.push_str(&format!("{} {}: {m}\n", r.school, r.outcome.as_str()));
         }
+    }
+    for p in &report.problems {
+        out.push_str(&format!("PROBLEM: {p}\n"));
     }
     for s in &report.skipped {
         out.push_str(&format!("{} skipped: {}\n", s.school, s.reason));

@@ -53,6 +53,9 @@ pub struct Skipped {
 pub struct CycleReport {
     pub schools: Vec<SchoolReport>,
     pub skipped: Vec<Skipped>,
+    /// Problems of a whole connection (the broker refused our certificate): said once here,
+    /// and its schools are skipped.
+    pub problems: Vec<String>,
     pub purged: Purged,
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
@@ -63,9 +66,9 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl CycleReport {
-    /// Exit 1 when any school needs a person's attention.
+    /// Exit 1 when any school needs a person's attention, or waits for a broken connection.
     pub fn needs_attention(&self) -> bool {
-        self.schools.iter().any(|r| r.outcome.needs_attention())
+        self.schools.iter().any(|r| r.outcome.needs_attention()) || !self.problems.is_empty()
     }
 }
 
@@ -76,9 +79,40 @@ impl CycleReport {
 pub struct Connectors {
     built: HashMap<String, Result<Arc<dyn Connector>, String>>,
     broker: Option<Result<Arc<dyn Connector>, String>>,
+    /// When the broker connection was last checked, and what was wrong with it.
+    broker_checked: Option<(Instant, Option<String>)>,
 }
 
+/// How long a broker check holds before the connection is checked again.
+const CHECK_EVERY: Duration = Duration::from_secs(600);
+
 impl Connectors {
+    /// What is wrong with the broker connection itself (our client certificate refused,
+    /// our publisher identity unknown), checked at most every ten minutes. Such a problem is
+    /// one problem, not one per school: the schools with the broker wait for it to be fixed.
+    /// A transient failure is not a problem here; each school's own fetch will say so.
+    pub async fn broker_problem(&mut self, settings: &Settings) -> Option<String> {
+        if let Some((at, problem)) = &self.broker_checked
+            && at.elapsed() < CHECK_EVERY
+        {
+            return problem.clone();
+        }
+        let connector = self.broker(settings).ok()?;
+        let problem = match connector.check().await {
+            Err(e) if e.kind() == connector_api::ErrorKind::Supplier => {
+                let problem = format!(
+                    "the broker refused rostersync's own identity: {e}; {}",
+                    e.advice()
+                );
+                tracing::error!(error_class = e.class(), problem = %problem, "The broker connection is broken; its schools wait.");
+                Some(problem)
+            }
+            _ => None,
+        };
+        self.broker_checked = Some((Instant::now(), problem.clone()));
+        problem
+    }
+
     /// The broker connection, built once.
     fn broker(&mut self, settings: &Settings) -> Result<Arc<dyn Connector>, String> {
         self.broker
@@ -178,6 +212,15 @@ pub async fn targets(
             });
         }
         if let Some(broker_id) = row.broker_id {
+            if connectors.broker_problem(settings).await.is_some() {
+                skipped.push(Skipped {
+                    school: row.id.clone(),
+                    reason: "waiting for the broker connection, which refused rostersync's \
+                             identity (the problem is said once, above or in the log)"
+                        .into(),
+                });
+                continue;
+            }
             sources.push(Source {
                 name: BROKER,
                 connector: connectors.broker(settings),
@@ -234,13 +277,13 @@ pub async fn run(
     let started = Instant::now();
     let rules = Rules::from_settings(settings);
     schools::ensure_config_rows(store, settings).await?;
-    let (targets, skipped) = targets(
-        store,
-        settings,
-        opts.only.as_ref(),
-        &mut Connectors::default(),
-    )
-    .await?;
+    let mut connectors = Connectors::default();
+    let (targets, skipped) = targets(store, settings, opts.only.as_ref(), &mut connectors).await?;
+    let problems: Vec<String> = connectors
+        .broker_checked
+        .and_then(|(_, p)| p)
+        .into_iter()
+        .collect();
     let total = targets.len();
     let mut reports = Vec::with_capacity(total);
     let mut running = futures_util::stream::iter(targets.iter())
@@ -262,6 +305,7 @@ pub async fn run(
     Ok(CycleReport {
         schools: reports,
         skipped,
+        problems,
         purged,
         elapsed: started.elapsed(),
     })

@@ -362,7 +362,7 @@ async fn the_las_and_the_broker_make_one_roster_with_the_brokers_fields_locked()
     assert_eq!(overviews(&sim.server, "10XA00"), served + 1);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_missing_revoked_and_restored() {
     let (sim, store) = linked(&[("10XA00", 25), ("11XA00", 25)]).await;
     // 11XA00 never granted permission: it waits, and nothing of it is fetched.
@@ -602,4 +602,42 @@ async fn while_the_broker_lags_a_move_is_a_recorded_conflict_and_the_broker_wins
         .find(|p| p.las_key.as_deref() == Some(pupil.as_str()))
         .expect("pupil");
     assert_eq!(stored.group.as_deref(), Some(to.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_certificate_is_said_once_and_its_schools_wait() {
+    let (sim, store) = linked(&[("10XA00", 20), ("11XA00", 20), ("12XA00", 20)]).await;
+    sim.sync(&store, false).await;
+    let expired = sim
+        .server
+        .pki
+        .client_identity(ClientCert::Expired)
+        .expect("identity");
+    sim.env.write("broker.pem", &expired);
+    let out = sim.env.run(&["sync"]);
+    let line = out.fails_with(1);
+    assert!(
+        line.contains("the broker refused rostersync's own identity"),
+        "{line}"
+    );
+    assert!(line.contains("3 school(s) wait for it"), "{line}");
+    assert_eq!(out.stdout.matches("PROBLEM:").count(), 1, "{}", out.stdout);
+    assert_eq!(
+        out.stdout
+            .matches("waiting for the broker connection")
+            .count(),
+        3,
+        "{}",
+        out.stdout
+    );
+    // Nothing was run, so nothing was frozen school by school.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM sync_run WHERE outcome <> 'ok'"
+        )
+        .await,
+        0
+    );
+    crate::support::assert_no_secret(&out.all_output(), "sync output");
 }

@@ -49,4 +49,11 @@ pub trait Connector: Send + Sync {
         &'a self,
         request: &'a FetchRequest,
     ) -> BoxFuture<'a, Result<FetchOutcome, ConnectorError>>;
+
+    /// Check what every school of this connection shares (rostersync's own identity, such as
+    /// a client certificate) once, before its schools are asked. A connection without such a
+    /// shared identity has nothing to check.
+    fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async { Ok(()) })
+    }
 }

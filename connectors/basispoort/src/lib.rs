@@ -227,4 +227,10 @@ impl Connector for BasispoortConnector {
     ) -> BoxFuture<'a, Result<FetchOutcome, ConnectorError>> {
         Box::pin(self.fetch_institution(request))
     }
+
+    /// The institution list needs nothing but our certificate: if it fails for a reason of
+    /// the connection, every school with the broker would fail the same way.
+    fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async { self.institutions().await.map(|_| ()) })
+    }
 }
