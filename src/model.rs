@@ -74,6 +74,20 @@ pub enum Field {
 }
 
 impl Field {
+    pub const ALL: [Field; 6] = [
+        Field::FamilyName,
+        Field::Prefix,
+        Field::GivenName,
+        Field::Email,
+        Field::YearGroup,
+        Field::EndDate,
+    ];
+
+    /// The field named by `as_str`.
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Field::FamilyName => "family_name",

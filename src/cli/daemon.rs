@@ -74,9 +74,7 @@ pub async fn resync(settings: &Settings, args: ResyncArgs) -> Result<(), Failure
             daemon::ALIVE.as_secs()
         )));
     };
-    let who = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "cli".into());
+    let who = super::operator();
     let q = queue::enqueue(store.db(), &id, "manual", Utc::now(), Some(&who))
         .await
         .map_err(db_err)?;

@@ -6,6 +6,7 @@ mod check;
 mod daemon;
 mod demo;
 mod history;
+mod local;
 mod school;
 mod simulate;
 mod sync;
@@ -60,6 +61,16 @@ pub enum Command {
     Resync(daemon::ResyncArgs),
     /// Every school: state, last run, last success, what is stored, what waits for approval.
     Status(daemon::StatusArgs),
+    /// People added and edited by hand; fields a source owns are locked.
+    Person {
+        #[command(subcommand)]
+        action: local::PersonCommand,
+    },
+    /// Groups added and edited by hand; groups a source supplies are locked.
+    Group {
+        #[command(subcommand)]
+        action: local::GroupCommand,
+    },
     /// Sync every school (or one) now, in this process, and print what changed.
     Sync(sync::SyncArgs),
     /// Print a school's current roster as JSON.
@@ -111,6 +122,13 @@ impl Failure {
     }
 }
 
+/// Who is at the keyboard, for the journal and resync requests.
+pub fn operator() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "cli".into())
+}
+
 pub fn print_json<T: Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::failed(anyhow::anyhow!("cannot encode the output as JSON: {e}")))?;
@@ -130,6 +148,8 @@ pub async fn run(
         Command::Migrate => migrate(&settings).await,
         Command::CheckConfig { online } => check::run(&settings, online).await,
         Command::School { action } => school::run(&settings, action).await,
+        Command::Person { action } => local::person(&settings, action).await,
+        Command::Group { action } => local::group(&settings, action).await,
         Command::Sync(args) => sync::run(&settings, args).await,
         Command::Export(args) => history::export(&settings, args).await,
         Command::Runs(args) => history::runs(&settings, args).await,

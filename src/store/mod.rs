@@ -5,6 +5,7 @@ pub mod entities;
 pub mod export;
 pub mod held;
 pub mod journal;
+pub mod local;
 pub mod roster;
 pub mod runs;
 pub mod schools;

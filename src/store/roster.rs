@@ -389,10 +389,10 @@ pub async fn apply<C: ConnectionTrait>(
     )
     .await?;
     for u in &plan.group_updates {
+        // A group added by hand that a source now supplies becomes the source's.
         let mut row = group_row(ctx, &u.state);
         row.id = Set(u.id);
         row.created_at = NotSet;
-        row.origin = NotSet;
         roster_group::Entity::update(row).exec(db).await?;
         for c in &u.changes {
             journal.add(Entry {

@@ -729,7 +729,7 @@ async fn compute(
         &DiffOptions {
             frozen: false,
             protected_las_keys: merged.protected_las_keys.clone(),
-            match_staff_email: false,
+            match_staff_email: true,
         },
     );
     let (held, decisions) = brakes::hold(

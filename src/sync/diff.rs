@@ -132,7 +132,7 @@ pub struct DiffOptions {
     pub frozen: bool,
     /// Persons with these LAS keys were rejected by the source: keep them as stored.
     pub protected_las_keys: BTreeSet<String>,
-    /// Match staff by e-mail when no key matches (opt-in).
+    /// Match staff by e-mail to a record added by hand when no key matches.
     pub match_staff_email: bool,
 }
 
@@ -186,7 +186,9 @@ fn diff_groups(desired: &RosterState, stored: &[StoredGroup], frozen: bool, plan
         plan.group_removals.extend(
             stored
                 .iter()
-                .filter(|g| !g.removed && !desired.groups.contains_key(&g.state.key))
+                // A group added by hand stays until someone removes it by hand.
+                .filter(|g| !g.removed && g.state.owner != Owner::Local)
+                .filter(|g| !desired.groups.contains_key(&g.state.key))
                 .map(|g| g.id),
         );
     }
@@ -262,7 +264,9 @@ pub fn diff(
         .map(|p| KnownKeys {
             id: p.id,
             keys: p.state.keys.clone(),
-            email: (p.state.kind == PersonKind::Staff)
+            // Only a record added by hand is found by its e-mail: sources have keys, and two
+            // source records sharing an address must never become one person.
+            email: (p.state.kind == PersonKind::Staff && p.local)
                 .then(|| p.state.fields.get(&Field::Email).map(|e| e.value.clone()))
                 .flatten(),
         })

@@ -5,6 +5,7 @@
 mod broker;
 mod config;
 mod daemon;
+mod local;
 mod roster;
 mod school_links;
 mod simulate;
