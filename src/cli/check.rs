@@ -50,29 +50,30 @@ pub async fn run(settings: &Settings, online: bool) -> Result<(), Failure> {
     }
 }
 
-/// One school to try: its LAS and where its key comes from.
+/// One school to try: its LAS and where its key comes from, and its broker id.
 struct Target {
     school: SchoolId,
-    las: String,
+    las: Option<String>,
     key: Result<SecretString, String>,
+    broker_id: Option<i64>,
 }
 
 async fn targets(settings: &Settings) -> Vec<Target> {
     let mut out: Vec<Target> = settings
         .school
         .iter()
-        .filter_map(|s| {
-            let las = s.las.clone()?;
+        .map(|s| {
             let key = s
                 .key
                 .as_ref()
                 .map(|k| k.load_string().map_err(|e| e.to_string()))
                 .unwrap_or_else(|| Err("no key configured".into()));
-            Some(Target {
+            Target {
                 school: s.id.clone(),
-                las,
+                las: s.las.clone(),
                 key,
-            })
+                broker_id: s.broker_id,
+            }
         })
         .collect();
     // Schools added with `school add` live in the store, their keys sealed there.
@@ -84,21 +85,23 @@ async fn targets(settings: &Settings) -> Vec<Target> {
     };
     let master = MasterKey::load_or_create(settings, store.home());
     for link in links.into_iter().filter(|l| l.origin == "store") {
-        let (Some(las), Ok(id)) = (link.las, link.id.parse::<SchoolId>()) else {
+        let Ok(id) = link.id.parse::<SchoolId>() else {
             continue;
         };
-        let key = match &master {
-            Ok(m) => match schools::load_secret(&store, m, &id, LAS_KEY).await {
+        let key = match (&master, &link.las) {
+            (_, None) => Err("no LAS".into()),
+            (Ok(m), Some(_)) => match schools::load_secret(&store, m, &id, LAS_KEY).await {
                 Ok(Some(k)) => Ok(k),
                 Ok(None) => Err("no key stored".into()),
                 Err(e) => Err(e.to_string()),
             },
-            Err(e) => Err(e.to_string()),
+            (Err(e), Some(_)) => Err(e.to_string()),
         };
         out.push(Target {
             school: id,
-            las,
+            las: link.las,
             key,
+            broker_id: link.broker_id,
         });
     }
     out
@@ -110,14 +113,15 @@ async fn check_online(settings: &Settings) -> Result<(), Failure> {
         connectors.insert(las.name.clone(), sources::las_connector(las));
     }
     let year = SchoolYear::containing(Utc::now().date_naive());
-    let mut t = table::Table::new(&["SCHOOL", "LAS", "RESULT", "DETAIL"]);
+    let mut t = table::Table::new(&["SCHOOL", "SOURCE", "RESULT", "DETAIL"]);
     let mut failed = 0;
-    for target in targets(settings).await {
-        let (result, detail) = match (connectors.get(&target.las), &target.key) {
-            (None, _) => (
-                "config".to_owned(),
-                format!("no [[las]] named '{}'", target.las),
-            ),
+    let targets = targets(settings).await;
+    for target in &targets {
+        let Some(las) = target.las.clone() else {
+            continue;
+        };
+        let (result, detail) = match (connectors.get(&las), &target.key) {
+            (None, _) => ("config".to_owned(), format!("no [[las]] named '{las}'")),
             (Some(Err(e)), _) => ("config".to_owned(), e.to_string()),
             (_, Err(e)) => ("no key".to_owned(), e.clone()),
             (Some(Ok(c)), Ok(key)) => {
@@ -153,7 +157,10 @@ async fn check_online(settings: &Settings) -> Result<(), Failure> {
         if result != "ok" {
             failed += 1;
         }
-        t.row(vec![target.school.to_string(), target.las, result, detail]);
+        t.row(vec![target.school.to_string(), las, result, detail]);
+    }
+    if let Some(b) = &settings.broker {
+        failed += check_broker(b, &targets, &mut t).await;
     }
     print!("{}", t.render());
     if failed > 0 {
@@ -162,4 +169,62 @@ async fn check_online(settings: &Settings) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// The broker: our certificate once (the institution list), then each school's permission.
+/// Returns how many rows failed.
+async fn check_broker(
+    broker: &crate::settings::BrokerSettings,
+    targets: &[Target],
+    t: &mut table::Table,
+) -> usize {
+    let row = |t: &mut table::Table, school: &str, result: &str, detail: String| {
+        t.row(vec![school.into(), "broker".into(), result.into(), detail]);
+    };
+    let connector = match sources::broker_connector(broker) {
+        Ok(c) => c,
+        Err(e) => {
+            row(t, "(all)", "config", e.to_string());
+            return 1;
+        }
+    };
+    match connector.institutions().await {
+        Ok(list) => row(
+            t,
+            "(all)",
+            "ok",
+            format!("certificate accepted; {} institutions visible", list.len()),
+        ),
+        Err(e) => {
+            row(t, "(all)", e.class(), format!("{e}; {}", e.advice()));
+            return 1;
+        }
+    }
+    let mut failed = 0;
+    for target in targets {
+        let Some(id) = target.broker_id else { continue };
+        let school = target.school.to_string();
+        match connector.has_permission(id, false).await {
+            Ok(true) => row(
+                t,
+                &school,
+                "ok",
+                format!("institution {id}: sync permission granted"),
+            ),
+            Ok(false) => {
+                failed += 1;
+                row(
+                    t,
+                    &school,
+                    "awaiting_consent",
+                    format!("institution {id}: no sync permission; ask the school to grant it"),
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                row(t, &school, e.class(), format!("{e}; {}", e.advice()));
+            }
+        }
+    }
+    failed
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{Timelike, Utc};
 use connector_api::SchoolId;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Mutex, RwLock, watch};
@@ -70,7 +70,45 @@ impl Daemon {
         })
     }
 
+    /// Schools that granted the broker's sync permission today are synced now, not at the
+    /// next daily cycle: the broker's daily list of granted institutions says which.
+    async fn consent_news(&self, settings: &Settings) {
+        if settings.broker.is_none() {
+            return;
+        }
+        let connector = match self.connectors.lock().await.basispoort(settings) {
+            Ok(c) => c,
+            Err(_) => return, // Each school's run says what is wrong with the connection.
+        };
+        let granted = match connector.granted_on(crate::sync::apply::today()).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error_class = e.class(), error = %e, "Cannot read today's granted permissions from the broker; trying again later.");
+                return;
+            }
+        };
+        let rows = match schools::rows(&self.store).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot list the schools.");
+                return;
+            }
+        };
+        for school in newly_granted(&rows, &granted) {
+            match queue::enqueue(self.store.db(), &school, "consent", Utc::now(), None).await {
+                Ok(q) if !q.joined => {
+                    tracing::info!(school = %school, "The school granted sync permission; syncing it now.")
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(school = %school, error = %self.store.db_error(e), "Cannot enqueue a school that granted permission.")
+                }
+            }
+        }
+    }
+
     /// One tick: is a daily cycle due (or missed while we were down)? Enqueue it once.
+    /// Every quarter of an hour, also look for schools that granted permission.
     async fn tick(&self) {
         let now = Utc::now();
         self.last_tick.store(now.timestamp(), Ordering::Relaxed);
@@ -80,6 +118,9 @@ impl Daemon {
         let settings = self.settings().await;
         if let Err(e) = self.heartbeat().await {
             tracing::warn!(error = %e, "Cannot record this instance's heartbeat; retrying next tick.");
+        }
+        if now.minute().is_multiple_of(15) {
+            self.consent_news(&settings).await;
         }
         let Some(daily) = Self::daily(&settings) else {
             return;
@@ -104,7 +145,7 @@ impl Daemon {
         let slot = daily.slot(date);
         let jobs: Vec<(String, chrono::DateTime<Utc>)> = rows
             .iter()
-            .filter(|r| r.las.is_some())
+            .filter(|r| r.las.is_some() || r.broker_id.is_some())
             .map(|r| {
                 let offset = chrono::Duration::from_std(daily.offset(&r.id)).unwrap_or_default();
                 (r.id.clone(), slot + offset)
@@ -439,6 +480,17 @@ pub fn record(r: &SchoolReport) {
     }
 }
 
+/// Schools waiting for the broker's permission (or offboarding) whose institution is in
+/// today's granted list.
+fn newly_granted(rows: &[crate::store::entities::school::Model], granted: &[i64]) -> Vec<String> {
+    use crate::sync::apply::{AWAITING_CONSENT, OFFBOARDING};
+    rows.iter()
+        .filter(|r| r.state == AWAITING_CONSENT || r.state == OFFBOARDING)
+        .filter(|r| r.broker_id.is_some_and(|b| granted.contains(&b)))
+        .map(|r| r.id.clone())
+        .collect()
+}
+
 fn hostname() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
@@ -599,4 +651,44 @@ pub async fn run(
 fn fastrand_u16() -> u16 {
     let t = Utc::now().timestamp_subsec_nanos();
     (t ^ std::process::id()) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, state: &str, broker_id: Option<i64>) -> crate::store::entities::school::Model {
+        let now = Utc::now();
+        crate::store::entities::school::Model {
+            id: id.into(),
+            brin: id[..4].into(),
+            dependance: id[4..].into(),
+            name: None,
+            origin: "config".into(),
+            las: None,
+            broker_id,
+            zermelo_portal: None,
+            state: state.into(),
+            state_reason: None,
+            state_since: None,
+            school_year: None,
+            fence: 0,
+            created_at: now,
+            updated_at: now,
+            roster_digest: None,
+        }
+    }
+
+    #[test]
+    fn only_schools_waiting_for_a_permission_granted_today_are_synced_early() {
+        let rows = [
+            row("10XA00", "awaiting_consent", Some(1)),
+            row("11XA00", "offboarding", Some(2)),
+            row("12XA00", "active", Some(3)),
+            row("13XA00", "awaiting_consent", Some(4)),
+            row("14XA00", "awaiting_consent", None),
+        ];
+        assert_eq!(newly_granted(&rows, &[1, 2, 3]), ["10XA00", "11XA00"]);
+        assert!(newly_granted(&rows, &[]).is_empty());
+    }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connector_api::{Connector, SchoolId};
+use connector_basispoort::BasispoortConnector;
 use futures_util::StreamExt;
 use secrecy::SecretString;
 use serde::Serialize;
@@ -78,7 +79,7 @@ impl CycleReport {
 #[derive(Default)]
 pub struct Connectors {
     built: HashMap<String, Result<Arc<dyn Connector>, String>>,
-    broker: Option<Result<Arc<dyn Connector>, String>>,
+    broker: Option<Result<Arc<BasispoortConnector>, String>>,
     /// When the broker connection was last checked, and what was wrong with it.
     broker_checked: Option<(Instant, Option<String>)>,
 }
@@ -114,7 +115,7 @@ impl Connectors {
     }
 
     /// The broker connection, built once.
-    fn broker(&mut self, settings: &Settings) -> Result<Arc<dyn Connector>, String> {
+    pub fn basispoort(&mut self, settings: &Settings) -> Result<Arc<BasispoortConnector>, String> {
         self.broker
             .get_or_insert_with(|| match &settings.broker {
                 None => Err(
@@ -123,10 +124,14 @@ impl Connectors {
                         .into(),
                 ),
                 Some(b) => sources::broker_connector(b)
-                    .map(|c| Arc::new(c) as Arc<dyn Connector>)
+                    .map(Arc::new)
                     .map_err(|e| e.to_string()),
             })
             .clone()
+    }
+
+    fn broker(&mut self, settings: &Settings) -> Result<Arc<dyn Connector>, String> {
+        self.basispoort(settings).map(|c| c as Arc<dyn Connector>)
     }
 
     fn get(&mut self, settings: &Settings, las: &str) -> Result<Arc<dyn Connector>, String> {

@@ -387,6 +387,20 @@ async fn consent_missing_revoked_and_restored() {
         "{}",
         status.stdout
     );
+    // check-config --online says so too, after checking the certificate once.
+    let check = sim.env.run(&["check-config", "--online"]);
+    check.fails_with(1);
+    assert!(
+        check.stdout.contains("certificate accepted"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check.stdout.contains("awaiting_consent"),
+        "{}",
+        check.stdout
+    );
+    assert_eq!(check.stdout.matches("sync permission granted").count(), 1);
 
     // 10XA00 revokes: offboarding starts, its data is kept, and status says when it goes.
     sim.server
@@ -573,6 +587,8 @@ async fn while_the_broker_lags_a_move_is_a_recorded_conflict_and_the_broker_wins
         conflict, 1,
         "the conflict names both values, the broker's kept"
     );
+    let changes = sim.env.run(&["changes", "--person", &pupil]);
+    assert!(changes.stdout.contains("conflict"), "{}", changes.stdout);
     let export = rostersync::store::export::export(store.db(), "10XA00")
         .await
         .expect("export")

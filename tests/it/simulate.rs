@@ -62,11 +62,16 @@ async fn the_simulator_answers_check_config_online() {
     let first = check(&[]);
     let stdout = String::from_utf8_lossy(&first.stdout);
     assert_eq!(first.status.code(), Some(1), "{stdout}");
-    assert_eq!(
-        stdout.lines().filter(|l| l.contains(" ok ")).count(),
-        2,
-        "{stdout}"
-    );
+    let ok = |source: &str| {
+        stdout
+            .lines()
+            .filter(|l| l.contains(&format!(" {source} ")) && l.contains(" ok "))
+            .count()
+    };
+    assert_eq!(ok("sim"), 2, "{stdout}");
+    // The primary schools are linked to the simulated broker too (over mutual TLS).
+    assert_eq!(ok("broker"), 3, "{stdout}");
+    assert!(stdout.contains("certificate accepted"), "{stdout}");
     assert!(stdout.contains("60 pupils"), "{stdout}");
     // The secondary school's LAS is down: retried, then reported as transient.
     let down = stdout
