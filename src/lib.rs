@@ -13,6 +13,7 @@ pub mod admin;
 pub mod cli;
 pub mod jobs;
 pub mod model;
+pub mod rights;
 pub mod settings;
 pub mod simulated;
 pub mod sources;

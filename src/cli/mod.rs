@@ -7,6 +7,7 @@ mod daemon;
 mod demo;
 mod history;
 mod local;
+mod rights;
 mod school;
 mod simulate;
 mod sync;
@@ -70,6 +71,15 @@ pub enum Command {
     Group {
         #[command(subcommand)]
         action: local::GroupCommand,
+    },
+    /// Each group a person can see, at which level, and why (rule, source fact, since when).
+    Permissions(rights::PermissionsArgs),
+    /// Can this staff member see this pupil? yes (exit 0) or no (exit 1), with the reason.
+    Can(rights::CanArgs),
+    /// Grants made by hand: kept by every sync.
+    Grant {
+        #[command(subcommand)]
+        action: rights::GrantCommand,
     },
     /// Sync every school (or one) now, in this process, and print what changed.
     Sync(sync::SyncArgs),
@@ -150,6 +160,9 @@ pub async fn run(
         Command::School { action } => school::run(&settings, action).await,
         Command::Person { action } => local::person(&settings, action).await,
         Command::Group { action } => local::group(&settings, action).await,
+        Command::Permissions(args) => rights::permissions(&settings, args).await,
+        Command::Can(args) => rights::can(&settings, args).await,
+        Command::Grant { action } => rights::grant(&settings, action).await,
         Command::Sync(args) => sync::run(&settings, args).await,
         Command::Export(args) => history::export(&settings, args).await,
         Command::Runs(args) => history::runs(&settings, args).await,

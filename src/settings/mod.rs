@@ -24,6 +24,7 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub log: LogSettings,
     pub sync: SyncSettings,
+    pub rights: RightsSettings,
     #[serde(default)]
     pub las: Vec<LasSettings>,
     pub broker: Option<BrokerSettings>,
@@ -73,6 +74,34 @@ pub struct SyncSettings {
     /// A daemon worker's claim on a school lasts this long without a heartbeat; then another
     /// instance may take the school over.
     pub lease_seconds: u64,
+}
+
+/// How staff rights are derived from the sources' facts.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RightsSettings {
+    /// Days a derived grant whose fact disappeared is kept (pending) before it is revoked; it
+    /// comes back by itself if the fact reappears in that time.
+    pub grace_days: u32,
+    /// The derivation rules; a person's rights are the union of what every rule grants.
+    pub rules: Vec<RightsRule>,
+}
+
+/// One derivation rule: a fact (a group link with one of `link_roles`, or a role named in
+/// `roles`) from one of `sources` (any when empty) grants `level`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RightsRule {
+    pub name: String,
+    /// `own` (no pupil data), `related` (the linked groups, or the role's groups or
+    /// departments) or `school` (every group).
+    pub level: String,
+    #[serde(default)]
+    pub link_roles: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -308,6 +337,33 @@ impl Settings {
                     self.schedule.timezone
                 )
             })?;
+        if self.rights.grace_days > 365 {
+            return Err("rights.grace_days must be at most 365".into());
+        }
+        for (i, r) in self.rights.rules.iter().enumerate() {
+            if !["own", "related", "school"].contains(&r.level.as_str()) {
+                return Err(format!(
+                    "rights.rules[{i}] ({}): level must be own, related or school, not '{}'",
+                    r.name, r.level
+                ));
+            }
+            if r.link_roles.is_empty() && r.roles.is_empty() {
+                return Err(format!(
+                    "rights.rules[{i}] ({}): give link_roles or roles, or the rule grants nothing",
+                    r.name
+                ));
+            }
+            if let Some(bad) = r
+                .sources
+                .iter()
+                .find(|s| !["broker", "las", "portal", "local"].contains(&s.as_str()))
+            {
+                return Err(format!(
+                    "rights.rules[{i}] ({}): unknown source '{bad}' (broker, las, portal, local)",
+                    r.name
+                ));
+            }
+        }
         if let Some(b) = &self.broker {
             if !(1..=3600).contains(&b.timeout_seconds) {
                 return Err("broker.timeout_seconds must be between 1 and 3600".into());
@@ -564,6 +620,12 @@ mod tests {
             .expect("every documented key deserializes");
         full.validate().expect("every documented key validates");
         assert!(full.broker.is_some() && full.admin.listen.is_some());
+        assert_eq!(
+            full.rights.rules.len(),
+            1,
+            "rules given in a file replace the built-in ones"
+        );
+        assert!(settings.rights.rules.len() > 5, "the built-in rules");
         assert!(full.school[0].zermelo.is_some() && full.las[0].client_certificate.is_some());
     }
 

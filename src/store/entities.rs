@@ -271,6 +271,41 @@ pub mod source_state {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+pub mod access_grant {
+    use sea_orm::entity::prelude::*;
+
+    /// A right of a staff member: derived from a fact of a source by a rule, or made by hand.
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "access_grant")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub school_id: String,
+        pub person_id: i64,
+        /// `own`, `related` (to `group_id`) or `school`.
+        pub level: String,
+        pub group_id: Option<i64>,
+        /// `derived` or `manual`.
+        pub origin: String,
+        /// The rule that derived it (`teacher`, `intern-begeleider`, ...), or `manual`.
+        pub rule: String,
+        /// The source of the fact (`broker`, `las`, `portal`, `local`).
+        pub source: String,
+        /// The fact, in words: "Leerkracht of group G8A".
+        pub fact: String,
+        /// `active`, `pending` (the fact is gone; revoked after the grace period), `revoked`.
+        pub state: String,
+        pub since: DateTimeUtc,
+        pub pending_since: Option<DateTimeUtc>,
+        pub revoke_after: Option<DateTimeUtc>,
+        pub created_by: Option<String>,
+        pub note: Option<String>,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod held_change {
     use sea_orm::entity::prelude::*;
 

@@ -17,8 +17,8 @@ pub struct Export {
     pub groups: Vec<GroupOut>,
     pub pupils: Vec<PupilOut>,
     pub staff: Vec<StaffOut>,
-    /// Derived and manual permissions (filled once grants exist).
-    pub grants: Vec<serde_json::Value>,
+    /// What each staff member may see: the union of their grants, with the reasons.
+    pub grants: Vec<GrantOut>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -36,6 +36,18 @@ pub struct GroupOut {
     pub name: String,
     pub kind: String,
     pub year_group: Option<String>,
+}
+
+/// A staff member's effective rights.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GrantOut {
+    pub staff: String,
+    /// The broadest level: `own`, `related` or `school`.
+    pub level: String,
+    /// The groups they can see (every group for `school`).
+    pub groups: Vec<String>,
+    /// One line per grant: rule, source and fact; pending ones say so.
+    pub reasons: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -177,7 +189,7 @@ pub async fn export<C: ConnectionTrait>(db: &C, school: &str) -> Result<Option<E
         return Ok(None);
     };
     let (groups, persons) = roster::load(db, school).await?;
-    Ok(Some(shape(
+    let mut out = shape(
         SchoolOut {
             id: row.id,
             brin: row.brin,
@@ -187,5 +199,42 @@ pub async fn export<C: ConnectionTrait>(db: &C, school: &str) -> Result<Option<E
         },
         &groups,
         &persons,
-    )))
+    );
+    let live: std::collections::HashSet<&str> = out.staff.iter().map(|s| s.id.as_str()).collect();
+    let refs = super::grants::groups(db, school).await?;
+    let key_of: BTreeMap<i64, &str> = refs.iter().map(|g| (g.id, g.key.as_str())).collect();
+    for (person, holdings) in super::grants::of_school(db, school).await? {
+        let id = person.to_string();
+        if !live.contains(id.as_str()) {
+            continue;
+        }
+        let Some(level) = crate::rights::top_level(&holdings) else {
+            continue;
+        };
+        out.grants.push(GrantOut {
+            staff: id,
+            level: level.as_str().to_owned(),
+            groups: crate::rights::effective(&holdings, &refs)
+                .iter()
+                .filter_map(|v| key_of.get(&v.group).map(|k| (*k).to_owned()))
+                .collect(),
+            reasons: holdings.iter().map(reason).collect(),
+        });
+    }
+    Ok(Some(out))
+}
+
+/// A grant in words: "teacher: broker: linked to group G8A as Leerkracht".
+pub fn reason(h: &crate::rights::Holding) -> String {
+    let pending = match (h.state, h.revoke_after) {
+        (crate::rights::State::Pending, Some(at)) => {
+            format!(
+                " (pending: revoked on {} unless it comes back)",
+                at.format("%Y-%m-%d")
+            )
+        }
+        (crate::rights::State::Pending, None) => " (pending revocation)".to_owned(),
+        (crate::rights::State::Active, _) => String::new(),
+    };
+    format!("{}: {}{pending}", h.rule, h.fact)
 }

@@ -3,6 +3,7 @@
 
 pub mod entities;
 pub mod export;
+pub mod grants;
 pub mod held;
 pub mod journal;
 pub mod local;

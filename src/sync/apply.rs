@@ -15,10 +15,11 @@ use sea_orm::{DatabaseTransaction, DbErr, TransactionTrait};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
+use crate::rights::Rights;
 use crate::store::roster::{self, ApplyContext};
 use crate::store::schools::{self, SchoolState};
 use crate::store::source_state::{self, Received};
-use crate::store::{Store, held, runs};
+use crate::store::{Store, grants, held, runs};
 use crate::sync::brakes::{self, BrakeRules, HeldRemoval, Stored};
 use crate::sync::diff::{DiffOptions, Plan, StoredPerson, diff};
 use crate::sync::digest;
@@ -40,12 +41,15 @@ pub struct Rules {
     pub retention: chrono::Duration,
     /// How long a school's data is kept after it revoked the broker's sync permission.
     pub offboarding: chrono::Duration,
+    /// How staff rights are derived.
+    pub rights: Rights,
 }
 
 impl Rules {
     pub fn from_settings(settings: &crate::settings::Settings) -> Rules {
         let s = &settings.sync;
         Rules {
+            rights: Rights::from_settings(&settings.rights),
             offboarding: chrono::Duration::days(i64::from(
                 settings.broker.as_ref().map_or(30, |b| b.offboarding_days),
             )),
@@ -116,6 +120,9 @@ pub struct SchoolReport {
     /// Everything but the fetch: judging, loading, diffing and writing.
     #[serde(serialize_with = "millis")]
     pub engine_time: Duration,
+    /// The part of `engine_time` spent deriving and storing the school's grants.
+    #[serde(serialize_with = "millis")]
+    pub rights_time: Duration,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -129,6 +136,7 @@ struct Decided {
     error_class: Option<String>,
     message: Option<String>,
     retry: bool,
+    rights_time: Duration,
 }
 
 impl Decided {
@@ -139,6 +147,7 @@ impl Decided {
             error_class: None,
             message: None,
             retry: false,
+            rights_time: Duration::ZERO,
         }
     }
 
@@ -196,6 +205,7 @@ pub async fn sync_school(
         retry: false,
         fetch_time: Duration::ZERO,
         engine_time: Duration::ZERO,
+        rights_time: Duration::ZERO,
     };
     let decided = match run(store, target, rules, opts, &mut report).await {
         Ok(d) => d,
@@ -227,6 +237,7 @@ pub async fn sync_school(
     report.error_class = decided.error_class;
     report.message = decided.message;
     report.retry = decided.retry;
+    report.rights_time = decided.rights_time;
     report.engine_time = started.elapsed().saturating_sub(report.fetch_time);
     log_summary(&report);
     report
@@ -458,19 +469,32 @@ async fn run(
         };
         let ask = &asks[i];
         let got = &fetched[i];
-        return untrusted(store, run, &school, target.fence, ask, got, why, opts).await;
+        return untrusted(
+            store,
+            run,
+            &school,
+            target.fence,
+            ask,
+            got,
+            why,
+            rules,
+            opts,
+        )
+        .await;
     }
 
     if fetched
         .iter()
         .all(|f| matches!(f, Ok(FetchOutcome::Unchanged)))
     {
-        let d = Decided::new(Outcome::Unchanged);
+        let mut d = Decided::new(Outcome::Unchanged);
         if !opts.dry_run {
             let (_turn, txn) = write_txn(store, &school, target.fence).await?;
             for ask in &asks {
                 source_state::record_unchanged(&txn, &school, ask.source.name, Utc::now()).await?;
             }
+            // Nothing changed, but a grant's grace period may have ended.
+            refresh_grants(&txn, &school, run, rules, false, &mut d).await?;
             schools::set_state(&txn, &school, active(None, None)).await?;
             runs::finish(&txn, run, finish(&d)).await?;
             txn.commit().await?;
@@ -524,6 +548,7 @@ async fn untrusted(
     ask: &Ask<'_>,
     fetched: &Result<FetchOutcome, ConnectorError>,
     why: &Distrust,
+    rules: &Rules,
     opts: &RunOptions,
 ) -> Result<Decided, DbErr> {
     let parked = is_credentials(fetched) && ask.fingerprint.is_some();
@@ -553,8 +578,12 @@ async fn untrusted(
         },
         ..d
     };
+    let mut d = d;
     let (_turn, txn) = write_txn(store, school, fence).await?;
     if !opts.dry_run {
+        // The sources are not trusted, so the facts stand as stored; only grace periods
+        // run out, and never for a whole-school grant.
+        refresh_grants(&txn, school, run, rules, true, &mut d).await?;
         if let (Err(e), Some(fp)) = (fetched, &ask.fingerprint)
             && e.kind() == ErrorKind::Credentials
         {
@@ -665,6 +694,22 @@ async fn no_consent(
     runs::finish(&txn, run, finish(&d)).await?;
     txn.commit().await?;
     Ok(d)
+}
+
+/// Derive the school's grants from what is stored now, in the run's transaction.
+async fn refresh_grants(
+    txn: &DatabaseTransaction,
+    school: &str,
+    run: i64,
+    rules: &Rules,
+    frozen: bool,
+    d: &mut Decided,
+) -> Result<(), DbErr> {
+    let started = Instant::now();
+    d.counts.grants =
+        grants::refresh(txn, school, Some(run), &rules.rights, frozen, Utc::now()).await?;
+    d.rights_time = started.elapsed();
+    Ok(())
 }
 
 /// School states of the consent lifecycle.
@@ -845,6 +890,8 @@ async fn apply_snapshots(
         }
         roster::journal_conflicts(&txn, &ctx, &conflicts).await?;
     }
+    let mut d = d;
+    refresh_grants(&txn, school, run, rules, false, &mut d).await?;
     // Only a run applied in full may be skipped next time; a held one must decide again.
     schools::set_digest(&txn, school, (d.outcome == Outcome::Ok).then_some(digest)).await?;
     if held.is_empty() {
@@ -877,7 +924,6 @@ async fn apply_snapshots(
         active(year, first.and_then(|s| s.school_name.clone())),
     )
     .await?;
-    let mut d = d;
     if !notes.is_empty() {
         let said = d
             .message

@@ -46,6 +46,8 @@ pub struct Counts {
     /// Identity conflicts (keys that disagree about who someone is) and field conflicts
     /// between sources; each is in the journal.
     pub conflicts: usize,
+    /// What the refresh of the school's grants changed.
+    pub grants: crate::rights::GrantChanges,
 }
 
 impl Counts {

@@ -6,6 +6,7 @@ mod broker;
 mod config;
 mod daemon;
 mod local;
+mod rights;
 mod roster;
 mod school_links;
 mod simulate;

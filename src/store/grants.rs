@@ -1,0 +1,453 @@
+//! Grants in the store: the facts rights are derived from (staff links and roles), the
+//! derived and manual grants, refreshing them in the apply's transaction, and the questions
+//! `permissions`, `can` and `export` ask.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::sea_query::{Expr, Query};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+
+use super::entities::{access_grant, change_entry, membership, person, person_role, roster_group};
+use crate::rights::{
+    self, Action, GrantChanges, GroupRef, Holding, Level, LinkFact, Rights, RoleFact, StaffFacts,
+    State, Stored,
+};
+
+pub const DERIVED: &str = "derived";
+pub const MANUAL: &str = "manual";
+
+/// The school's live groups.
+pub async fn groups<C: ConnectionTrait>(db: &C, school: &str) -> Result<Vec<GroupRef>, DbErr> {
+    Ok(roster_group::Entity::find()
+        .filter(roster_group::Column::SchoolId.eq(school))
+        .filter(roster_group::Column::RemovedAt.is_null())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|g| GroupRef {
+            id: g.id,
+            key: g.key,
+            department: g.department,
+        })
+        .collect())
+}
+
+/// What the stored roster says about each live staff member: links and roles.
+pub async fn facts<C: ConnectionTrait>(db: &C, school: &str) -> Result<Vec<StaffFacts>, DbErr> {
+    let staff = Query::select()
+        .column(person::Column::Id)
+        .from(person::Entity)
+        .and_where(person::Column::SchoolId.eq(school))
+        .and_where(person::Column::Kind.eq("staff"))
+        .and_where(person::Column::RemovedAt.is_null())
+        .to_owned();
+    let mut by_person: BTreeMap<i64, StaffFacts> = BTreeMap::new();
+    for m in membership::Entity::find()
+        .filter(membership::Column::PersonId.in_subquery(staff.clone()))
+        .all(db)
+        .await?
+    {
+        by_person
+            .entry(m.person_id)
+            .or_insert_with(|| StaffFacts {
+                person: m.person_id,
+                ..StaffFacts::default()
+            })
+            .links
+            .push(LinkFact {
+                group: m.group_id,
+                role: m.role,
+                source: m.source,
+            });
+    }
+    for r in person_role::Entity::find()
+        .filter(person_role::Column::PersonId.in_subquery(staff))
+        .all(db)
+        .await?
+    {
+        by_person
+            .entry(r.person_id)
+            .or_insert_with(|| StaffFacts {
+                person: r.person_id,
+                ..StaffFacts::default()
+            })
+            .roles
+            .push(RoleFact {
+                name: r.role,
+                scope: r.scope,
+                source: r.source,
+            });
+    }
+    Ok(by_person.into_values().collect())
+}
+
+fn state_of(s: &str) -> State {
+    if s == "pending" {
+        State::Pending
+    } else {
+        State::Active
+    }
+}
+
+/// Derive the school's grants from the stored roster and bring the stored derived grants in
+/// line, journaling each change. Runs in the caller's transaction (the apply's), so data and
+/// rights never disagree.
+pub async fn refresh<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+    run: Option<i64>,
+    rights: &Rights,
+    frozen: bool,
+    now: DateTime<Utc>,
+) -> Result<GrantChanges, DbErr> {
+    let groups = groups(db, school).await?;
+    let facts = facts(db, school).await?;
+    let rows = access_grant::Entity::find()
+        .filter(access_grant::Column::SchoolId.eq(school))
+        .filter(access_grant::Column::Origin.eq(DERIVED))
+        .filter(access_grant::Column::State.is_in(["active", "pending"]))
+        .all(db)
+        .await?;
+    let stored: Vec<Stored> = rows
+        .iter()
+        .filter_map(|g| {
+            Some(Stored {
+                id: g.id,
+                person: g.person_id,
+                level: Level::parse(&g.level)?,
+                group: g.group_id,
+                rule: g.rule.clone(),
+                source: g.source.clone(),
+                state: state_of(&g.state),
+                revoke_after: g.revoke_after,
+            })
+        })
+        .collect();
+    let derived = rights::derive(&facts, &groups, &rights.rules);
+    let actions = rights::reconcile(&stored, &derived, now, rights.grace, frozen);
+    if actions.is_empty() {
+        return Ok(GrantChanges::default());
+    }
+    let row_of: HashMap<i64, &access_grant::Model> = rows.iter().map(|g| (g.id, g)).collect();
+    let group_key: HashMap<i64, &str> = groups.iter().map(|g| (g.id, g.key.as_str())).collect();
+    let mut out = GrantChanges::default();
+    let mut journal = Vec::new();
+    let note = |person: i64,
+                grant: i64,
+                operation: &str,
+                level: &str,
+                group: Option<i64>,
+                rule: &str,
+                source: &str,
+                why: String| change_entry::ActiveModel {
+        run_id: Set(run),
+        school_id: Set(school.to_owned()),
+        entity: Set("grant".into()),
+        entity_id: Set(Some(grant)),
+        person_id: Set(Some(person)),
+        operation: Set(operation.to_owned()),
+        field: Set(Some(level.to_owned())),
+        old_value: Set(None),
+        new_value: Set(Some(
+            group
+                .and_then(|g| group_key.get(&g).map(|k| format!("group {k}")))
+                .unwrap_or_else(|| level.to_owned()),
+        )),
+        source: Set(source.to_owned()),
+        rule: Set(format!("{rule}: {why}")),
+        at: Set(now),
+        ..Default::default()
+    };
+    for action in actions {
+        match action {
+            Action::Create(d) => {
+                let id = access_grant::Entity::insert(access_grant::ActiveModel {
+                    id: NotSet,
+                    school_id: Set(school.to_owned()),
+                    person_id: Set(d.person),
+                    level: Set(d.level.as_str().to_owned()),
+                    group_id: Set(d.group),
+                    origin: Set(DERIVED.into()),
+                    rule: Set(d.rule.clone()),
+                    source: Set(d.source.clone()),
+                    fact: Set(d.fact.clone()),
+                    state: Set("active".into()),
+                    since: Set(now),
+                    pending_since: Set(None),
+                    revoke_after: Set(None),
+                    created_by: Set(None),
+                    note: Set(None),
+                })
+                .exec(db)
+                .await?
+                .last_insert_id;
+                journal.push(note(
+                    d.person,
+                    id,
+                    "grant",
+                    d.level.as_str(),
+                    d.group,
+                    &d.rule,
+                    &d.source,
+                    d.fact.clone(),
+                ));
+                out.granted += 1;
+            }
+            Action::Restore(id) => {
+                access_grant::Entity::update_many()
+                    .col_expr(access_grant::Column::State, Expr::value("active"))
+                    .col_expr(
+                        access_grant::Column::PendingSince,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    )
+                    .col_expr(
+                        access_grant::Column::RevokeAfter,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    )
+                    .filter(access_grant::Column::Id.eq(id))
+                    .exec(db)
+                    .await?;
+                if let Some(g) = row_of.get(&id) {
+                    journal.push(note(
+                        g.person_id,
+                        id,
+                        "restore",
+                        &g.level,
+                        g.group_id,
+                        &g.rule,
+                        &g.source,
+                        "the fact is back within the grace period".into(),
+                    ));
+                }
+                out.restored += 1;
+            }
+            Action::Pend { id, revoke_after } => {
+                access_grant::Entity::update_many()
+                    .col_expr(access_grant::Column::State, Expr::value("pending"))
+                    .col_expr(access_grant::Column::PendingSince, Expr::value(now))
+                    .col_expr(access_grant::Column::RevokeAfter, Expr::value(revoke_after))
+                    .filter(access_grant::Column::Id.eq(id))
+                    .exec(db)
+                    .await?;
+                if let Some(g) = row_of.get(&id) {
+                    journal.push(note(
+                        g.person_id,
+                        id,
+                        "pending",
+                        &g.level,
+                        g.group_id,
+                        &g.rule,
+                        &g.source,
+                        format!(
+                            "the fact is gone; revoked on {} unless it comes back",
+                            revoke_after.format("%Y-%m-%d")
+                        ),
+                    ));
+                }
+                out.pending += 1;
+            }
+            Action::Revoke(id) => {
+                access_grant::Entity::update_many()
+                    .col_expr(access_grant::Column::State, Expr::value("revoked"))
+                    .filter(access_grant::Column::Id.eq(id))
+                    .exec(db)
+                    .await?;
+                if let Some(g) = row_of.get(&id) {
+                    journal.push(note(
+                        g.person_id,
+                        id,
+                        "revoke",
+                        &g.level,
+                        g.group_id,
+                        &g.rule,
+                        &g.source,
+                        "the grace period ended".into(),
+                    ));
+                }
+                out.revoked += 1;
+            }
+        }
+    }
+    for chunk in journal.chunks(500) {
+        change_entry::Entity::insert_many(chunk.to_vec())
+            .exec(db)
+            .await?;
+    }
+    Ok(out)
+}
+
+/// A person's grants that count (active and pending), manual ones included.
+pub async fn holdings<C: ConnectionTrait>(db: &C, person: i64) -> Result<Vec<Holding>, DbErr> {
+    Ok(access_grant::Entity::find()
+        .filter(access_grant::Column::PersonId.eq(person))
+        .filter(access_grant::Column::State.is_in(["active", "pending"]))
+        .all(db)
+        .await?
+        .into_iter()
+        .filter_map(|g| {
+            Some(Holding {
+                id: g.id,
+                level: Level::parse(&g.level)?,
+                group: g.group_id,
+                rule: g.rule,
+                source: g.source,
+                fact: g.fact,
+                state: state_of(&g.state),
+                since: g.since,
+                revoke_after: g.revoke_after,
+            })
+        })
+        .collect())
+}
+
+/// Every grant of a school that counts, by person.
+pub async fn of_school<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+) -> Result<BTreeMap<i64, Vec<Holding>>, DbErr> {
+    let mut out: BTreeMap<i64, Vec<Holding>> = BTreeMap::new();
+    for g in access_grant::Entity::find()
+        .filter(access_grant::Column::SchoolId.eq(school))
+        .filter(access_grant::Column::State.is_in(["active", "pending"]))
+        .all(db)
+        .await?
+    {
+        let Some(level) = Level::parse(&g.level) else {
+            continue;
+        };
+        out.entry(g.person_id).or_default().push(Holding {
+            id: g.id,
+            level,
+            group: g.group_id,
+            rule: g.rule,
+            source: g.source,
+            fact: g.fact,
+            state: state_of(&g.state),
+            since: g.since,
+            revoke_after: g.revoke_after,
+        });
+    }
+    Ok(out)
+}
+
+/// Add a grant by hand. Derivation never touches it; only `remove_manual` does.
+pub async fn add_manual<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+    person: i64,
+    level: Level,
+    group: Option<(i64, &str)>,
+    who: &str,
+    note: Option<String>,
+) -> Result<i64, DbErr> {
+    let now = Utc::now();
+    let id = access_grant::Entity::insert(access_grant::ActiveModel {
+        id: NotSet,
+        school_id: Set(school.to_owned()),
+        person_id: Set(person),
+        level: Set(level.as_str().to_owned()),
+        group_id: Set(group.map(|(id, _)| id)),
+        origin: Set(MANUAL.into()),
+        rule: Set(MANUAL.into()),
+        source: Set("local".into()),
+        fact: Set(format!("granted by hand by {who}")),
+        state: Set("active".into()),
+        since: Set(now),
+        pending_since: Set(None),
+        revoke_after: Set(None),
+        created_by: Set(Some(who.to_owned())),
+        note: Set(note),
+    })
+    .exec(db)
+    .await?
+    .last_insert_id;
+    change_entry::Entity::insert(change_entry::ActiveModel {
+        run_id: Set(None),
+        school_id: Set(school.to_owned()),
+        entity: Set("grant".into()),
+        entity_id: Set(Some(id)),
+        person_id: Set(Some(person)),
+        operation: Set("grant".into()),
+        field: Set(Some(level.as_str().to_owned())),
+        old_value: Set(None),
+        new_value: Set(Some(
+            group
+                .map(|(_, k)| format!("group {k}"))
+                .unwrap_or_else(|| level.as_str().to_owned()),
+        )),
+        source: Set("local".into()),
+        rule: Set(format!("manual: by hand, by {who}")),
+        at: Set(now),
+        ..Default::default()
+    })
+    .exec(db)
+    .await?;
+    Ok(id)
+}
+
+/// Why a grant cannot be removed by hand.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoveError {
+    #[error("there is no grant {0} (see `rostersync permissions PERSON`)")]
+    NotFound(i64),
+    #[error(
+        "grant {id} is derived by rule {rule} from a fact of the {from} ({fact}); it goes when \
+         the fact goes. Change the fact at the source"
+    )]
+    Derived {
+        id: i64,
+        rule: String,
+        from: String,
+        fact: String,
+    },
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Remove a manual grant.
+pub async fn remove_manual<C: ConnectionTrait>(
+    db: &C,
+    id: i64,
+    who: &str,
+) -> Result<access_grant::Model, RemoveError> {
+    let Some(g) = access_grant::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .filter(|g| g.state != "revoked")
+    else {
+        return Err(RemoveError::NotFound(id));
+    };
+    if g.origin != MANUAL {
+        return Err(RemoveError::Derived {
+            id,
+            rule: g.rule,
+            from: g.source,
+            fact: g.fact,
+        });
+    }
+    access_grant::Entity::update_many()
+        .col_expr(access_grant::Column::State, Expr::value("revoked"))
+        .filter(access_grant::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    change_entry::Entity::insert(change_entry::ActiveModel {
+        run_id: Set(None),
+        school_id: Set(g.school_id.clone()),
+        entity: Set("grant".into()),
+        entity_id: Set(Some(id)),
+        person_id: Set(Some(g.person_id)),
+        operation: Set("revoke".into()),
+        field: Set(Some(g.level.clone())),
+        old_value: Set(None),
+        new_value: Set(None),
+        source: Set("local".into()),
+        rule: Set(format!("manual: removed by hand, by {who}")),
+        at: Set(Utc::now()),
+        ..Default::default()
+    })
+    .exec(db)
+    .await?;
+    Ok(g)
+}
