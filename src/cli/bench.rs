@@ -98,6 +98,16 @@ fn scenario(
     reports: &[SchoolReport],
     target_ms: Option<f64>,
 ) -> Result<Scenario, Failure> {
+    scenario_of(name, reports, |r| r.engine_time, target_ms)
+}
+
+/// A scenario measured by `time` of each report (the engine time, or a part of it).
+fn scenario_of(
+    name: &'static str,
+    reports: &[SchoolReport],
+    time: impl Fn(&SchoolReport) -> Duration,
+    target_ms: Option<f64>,
+) -> Result<Scenario, Failure> {
     if let Some(bad) = reports
         .iter()
         .find(|r| !matches!(r.outcome, Outcome::Ok | Outcome::Held))
@@ -113,7 +123,7 @@ fn scenario(
         v.sort();
         v.get(v.len() / 2).copied().unwrap_or_default()
     };
-    let engine: Vec<Duration> = reports.iter().map(|r| r.engine_time).collect();
+    let engine: Vec<Duration> = reports.iter().map(&time).collect();
     Ok(Scenario {
         name,
         runs: reports.len(),
@@ -160,6 +170,13 @@ async fn large_school(args: &BenchArgs, dir: &Path) -> Result<Vec<Scenario>, Fai
     let school = sim_school_id(SchoolKind::Primary, 0);
     let mut world = World::new(4242, crate::sync::apply::today());
     world.add_school(school.clone(), SchoolKind::Primary, args.pupils);
+    // Staff in proportion: 80 for 1,000 pupils (the LAS's and the broker's together).
+    if let Some(s) = world.schools.get_mut(&school) {
+        let want = args.pupils * 8 / 100;
+        let have = s.school.teachers.len() + 2;
+        let mut rng = fastrand::Rng::with_seed(7);
+        s.school.add_teachers(&mut rng, want.saturating_sub(have));
+    }
     let server = SimServer::start(world, 0)
         .await
         .context("cannot start the simulated LAS")
@@ -202,6 +219,11 @@ async fn large_school(args: &BenchArgs, dir: &Path) -> Result<Vec<Scenario>, Fai
                 .filter(|g| !g.composed)
                 .map(|g| g.key.clone())
                 .collect();
+            // And one teacher moves to another group: the grants change too.
+            let t = round % s.school.teachers.len();
+            if let Some(link) = s.school.teachers[t].groups.first_mut() {
+                link.0 = groups[(round * 7 + 3) % groups.len()].clone();
+            }
             let n = s.school.pupils.len();
             let count = (n / 50).max(2);
             for i in 0..count {
@@ -222,6 +244,18 @@ async fn large_school(args: &BenchArgs, dir: &Path) -> Result<Vec<Scenario>, Fai
         scenario("unchanged re-sync", &unchanged, Some(30.0))?,
         scenario("unchanged, full load + diff", &full_diff, None)?,
         scenario("2% changed re-sync", &changed, None)?,
+        Scenario {
+            name: "  of which grants",
+            changes: changed
+                .iter()
+                .map(|r| {
+                    let g = r.counts.grants;
+                    g.granted + g.restored + g.pending + g.revoked
+                })
+                .sum::<usize>()
+                / changed.len().max(1),
+            ..scenario_of("grants", &changed, |r| r.rights_time, Some(10.0))?
+        },
     ])
 }
 
@@ -385,8 +419,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     let table_out = args.format == OutputFormat::Table;
     if table_out {
         println!(
-            "Part 1: one school of {} pupils, {} re-syncs per scenario (SQLite, {}).",
+            "Part 1: one school of {} pupils and {} staff, {} re-syncs per scenario (SQLite, {}).",
             args.pupils,
+            args.pupils * 8 / 100,
             args.repeat,
             dir.display()
         );

@@ -760,10 +760,17 @@ fn the_bench_measures_both_parts() {
     );
     let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
     let large = report["large_school"].as_array().expect("scenarios");
-    assert_eq!(large.len(), 4);
+    assert_eq!(large.len(), 5);
     assert!(large[0]["changes"].as_u64().expect("count") >= 120);
     assert_eq!(large[1]["changes"], 0, "unchanged means unchanged");
     assert!(large[3]["changes"].as_u64().expect("count") > 0);
+    // A teacher moves in each changed round: the grants change too, and are timed.
+    assert!(
+        large[4]["changes"].as_u64().expect("count") > 0,
+        "{}",
+        large[4]
+    );
+    assert!(large[4]["engine_ms"].as_f64().expect("ms") > 0.0);
     let many = &report["many_schools"];
     assert_eq!(many["schools"], 6);
     assert_eq!(many["outcomes_ok"], 6);

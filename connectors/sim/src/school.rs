@@ -195,6 +195,31 @@ impl SimSchool {
         &mut self.pupils[last]
     }
 
+    /// `n` more teachers, each sharing one main group with its group teacher (duo teaching,
+    /// part-timers): large schools have far more staff than groups.
+    pub fn add_teachers(&mut self, rng: &mut fastrand::Rng, n: usize) {
+        let groups: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|g| !g.composed)
+            .map(|g| g.key.clone())
+            .collect();
+        if groups.is_empty() {
+            return;
+        }
+        let domain = self.domain();
+        for i in 0..n {
+            let key = self.new_key("M");
+            let p = person(rng, key, 0.3);
+            self.teachers.push(SimTeacher {
+                email: email(&p, &domain, self.next_key),
+                person: p,
+                roles: Vec::new(),
+                groups: vec![(groups[i % groups.len()].clone(), vec!["LRK".to_owned()])],
+            });
+        }
+    }
+
     fn domain(&self) -> String {
         format!("{}.school.example", self.id.to_string().to_lowercase())
     }
