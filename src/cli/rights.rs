@@ -216,6 +216,19 @@ pub async fn can(settings: &Settings, args: CanArgs) -> Result<(), Failure> {
             pupil.id
         )));
     }
+    if let Some(left) = staff.removed_at {
+        println!(
+            "no: person {} left school {} on {}; whoever left sees nothing.",
+            staff.id,
+            staff.school_id,
+            left.format("%Y-%m-%d")
+        );
+        return Err(Failure::failed(anyhow!(
+            "person {} cannot see pupil {}",
+            staff.id,
+            pupil.id
+        )));
+    }
     if staff.school_id != pupil.school_id {
         println!(
             "no: person {} is at school {}, pupil {} at school {}.",
