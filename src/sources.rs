@@ -8,6 +8,7 @@ use connector_api::http::{HttpPolicy, TlsSettings};
 use connector_uwlr::{Transfer, UwlrConnector, UwlrSettings};
 
 use connector_basispoort::{BasispoortConfig, BasispoortConnector};
+use connector_zermelo::{ZermeloConfig, ZermeloConnector};
 
 use crate::settings::{BrokerKind, BrokerSettings, LasSettings, SecretError, TransferStyle};
 
@@ -25,6 +26,34 @@ pub enum SourceError {
         #[source]
         source: ConnectorError,
     },
+}
+
+/// A school's portal connection; the token travels with each request (it is the school's).
+pub fn portal_connector(
+    school: &str,
+    z: &crate::settings::ZermeloSettings,
+) -> Result<ZermeloConnector, SourceError> {
+    let connection = format!("the portal connection of school {school}");
+    ZermeloConnector::new(ZermeloConfig {
+        portal: z.portal.clone(),
+        ca_pem: z
+            .ca_certificate
+            .as_ref()
+            .map(|c| {
+                c.load_bytes()
+                    .map(|b| secrecy::ExposeSecret::expose_secret(&b).clone())
+            })
+            .transpose()
+            .map_err(|e| SourceError::Secret {
+                connection: connection.clone(),
+                source: e,
+            })?,
+        policy: HttpPolicy::default(),
+    })
+    .map_err(|e| SourceError::Connector {
+        connection,
+        source: e,
+    })
 }
 
 /// The broker connection, with its client certificate and optional trust root.

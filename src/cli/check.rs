@@ -133,25 +133,7 @@ async fn check_online(settings: &Settings) -> Result<(), Failure> {
                     last_received: None,
                     last_marker: None,
                 };
-                match c.fetch(&req).await {
-                    Ok(FetchOutcome::Snapshot(s)) => (
-                        "ok".to_owned(),
-                        format!(
-                            "{} pupils, {} groups, {} staff{}",
-                            s.pupils.len(),
-                            s.groups.len(),
-                            s.staff.len(),
-                            if s.rejects.is_empty() {
-                                String::new()
-                            } else {
-                                format!(", {} records rejected", s.rejects.len())
-                            }
-                        ),
-                    ),
-                    Ok(FetchOutcome::Unchanged) => ("ok".to_owned(), "unchanged".to_owned()),
-                    Ok(FetchOutcome::NoData { detail }) => ("no data".to_owned(), detail),
-                    Err(e) => (e.class().to_owned(), format!("{e}; {}", e.advice())),
-                }
+                describe(c.fetch(&req).await)
             }
         };
         if result != "ok" {
@@ -161,6 +143,31 @@ async fn check_online(settings: &Settings) -> Result<(), Failure> {
     }
     if let Some(b) = &settings.broker {
         failed += check_broker(b, &targets, &mut t).await;
+    }
+    for s in &settings.school {
+        let Some(z) = &s.zermelo else { continue };
+        let (result, detail) = match (
+            sources::portal_connector(&s.id.to_string(), z),
+            z.token.load_string(),
+        ) {
+            (Err(e), _) => ("config".to_owned(), e.to_string()),
+            (_, Err(e)) => ("no token".to_owned(), e.to_string()),
+            (Ok(c), Ok(token)) => describe(
+                c.fetch(&FetchRequest {
+                    school: s.id.clone(),
+                    school_year: year,
+                    credential: Some(token),
+                    remote_id: None,
+                    last_received: None,
+                    last_marker: None,
+                })
+                .await,
+            ),
+        };
+        if result != "ok" {
+            failed += 1;
+        }
+        t.row(vec![s.id.to_string(), "zermelo".into(), result, detail]);
     }
     print!("{}", t.render());
     if failed > 0 {
@@ -227,4 +234,27 @@ async fn check_broker(
         }
     }
     failed
+}
+
+/// One fetch's result as (RESULT, DETAIL).
+fn describe(fetched: Result<FetchOutcome, connector_api::ConnectorError>) -> (String, String) {
+    match fetched {
+        Ok(FetchOutcome::Snapshot(s)) => (
+            "ok".to_owned(),
+            format!(
+                "{} pupils, {} groups, {} staff{}",
+                s.pupils.len(),
+                s.groups.len(),
+                s.staff.len(),
+                if s.rejects.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} records rejected", s.rejects.len())
+                }
+            ),
+        ),
+        Ok(FetchOutcome::Unchanged) => ("ok".to_owned(), "unchanged".to_owned()),
+        Ok(FetchOutcome::NoData { detail }) => ("no data".to_owned(), detail),
+        Err(e) => (e.class().to_owned(), format!("{e}; {}", e.advice())),
+    }
 }

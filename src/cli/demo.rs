@@ -93,7 +93,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
 
     say(&format!(
         "rostersync demo: {} simulated schools ({} pupils each), LAS on {}, broker (mutual \
-         TLS) on {} for the {primary} primary schools, store {}.\n",
+         TLS) on {} for the {primary} primary schools, a Zermelo portal for the secondary \
+         school, store {}.\n",
         primary + 1,
         args.pupils,
         server.uwlr_url(),

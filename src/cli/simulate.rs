@@ -100,24 +100,8 @@ pub fn write_config(dir: &Path, server: &SimServer) -> anyhow::Result<PathBuf> {
     let dir = dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", dir.display()))?;
-    let (klantnaam, klantcode, schools) = server.with_world(|w| {
-        let schools: Vec<(String, String, String, Option<i64>)> = w
-            .schools
-            .values()
-            .map(|s| {
-                (
-                    s.school.id.to_string(),
-                    s.school.name.clone(),
-                    s.key.clone(),
-                    // Basispoort serves primary education.
-                    (s.school.kind == SchoolKind::Primary)
-                        .then(|| w.broker_id(&s.school.id))
-                        .flatten(),
-                )
-            })
-            .collect();
-        (w.klantnaam.clone(), w.klantcode.clone(), schools)
-    });
+    let (klantnaam, klantcode, schools) =
+        server.with_world(|w| (w.klantnaam.clone(), w.klantcode.clone(), w.access()));
     write_private(&dir.join("klantcode"), &format!("{klantcode}\n"))?;
     // The simulated broker's CA and a publisher certificate from it: valid while this
     // simulator runs (a new CA is made at every start).
@@ -128,8 +112,8 @@ pub fn write_config(dir: &Path, server: &SimServer) -> anyhow::Result<PathBuf> {
     write_private(&dir.join("broker.pem"), &identity)?;
     write_private(&dir.join("broker-ca.pem"), server.pki.ca_pem())?;
     let mut toml = format!(
-        "# Written by `rostersync simulate`: a configuration for the simulated LAS at {url}\n\
-         # and the simulated broker at {broker}.\n\
+        "# Written by `rostersync simulate`: a configuration for the simulated LAS at {url},\n\
+         # the simulated broker at {broker} and the secondary schools' simulated portals.\n\
          [store]\nurl = \"sqlite://{d}/rostersync.db?mode=rwc\"\n\n\
          [[las]]\nname = \"sim\"\nkind = \"uwlr\"\nendpoint = \"{url}\"\nklantnaam = \"{klantnaam}\"\n\
          klantcode = {{ file = \"{d}/klantcode\" }}\n\n\
@@ -139,7 +123,12 @@ pub fn write_config(dir: &Path, server: &SimServer) -> anyhow::Result<PathBuf> {
         broker = server.broker_url(),
         d = dir.display(),
     );
-    for (id, name, key, broker_id) in schools {
+    for school in schools {
+        let (id, name, key) = (school.id.to_string(), &school.name, &school.key);
+        // Basispoort serves primary education, Zermelo secondary schools.
+        let broker_id = school
+            .broker_id
+            .filter(|_| school.kind == SchoolKind::Primary);
         let key_path = dir.join("keys").join(&id);
         write_private(&key_path, &format!("{key}\n"))?;
         toml.push_str(&format!(
@@ -148,6 +137,16 @@ pub fn write_config(dir: &Path, server: &SimServer) -> anyhow::Result<PathBuf> {
         ));
         if let Some(b) = broker_id {
             toml.push_str(&format!("broker_id = {b}\n"));
+        }
+        if let Some(t) = &school.portal_token {
+            let token_path = dir.join("keys").join(format!("{id}-zermelo"));
+            write_private(&token_path, &format!("{t}\n"))?;
+            toml.push_str(&format!(
+                "zermelo = {{ portal = \"{}\", token = {{ file = \"{}\" }}, ca_certificate = {{ file = \"{}/broker-ca.pem\" }} }}\n",
+                server.portal_url(&school.id),
+                token_path.display(),
+                dir.display()
+            ));
         }
     }
     let path = dir.join("rostersync.toml");

@@ -145,7 +145,7 @@ impl Daemon {
         let slot = daily.slot(date);
         let jobs: Vec<(String, chrono::DateTime<Utc>)> = rows
             .iter()
-            .filter(|r| r.las.is_some() || r.broker_id.is_some())
+            .filter(|r| r.las.is_some() || r.broker_id.is_some() || r.zermelo_portal.is_some())
             .map(|r| {
                 let offset = chrono::Duration::from_std(daily.offset(&r.id)).unwrap_or_default();
                 (r.id.clone(), slot + offset)

@@ -237,6 +237,8 @@ pub struct ZermeloSettings {
     #[serde(deserialize_with = "https_url", serialize_with = "display")]
     pub portal: Url,
     pub token: SecretRef,
+    /// Extra trust root for the portal (test environments).
+    pub ca_certificate: Option<SecretRef>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -536,6 +538,9 @@ impl Settings {
             }
             if let Some(z) = &s.zermelo {
                 refs.push((format!("school[{i}].zermelo.token"), &z.token));
+                if let Some(c) = &z.ca_certificate {
+                    refs.push((format!("school[{i}].zermelo.ca_certificate"), c));
+                }
             }
         }
         refs

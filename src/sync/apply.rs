@@ -31,6 +31,8 @@ use crate::sync::report::{Counts, Outcome, ReceivedCounts};
 pub const LAS: &str = "las";
 /// The source name of the identity broker in `source_state`.
 pub const BROKER: &str = "broker";
+/// The source name of the scheduling portal in `source_state`.
+pub const PORTAL: &str = "portal";
 
 /// The rules a run applies, from `[sync]`.
 #[derive(Debug, Clone)]
@@ -374,11 +376,19 @@ async fn run(
                 .parked_at
                 .map(|t| t.format(" since %Y-%m-%d %H:%M UTC").to_string())
                 .unwrap_or_default();
+            let what = if source.name == PORTAL {
+                "its portal token changes: ask the school for a new Zermelo token and put it \
+                 in the token file"
+                    .to_owned()
+            } else {
+                format!(
+                    "its key changes: `rostersync school set-key {school}` (or update the key file)"
+                )
+            };
             let d = Decided::new(Outcome::Parked).because(
                 "credentials_rejected",
                 format!(
-                    "school {school} is parked{since}: {}. It is not asked again until its key \
-                     changes: `rostersync school set-key {school}` (or update the key file)",
+                    "school {school} is parked{since}: {}. It is not asked again until {what}",
                     s.parked_reason.as_deref().unwrap_or("its key was rejected")
                 ),
             );

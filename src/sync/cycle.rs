@@ -18,7 +18,9 @@ use crate::store::roster::{self, Purged};
 use crate::store::schools::{self, LAS_KEY};
 use crate::store::sealing::MasterKey;
 use crate::store::{Store, StoreError};
-use crate::sync::apply::{self, BROKER, LAS, Rules, RunOptions, SchoolReport, Source, Target};
+use crate::sync::apply::{
+    self, BROKER, LAS, PORTAL, Rules, RunOptions, SchoolReport, Source, Target,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
@@ -231,6 +233,16 @@ pub async fn targets(
                 connector: connectors.broker(settings),
                 credential: None,
                 remote_id: Some(broker_id.to_string()),
+            });
+        }
+        if let Some(z) = config.and_then(|c| c.zermelo.as_ref()) {
+            sources.push(Source {
+                name: PORTAL,
+                connector: sources::portal_connector(&row.id, z)
+                    .map(|c| Arc::new(c) as Arc<dyn Connector>)
+                    .map_err(|e| e.to_string()),
+                credential: Some(z.token.load_string().map_err(|e| e.to_string())),
+                remote_id: None,
             });
         }
         if sources.is_empty() {

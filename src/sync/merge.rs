@@ -176,7 +176,9 @@ fn fold(into: &mut PersonState, from: PersonState, conflicts: &mut Vec<Conflict>
             .map(|l| l.group.clone())
             .collect::<BTreeSet<_>>()
     };
-    if groups(&into.links) != groups(&from.links) {
+    // A source that links nobody (the portal: who teaches a group is in its timetable, not
+    // its data) says nothing about links, which is no disagreement.
+    if !from.links.is_empty() && groups(&into.links) != groups(&from.links) {
         conflicts.push(Conflict {
             subject,
             field: "groups".into(),
@@ -199,16 +201,27 @@ pub fn merge(snapshots: &[&Snapshot]) -> Merged {
     for snapshot in ordered {
         let owner = Owner::from(snapshot.source);
         for g in &snapshot.groups {
-            match merged.state.groups.get(&g.key) {
-                Some(kept) if kept.name != g.name => merged.conflicts.push(Conflict {
-                    subject: format!("group:{}", g.key),
-                    field: "name".into(),
-                    kept: kept.name.clone(),
-                    kept_owner: kept.owner,
-                    other: g.name.clone(),
-                    other_owner: owner,
-                }),
-                Some(_) => {}
+            match merged.state.groups.get_mut(&g.key) {
+                Some(kept) => {
+                    if kept.name != g.name {
+                        merged.conflicts.push(Conflict {
+                            subject: format!("group:{}", g.key),
+                            field: "name".into(),
+                            kept: kept.name.clone(),
+                            kept_owner: kept.owner,
+                            other: g.name.clone(),
+                            other_owner: owner,
+                        });
+                    }
+                    // What the owner does not say, a lower source may (the portal knows a
+                    // class's department, the LAS does not).
+                    if kept.department.is_none() {
+                        kept.department.clone_from(&g.department);
+                    }
+                    if kept.year_group.is_none() {
+                        kept.year_group.clone_from(&g.year_group);
+                    }
+                }
                 None => {
                     merged.state.groups.insert(
                         g.key.clone(),

@@ -13,3 +13,4 @@ mod simulate;
 mod store;
 mod support;
 mod sync;
+mod zermelo;

@@ -71,6 +71,8 @@ async fn the_simulator_answers_check_config_online() {
     assert_eq!(ok("sim"), 2, "{stdout}");
     // The primary schools are linked to the simulated broker too (over mutual TLS).
     assert_eq!(ok("broker"), 3, "{stdout}");
+    // The secondary school's portal answers even while its LAS is down.
+    assert_eq!(ok("zermelo"), 1, "{stdout}");
     assert!(stdout.contains("certificate accepted"), "{stdout}");
     assert!(stdout.contains("60 pupils"), "{stdout}");
     // The secondary school's LAS is down: retried, then reported as transient.

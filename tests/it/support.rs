@@ -299,6 +299,8 @@ pub struct SimEnv {
     pub server: connector_sim::SimServer,
     /// Whether the configuration links the schools to the simulated broker too.
     pub broker: std::cell::Cell<bool>,
+    /// Whether the secondary schools are linked to the simulated portal too.
+    pub portal: std::cell::Cell<bool>,
 }
 
 impl SimEnv {
@@ -315,6 +317,7 @@ impl SimEnv {
             env,
             server,
             broker: std::cell::Cell::new(false),
+            portal: std::cell::Cell::new(false),
         };
         sim.configure(extra);
         sim
@@ -322,21 +325,9 @@ impl SimEnv {
 
     /// Rewrite the configuration (schools as the simulator has them now) plus `extra`.
     pub fn configure(&self, extra: &str) {
-        let (klantnaam, klantcode, schools) = self.server.with_world(|w| {
-            let schools: Vec<(String, String, String, Option<i64>)> = w
-                .schools
-                .values()
-                .map(|s| {
-                    (
-                        s.school.id.to_string(),
-                        s.key.clone(),
-                        s.school.name.clone(),
-                        w.broker_id(&s.school.id),
-                    )
-                })
-                .collect();
-            (w.klantnaam.clone(), w.klantcode.clone(), schools)
-        });
+        let (klantnaam, klantcode, schools) = self
+            .server
+            .with_world(|w| (w.klantnaam.clone(), w.klantcode.clone(), w.access()));
         let broker = self.broker.get();
         let broker_block = if broker {
             let identity = self
@@ -365,7 +356,16 @@ impl SimEnv {
             code.display()
         );
         text.push_str(&broker_block);
-        for (id, key, name, broker_id) in schools {
+        let ca = self.env.write("sim-ca.pem", self.server.pki.ca_pem());
+        for school in schools {
+            let connector_sim::SchoolAccess {
+                id,
+                name,
+                key,
+                broker_id,
+                portal_token: token,
+                ..
+            } = school;
             let path = self.env.write(&format!("key-{id}"), &format!("{key}\n"));
             text.push_str(&format!(
                 "\n[[school]]\nid = \"{id}\"\nname = \"{name}\"\nlas = \"sim\"\nkey = {{ file = \"{}\" }}\n",
@@ -373,6 +373,15 @@ impl SimEnv {
             ));
             if let (true, Some(b)) = (broker, broker_id) {
                 text.push_str(&format!("broker_id = {b}\n"));
+            }
+            if let (true, Some(t)) = (self.portal.get(), token) {
+                let token = self.env.write(&format!("portal-{id}"), &format!("{t}\n"));
+                text.push_str(&format!(
+                    "zermelo = {{ portal = \"{}\", token = {{ file = \"{}\" }}, ca_certificate = {{ file = \"{}\" }} }}\n",
+                    self.server.portal_url(&id),
+                    token.display(),
+                    ca.display()
+                ));
             }
         }
         self.env.write_config(&text);

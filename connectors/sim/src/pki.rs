@@ -21,6 +21,12 @@ pub enum ClientCert {
     Stranger,
 }
 
+/// The real broker speaks TLS 1.2 only; a refused client certificate then fails in the
+/// handshake itself.
+static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+static ANY_TLS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS12, &rustls::version::TLS13];
+
 pub struct Pki {
     ca: Issuer<'static, KeyPair>,
     ca_pem: String,
@@ -90,6 +96,15 @@ impl Pki {
     /// The server side: a certificate for loopback, TLS 1.2 only (as the real broker), and
     /// a client certificate from the test CA required on every connection.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        self.server(true)
+    }
+
+    /// A server that asks no client certificate (the portal: its clients carry a token).
+    pub fn server_config_without_client_auth(&self) -> Result<Arc<rustls::ServerConfig>, String> {
+        self.server(false)
+    }
+
+    fn server(&self, client_auth: bool) -> Result<Arc<rustls::ServerConfig>, String> {
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
             .map_err(|e| e.to_string())?;
@@ -109,10 +124,15 @@ impl Pki {
         )
         .build()
         .map_err(|e| e.to_string())?;
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .map_err(|e| e.to_string())?
-            .with_client_cert_verifier(verifier)
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(if client_auth { TLS12_ONLY } else { ANY_TLS })
+            .map_err(|e| e.to_string())?;
+        let builder = if client_auth {
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder
             .with_single_cert(
                 vec![cert.der().clone()],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),

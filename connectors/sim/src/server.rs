@@ -12,6 +12,7 @@ use axum::routing::post;
 
 use crate::broker_http::{self, TlsListener};
 use crate::pki::Pki;
+use crate::portal_http;
 use crate::uwlr::{self, Operation};
 use crate::world::{Fault, World};
 
@@ -22,6 +23,7 @@ pub type SharedWorld = Arc<Mutex<World>>;
 pub struct SimServer {
     pub addr: SocketAddr,
     pub broker_addr: SocketAddr,
+    pub portal_addr: SocketAddr,
     /// The broker's test CA; it issues client identities for publishers.
     pub pki: Arc<Pki>,
     pub world: SharedWorld,
@@ -43,6 +45,13 @@ impl SimServer {
         let broker_tcp = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let broker_addr = broker_tcp.local_addr()?;
         let broker = TlsListener::new(broker_tcp, tls)?;
+        let portal_tcp = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let portal_addr = portal_tcp.local_addr()?;
+        let portal = TlsListener::new(
+            portal_tcp,
+            pki.server_config_without_client_auth()
+                .map_err(std::io::Error::other)?,
+        )?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -54,12 +63,18 @@ impl SimServer {
         );
         tokio::spawn(
             axum::serve(broker, broker_http::router(world.clone()))
+                .with_graceful_shutdown(stopped(rx.clone()))
+                .into_future(),
+        );
+        tokio::spawn(
+            axum::serve(portal, portal_http::router(world.clone()))
                 .with_graceful_shutdown(stopped(rx))
                 .into_future(),
         );
         Ok(SimServer {
             addr,
             broker_addr,
+            portal_addr,
             pki: Arc::new(pki),
             world,
             shutdown: Some(tx),
@@ -68,6 +83,12 @@ impl SimServer {
 
     pub fn uwlr_url(&self) -> String {
         format!("http://{}/uwlr", self.addr)
+    }
+
+    /// A secondary school's portal API base, standing in for
+    /// `https://{portal}.zportal.nl/api/v3/`.
+    pub fn portal_url(&self, school: &connector_api::SchoolId) -> String {
+        format!("https://{}/{school}/api/v3/", self.portal_addr)
     }
 
     /// The broker's base URL (REST paths start with `rest/v2/`).

@@ -8,6 +8,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use connector_api::{SchoolId, SchoolYear};
 
 use crate::broker::BrokerState;
+use crate::portal::PortalState;
 use crate::school::{SchoolKind, SimSchool, eckid};
 
 /// A misbehaviour a school's LAS shows on demand.
@@ -47,6 +48,17 @@ pub struct SimSchoolState {
     pub requests: u64,
 }
 
+/// How to reach one simulated school.
+pub struct SchoolAccess {
+    pub id: SchoolId,
+    pub name: String,
+    pub kind: SchoolKind,
+    /// The autorisatiesleutel.
+    pub key: String,
+    pub broker_id: Option<i64>,
+    pub portal_token: Option<String>,
+}
+
 /// What a day of mutations did, for the demo and tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct DayReport {
@@ -70,6 +82,8 @@ pub struct World {
     pub schools: BTreeMap<SchoolId, SimSchoolState>,
     /// The identity broker's view of the same schools.
     pub broker: BrokerState,
+    /// The scheduling portal of the secondary schools.
+    pub portal: PortalState,
 }
 
 impl World {
@@ -83,6 +97,7 @@ impl World {
             versions: vec!["2.2".into(), "2.3".into()],
             schools: BTreeMap::new(),
             broker: BrokerState::default(),
+            portal: PortalState::default(),
         }
     }
 
@@ -104,6 +119,9 @@ impl World {
         let school = SimSchool::generate(id.clone(), kind, pupils, self.school_year(), seed);
         let key = format!("SIM-{}-{:08x}", id, seed as u32);
         self.broker.register(&id, self.today());
+        if kind == SchoolKind::Secondary {
+            self.portal.register(&id, seed);
+        }
         self.schools.entry(id).or_insert(SimSchoolState {
             school,
             key,
@@ -158,6 +176,26 @@ impl World {
             state.changed_at = Utc::now();
         }
         report
+    }
+
+    /// What a configuration needs to reach each school: its LAS key, its broker institution
+    /// and its portal token.
+    pub fn access(&self) -> Vec<SchoolAccess> {
+        self.schools
+            .values()
+            .map(|s| SchoolAccess {
+                id: s.school.id.clone(),
+                name: s.school.name.clone(),
+                kind: s.school.kind,
+                key: s.key.clone(),
+                broker_id: self.broker_id(&s.school.id),
+                portal_token: self
+                    .portal
+                    .tokens
+                    .get(&s.school.id)
+                    .map(|t| t.token.clone()),
+            })
+            .collect()
     }
 
     /// The school's current institution id at the broker.
