@@ -24,8 +24,8 @@ pub enum PersonCommand {
     /// Edit a person's fields (FIELD=VALUE; an empty VALUE clears). Fields a source owns are
     /// refused.
     Set {
-        /// The person's id (from `rostersync export`).
-        id: i64,
+        /// The person: the id `export` prints, or any of their keys.
+        person: String,
         /// family_name, prefix, given_name, email, year_group or end_date, as FIELD=VALUE.
         #[arg(value_name = "FIELD=VALUE", required = true, value_parser = parse_assignment)]
         values: Vec<(Field, String)>,
@@ -170,7 +170,7 @@ pub async fn person(settings: &Settings, command: PersonCommand) -> Result<(), F
             );
             Ok(())
         }
-        PersonCommand::Set { id, values } => {
+        PersonCommand::Set { person, values } => {
             let mut changes = Vec::new();
             for (field, value) in &values {
                 changes.push((
@@ -179,6 +179,7 @@ pub async fn person(settings: &Settings, command: PersonCommand) -> Result<(), F
                 ));
             }
             let store = open(settings).await?;
+            let id = super::one_person(&store, &person).await?.id;
             let edits = local::set_person(&store, id, &changes, &operator())
                 .await
                 .map_err(edit_failure)?;

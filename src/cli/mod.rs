@@ -132,6 +132,30 @@ impl Failure {
     }
 }
 
+/// The one person `text` names.
+pub async fn one_person(
+    store: &Store,
+    text: &str,
+) -> Result<crate::store::entities::person::Model, Failure> {
+    let found = crate::store::journal::find_person(store.db(), text)
+        .await
+        .map_err(|e| Failure::store(store.db_error(e)))?;
+    match found.as_slice() {
+        [] => Err(Failure::failed(anyhow::anyhow!(
+            "no person has the id or key '{text}' (ids are in `rostersync export`)"
+        ))),
+        [p] => Ok(p.clone()),
+        many => Err(Failure::usage(anyhow::anyhow!(
+            "'{text}' names {} persons ({}); give the id",
+            many.len(),
+            many.iter()
+                .map(|p| format!("{} at {}", p.id, p.school_id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// Who is at the keyboard, for the journal and resync requests.
 pub fn operator() -> String {
     std::env::var("SUDO_USER")

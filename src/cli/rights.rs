@@ -8,12 +8,12 @@ use clap::{Args, Subcommand};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
 use serde::Serialize;
 
-use super::{Failure, OutputFormat, operator, print_json, table};
+use super::{Failure, OutputFormat, one_person, operator, print_json, table};
 use crate::rights::{self, Level};
 use crate::settings::Settings;
-use crate::store::entities::{membership, person};
+use crate::store::entities::membership;
 use crate::store::export::reason;
-use crate::store::{OpenMode, Store, grants, journal};
+use crate::store::{OpenMode, Store, grants};
 
 #[derive(Debug, Args)]
 pub struct PermissionsArgs {
@@ -59,27 +59,6 @@ async fn open(settings: &Settings) -> Result<Store, Failure> {
     Store::open(&settings.store, OpenMode::Existing)
         .await
         .map_err(Failure::store)
-}
-
-/// The one person `text` names.
-async fn one_person(store: &Store, text: &str) -> Result<person::Model, Failure> {
-    let found = journal::find_person(store.db(), text)
-        .await
-        .map_err(|e| Failure::store(store.db_error(e)))?;
-    match found.as_slice() {
-        [] => Err(Failure::failed(anyhow!(
-            "no person has the id or key '{text}' (ids are in `rostersync export`)"
-        ))),
-        [p] => Ok(p.clone()),
-        many => Err(Failure::usage(anyhow!(
-            "'{text}' names {} persons ({}); give the id",
-            many.len(),
-            many.iter()
-                .map(|p| format!("{} at {}", p.id, p.school_id))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-    }
 }
 
 #[derive(Serialize)]

@@ -134,7 +134,10 @@ async fn locked_fields_are_refused_with_their_owner_and_free_ones_accepted() {
     let out = sim
         .env
         .run(&["person", "set", "999999", "end_date=2027-07-31"]);
-    assert!(out.fails_with(1).contains("there is no person 999999"));
+    assert!(
+        out.fails_with(1)
+            .contains("no person has the id or key '999999'")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,6 +241,27 @@ async fn a_local_account_is_adopted_by_the_source_without_a_duplicate() {
     let out = sim.env.run(&["person", "set", &teacher, "given_name=Weer"]);
     assert!(out.fails_with(1).contains("owned by the broker"));
     sim.env.run(&["person", "set", &teacher, "end_date="]).ok();
+    // A person may be named by any of their keys too (a LAS key can be ambiguous across
+    // schools, which is refused with the ids; the broker id is not).
+    let ambiguous = sim
+        .env
+        .run(&["person", "set", &pupil_key, "end_date=2030-07-31"]);
+    assert!(ambiguous.fails_with(2).contains("give the id"));
+    let broker_key = one(
+        &store,
+        &format!("SELECT value FROM person_key WHERE kind = 'broker' AND person_id = {pupil}"),
+    )
+    .await
+    .expect("a broker id");
+    let by_key = sim
+        .env
+        .run(&["person", "set", &broker_key, "end_date=2030-07-31"]);
+    by_key.ok();
+    assert!(
+        by_key.stdout.contains(&format!("person {pupil}: end_date")),
+        "{}",
+        by_key.stdout
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
