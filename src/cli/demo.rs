@@ -222,6 +222,7 @@ async fn explain(store: &Store, report: &CycleReport) -> Result<(), Failure> {
             c.rule
         );
     }
+    who_sees_what(store, report).await?;
     for r in &report.schools {
         match r.outcome {
             Outcome::Held => println!(
@@ -237,6 +238,54 @@ async fn explain(store: &Store, report: &CycleReport) -> Result<(), Failure> {
                 r.school
             ),
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The rights of one primary school in a few lines: how many see what, and one example.
+async fn who_sees_what(store: &Store, report: &CycleReport) -> Result<(), Failure> {
+    let Some(school) = report
+        .schools
+        .iter()
+        .find(|r| r.outcome == Outcome::Ok && r.school.starts_with("99"))
+    else {
+        return Ok(());
+    };
+    let Some(export) = crate::store::export::export(store.db(), &school.school)
+        .await
+        .map_err(|e| Failure::failed(store.db_error(e).into()))?
+    else {
+        return Ok(());
+    };
+    let level = |l: &str| export.grants.iter().filter(|g| g.level == l).count();
+    let pending = export
+        .grants
+        .iter()
+        .flat_map(|g| &g.reasons)
+        .filter(|r| r.contains("pending"))
+        .count();
+    println!(
+        "
+Who sees what in school {} (`rostersync permissions PERSON` explains one person): of \
+         {} staff, {} see the whole school, {} their groups, {} their own account only; {} \
+         grant(s) wait out their grace period.",
+        school.school,
+        export.staff.len(),
+        level("school"),
+        level("related"),
+        level("own"),
+        pending
+    );
+    if let Some(g) = export
+        .grants
+        .iter()
+        .find(|g| g.reasons.iter().any(|r| r.contains("pending")))
+        .or_else(|| export.grants.iter().find(|g| g.level == "related"))
+    {
+        println!("  person {} sees {}:", g.staff, g.groups.join(", "));
+        for r in &g.reasons {
+            println!("    {r}");
         }
     }
     Ok(())
