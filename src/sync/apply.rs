@@ -101,6 +101,9 @@ pub struct Target {
     pub fence: Option<i64>,
 }
 
+/// How long before a credential expires a run starts to warn.
+const CREDENTIAL_WARNING: chrono::Duration = chrono::Duration::days(30);
+
 /// The error an apply ends with when its lease was lost to another worker.
 const LEASE_LOST: &str = "lease lost";
 
@@ -531,6 +534,18 @@ async fn run(
                 );
                 return end(db, run, d).await;
             }
+        }
+    }
+    // A credential the source says will expire soon: say so while there is time.
+    for (name, snap) in &snapshots {
+        if let Some(at) = snap.credential_expires
+            && at - Utc::now() < CREDENTIAL_WARNING
+        {
+            tracing::warn!(school = %school, source = name, expires = %at.format("%Y-%m-%d"), "A school's credential expires soon.");
+            notes.push(format!(
+                "its {name} token expires on {}: ask the school for a new one before then",
+                at.format("%Y-%m-%d")
+            ));
         }
     }
     apply_snapshots(

@@ -100,7 +100,12 @@ async fn the_portal_gives_classes_placements_staff_and_school_functions() {
         .collect::<std::collections::BTreeSet<_>>()
         .len() as u64;
     let requests = sim.with_world(|w| w.portal.requests[&id(SCHOOL)]);
-    assert_eq!(requests, 5 + departments);
+    assert_eq!(requests, 6 + departments);
+    // The token's expiry is read too (a year ahead in the simulator).
+    assert!(
+        snap.credential_expires
+            .is_some_and(|e| e > Utc::now() + chrono::Duration::days(300))
+    );
 }
 
 #[tokio::test]
@@ -247,17 +252,42 @@ async fn a_refused_token_or_field_changes_nothing_stored() {
         r.message
     );
 
+    // A token that expires within a month is warned about, on a run that is otherwise fine.
     sim.server.with_world(|w| {
         w.portal.hidden.clear();
-        w.portal.expire(&id(SCHOOL));
+        if let Some(t) = w.portal.tokens.get_mut(&id(SCHOOL)) {
+            t.expires = Utc::now() + chrono::Duration::days(10);
+        }
+    });
+    let report = sim.sync(&store, false).await;
+    let r = &report.schools[0];
+    assert!(
+        matches!(r.outcome, Outcome::Ok | Outcome::Unchanged),
+        "{:?}",
+        r.message
+    );
+    assert!(
+        r.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("portal token expires on"),
+        "{:?}",
+        r.message
+    );
+
+    // Refused later: the run says when the token would have expired.
+    sim.server.with_world(|w| {
+        if let Some(t) = w.portal.tokens.get_mut(&id(SCHOOL)) {
+            t.token = "revoked".into();
+        }
     });
     let report = sim.sync(&store, false).await;
     let r = &report.schools[0];
     assert_eq!(r.outcome, Outcome::Parked, "{:?}", r.message);
+    let said = r.message.as_deref().unwrap_or("");
     assert!(
-        r.message.as_deref().unwrap_or("").contains("portal"),
-        "{:?}",
-        r.message
+        said.contains("portal") && said.contains("so it was revoked"),
+        "{said}"
     );
     assert_eq!(
         count(

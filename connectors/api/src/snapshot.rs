@@ -234,6 +234,10 @@ pub struct Snapshot {
     pub rejects: Vec<Reject>,
     /// Opaque "what I saw" marker for the next conditional fetch (a timestamp or version).
     pub marker: Option<String>,
+    /// When the school's credential at this source expires, where the source says (a
+    /// Zermelo token): rostersync warns ahead of it.
+    #[serde(default)]
+    pub credential_expires: Option<DateTime<Utc>>,
     pub received_at: DateTime<Utc>,
 }
 
@@ -248,6 +252,7 @@ impl Snapshot {
             staff: Vec::new(),
             rejects: Vec::new(),
             marker: None,
+            credential_expires: None,
             received_at,
         }
     }

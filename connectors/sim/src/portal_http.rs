@@ -22,6 +22,7 @@ use crate::server::SharedWorld;
 pub fn router(world: SharedWorld) -> Router {
     Router::new()
         .route("/{school}/api/v3/{endpoint}", get(endpoint))
+        .route("/{school}/api/v3/tokens/~current", get(current_token))
         .with_state(world)
 }
 
@@ -45,6 +46,22 @@ fn envelope(status: StatusCode, message: &str, data: Vec<Value>) -> Response {
 
 fn error(status: StatusCode, message: &str) -> Response {
     envelope(status, message, Vec::new())
+}
+
+/// `tokens/~current`: the token itself, with its expiry (Unix seconds).
+async fn current_token(
+    State(world): State<SharedWorld>,
+    Path(school): Path<String>,
+    query: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    endpoint(
+        State(world),
+        Path((school, "tokens".to_owned())),
+        query,
+        headers,
+    )
+    .await
 }
 
 async fn endpoint(
@@ -100,7 +117,9 @@ async fn endpoint(
     let number = |k: &str| query.get(k).and_then(|v| v.parse::<i64>().ok());
     let wrong_year =
         number("schoolInSchoolYear").is_some_and(|sisy| sisy != view.school_in_school_year());
+    let expires = w.portal.tokens.get(&id).map(|t| t.expires.timestamp());
     let data = match endpoint.as_str() {
+        "tokens" => vec![json!({ "id": 1, "user": "rostersync", "expires": expires })],
         "schoolsinschoolyears" => {
             if number("year").is_some_and(|y| y != i64::from(year)) {
                 Vec::new()

@@ -53,6 +53,7 @@ impl Parsed {
             staff: self.staff,
             rejects: self.rejects,
             marker: None,
+            credential_expires: None,
             received_at,
         }
     }

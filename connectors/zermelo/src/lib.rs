@@ -120,6 +120,33 @@ impl ZermeloConnector {
             })?;
         let year = request.school_year.start_year().to_string();
         let received_at = Utc::now();
+        // The token's expiry, to warn ahead of it. A partner may not be granted this
+        // endpoint; then the expiry is simply unknown. A refused token fails here already,
+        // and says when it expired if an earlier run saw the date.
+        let expires = match self
+            .get::<wire::Token>(token, "tokens/~current", &[], "expires")
+            .await
+        {
+            Ok(t) => t
+                .first()
+                .and_then(|t| t.expires)
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0)),
+            Err(ConnectorError::CredentialsRejected { detail }) => {
+                return Err(ConnectorError::CredentialsRejected {
+                    detail: match known_expiry(request) {
+                        Some(at) if at <= received_at => {
+                            format!("{detail}; the token expired on {}", at.format("%Y-%m-%d"))
+                        }
+                        Some(at) => format!(
+                            "{detail}; it would have expired on {}, so it was revoked",
+                            at.format("%Y-%m-%d")
+                        ),
+                        None => detail,
+                    },
+                });
+            }
+            Err(_) => None,
+        };
         let years: Vec<wire::SchoolInSchoolYear> = self
             .get(
                 token,
@@ -181,11 +208,22 @@ impl ZermeloConnector {
                     .await?,
             );
         }
-        Ok(FetchOutcome::Snapshot(Box::new(snapshot(
-            portal,
-            received_at,
-        ))))
+        let mut snap = snapshot(portal, received_at);
+        snap.credential_expires = expires;
+        // The portal has no change marker; the token's expiry takes its place, so the next
+        // run can say when a refused token expired.
+        snap.marker = expires.map(|e| e.to_rfc3339());
+        Ok(FetchOutcome::Snapshot(Box::new(snap)))
     }
+}
+
+/// The token's expiry as the last good run saw it.
+fn known_expiry(request: &FetchRequest) -> Option<chrono::DateTime<Utc>> {
+    request
+        .last_marker
+        .as_deref()
+        .and_then(|m| chrono::DateTime::parse_from_rfc3339(m).ok())
+        .map(|d| d.with_timezone(&Utc))
 }
 
 /// A non-2xx answer, with the envelope's message where there is one.

@@ -33,6 +33,12 @@ pub struct ErrorBody {
 }
 
 #[derive(Debug, Deserialize)]
+pub struct Token {
+    /// Unix seconds.
+    pub expires: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SchoolInSchoolYear {
     pub id: i64,
