@@ -180,3 +180,66 @@ impl<C: connector_api::Connector> connector_api::Connector for Limited<C> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use connector_api::{
+        BoxFuture, Connector, ConnectorError, FetchOutcome, FetchRequest, SchoolYear, SourceKind,
+    };
+
+    use super::Limited;
+
+    /// A source that takes a moment per fetch and remembers how many ran at once.
+    #[derive(Default)]
+    struct Busy {
+        now: AtomicUsize,
+        most: AtomicUsize,
+    }
+
+    impl Connector for Busy {
+        fn kind(&self) -> SourceKind {
+            SourceKind::Las
+        }
+
+        fn name(&self) -> &str {
+            "busy"
+        }
+
+        fn fetch<'a>(
+            &'a self,
+            _: &'a FetchRequest,
+        ) -> BoxFuture<'a, Result<FetchOutcome, ConnectorError>> {
+            Box::pin(async move {
+                let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                Ok(FetchOutcome::Unchanged)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_never_runs_more_fetches_than_its_limit() {
+        let limited = Arc::new(Limited::new(Busy::default(), 2));
+        let request = FetchRequest {
+            school: "99XX00".parse().expect("id"),
+            school_year: SchoolYear::starting(2026),
+            credential: None,
+            remote_id: None,
+            last_received: None,
+            last_marker: None,
+        };
+        let all = (0..8).map(|_| limited.fetch(&request));
+        let done = futures_util::future::join_all(all).await;
+        assert_eq!(done.len(), 8);
+        assert!(
+            done.iter()
+                .all(|r| matches!(r, Ok(FetchOutcome::Unchanged)))
+        );
+        assert_eq!(limited.inner.most.load(Ordering::SeqCst), 2);
+    }
+}
