@@ -186,6 +186,14 @@ pub async fn status(settings: &Settings, args: StatusArgs) -> Result<(), Failure
             },
         ]);
     }
+    for p in status::problems(store.db()).await.unwrap_or_default() {
+        println!(
+            "PROBLEM with the {} connection since {}: {}",
+            p.connection,
+            when(p.since),
+            p.problem
+        );
+    }
     print!("{}", t.render());
     for s in list.iter().filter(|s| s.state != "active") {
         if let Some(r) = &s.reason {

@@ -129,3 +129,74 @@ pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<SchoolStatus>, DbErr
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
 }
+
+/// The store_meta key of a connection's problem.
+fn problem_key(connection: &str) -> String {
+    format!("problem:{connection}")
+}
+
+/// Record (or clear) a problem of a whole connection, such as the broker refusing our
+/// certificate, so `status` can show it beside the schools that wait for it.
+pub async fn set_problem<C: ConnectionTrait>(
+    db: &C,
+    connection: &str,
+    problem: Option<&str>,
+) -> Result<(), DbErr> {
+    use super::entities::store_meta;
+    use sea_orm::ActiveValue::Set;
+    use sea_orm::sea_query::OnConflict;
+    let key = problem_key(connection);
+    let known = store_meta::Entity::find_by_id(key.clone()).one(db).await?;
+    let Some(problem) = problem else {
+        if known.is_some() {
+            store_meta::Entity::delete_by_id(key).exec(db).await?;
+        }
+        return Ok(());
+    };
+    // Keep the first time it was seen: "since" is what an operator wants to know.
+    if known.is_some_and(|m| m.value.split_once(' ').is_some_and(|(_, p)| p == problem)) {
+        return Ok(());
+    }
+    store_meta::Entity::insert(store_meta::ActiveModel {
+        key: Set(key),
+        value: Set(format!("{} {problem}", Utc::now().to_rfc3339())),
+    })
+    .on_conflict(
+        OnConflict::column(store_meta::Column::Key)
+            .update_column(store_meta::Column::Value)
+            .to_owned(),
+    )
+    .exec(db)
+    .await?;
+    Ok(())
+}
+
+/// A problem of a whole connection, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionProblem {
+    pub connection: String,
+    pub since: Option<DateTime<Utc>>,
+    pub problem: String,
+}
+
+/// Every recorded connection problem.
+pub async fn problems<C: ConnectionTrait>(db: &C) -> Result<Vec<ConnectionProblem>, DbErr> {
+    use super::entities::store_meta;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    Ok(store_meta::Entity::find()
+        .filter(store_meta::Column::Key.starts_with("problem:"))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| {
+            let (since, problem) = m.value.split_once(' ').unwrap_or(("", &m.value));
+            ConnectionProblem {
+                connection: m.key.trim_start_matches("problem:").to_owned(),
+                since: DateTime::parse_from_rfc3339(since)
+                    .ok()
+                    .map(|d| d.with_timezone(&Utc)),
+                problem: problem.to_owned(),
+            }
+        })
+        .collect())
+}

@@ -194,6 +194,7 @@ pub async fn targets(
         key: None,
     };
     let (mut out, mut skipped) = (Vec::new(), Vec::new());
+    let mut broker_asked = false;
     for row in rows {
         let Ok(id) = row.id.parse::<SchoolId>() else {
             continue;
@@ -219,6 +220,7 @@ pub async fn targets(
             });
         }
         if let Some(broker_id) = row.broker_id {
+            broker_asked = true;
             if connectors.broker_problem(settings).await.is_some() {
                 skipped.push(Skipped {
                     school: row.id.clone(),
@@ -257,6 +259,16 @@ pub async fn targets(
             id,
             fence: None,
         });
+    }
+    if broker_asked {
+        // `status` shows it beside the schools that wait; best effort.
+        let problem = connectors.broker_problem(settings).await;
+        let _turn = store.write_turn().await;
+        if let Err(e) =
+            crate::store::status::set_problem(store.db(), "broker", problem.as_deref()).await
+        {
+            tracing::warn!(error = %store.db_error(e), "Cannot record the broker connection's state.");
+        }
     }
     Ok((out, skipped))
 }

@@ -656,4 +656,22 @@ async fn a_refused_certificate_is_said_once_and_its_schools_wait() {
         0
     );
     crate::support::assert_no_secret(&out.all_output(), "sync output");
+    // status says it too, until the certificate is fixed.
+    let status = sim.env.run(&["status"]);
+    assert!(
+        status
+            .stdout
+            .contains("PROBLEM with the broker connection since"),
+        "{}",
+        status.stdout
+    );
+    let valid = sim
+        .server
+        .pki
+        .client_identity(ClientCert::Valid)
+        .expect("identity");
+    sim.env.write("broker.pem", &valid);
+    sim.env.run(&["sync"]).ok();
+    let status = sim.env.run(&["status"]);
+    assert!(!status.stdout.contains("PROBLEM"), "{}", status.stdout);
 }
