@@ -639,14 +639,29 @@ pub async fn apply<C: ConnectionTrait>(
     }
     facets.write(db).await?;
 
+    // A removal is the doing of the source that supplied the person: its highest owner.
+    let supplier: HashMap<i64, Owner> = stored
+        .iter()
+        .map(|p| {
+            let owner = p
+                .state
+                .fields
+                .values()
+                .map(|o| o.owner)
+                .chain([p.state.links_owner])
+                .max()
+                .unwrap_or(Owner::Las);
+            (p.id, owner)
+        })
+        .collect();
     for (id, kind) in &plan.person_removals {
         journal.add(
             Entry::person(
                 *kind,
                 *id,
                 "remove",
-                Owner::Las,
-                "absent from the source; tombstoned until purge".into(),
+                supplier.get(id).copied().unwrap_or(Owner::Las),
+                "absent from the sources; tombstoned until purge".into(),
             )
             .about(None, None, None),
         );

@@ -360,6 +360,23 @@ async fn the_las_and_the_broker_make_one_roster_with_the_brokers_fields_locked()
     let next = sim.sync(&store, false).await;
     assert_eq!(result(&next, "10XA00").outcome, Outcome::Ok);
     assert_eq!(overviews(&sim.server, "10XA00"), served + 1);
+    // The night's leaver was the broker's to remove (it owned the record).
+    assert!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM change_entry WHERE operation = 'remove' AND source = 'broker'"
+        )
+        .await
+            > 0
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM change_entry WHERE operation = 'remove' AND source = 'las'"
+        )
+        .await,
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
