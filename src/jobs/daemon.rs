@@ -478,6 +478,21 @@ pub fn record(r: &SchoolReport) {
     if c.held() > 0 {
         metrics::counter!("rostersync_held_changes_total").increment(c.held() as u64);
     }
+    let g = c.grants;
+    for (change, n) in [
+        ("granted", g.granted),
+        ("restored", g.restored),
+        ("pending", g.pending),
+        ("revoked", g.revoked),
+    ] {
+        if n > 0 {
+            metrics::counter!("rostersync_grant_changes_total", "change" => change)
+                .increment(n as u64);
+        }
+    }
+    if c.conflicts > 0 {
+        metrics::counter!("rostersync_source_conflicts_total").increment(c.conflicts as u64);
+    }
 }
 
 /// Schools waiting for the broker's permission (or offboarding) whose institution is in

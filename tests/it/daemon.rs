@@ -238,6 +238,10 @@ async fn the_daemon_runs_the_cycle_once_catches_up_and_answers_admins() {
         metrics.contains("rostersync_runs_total{outcome=\"ok\"} 3"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains("rostersync_grant_changes_total{change=\"granted\"}"),
+        "{metrics}"
+    );
     let (code, schools) = http(&socket, "GET", "/schools").await;
     assert_eq!(code, 200);
     let schools: serde_json::Value = serde_json::from_str(&schools).expect("JSON");
