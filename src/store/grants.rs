@@ -9,10 +9,12 @@ use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{Expr, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::entities::{access_grant, change_entry, membership, person, person_role, roster_group};
+use super::entities::{access_grant, membership, person, person_role};
+use super::roster::{self, ApplyContext, Entry, Journal};
+use crate::model::Owner;
 use crate::rights::{
-    self, Action, GrantChanges, GroupRef, Holding, Level, LinkFact, Rights, RoleFact, StaffFacts,
-    State, Stored,
+    self, Action, Derived, GrantChanges, GroupRef, Holding, Level, LinkFact, Rights, RoleFact,
+    StaffFacts, State, Stored,
 };
 
 pub const DERIVED: &str = "derived";
@@ -20,10 +22,7 @@ pub const MANUAL: &str = "manual";
 
 /// The school's live groups.
 pub async fn groups<C: ConnectionTrait>(db: &C, school: &str) -> Result<Vec<GroupRef>, DbErr> {
-    Ok(roster_group::Entity::find()
-        .filter(roster_group::Column::SchoolId.eq(school))
-        .filter(roster_group::Column::RemovedAt.is_null())
-        .all(db)
+    Ok(roster::live_groups(db, school)
         .await?
         .into_iter()
         .map(|g| GroupRef {
@@ -132,68 +131,45 @@ pub async fn refresh<C: ConnectionTrait>(
     }
     let row_of: HashMap<i64, &access_grant::Model> = rows.iter().map(|g| (g.id, g)).collect();
     let group_key: HashMap<i64, &str> = groups.iter().map(|g| (g.id, g.key.as_str())).collect();
-    let mut out = GrantChanges::default();
-    let mut journal = Vec::new();
-    let note = |person: i64,
-                grant: i64,
-                operation: &str,
-                level: &str,
-                group: Option<i64>,
-                rule: &str,
-                source: &str,
-                why: String| change_entry::ActiveModel {
-        run_id: Set(run),
-        school_id: Set(school.to_owned()),
-        entity: Set("grant".into()),
-        entity_id: Set(Some(grant)),
-        person_id: Set(Some(person)),
-        operation: Set(operation.to_owned()),
-        field: Set(Some(level.to_owned())),
-        old_value: Set(None),
-        new_value: Set(Some(
-            group
-                .and_then(|g| group_key.get(&g).map(|k| format!("group {k}")))
-                .unwrap_or_else(|| level.to_owned()),
-        )),
-        source: Set(source.to_owned()),
-        rule: Set(format!("{rule}: {why}")),
-        at: Set(now),
-        ..Default::default()
+    let ctx = ApplyContext {
+        school,
+        now,
+        retention: chrono::Duration::zero(),
+        run,
     };
+    let mut journal = Journal::new(&ctx);
+    // A stored grant's journal entry, with why its state changed.
+    let about = |id: i64, operation: &'static str, why: String| {
+        row_of.get(&id).map(|g| {
+            entry(
+                id,
+                g.person_id,
+                &g.level,
+                g.group_id.and_then(|k| group_key.get(&k).copied()),
+                operation,
+                &g.source,
+                format!("{}: {why}", g.rule),
+            )
+        })
+    };
+    let mut out = GrantChanges::default();
     for action in actions {
-        match action {
+        let said = match action {
             Action::Create(d) => {
-                let id = access_grant::Entity::insert(access_grant::ActiveModel {
-                    id: NotSet,
-                    school_id: Set(school.to_owned()),
-                    person_id: Set(d.person),
-                    level: Set(d.level.as_str().to_owned()),
-                    group_id: Set(d.group),
-                    origin: Set(DERIVED.into()),
-                    rule: Set(d.rule.clone()),
-                    source: Set(d.source.clone()),
-                    fact: Set(d.fact.clone()),
-                    state: Set("active".into()),
-                    since: Set(now),
-                    pending_since: Set(None),
-                    revoke_after: Set(None),
-                    created_by: Set(None),
-                    note: Set(None),
-                })
-                .exec(db)
-                .await?
-                .last_insert_id;
-                journal.push(note(
-                    d.person,
-                    id,
-                    "grant",
-                    d.level.as_str(),
-                    d.group,
-                    &d.rule,
-                    &d.source,
-                    d.fact.clone(),
-                ));
+                let id = access_grant::Entity::insert(grant_row(school, &d, DERIVED, now, None))
+                    .exec(db)
+                    .await?
+                    .last_insert_id;
                 out.granted += 1;
+                Some(entry(
+                    id,
+                    d.person,
+                    d.level.as_str(),
+                    d.group.and_then(|k| group_key.get(&k).copied()),
+                    "grant",
+                    &d.source,
+                    format!("{}: {}", d.rule, d.fact),
+                ))
             }
             Action::Restore(id) => {
                 access_grant::Entity::update_many()
@@ -209,19 +185,12 @@ pub async fn refresh<C: ConnectionTrait>(
                     .filter(access_grant::Column::Id.eq(id))
                     .exec(db)
                     .await?;
-                if let Some(g) = row_of.get(&id) {
-                    journal.push(note(
-                        g.person_id,
-                        id,
-                        "restore",
-                        &g.level,
-                        g.group_id,
-                        &g.rule,
-                        &g.source,
-                        "the fact is back within the grace period".into(),
-                    ));
-                }
                 out.restored += 1;
+                about(
+                    id,
+                    "restore",
+                    "the fact is back within the grace period".into(),
+                )
             }
             Action::Pend { id, revoke_after } => {
                 access_grant::Entity::update_many()
@@ -231,51 +200,107 @@ pub async fn refresh<C: ConnectionTrait>(
                     .filter(access_grant::Column::Id.eq(id))
                     .exec(db)
                     .await?;
-                if let Some(g) = row_of.get(&id) {
-                    journal.push(note(
-                        g.person_id,
-                        id,
-                        "pending",
-                        &g.level,
-                        g.group_id,
-                        &g.rule,
-                        &g.source,
-                        format!(
-                            "the fact is gone; revoked on {} unless it comes back",
-                            revoke_after.format("%Y-%m-%d")
-                        ),
-                    ));
-                }
                 out.pending += 1;
+                about(
+                    id,
+                    "pending",
+                    format!(
+                        "the fact is gone; revoked on {} unless it comes back",
+                        revoke_after.format("%Y-%m-%d")
+                    ),
+                )
             }
             Action::Revoke(id) => {
-                access_grant::Entity::update_many()
-                    .col_expr(access_grant::Column::State, Expr::value("revoked"))
-                    .filter(access_grant::Column::Id.eq(id))
-                    .exec(db)
-                    .await?;
-                if let Some(g) = row_of.get(&id) {
-                    journal.push(note(
-                        g.person_id,
-                        id,
-                        "revoke",
-                        &g.level,
-                        g.group_id,
-                        &g.rule,
-                        &g.source,
-                        "the grace period ended".into(),
-                    ));
-                }
+                revoke(db, id).await?;
                 out.revoked += 1;
+                about(id, "revoke", "the grace period ended".into())
             }
+        };
+        if let Some(e) = said {
+            journal.add(e);
         }
     }
-    for chunk in journal.chunks(500) {
-        change_entry::Entity::insert_many(chunk.to_vec())
-            .exec(db)
-            .await?;
-    }
+    journal.write(db).await?;
     Ok(out)
+}
+
+/// A grant's journal entry: the level as the field, the group it reaches (or the level) as
+/// the value.
+fn entry<'a>(
+    grant: i64,
+    person: i64,
+    level: &'a str,
+    group: Option<&str>,
+    operation: &'a str,
+    source: &str,
+    rule: String,
+) -> Entry<'a> {
+    Entry {
+        entity: "grant",
+        entity_id: Some(grant),
+        person_id: Some(person),
+        operation,
+        field: Some(level),
+        old: None,
+        new: Some(
+            group
+                .map(|k| format!("group {k}"))
+                .unwrap_or_else(|| level.to_owned()),
+        ),
+        source: Owner::parse(source).unwrap_or(Owner::Local),
+        rule,
+    }
+}
+
+/// A new grant's row.
+fn grant_row(
+    school: &str,
+    d: &Derived,
+    origin: &str,
+    now: DateTime<Utc>,
+    by: Option<(&str, Option<String>)>,
+) -> access_grant::ActiveModel {
+    access_grant::ActiveModel {
+        id: NotSet,
+        school_id: Set(school.to_owned()),
+        person_id: Set(d.person),
+        level: Set(d.level.as_str().to_owned()),
+        group_id: Set(d.group),
+        origin: Set(origin.into()),
+        rule: Set(d.rule.clone()),
+        source: Set(d.source.clone()),
+        fact: Set(d.fact.clone()),
+        state: Set("active".into()),
+        since: Set(now),
+        pending_since: Set(None),
+        revoke_after: Set(None),
+        created_by: Set(by.as_ref().map(|(who, _)| (*who).to_owned())),
+        note: Set(by.and_then(|(_, note)| note)),
+    }
+}
+
+async fn revoke<C: ConnectionTrait>(db: &C, id: i64) -> Result<(), DbErr> {
+    access_grant::Entity::update_many()
+        .col_expr(access_grant::Column::State, Expr::value("revoked"))
+        .filter(access_grant::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// A stored grant as it counts for what a person sees.
+fn holding(g: access_grant::Model) -> Option<Holding> {
+    Some(Holding {
+        id: g.id,
+        level: Level::parse(&g.level)?,
+        group: g.group_id,
+        rule: g.rule,
+        source: g.source,
+        fact: g.fact,
+        state: state_of(&g.state),
+        since: g.since,
+        revoke_after: g.revoke_after,
+    })
 }
 
 /// A person's grants that count (active and pending), manual ones included.
@@ -286,19 +311,7 @@ pub async fn holdings<C: ConnectionTrait>(db: &C, person: i64) -> Result<Vec<Hol
         .all(db)
         .await?
         .into_iter()
-        .filter_map(|g| {
-            Some(Holding {
-                id: g.id,
-                level: Level::parse(&g.level)?,
-                group: g.group_id,
-                rule: g.rule,
-                source: g.source,
-                fact: g.fact,
-                state: state_of(&g.state),
-                since: g.since,
-                revoke_after: g.revoke_after,
-            })
-        })
+        .filter_map(holding)
         .collect())
 }
 
@@ -314,20 +327,10 @@ pub async fn of_school<C: ConnectionTrait>(
         .all(db)
         .await?
     {
-        let Some(level) = Level::parse(&g.level) else {
-            continue;
-        };
-        out.entry(g.person_id).or_default().push(Holding {
-            id: g.id,
-            level,
-            group: g.group_id,
-            rule: g.rule,
-            source: g.source,
-            fact: g.fact,
-            state: state_of(&g.state),
-            since: g.since,
-            revoke_after: g.revoke_after,
-        });
+        let person = g.person_id;
+        if let Some(h) = holding(g) {
+            out.entry(person).or_default().push(h);
+        }
     }
     Ok(out)
 }
@@ -342,48 +345,36 @@ pub async fn add_manual<C: ConnectionTrait>(
     who: &str,
     note: Option<String>,
 ) -> Result<i64, DbErr> {
-    let now = Utc::now();
-    let id = access_grant::Entity::insert(access_grant::ActiveModel {
-        id: NotSet,
-        school_id: Set(school.to_owned()),
-        person_id: Set(person),
-        level: Set(level.as_str().to_owned()),
-        group_id: Set(group.map(|(id, _)| id)),
-        origin: Set(MANUAL.into()),
-        rule: Set(MANUAL.into()),
-        source: Set("local".into()),
-        fact: Set(format!("granted by hand by {who}")),
-        state: Set("active".into()),
-        since: Set(now),
-        pending_since: Set(None),
-        revoke_after: Set(None),
-        created_by: Set(Some(who.to_owned())),
-        note: Set(note),
-    })
+    let ctx = ApplyContext::by_hand(school);
+    let grant = Derived {
+        person,
+        level,
+        group: group.map(|(id, _)| id),
+        rule: MANUAL.into(),
+        source: "local".into(),
+        fact: format!("granted by hand by {who}"),
+    };
+    let id = access_grant::Entity::insert(grant_row(
+        school,
+        &grant,
+        MANUAL,
+        ctx.now,
+        Some((who, note)),
+    ))
     .exec(db)
     .await?
     .last_insert_id;
-    change_entry::Entity::insert(change_entry::ActiveModel {
-        run_id: Set(None),
-        school_id: Set(school.to_owned()),
-        entity: Set("grant".into()),
-        entity_id: Set(Some(id)),
-        person_id: Set(Some(person)),
-        operation: Set("grant".into()),
-        field: Set(Some(level.as_str().to_owned())),
-        old_value: Set(None),
-        new_value: Set(Some(
-            group
-                .map(|(_, k)| format!("group {k}"))
-                .unwrap_or_else(|| level.as_str().to_owned()),
-        )),
-        source: Set("local".into()),
-        rule: Set(format!("manual: by hand, by {who}")),
-        at: Set(now),
-        ..Default::default()
-    })
-    .exec(db)
-    .await?;
+    let mut journal = Journal::new(&ctx);
+    journal.add(entry(
+        id,
+        person,
+        level.as_str(),
+        group.map(|(_, k)| k),
+        "grant",
+        "local",
+        format!("manual: by hand, by {who}"),
+    ));
+    journal.write(db).await?;
     Ok(id)
 }
 
@@ -427,27 +418,21 @@ pub async fn remove_manual<C: ConnectionTrait>(
             fact: g.fact,
         });
     }
-    access_grant::Entity::update_many()
-        .col_expr(access_grant::Column::State, Expr::value("revoked"))
-        .filter(access_grant::Column::Id.eq(id))
-        .exec(db)
-        .await?;
-    change_entry::Entity::insert(change_entry::ActiveModel {
-        run_id: Set(None),
-        school_id: Set(g.school_id.clone()),
-        entity: Set("grant".into()),
-        entity_id: Set(Some(id)),
-        person_id: Set(Some(g.person_id)),
-        operation: Set("revoke".into()),
-        field: Set(Some(g.level.clone())),
-        old_value: Set(None),
-        new_value: Set(None),
-        source: Set("local".into()),
-        rule: Set(format!("manual: removed by hand, by {who}")),
-        at: Set(Utc::now()),
-        ..Default::default()
-    })
-    .exec(db)
-    .await?;
+    revoke(db, id).await?;
+    let ctx = ApplyContext::by_hand(&g.school_id);
+    let mut journal = Journal::new(&ctx);
+    journal.add(Entry {
+        new: None,
+        ..entry(
+            id,
+            g.person_id,
+            &g.level,
+            None,
+            "revoke",
+            "local",
+            format!("manual: removed by hand, by {who}"),
+        )
+    });
+    journal.write(db).await?;
     Ok(g)
 }

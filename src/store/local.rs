@@ -3,16 +3,17 @@
 //! its owner, and nothing changes. A local record a source later supplies is adopted by the
 //! sync (see `sync::diff`): it keeps its id and local-only data, and its source fields lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{NaiveDate, Utc};
 use connector_api::{GroupKind, PersonKeys};
-use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, TransactionTrait};
 
-use super::entities::{change_entry, membership, person, person_key, roster_group, school};
+use super::entities::{person, person_key, roster_group, school};
+use super::roster::{self, ApplyContext, Entry, Facets, Journal};
 use super::{Store, StoreError};
-use crate::model::{Field, Owner, PersonKind};
+use crate::model::{Field, GroupState, Link, Owned, Owner, PersonKind, PersonState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
@@ -84,61 +85,44 @@ pub struct NewPerson {
     pub groups: Vec<String>,
 }
 
-/// One journal row of a local change.
-struct Note<'a> {
-    school: &'a str,
+/// The journal entry of one change by hand.
+fn entry<'a>(
     entity: &'a str,
     id: i64,
     person: Option<i64>,
     operation: &'a str,
-    field: Option<&'a str>,
-    old: Option<String>,
-    new: Option<String>,
-}
-
-impl Note<'_> {
-    fn row(self, who: &str) -> change_entry::ActiveModel {
-        change_entry::ActiveModel {
-            run_id: Set(None),
-            school_id: Set(self.school.to_owned()),
-            entity: Set(self.entity.to_owned()),
-            entity_id: Set(Some(self.id)),
-            person_id: Set(self.person),
-            operation: Set(self.operation.to_owned()),
-            field: Set(self.field.map(str::to_owned)),
-            old_value: Set(self.old),
-            new_value: Set(self.new),
-            source: Set(Owner::Local.as_str().to_owned()),
-            rule: Set(format!("by hand, by {who}")),
-            at: Set(Utc::now()),
-            ..Default::default()
-        }
+    who: &str,
+) -> Entry<'a> {
+    Entry {
+        entity,
+        entity_id: Some(id),
+        person_id: person,
+        operation,
+        field: None,
+        old: None,
+        new: None,
+        source: Owner::Local,
+        rule: format!("by hand, by {who}"),
     }
 }
 
-fn owners_of(json: &str) -> HashMap<String, String> {
-    serde_json::from_str(json).unwrap_or_default()
+/// Who owns `name` (a field, `links`, `group`): the store's default for rows written before
+/// owners were recorded is the LAS.
+fn owner_of(owners: &HashMap<String, Owner>, name: &str) -> Owner {
+    owners.get(name).copied().unwrap_or(Owner::Las)
 }
 
-fn owner_of(owners: &HashMap<String, String>, name: &str) -> Owner {
-    owners
-        .get(name)
-        .and_then(|o| Owner::parse(o))
-        .unwrap_or(Owner::Las)
-}
-
-async fn live_groups<C: sea_orm::ConnectionTrait>(
-    db: &C,
-    school: &str,
-) -> Result<HashMap<String, roster_group::Model>, DbErr> {
-    Ok(roster_group::Entity::find()
-        .filter(roster_group::Column::SchoolId.eq(school))
-        .filter(roster_group::Column::RemovedAt.is_null())
-        .all(db)
+async fn school_exists<C: sea_orm::ConnectionTrait>(db: &C, school: &str) -> Result<bool, DbErr> {
+    Ok(school::Entity::find_by_id(school.to_owned())
+        .one(db)
         .await?
-        .into_iter()
-        .map(|g| (g.key.clone(), g))
-        .collect())
+        .is_some())
+}
+
+fn not_linked(school: &str) -> EditError {
+    EditError::NotFound(format!(
+        "school {school} is not linked (see `rostersync school list`)"
+    ))
 }
 
 /// Add a person by hand: every field local and editable. Its keys (ECK-iD, LAS key) are
@@ -147,16 +131,8 @@ pub async fn add_person(store: &Store, p: &NewPerson, who: &str) -> Result<i64, 
     let db_err = |e| EditError::Store(store.db_error(e));
     let _turn = store.write_turn().await;
     let txn = store.db().begin().await.map_err(db_err)?;
-    if school::Entity::find_by_id(p.school.clone())
-        .one(&txn)
-        .await
-        .map_err(db_err)?
-        .is_none()
-    {
-        return Err(EditError::NotFound(format!(
-            "school {} is not linked (see `rostersync school list`)",
-            p.school
-        )));
+    if !school_exists(&txn, &p.school).await.map_err(db_err)? {
+        return Err(not_linked(&p.school));
     }
     for (kind, value) in p.keys.entries() {
         if let Some(k) =
@@ -171,94 +147,77 @@ pub async fn add_person(store: &Store, p: &NewPerson, who: &str) -> Result<i64, 
             )));
         }
     }
-    let groups = live_groups(&txn, &p.school).await.map_err(db_err)?;
-    let mut linked = Vec::new();
-    for g in &p.groups {
-        match groups.get(g) {
-            Some(row) => linked.push(row.id),
-            None => {
-                return Err(EditError::Invalid(format!(
-                    "school {} has no group '{g}' (see `rostersync export --school {}`)",
-                    p.school, p.school
-                )));
-            }
-        }
-    }
-    let mut owners: BTreeMap<&str, &str> = p
-        .fields
-        .keys()
-        .map(|f| (f.as_str(), Owner::Local.as_str()))
-        .collect();
-    owners.insert("links", Owner::Local.as_str());
-    let value = |f: Field| p.fields.get(&f).cloned();
-    let now = Utc::now();
-    let id = person::Entity::insert(person::ActiveModel {
-        id: NotSet,
-        school_id: Set(p.school.clone()),
-        kind: Set(p.kind.as_str().to_owned()),
-        family_name: Set(value(Field::FamilyName)),
-        prefix: Set(value(Field::Prefix)),
-        given_name: Set(value(Field::GivenName)),
-        email: Set(value(Field::Email)),
-        year_group: Set(value(Field::YearGroup)),
-        end_date: Set(value(Field::EndDate).and_then(|d| d.parse().ok())),
-        owners: Set(serde_json::to_string(&owners).unwrap_or_else(|_| "{}".into())),
-        content_hash: Set(None),
-        origin: Set("local".into()),
-        created_at: Set(now),
-        updated_at: Set(now),
-        removed_at: Set(None),
-        purge_after: Set(None),
-    })
-    .exec(&txn)
-    .await
-    .map_err(db_err)?
-    .last_insert_id;
-    for (kind, value) in p.keys.entries() {
-        person_key::Entity::insert(person_key::ActiveModel {
-            school_id: Set(p.school.clone()),
-            kind: Set(kind.to_owned()),
-            value: Set(value.to_owned()),
-            person_id: Set(id),
-            source: Set(Owner::Local.as_str().to_owned()),
-            created_at: Set(now),
-        })
-        .exec(&txn)
+    let groups: HashMap<String, i64> = roster::live_groups(&txn, &p.school)
         .await
-        .map_err(db_err)?;
-    }
+        .map_err(db_err)?
+        .into_iter()
+        .map(|g| (g.key, g.id))
+        .collect();
     let role = match p.kind {
         PersonKind::Pupil => "member",
         PersonKind::Staff => "staff",
     };
-    for group in linked {
-        membership::Entity::insert(membership::ActiveModel {
-            person_id: Set(id),
-            group_id: Set(group),
-            role: Set(role.to_owned()),
-            source: Set(Owner::Local.as_str().to_owned()),
-            since: Set(now),
-        })
+    let mut linked = Vec::new();
+    for g in &p.groups {
+        let Some(id) = groups.get(g) else {
+            return Err(EditError::Invalid(format!(
+                "school {} has no group '{g}' (see `rostersync export --school {}`)",
+                p.school, p.school
+            )));
+        };
+        linked.push(*id);
+    }
+    // The same rows a sync writes, every value owned locally.
+    let state = PersonState {
+        kind: p.kind,
+        keys: p.keys.clone(),
+        fields: p
+            .fields
+            .iter()
+            .map(|(f, v)| {
+                (
+                    *f,
+                    Owned {
+                        value: v.clone(),
+                        owner: Owner::Local,
+                    },
+                )
+            })
+            .collect(),
+        links: p
+            .groups
+            .iter()
+            .map(|g| Link {
+                group: g.clone(),
+                role: role.to_owned(),
+            })
+            .collect(),
+        links_owner: Owner::Local,
+        roles: BTreeSet::new(),
+    };
+    let ctx = ApplyContext::by_hand(&p.school);
+    let mut row = roster::person_row(&ctx, &state);
+    row.origin = Set("local".into());
+    let id = person::Entity::insert(row)
         .exec(&txn)
         .await
-        .map_err(db_err)?;
+        .map_err(db_err)?
+        .last_insert_id;
+    let mut facets = Facets::new();
+    for (kind, value) in p.keys.entries() {
+        facets.key(&ctx, id, kind, value, Owner::Local);
     }
-    change_entry::Entity::insert(
-        Note {
-            school: &p.school,
-            entity: p.kind.as_str(),
-            id,
-            person: Some(id),
-            operation: "create",
-            field: None,
-            old: None,
-            new: Some(p.keys.label()),
-        }
-        .row(who),
-    )
-    .exec(&txn)
-    .await
-    .map_err(db_err)?;
+    for group in linked {
+        facets.link(&ctx, id, group, role, Owner::Local);
+    }
+    facets.write(&txn).await.map_err(db_err)?;
+    let mut journal = Journal::new(&ctx);
+    journal.add(entry(p.kind.as_str(), id, Some(id), "create", who).about(
+        None,
+        None,
+        Some(p.keys.label()),
+    ));
+    journal.write(&txn).await.map_err(db_err)?;
     txn.commit().await.map_err(db_err)?;
     Ok(id)
 }
@@ -292,7 +251,7 @@ pub async fn set_person(
             "there is no person {id} (see `rostersync export --school SCHOOL`)"
         )));
     };
-    let mut owners = owners_of(&row.owners);
+    let mut owners = roster::parse_owners(&row.owners);
     let current = |f: Field| match f {
         Field::FamilyName => row.family_name.clone(),
         Field::Prefix => row.prefix.clone(),
@@ -323,7 +282,7 @@ pub async fn set_person(
             continue;
         }
         match value {
-            Some(_) => owners.insert(field.as_str().to_owned(), Owner::Local.as_str().into()),
+            Some(_) => owners.insert(field.as_str().to_owned(), Owner::Local),
             None => owners.remove(field.as_str()),
         };
         let v = value.clone();
@@ -345,30 +304,18 @@ pub async fn set_person(
         txn.rollback().await.map_err(db_err)?;
         return Ok(edited);
     }
-    let owners: BTreeMap<String, String> = owners.into_iter().collect();
+    let owners: BTreeMap<&str, &str> = owners
+        .iter()
+        .map(|(k, o)| (k.as_str(), o.as_str()))
+        .collect();
     update.owners = Set(serde_json::to_string(&owners).unwrap_or_else(|_| "{}".into()));
     person::Entity::update(update)
         .exec(&txn)
         .await
         .map_err(db_err)?;
-    for e in &edited {
-        change_entry::Entity::insert(
-            Note {
-                school: &row.school_id,
-                entity: &row.kind,
-                id,
-                person: Some(id),
-                operation: "edit",
-                field: Some(e.field),
-                old: e.old.clone(),
-                new: e.new.clone(),
-            }
-            .row(who),
-        )
-        .exec(&txn)
+    journal_edits(&txn, &row.school_id, &row.kind, id, Some(id), &edited, who)
         .await
         .map_err(db_err)?;
-    }
     txn.commit().await.map_err(db_err)?;
     Ok(edited)
 }
@@ -394,15 +341,8 @@ pub async fn add_group(
         .ok_or_else(|| EditError::Invalid("a group needs a name".into()))?;
     let _turn = store.write_turn().await;
     let txn = store.db().begin().await.map_err(db_err)?;
-    if school::Entity::find_by_id(school.to_owned())
-        .one(&txn)
-        .await
-        .map_err(db_err)?
-        .is_none()
-    {
-        return Err(EditError::NotFound(format!(
-            "school {school} is not linked (see `rostersync school list`)"
-        )));
+    if !school_exists(&txn, school).await.map_err(db_err)? {
+        return Err(not_linked(school));
     }
     if roster_group::Entity::find()
         .filter(roster_group::Column::SchoolId.eq(school))
@@ -416,43 +356,27 @@ pub async fn add_group(
             "school {school} already has a group '{key}'"
         )));
     }
-    let now = Utc::now();
-    let id = roster_group::Entity::insert(roster_group::ActiveModel {
-        id: NotSet,
-        school_id: Set(school.to_owned()),
-        key: Set(key.to_owned()),
-        name: Set(name.clone()),
-        kind: Set(GroupKind::Samengesteld.as_str().to_owned()),
-        year_group: Set(year_group),
-        department: Set(None),
-        owners: Set(format!(r#"{{"group":"{}"}}"#, Owner::Local.as_str())),
-        content_hash: Set(None),
-        origin: Set("local".into()),
-        created_at: Set(now),
-        updated_at: Set(now),
-        removed_at: Set(None),
-        purge_after: Set(None),
-    })
-    .exec(&txn)
-    .await
-    .map_err(db_err)?
-    .last_insert_id;
-    change_entry::Entity::insert(
-        Note {
-            school,
-            entity: "group",
-            id,
-            person: None,
-            operation: "create",
-            field: None,
-            old: None,
-            new: Some(key.to_owned()),
-        }
-        .row(who),
-    )
-    .exec(&txn)
-    .await
-    .map_err(db_err)?;
+    let ctx = ApplyContext::by_hand(school);
+    let mut row = roster::group_row(
+        &ctx,
+        &GroupState {
+            key: key.to_owned(),
+            name,
+            kind: GroupKind::Samengesteld,
+            year_group,
+            department: None,
+            owner: Owner::Local,
+        },
+    );
+    row.origin = Set("local".into());
+    let id = roster_group::Entity::insert(row)
+        .exec(&txn)
+        .await
+        .map_err(db_err)?
+        .last_insert_id;
+    let mut journal = Journal::new(&ctx);
+    journal.add(entry("group", id, None, "create", who).about(None, None, Some(key.to_owned())));
+    journal.write(&txn).await.map_err(db_err)?;
     txn.commit().await.map_err(db_err)?;
     Ok(id)
 }
@@ -469,12 +393,17 @@ pub async fn set_group(
     let db_err = |e| EditError::Store(store.db_error(e));
     let _turn = store.write_turn().await;
     let txn = store.db().begin().await.map_err(db_err)?;
-    let Some(row) = live_groups(&txn, school).await.map_err(db_err)?.remove(key) else {
+    let Some(row) = roster::live_groups(&txn, school)
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .find(|g| g.key == key)
+    else {
         return Err(EditError::NotFound(format!(
             "school {school} has no group '{key}'"
         )));
     };
-    let owner = owner_of(&owners_of(&row.owners), "group");
+    let owner = owner_of(&roster::parse_owners(&row.owners), "group");
     if owner != Owner::Local {
         let field = if name.is_some() { "name" } else { "year_group" };
         return Err(EditError::Locked {
@@ -517,24 +446,31 @@ pub async fn set_group(
         .exec(&txn)
         .await
         .map_err(db_err)?;
-    for e in &edited {
-        change_entry::Entity::insert(
-            Note {
-                school,
-                entity: "group",
-                id: row.id,
-                person: None,
-                operation: "edit",
-                field: Some(e.field),
-                old: e.old.clone(),
-                new: e.new.clone(),
-            }
-            .row(who),
-        )
-        .exec(&txn)
+    journal_edits(&txn, school, "group", row.id, None, &edited, who)
         .await
         .map_err(db_err)?;
-    }
     txn.commit().await.map_err(db_err)?;
     Ok(edited)
+}
+
+/// One journal row per field edited by hand.
+async fn journal_edits<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    school: &str,
+    entity: &str,
+    id: i64,
+    person: Option<i64>,
+    edited: &[Edited],
+    who: &str,
+) -> Result<(), DbErr> {
+    let ctx = ApplyContext::by_hand(school);
+    let mut journal = Journal::new(&ctx);
+    for e in edited {
+        journal.add(entry(entity, id, person, "edit", who).about(
+            Some(e.field),
+            e.old.clone(),
+            e.new.clone(),
+        ));
+    }
+    journal.write(db).await
 }

@@ -50,7 +50,7 @@ fn owners_json(p: &PersonState) -> String {
     serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
 }
 
-fn parse_owners(json: &str) -> HashMap<String, Owner> {
+pub(super) fn parse_owners(json: &str) -> HashMap<String, Owner> {
     serde_json::from_str::<HashMap<String, String>>(json)
         .unwrap_or_default()
         .into_iter()
@@ -60,6 +60,18 @@ fn parse_owners(json: &str) -> HashMap<String, Owner> {
 
 fn field_value(p: &PersonState, f: Field) -> Option<String> {
     p.fields.get(&f).map(|o| o.value.clone())
+}
+
+/// The school's groups that are not tombstoned.
+pub async fn live_groups<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+) -> Result<Vec<roster_group::Model>, DbErr> {
+    roster_group::Entity::find()
+        .filter(roster_group::Column::SchoolId.eq(school))
+        .filter(roster_group::Column::RemovedAt.is_null())
+        .all(db)
+        .await
 }
 
 /// Everything stored for `school`, tombstones included (a returning person is restored).
@@ -194,29 +206,48 @@ pub struct ApplyContext<'a> {
     pub run: Option<i64>,
 }
 
-/// The journal of one apply: a row per change, what it was, and the rule that decided it.
-/// Values stay in the store (the journal is what `changes` shows); they never reach a log.
-struct Journal<'a> {
+impl<'a> ApplyContext<'a> {
+    /// A change made by hand: in `school`, now, outside any run.
+    pub fn by_hand(school: &'a str) -> Self {
+        ApplyContext {
+            school,
+            now: Utc::now(),
+            retention: chrono::Duration::zero(),
+            run: None,
+        }
+    }
+}
+
+/// The journal of one apply (or one edit by hand): a row per change, what it was, and the
+/// rule that decided it. Values stay in the store (the journal is what `changes` shows); they
+/// never reach a log.
+pub(super) struct Journal<'a> {
     ctx: &'a ApplyContext<'a>,
     rows: Vec<change_entry::ActiveModel>,
 }
 
 /// One journal row's content.
-struct Entry<'a> {
-    entity: &'a str,
-    entity_id: Option<i64>,
-    person_id: Option<i64>,
-    operation: &'a str,
-    field: Option<&'a str>,
-    old: Option<String>,
-    new: Option<String>,
-    source: Owner,
-    rule: String,
+pub(super) struct Entry<'a> {
+    pub entity: &'a str,
+    pub entity_id: Option<i64>,
+    pub person_id: Option<i64>,
+    pub operation: &'a str,
+    pub field: Option<&'a str>,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub source: Owner,
+    pub rule: String,
 }
 
 impl<'a> Entry<'a> {
     /// A change to one person, by the person's id.
-    fn person(kind: PersonKind, id: i64, operation: &'a str, source: Owner, rule: String) -> Self {
+    pub fn person(
+        kind: PersonKind,
+        id: i64,
+        operation: &'a str,
+        source: Owner,
+        rule: String,
+    ) -> Self {
         Entry {
             entity: kind.as_str(),
             entity_id: Some(id),
@@ -230,7 +261,12 @@ impl<'a> Entry<'a> {
         }
     }
 
-    fn about(mut self, field: Option<&'a str>, old: Option<String>, new: Option<String>) -> Self {
+    pub fn about(
+        mut self,
+        field: Option<&'a str>,
+        old: Option<String>,
+        new: Option<String>,
+    ) -> Self {
         self.field = field;
         self.old = old;
         self.new = new;
@@ -238,8 +274,20 @@ impl<'a> Entry<'a> {
     }
 }
 
-impl Journal<'_> {
-    fn add(&mut self, e: Entry) {
+impl<'a> Journal<'a> {
+    pub fn new(ctx: &'a ApplyContext<'a>) -> Self {
+        Journal {
+            ctx,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Write the rows, in chunks.
+    pub async fn write<C: ConnectionTrait>(self, db: &C) -> Result<(), DbErr> {
+        insert_chunked(db, self.rows).await
+    }
+
+    pub fn add(&mut self, e: Entry) {
         self.rows.push(change_entry::ActiveModel {
             run_id: Set(self.ctx.run),
             school_id: Set(self.ctx.school.to_owned()),
@@ -258,7 +306,7 @@ impl Journal<'_> {
     }
 }
 
-fn person_row(ctx: &ApplyContext, p: &PersonState) -> person::ActiveModel {
+pub(super) fn person_row(ctx: &ApplyContext, p: &PersonState) -> person::ActiveModel {
     person::ActiveModel {
         id: NotSet,
         school_id: Set(ctx.school.to_owned()),
@@ -280,7 +328,7 @@ fn person_row(ctx: &ApplyContext, p: &PersonState) -> person::ActiveModel {
     }
 }
 
-fn group_row(ctx: &ApplyContext, g: &GroupState) -> roster_group::ActiveModel {
+pub(super) fn group_row(ctx: &ApplyContext, g: &GroupState) -> roster_group::ActiveModel {
     roster_group::ActiveModel {
         id: NotSet,
         school_id: Set(ctx.school.to_owned()),
@@ -315,14 +363,14 @@ where
 }
 
 /// The rows that describe one person besides the person row: keys, links, roles.
-struct Facets {
+pub(super) struct Facets {
     keys: Vec<person_key::ActiveModel>,
     links: Vec<membership::ActiveModel>,
     roles: Vec<person_role::ActiveModel>,
 }
 
 impl Facets {
-    fn new() -> Facets {
+    pub fn new() -> Facets {
         Facets {
             keys: Vec::new(),
             links: Vec::new(),
@@ -330,7 +378,7 @@ impl Facets {
         }
     }
 
-    fn key(&mut self, ctx: &ApplyContext, id: i64, kind: &str, value: &str, owner: Owner) {
+    pub fn key(&mut self, ctx: &ApplyContext, id: i64, kind: &str, value: &str, owner: Owner) {
         self.keys.push(person_key::ActiveModel {
             school_id: Set(ctx.school.to_owned()),
             kind: Set(kind.to_owned()),
@@ -341,7 +389,7 @@ impl Facets {
         });
     }
 
-    fn link(&mut self, ctx: &ApplyContext, id: i64, group: i64, role: &str, owner: Owner) {
+    pub fn link(&mut self, ctx: &ApplyContext, id: i64, group: i64, role: &str, owner: Owner) {
         self.links.push(membership::ActiveModel {
             person_id: Set(id),
             group_id: Set(group),
@@ -361,7 +409,7 @@ impl Facets {
         });
     }
 
-    async fn write<C: ConnectionTrait>(self, db: &C) -> Result<(), DbErr> {
+    pub async fn write<C: ConnectionTrait>(self, db: &C) -> Result<(), DbErr> {
         insert_chunked(db, self.keys).await?;
         insert_chunked(db, self.links).await?;
         insert_chunked(db, self.roles).await
@@ -376,10 +424,7 @@ pub async fn apply<C: ConnectionTrait>(
     stored: &[StoredPerson],
 ) -> Result<Applied, DbErr> {
     let purge_after = ctx.now + ctx.retention;
-    let mut journal = Journal {
-        ctx,
-        rows: Vec::new(),
-    };
+    let mut journal = Journal::new(ctx);
     insert_chunked(
         db,
         plan.group_creates
@@ -689,7 +734,7 @@ pub async fn apply<C: ConnectionTrait>(
             .exec(db)
             .await?;
     }
-    insert_chunked(db, journal.rows).await?;
+    journal.write(db).await?;
     Ok(Applied {
         groups_created: plan.group_creates.len(),
         groups_updated: plan.group_updates.len(),
@@ -709,10 +754,7 @@ pub async fn journal_rejects<C: ConnectionTrait>(
     source: Owner,
     rejects: &[connector_api::Reject],
 ) -> Result<(), DbErr> {
-    let mut journal = Journal {
-        ctx,
-        rows: Vec::with_capacity(rejects.len()),
-    };
+    let mut journal = Journal::new(ctx);
     for r in rejects {
         journal.add(Entry {
             entity: r.entity.as_str(),
@@ -726,7 +768,7 @@ pub async fn journal_rejects<C: ConnectionTrait>(
             rule: r.reason.clone(),
         });
     }
-    insert_chunked(db, journal.rows).await
+    journal.write(db).await
 }
 
 /// Journal where two sources disagreed: both values, and which owner's value was stored.
@@ -737,10 +779,7 @@ pub async fn journal_conflicts<C: ConnectionTrait>(
     ctx: &ApplyContext<'_>,
     conflicts: &[crate::sync::merge::Conflict],
 ) -> Result<(), DbErr> {
-    let mut journal = Journal {
-        ctx,
-        rows: Vec::with_capacity(conflicts.len()),
-    };
+    let mut journal = Journal::new(ctx);
     for c in conflicts {
         let (kind, value) = c.subject.split_once(':').unwrap_or(("", ""));
         let (entity, person_id) = if kind == "group" {
@@ -772,7 +811,7 @@ pub async fn journal_conflicts<C: ConnectionTrait>(
             ),
         });
     }
-    insert_chunked(db, journal.rows).await
+    journal.write(db).await
 }
 
 /// A school revoked its permission and the grace period ended: delete everything stored
