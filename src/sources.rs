@@ -10,7 +10,9 @@ use connector_uwlr::{Transfer, UwlrConnector, UwlrSettings};
 use connector_basispoort::{BasispoortConfig, BasispoortConnector};
 use connector_zermelo::{ZermeloConfig, ZermeloConnector};
 
-use crate::settings::{BrokerKind, BrokerSettings, LasSettings, SecretError, TransferStyle};
+use crate::settings::{
+    BrokerKind, BrokerSettings, LasSettings, SecretError, SecretRef, TransferStyle,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -28,6 +30,16 @@ pub enum SourceError {
     },
 }
 
+/// An extra trust root (a CA certificate is no secret, so it leaves its wrapper).
+fn trust_root(reference: Option<&SecretRef>) -> Result<Option<Vec<u8>>, SecretError> {
+    reference
+        .map(|c| {
+            c.load_bytes()
+                .map(|b| secrecy::ExposeSecret::expose_secret(&b).clone())
+        })
+        .transpose()
+}
+
 /// A school's portal connection; the token travels with each request (it is the school's).
 pub fn portal_connector(
     school: &str,
@@ -36,18 +48,10 @@ pub fn portal_connector(
     let connection = format!("the portal connection of school {school}");
     ZermeloConnector::new(ZermeloConfig {
         portal: z.portal.clone(),
-        ca_pem: z
-            .ca_certificate
-            .as_ref()
-            .map(|c| {
-                c.load_bytes()
-                    .map(|b| secrecy::ExposeSecret::expose_secret(&b).clone())
-            })
-            .transpose()
-            .map_err(|e| SourceError::Secret {
-                connection: connection.clone(),
-                source: e,
-            })?,
+        ca_pem: trust_root(z.ca_certificate.as_ref()).map_err(|e| SourceError::Secret {
+            connection: connection.clone(),
+            source: e,
+        })?,
         policy: HttpPolicy::default(),
     })
     .map_err(|e| SourceError::Connector {
@@ -67,15 +71,7 @@ pub fn broker_connector(broker: &BrokerSettings) -> Result<BasispoortConnector, 
     BasispoortConnector::new(BasispoortConfig {
         endpoint: broker.endpoint.clone(),
         client_identity_pem: broker.client_certificate.load_bytes().map_err(secret)?,
-        ca_pem: broker
-            .ca_certificate
-            .as_ref()
-            .map(|c| {
-                c.load_bytes()
-                    .map(|b| secrecy::ExposeSecret::expose_secret(&b).clone())
-            })
-            .transpose()
-            .map_err(secret)?,
+        ca_pem: trust_root(broker.ca_certificate.as_ref()).map_err(secret)?,
         policy: HttpPolicy {
             request_timeout: Duration::from_secs(broker.timeout_seconds),
             ..HttpPolicy::default()
@@ -100,15 +96,7 @@ pub fn las_connector(las: &LasSettings) -> Result<UwlrConnector, SourceError> {
         .map(|c| c.load_bytes())
         .transpose()
         .map_err(secret)?;
-    let extra_roots_pem = las
-        .ca_certificate
-        .as_ref()
-        .map(|c| {
-            c.load_bytes()
-                .map(|b| secrecy::ExposeSecret::expose_secret(&b).clone())
-        })
-        .transpose()
-        .map_err(secret)?;
+    let extra_roots_pem = trust_root(las.ca_certificate.as_ref()).map_err(secret)?;
     let mut headers = Vec::new();
     for (name, value) in &las.headers {
         headers.push((name.clone(), value.load_string().map_err(secret)?));

@@ -124,17 +124,22 @@ pub struct Derived {
 
 impl Derived {
     fn key(&self) -> GrantKey {
-        (
+        grant_key(
             self.person,
             self.level,
             self.group,
-            self.rule.clone(),
-            self.source.clone(),
+            &self.rule,
+            &self.source,
         )
     }
 }
 
+/// What makes a derived grant the same grant from run to run.
 type GrantKey = (i64, Level, Option<i64>, String, String);
+
+fn grant_key(person: i64, level: Level, group: Option<i64>, rule: &str, source: &str) -> GrantKey {
+    (person, level, group, rule.to_owned(), source.to_owned())
+}
 
 fn source_ok(rule: &Rule, source: &str) -> bool {
     rule.sources.is_empty() || rule.sources.contains(source)
@@ -255,12 +260,12 @@ pub struct Stored {
 
 impl Stored {
     fn key(&self) -> GrantKey {
-        (
+        grant_key(
             self.person,
             self.level,
             self.group,
-            self.rule.clone(),
-            self.source.clone(),
+            &self.rule,
+            &self.source,
         )
     }
 }

@@ -625,12 +625,7 @@ async fn untrusted(
         schools::set_state(
             &txn,
             school,
-            SchoolState {
-                state: if parked { "parked" } else { "frozen" },
-                reason: d.message.clone(),
-                school_year: None,
-                name: None,
-            },
+            inactive(if parked { "parked" } else { "frozen" }, &d),
         )
         .await?;
     }
@@ -704,17 +699,7 @@ async fn no_consent(
     };
     let d = Decided::new(Outcome::NoConsent).because(class, message);
     if !opts.dry_run {
-        schools::set_state(
-            &txn,
-            school,
-            SchoolState {
-                state: new_state,
-                reason: d.message.clone(),
-                school_year: None,
-                name: None,
-            },
-        )
-        .await?;
+        schools::set_state(&txn, school, inactive(new_state, &d)).await?;
     }
     runs::finish(&txn, run, finish(&d)).await?;
     txn.commit().await?;
@@ -768,6 +753,16 @@ fn active(school_year: Option<String>, name: Option<String>) -> SchoolState<'sta
         reason: None,
         school_year,
         name,
+    }
+}
+
+/// A school not synced this time, and why (the run's message).
+fn inactive<'a>(state: &'a str, d: &Decided) -> SchoolState<'a> {
+    SchoolState {
+        state,
+        reason: d.message.clone(),
+        school_year: None,
+        name: None,
     }
 }
 
