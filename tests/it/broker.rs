@@ -244,31 +244,15 @@ async fn a_refused_certificate_is_a_problem_of_the_connection() {
 
 use rostersync::store::Store;
 use rostersync::sync::report::Outcome;
-use sea_orm::{ConnectionTrait, Statement};
 
-use crate::support::SimEnv;
-
-async fn count(store: &Store, sql: &str) -> i64 {
-    store
-        .db()
-        .query_one_raw(Statement::from_string(store.backend(), sql.to_owned()))
-        .await
-        .expect("count query")
-        .expect("a row")
-        .try_get_by_index::<i64>(0)
-        .expect("a count")
-}
+use crate::support::{SimEnv, count, set_time};
 
 async fn linked(schools: &[(&str, usize)]) -> (SimEnv, Store) {
     let mut w = World::new(9, rostersync::sync::apply::today());
     for (s, pupils) in schools {
         w.add_school(id(s), SchoolKind::Primary, *pupils);
     }
-    let sim = SimEnv::start(w, "").await;
-    sim.broker.set(true);
-    sim.configure("");
-    let store = sim.store().await;
-    (sim, store)
+    SimEnv::start_linked(w, true, false).await
 }
 
 fn result<'a>(
@@ -469,21 +453,13 @@ async fn consent_missing_revoked_and_restored() {
     sim.server
         .with_world(|w| w.set_consent(&id("10XA00"), false));
     sim.sync(&store, false).await;
-    let past = (chrono::Utc::now() - chrono::Duration::days(31)).to_rfc3339();
-    store
-        .db()
-        .execute_raw(Statement::from_sql_and_values(
-            store.backend(),
-            match store.backend() {
-                sea_orm::DbBackend::Postgres => {
-                    "UPDATE school SET state_since = CAST($1 AS timestamptz) WHERE id = '10XA00'"
-                }
-                _ => "UPDATE school SET state_since = ? WHERE id = '10XA00'",
-            },
-            [past.into()],
-        ))
-        .await
-        .expect("pretend a month passed");
+    // Pretend a month passed.
+    set_time(
+        &store,
+        "UPDATE school SET state_since = {at} WHERE id = '10XA00'",
+        chrono::Utc::now() - chrono::Duration::days(31),
+    )
+    .await;
     let report = sim.sync(&store, false).await;
     let gone = result(&report, "10XA00");
     assert_eq!(

@@ -11,7 +11,7 @@ use rostersync::store::{Store, runs};
 use sea_orm::{ConnectionTrait, Statement};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::SimEnv;
+use crate::support::{SimEnv, count};
 
 /// A daemon process; killed when dropped.
 struct Daemon {
@@ -106,17 +106,6 @@ fn world(schools: usize, pupils: usize) -> World {
         w.add_school(id.parse().expect("id"), SchoolKind::Primary, pupils);
     }
     w
-}
-
-async fn count(store: &Store, sql: &str) -> i64 {
-    store
-        .db()
-        .query_one_raw(Statement::from_string(store.backend(), sql.to_owned()))
-        .await
-        .expect("query")
-        .expect("row")
-        .try_get_by_index::<i64>(0)
-        .expect("count")
 }
 
 /// Every run, a line each, for a failing assertion.

@@ -4,32 +4,11 @@
 
 use connector_sim::{SchoolKind, World};
 use rostersync::store::Store;
-use sea_orm::{ConnectionTrait, Statement};
 
-use crate::support::SimEnv;
+use crate::support::{SimEnv, count, one};
 
 fn id(s: &str) -> connector_api::SchoolId {
     s.parse().expect("school id")
-}
-
-async fn one(store: &Store, sql: &str) -> Option<String> {
-    store
-        .db()
-        .query_one_raw(Statement::from_string(store.backend(), sql.to_owned()))
-        .await
-        .expect("query")
-        .and_then(|r| r.try_get_by_index::<Option<String>>(0).ok().flatten())
-}
-
-async fn count(store: &Store, sql: &str) -> i64 {
-    store
-        .db()
-        .query_one_raw(Statement::from_string(store.backend(), sql.to_owned()))
-        .await
-        .expect("query")
-        .expect("row")
-        .try_get_by_index::<i64>(0)
-        .expect("count")
 }
 
 /// A primary school with the broker and a secondary school with its LAS only.
@@ -37,12 +16,7 @@ async fn schools() -> (SimEnv, Store) {
     let mut w = World::new(13, rostersync::sync::apply::today());
     w.add_school(id("10XA00"), SchoolKind::Primary, 30);
     w.add_school(id("20XA00"), SchoolKind::Secondary, 30);
-    let sim = SimEnv::start(w, "").await;
-    sim.broker.set(true);
-    sim.configure("");
-    sim.env.run(&["migrate"]).ok();
-    let store = sim.store().await;
-    (sim, store)
+    SimEnv::start_linked(w, true, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

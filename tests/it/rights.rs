@@ -4,10 +4,9 @@
 use chrono::Utc;
 use connector_sim::{SchoolKind, World};
 use rostersync::store::Store;
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::Value;
 
-use crate::support::SimEnv;
+use crate::support::{SimEnv, count, set_time};
 
 const SCHOOL: &str = "10XA00";
 
@@ -18,12 +17,7 @@ fn id(s: &str) -> connector_api::SchoolId {
 async fn school() -> (SimEnv, Store) {
     let mut w = World::new(17, rostersync::sync::apply::today());
     w.add_school(id(SCHOOL), SchoolKind::Primary, 80);
-    let sim = SimEnv::start(w, "").await;
-    sim.broker.set(true);
-    sim.configure("");
-    sim.env.run(&["migrate"]).ok();
-    let store = sim.store().await;
-    (sim, store)
+    SimEnv::start_linked(w, true, false).await
 }
 
 fn json(sim: &SimEnv, args: &[&str]) -> Value {
@@ -163,17 +157,11 @@ async fn each_staff_member_sees_what_their_role_and_links_give_and_says_why() {
     assert!(no.stdout.starts_with("no:"), "{}", no.stdout);
 
     // No grant exists without a rule and a fact.
-    let bare = store
-        .db()
-        .query_one_raw(Statement::from_string(
-            store.backend(),
-            "SELECT COUNT(*) FROM access_grant WHERE rule = '' OR fact = ''".to_owned(),
-        ))
-        .await
-        .expect("query")
-        .expect("row")
-        .try_get_by_index::<i64>(0)
-        .expect("count");
+    let bare = count(
+        &store,
+        "SELECT COUNT(*) FROM access_grant WHERE rule = '' OR fact = ''",
+    )
+    .await;
     assert_eq!(bare, 0);
 }
 
@@ -248,21 +236,13 @@ async fn a_moved_teacher_sees_the_new_group_at_once_and_the_old_one_until_the_gr
     // Moved again, and this time the grace period runs out.
     move_teacher(&sim, index, &new);
     sim.env.run(&["sync"]).ok();
-    let past = (Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
-    store
-        .db()
-        .execute_raw(Statement::from_sql_and_values(
-            store.backend(),
-            match store.backend() {
-                sea_orm::DbBackend::Postgres => {
-                    "UPDATE access_grant SET revoke_after = CAST($1 AS timestamptz) WHERE state = 'pending'"
-                }
-                _ => "UPDATE access_grant SET revoke_after = ? WHERE state = 'pending'",
-            },
-            [past.into()],
-        ))
-        .await
-        .expect("let the grace period pass");
+    // Let the grace period pass.
+    set_time(
+        &store,
+        "UPDATE access_grant SET revoke_after = {at} WHERE state = 'pending'",
+        Utc::now() - chrono::Duration::hours(1),
+    )
+    .await;
     // Even a run in which nothing changed at the sources revokes it.
     sim.env.run(&["sync"]).ok();
     let seen: Vec<String> = visible(&sim, &teacher)

@@ -387,6 +387,21 @@ impl SimEnv {
         self.env.write_config(&text);
     }
 
+    /// A simulator whose schools are linked to its broker and (secondary schools) its
+    /// portal as asked, and the migrated store.
+    pub async fn start_linked(
+        world: connector_sim::World,
+        broker: bool,
+        portal: bool,
+    ) -> (SimEnv, rostersync::store::Store) {
+        let sim = SimEnv::start(world, "").await;
+        sim.broker.set(broker);
+        sim.portal.set(portal);
+        sim.configure("");
+        let store = sim.store().await;
+        (sim, store)
+    }
+
     pub async fn store(&self) -> rostersync::store::Store {
         let store = rostersync::store::Store::open(
             &self.env.settings().store,
@@ -420,4 +435,54 @@ impl SimEnv {
         .await
         .expect("the cycle runs")
     }
+}
+
+/// The number the query `sql` counts.
+pub async fn count(store: &rostersync::store::Store, sql: &str) -> i64 {
+    store
+        .db()
+        .query_one_raw(sea_orm::Statement::from_string(
+            store.backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .expect("count query")
+        .expect("a row")
+        .try_get_by_index::<i64>(0)
+        .expect("a count")
+}
+
+/// The first column of the first row of `sql`, as text.
+pub async fn one(store: &rostersync::store::Store, sql: &str) -> Option<String> {
+    store
+        .db()
+        .query_one_raw(sea_orm::Statement::from_string(
+            store.backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .expect("query")
+        .and_then(|r| r.try_get_by_index::<Option<String>>(0).ok().flatten())
+}
+
+/// Run an update that sets a timestamp (to pretend time passed): `{at}` in `sql` stands for
+/// `at`, bound the way each backend wants it.
+pub async fn set_time(
+    store: &rostersync::store::Store,
+    sql: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    let placeholder = match store.backend() {
+        sea_orm::DbBackend::Postgres => "CAST($1 AS timestamptz)",
+        _ => "?",
+    };
+    store
+        .db()
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            store.backend(),
+            sql.replace("{at}", placeholder),
+            [at.to_rfc3339().into()],
+        ))
+        .await
+        .expect("set a time");
 }

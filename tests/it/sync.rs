@@ -10,9 +10,8 @@ use connector_sim::{Fault, FaultPlan, SchoolKind, World};
 use rostersync::store::export::{self, Export};
 use rostersync::store::{Store, journal, runs};
 use rostersync::sync::report::Outcome;
-use sea_orm::{ConnectionTrait, Statement};
 
-use crate::support::SimEnv;
+use crate::support::{SimEnv, count};
 
 fn id(s: &str) -> SchoolId {
     s.parse().expect("school id")
@@ -31,16 +30,6 @@ async fn export_of(store: &Store, school: &str) -> Export {
         .await
         .expect("export query")
         .expect("school exists")
-}
-
-async fn count(store: &Store, sql: &str) -> i64 {
-    let row = store
-        .db()
-        .query_one_raw(Statement::from_string(store.backend(), sql.to_owned()))
-        .await
-        .expect("count query")
-        .expect("a row");
-    row.try_get_by_index::<i64>(0).expect("a count")
 }
 
 fn outcome_of(report: &rostersync::sync::cycle::CycleReport, school: &str) -> Outcome {

@@ -11,10 +11,9 @@ use connector_sim::{SchoolKind, SimServer, World};
 use connector_zermelo::{ZermeloConfig, ZermeloConnector};
 use rostersync::store::Store;
 use rostersync::sync::report::Outcome;
-use sea_orm::{ConnectionTrait, Statement};
 use secrecy::SecretString;
 
-use crate::support::SimEnv;
+use crate::support::{SimEnv, count};
 
 const SCHOOL: &str = "20XA00";
 
@@ -128,24 +127,8 @@ async fn an_expired_token_and_a_hidden_field_are_said_plainly() {
     crate::support::assert_no_secret(&err.to_string(), "error");
 }
 
-async fn count(store: &Store, sql: &str) -> i64 {
-    store
-        .db()
-        .query_one_raw(Statement::from_string(store.backend(), sql.to_owned()))
-        .await
-        .expect("query")
-        .expect("row")
-        .try_get_by_index::<i64>(0)
-        .expect("count")
-}
-
 async fn linked() -> (SimEnv, Store) {
-    let sim = SimEnv::start(world(), "").await;
-    sim.portal.set(true);
-    sim.configure("");
-    sim.env.run(&["migrate"]).ok();
-    let store = sim.store().await;
-    (sim, store)
+    SimEnv::start_linked(world(), false, true).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
