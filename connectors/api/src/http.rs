@@ -385,6 +385,16 @@ fn is_sensitive(name: &HeaderName) -> bool {
     SENSITIVE_HEADERS.contains(&n) || n.contains("token") || n.contains("key")
 }
 
+/// A REST base URL that relative paths can be joined to: without its final `/`, `join`
+/// would replace the last segment instead of adding to it.
+pub fn base_url(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url
+}
+
 /// A URL for logs: query parameters that look like secrets are replaced, user info dropped.
 pub fn redact_url(url: &Url) -> String {
     let mut shown = url.clone();

@@ -8,7 +8,7 @@ mod snapshot;
 mod wire;
 
 use chrono::{NaiveDate, Utc};
-use connector_api::http::{HttpClient, HttpPolicy, TlsSettings, Url};
+use connector_api::http::{HttpClient, HttpPolicy, TlsSettings, Url, base_url};
 use connector_api::{BoxFuture, Connector, ConnectorError, FetchOutcome, FetchRequest, SourceKind};
 use reqwest::{Method, StatusCode};
 use secrecy::SecretBox;
@@ -34,10 +34,7 @@ pub struct BasispoortConnector {
 
 impl BasispoortConnector {
     pub fn new(config: BasispoortConfig) -> Result<Self, ConnectorError> {
-        let mut base = config.endpoint;
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
+        let base = base_url(config.endpoint);
         let http = HttpClient::new(
             "basispoort",
             config.policy,

@@ -7,7 +7,7 @@ mod snapshot;
 mod wire;
 
 use chrono::Utc;
-use connector_api::http::{HttpClient, HttpPolicy, TlsSettings, Url};
+use connector_api::http::{HttpClient, HttpPolicy, TlsSettings, Url, base_url};
 use connector_api::{BoxFuture, Connector, ConnectorError, FetchOutcome, FetchRequest, SourceKind};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
@@ -39,10 +39,7 @@ pub struct ZermeloConnector {
 
 impl ZermeloConnector {
     pub fn new(config: ZermeloConfig) -> Result<Self, ConnectorError> {
-        let mut base = config.portal;
-        if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
-        }
+        let base = base_url(config.portal);
         let http = HttpClient::new(
             "zermelo",
             config.policy,
