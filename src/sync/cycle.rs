@@ -81,6 +81,8 @@ impl CycleReport {
 #[derive(Default)]
 pub struct Connectors {
     built: HashMap<String, Result<Arc<dyn Connector>, String>>,
+    /// Portal connections, one per school (each has its own portal).
+    portals: HashMap<String, Result<Arc<dyn Connector>, String>>,
     broker: Option<Result<Arc<BasispoortConnector>, String>>,
     /// When the broker connection was last checked, and what was wrong with it.
     broker_checked: Option<(Instant, Option<String>)>,
@@ -128,6 +130,22 @@ impl Connectors {
                 Some(b) => sources::broker_connector(b)
                     .map(Arc::new)
                     .map_err(|e| e.to_string()),
+            })
+            .clone()
+    }
+
+    /// A school's portal connection, built once.
+    fn portal(
+        &mut self,
+        school: &str,
+        z: &crate::settings::ZermeloSettings,
+    ) -> Result<Arc<dyn Connector>, String> {
+        self.portals
+            .entry(school.to_owned())
+            .or_insert_with(|| {
+                sources::portal_connector(school, z)
+                    .map(|c| Arc::new(c) as Arc<dyn Connector>)
+                    .map_err(|e| e.to_string())
             })
             .clone()
     }
@@ -240,9 +258,7 @@ pub async fn targets(
         if let Some(z) = config.and_then(|c| c.zermelo.as_ref()) {
             sources.push(Source {
                 name: PORTAL,
-                connector: sources::portal_connector(&row.id, z)
-                    .map(|c| Arc::new(c) as Arc<dyn Connector>)
-                    .map_err(|e| e.to_string()),
+                connector: connectors.portal(&row.id, z),
                 credential: Some(z.token.load_string().map_err(|e| e.to_string())),
                 remote_id: None,
             });
