@@ -7,8 +7,6 @@ use serde::Deserialize;
 #[serde(rename_all = "camelCase")]
 pub struct MetaResult {
     pub mutation_timestamp: Option<String>,
-    #[allow(dead_code)] // Read for completeness; the mutation time is what matters.
-    pub generation_timestamp: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,8 +21,9 @@ const GROUP_FIELDS: &str =
     "id,departmentOfBranch,name,extendedName,yearOfEducation,isMainGroup,mentorUserCodes";
 const STUDENT_FIELDS: &str = "student,firstName,prefix,lastName,mainGroup,groupInDepartments";
 const EMPLOYEE_FIELDS: &str = "userCode,firstName,prefix,lastName,email";
-const USER_FIELDS: &str = "code,isStudent,isEmployee,somUUID,magisterUUID,isTeamLeader,isDean,\
-                           isSectionLeader,isSchoolLeader,isApplicationManager";
+// Team leaders and deans come with their departments, so only the whole-school functions
+// are asked of the users.
+const USER_FIELDS: &str = "code,somUUID,magisterUUID,isSchoolLeader,isApplicationManager";
 
 pub struct ZermeloConfig {
     /// The school's API base, e.g. `https://school.zportal.nl/api/v3/`.

@@ -98,15 +98,10 @@ pub struct Employee {
 #[serde(rename_all = "camelCase", default)]
 pub struct User {
     pub code: Option<String>,
-    pub is_student: bool,
-    pub is_employee: bool,
     #[serde(rename = "somUUID")]
     pub som_uuid: Option<String>,
     #[serde(rename = "magisterUUID")]
     pub magister_uuid: Option<String>,
-    pub is_team_leader: bool,
-    pub is_dean: bool,
-    pub is_section_leader: bool,
     pub is_school_leader: bool,
     pub is_application_manager: bool,
 }
