@@ -11,6 +11,13 @@ fn id(s: &str) -> connector_api::SchoolId {
     s.parse().expect("school id")
 }
 
+/// `rostersync person add` in the primary school.
+fn add_person(sim: &SimEnv, kind: &str, rest: &[&str]) -> crate::support::Run {
+    let mut args = vec!["person", "add", "--school", "10XA00", "--kind", kind];
+    args.extend_from_slice(rest);
+    sim.env.run(&args)
+}
+
 /// A primary school with the broker and a secondary school with its LAS only.
 async fn schools() -> (SimEnv, Store) {
     let mut w = World::new(13, rostersync::sync::apply::today());
@@ -128,18 +135,16 @@ async fn a_local_account_is_adopted_by_the_source_without_a_duplicate() {
             .expect("a group teacher");
         (t.email.clone(), s.pupils[0].person.key.clone())
     });
-    let out = sim.env.run(&[
-        "person",
-        "add",
-        "--school",
-        "10XA00",
-        "--kind",
+    let out = add_person(
+        &sim,
         "staff",
-        "family_name=Handmatig",
-        "given_name=Juf",
-        &format!("email={}", email.to_uppercase()),
-        "end_date=2027-07-31",
-    ]);
+        &[
+            "family_name=Handmatig",
+            "given_name=Juf",
+            &format!("email={}", email.to_uppercase()),
+            "end_date=2027-07-31",
+        ],
+    );
     out.ok();
     let teacher: String = out
         .stdout
@@ -147,17 +152,7 @@ async fn a_local_account_is_adopted_by_the_source_without_a_duplicate() {
         .nth(2)
         .expect("the new id")
         .to_owned();
-    let out = sim.env.run(&[
-        "person",
-        "add",
-        "--school",
-        "10XA00",
-        "--kind",
-        "pupil",
-        "--las-key",
-        &pupil_key,
-        "given_name=Kind",
-    ]);
+    let out = add_person(&sim, "pupil", &["--las-key", &pupil_key, "given_name=Kind"]);
     out.ok();
     let pupil: String = out.stdout.split_whitespace().nth(2).expect("id").to_owned();
     // Local records are fully editable.
@@ -165,17 +160,7 @@ async fn a_local_account_is_adopted_by_the_source_without_a_duplicate() {
         .run(&["person", "set", &teacher, "given_name=Juffrouw"])
         .ok();
     // A key that is taken is refused.
-    let out = sim.env.run(&[
-        "person",
-        "add",
-        "--school",
-        "10XA00",
-        "--kind",
-        "pupil",
-        "--las-key",
-        &pupil_key,
-        "given_name=Twee",
-    ]);
+    let out = add_person(&sim, "pupil", &["--las-key", &pupil_key, "given_name=Twee"]);
     assert!(out.fails_with(2).contains("already belongs to person"));
 
     sim.env.run(&["sync"]).ok();
@@ -264,17 +249,7 @@ async fn local_groups_are_editable_and_kept_source_groups_locked() {
             "year_group=5",
         ])
         .ok();
-    let out = sim.env.run(&[
-        "person",
-        "add",
-        "--school",
-        "10XA00",
-        "--kind",
-        "pupil",
-        "--group",
-        "RT-1",
-        "given_name=Extra",
-    ]);
+    let out = add_person(&sim, "pupil", &["--group", "RT-1", "given_name=Extra"]);
     out.ok();
     let source_group = one(
         &store,

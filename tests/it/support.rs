@@ -437,23 +437,8 @@ impl SimEnv {
     }
 }
 
-/// The number the query `sql` counts.
-pub async fn count(store: &rostersync::store::Store, sql: &str) -> i64 {
-    store
-        .db()
-        .query_one_raw(sea_orm::Statement::from_string(
-            store.backend(),
-            sql.to_owned(),
-        ))
-        .await
-        .expect("count query")
-        .expect("a row")
-        .try_get_by_index::<i64>(0)
-        .expect("a count")
-}
-
-/// The first column of the first row of `sql`, as text.
-pub async fn one(store: &rostersync::store::Store, sql: &str) -> Option<String> {
+/// The first row of `sql`, if any.
+async fn first_row(store: &rostersync::store::Store, sql: &str) -> Option<sea_orm::QueryResult> {
     store
         .db()
         .query_one_raw(sea_orm::Statement::from_string(
@@ -462,6 +447,21 @@ pub async fn one(store: &rostersync::store::Store, sql: &str) -> Option<String> 
         ))
         .await
         .expect("query")
+}
+
+/// The number the query `sql` counts.
+pub async fn count(store: &rostersync::store::Store, sql: &str) -> i64 {
+    first_row(store, sql)
+        .await
+        .expect("a row")
+        .try_get_by_index::<i64>(0)
+        .expect("a count")
+}
+
+/// The first column of the first row of `sql`, as text.
+pub async fn one(store: &rostersync::store::Store, sql: &str) -> Option<String> {
+    first_row(store, sql)
+        .await
         .and_then(|r| r.try_get_by_index::<Option<String>>(0).ok().flatten())
 }
 
