@@ -123,7 +123,7 @@ async fn resync(State(d): State<Shared>, UrlPath(id): UrlPath<String>) -> Respon
         Err(e) => return failure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
     match queue::enqueue(
-        d.store.db(),
+        d.store.writer(),
         &id,
         "manual",
         chrono::Utc::now(),

@@ -75,7 +75,7 @@ pub async fn resync(settings: &Settings, args: ResyncArgs) -> Result<(), Failure
         )));
     };
     let who = super::operator();
-    let q = queue::enqueue(store.db(), &id, "manual", Utc::now(), Some(&who))
+    let q = queue::enqueue(store.writer(), &id, "manual", Utc::now(), Some(&who))
         .await
         .map_err(db_err)?;
     println!(

@@ -5,7 +5,6 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use connector_api::SchoolId;
-use sea_orm::TransactionTrait;
 use serde::Serialize;
 
 use super::{Failure, OutputFormat, table};
@@ -464,9 +463,11 @@ pub async fn approve(settings: &Settings, args: ApproveArgs) -> Result<(), Failu
         .unwrap_or_else(|_| "cli".into());
     let retention = chrono::Duration::days(i64::from(settings.sync.retention_days));
     let now = Utc::now();
-    let _turn = store.write_turn().await;
     let db_err = db_failure(&store);
-    let txn = store.db().begin().await.map_err(&db_err)?;
+    let txn = store
+        .begin_write(crate::store::WriteKind::Edit)
+        .await
+        .map_err(&db_err)?;
     let approval = runs::start(&txn, &run.school_id, "approve", false)
         .await
         .map_err(&db_err)?;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde::Serialize;
 
 use super::{Failure, OutputFormat, one_person, operator, print_json, table};
@@ -313,8 +313,10 @@ pub async fn grant(settings: &Settings, command: GrantCommand) -> Result<(), Fai
                     return Err(Failure::usage(anyhow!("give --group KEY or --school-wide")));
                 }
             };
-            let _turn = store.write_turn().await;
-            let txn = store.db().begin().await.map_err(db_err)?;
+            let txn = store
+                .begin_write(crate::store::WriteKind::Edit)
+                .await
+                .map_err(db_err)?;
             let id = grants::add_manual(
                 &txn,
                 &p.school_id,
@@ -337,8 +339,10 @@ pub async fn grant(settings: &Settings, command: GrantCommand) -> Result<(), Fai
             Ok(())
         }
         GrantCommand::Remove { id } => {
-            let _turn = store.write_turn().await;
-            let txn = store.db().begin().await.map_err(db_err)?;
+            let txn = store
+                .begin_write(crate::store::WriteKind::Edit)
+                .await
+                .map_err(db_err)?;
             let removed = grants::remove_manual(&txn, id, &operator()).await;
             let g = match removed {
                 Ok(g) => g,

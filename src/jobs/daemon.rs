@@ -95,7 +95,7 @@ impl Daemon {
             }
         };
         for school in newly_granted(&rows, &granted) {
-            match queue::enqueue(self.store.db(), &school, "consent", Utc::now(), None).await {
+            match queue::enqueue(self.store.writer(), &school, "consent", Utc::now(), None).await {
                 Ok(q) if !q.joined => {
                     tracing::info!(school = %school, "The school granted sync permission; syncing it now.")
                 }
@@ -184,7 +184,7 @@ impl Daemon {
                 .update_column(daemon_instance::Column::HeartbeatAt)
                 .to_owned(),
         )
-        .exec(self.store.db())
+        .exec(self.store.writer())
         .await?;
         Ok(())
     }
@@ -193,7 +193,7 @@ impl Daemon {
     async fn reap(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
         loop {
-            match queue::reap(self.store.db(), MAX_ATTEMPTS).await {
+            match queue::reap(self.store.writer(), MAX_ATTEMPTS).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(
                     jobs = n,
@@ -265,7 +265,7 @@ impl Daemon {
         let settings = self.settings().await;
         let Ok(id) = job.school_id.parse::<SchoolId>() else {
             let _ = queue::finish(
-                self.store.db(),
+                self.store.writer(),
                 job.id,
                 &self.instance,
                 queue::FAILED,
@@ -288,7 +288,7 @@ impl Daemon {
                         .map(|s| s.reason.clone())
                         .unwrap_or_else(|| "nothing to sync".into());
                     let _ = queue::finish(
-                        self.store.db(),
+                        self.store.writer(),
                         job.id,
                         &self.instance,
                         queue::DONE,
@@ -301,7 +301,7 @@ impl Daemon {
             },
             Err(e) => {
                 let _ = queue::finish(
-                    self.store.db(),
+                    self.store.writer(),
                     job.id,
                     &self.instance,
                     queue::FAILED,
@@ -320,7 +320,8 @@ impl Daemon {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(me.lease / 4).await;
-                    match queue::heartbeat(me.store.db(), job_id, &me.instance, me.lease).await {
+                    match queue::heartbeat(me.store.writer(), job_id, &me.instance, me.lease).await
+                    {
                         Ok(true) => {}
                         Ok(false) => break,
                         Err(e) => {
@@ -349,7 +350,7 @@ impl Daemon {
             queue::DONE
         };
         if let Err(e) = queue::finish(
-            self.store.db(),
+            self.store.writer(),
             job.id,
             &self.instance,
             state,
@@ -374,7 +375,7 @@ impl Daemon {
             * 60
             * 2u64.pow(tries.saturating_sub(1).min(10));
         let due = Utc::now() + chrono::Duration::seconds(wait as i64);
-        match queue::enqueue(self.store.db(), &report.school, "retry", due, None).await {
+        match queue::enqueue(self.store.writer(), &report.school, "retry", due, None).await {
             Ok(q) if !q.joined => {
                 // Carry the count, so the retries of one cycle are bounded.
                 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
@@ -384,7 +385,7 @@ impl Daemon {
                         Expr::value(job.attempts),
                     )
                     .filter(crate::store::entities::sync_job::Column::Id.eq(q.job))
-                    .exec(self.store.db())
+                    .exec(self.store.writer())
                     .await;
                 metrics::counter!("rostersync_retries_total").increment(1);
                 tracing::warn!(school = %report.school, retry_in_minutes = wait / 60, "School will be tried again.");
@@ -409,6 +410,20 @@ impl Daemon {
         }
         if !self.cycle_open.swap(false, Ordering::Relaxed) {
             return;
+        }
+        // The cycle is worked off: leavers whose retention ended go for good now.
+        match crate::store::roster::purge(&self.store, Utc::now()).await {
+            Ok(p) if p.persons + p.groups > 0 => {
+                tracing::info!(
+                    persons = p.persons,
+                    groups = p.groups,
+                    "Purged tombstones whose retention ended."
+                )
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %self.store.db_error(e), "Cannot purge expired tombstones; the next cycle tries again.")
+            }
         }
         if let Ok(list) = crate::store::status::list(self.store.db()).await {
             let by = |o: &str| {
@@ -656,7 +671,7 @@ pub async fn run(
         // Checked out: `resync` must not wait for an instance that is gone.
         use sea_orm::EntityTrait;
         let _ = daemon_instance::Entity::delete_by_id(daemon.instance.clone())
-            .exec(daemon.store.db())
+            .exec(daemon.store.writer())
             .await;
     }
     tracing::info!("rostersync stopped.");

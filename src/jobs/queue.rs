@@ -9,11 +9,11 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, Statement, TransactionTrait,
+    QueryOrder, Statement,
 };
 
-use crate::store::Store;
 use crate::store::entities::{school, store_meta, sync_job};
+use crate::store::{Store, WriteKind};
 
 pub use sync_job::Model as Job;
 
@@ -109,8 +109,7 @@ pub async fn enqueue_cycle(
     date: NaiveDate,
     schools: &[(String, DateTime<Utc>)],
 ) -> Result<usize, DbErr> {
-    let _turn = store.write_turn().await;
-    let txn = store.db().begin().await?;
+    let txn = store.begin_write(WriteKind::Queue).await?;
     if store.backend() == DbBackend::Postgres {
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({CYCLE_LOCK})"))
             .await?;
@@ -156,8 +155,7 @@ pub async fn last_cycle<C: ConnectionTrait>(db: &C) -> Result<Option<NaiveDate>,
 pub async fn claim(store: &Store, owner: &str, lease: Duration) -> Result<Option<Job>, DbErr> {
     let now = Utc::now();
     let expires = now + chrono_dur(lease);
-    let _turn = store.write_turn().await;
-    let txn = store.db().begin().await?;
+    let txn = store.begin_write(WriteKind::Queue).await?;
     let id: Option<i64> = match store.backend() {
         DbBackend::Postgres => {
             // SKIP LOCKED: instances never wait for each other's candidate.

@@ -8,11 +8,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{NaiveDate, Utc};
 use connector_api::{GroupKind, PersonKeys};
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
 
 use super::entities::{person, person_key, roster_group, school};
 use super::roster::{self, ApplyContext, Entry, Facets, Journal};
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteKind};
 use crate::model::{Field, GroupState, Link, Owned, Owner, PersonKind, PersonState};
 
 #[derive(Debug, thiserror::Error)]
@@ -129,8 +129,7 @@ fn not_linked(school: &str) -> EditError {
 /// how a source later finds and adopts it; they must not belong to anyone yet.
 pub async fn add_person(store: &Store, p: &NewPerson, who: &str) -> Result<i64, EditError> {
     let db_err = |e| EditError::Store(store.db_error(e));
-    let _turn = store.write_turn().await;
-    let txn = store.db().begin().await.map_err(db_err)?;
+    let txn = store.begin_write(WriteKind::Edit).await.map_err(db_err)?;
     if !school_exists(&txn, &p.school).await.map_err(db_err)? {
         return Err(not_linked(&p.school));
     }
@@ -239,8 +238,7 @@ pub async fn set_person(
     who: &str,
 ) -> Result<Vec<Edited>, EditError> {
     let db_err = |e| EditError::Store(store.db_error(e));
-    let _turn = store.write_turn().await;
-    let txn = store.db().begin().await.map_err(db_err)?;
+    let txn = store.begin_write(WriteKind::Edit).await.map_err(db_err)?;
     let Some(row) = person::Entity::find_by_id(id)
         .one(&txn)
         .await
@@ -339,8 +337,7 @@ pub async fn add_group(
     }
     let name = check_value(Field::FamilyName, name)?
         .ok_or_else(|| EditError::Invalid("a group needs a name".into()))?;
-    let _turn = store.write_turn().await;
-    let txn = store.db().begin().await.map_err(db_err)?;
+    let txn = store.begin_write(WriteKind::Edit).await.map_err(db_err)?;
     if !school_exists(&txn, school).await.map_err(db_err)? {
         return Err(not_linked(school));
     }
@@ -391,8 +388,7 @@ pub async fn set_group(
     who: &str,
 ) -> Result<Vec<Edited>, EditError> {
     let db_err = |e| EditError::Store(store.db_error(e));
-    let _turn = store.write_turn().await;
-    let txn = store.db().begin().await.map_err(db_err)?;
+    let txn = store.begin_write(WriteKind::Edit).await.map_err(db_err)?;
     let Some(row) = roster::live_groups(&txn, school)
         .await
         .map_err(db_err)?

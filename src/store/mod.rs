@@ -13,16 +13,20 @@ pub mod schools;
 pub mod sealing;
 pub mod source_state;
 pub mod status;
+pub mod write;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    TransactionTrait,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
+
+pub use write::{WriteKind, WriteStats, WriteTxn, is_contention};
 
 use crate::settings::StoreSettings;
 
@@ -71,13 +75,23 @@ pub enum OpenMode {
     Existing,
 }
 
+/// The store: a pool that reads and one way to write.
+///
+/// SQLite has one writer at a time, and a writer that waits for the lock in SQLite's busy
+/// handler can starve behind back-to-back transactions (8,000 schools: 1–3 failed after the
+/// 5 s busy timeout). So on SQLite every write of this process goes through ONE connection,
+/// whose pool is a fair queue, and every write transaction starts `BEGIN IMMEDIATE`; the
+/// reading pool is opened read-only, so a write that bypasses the writer fails at once in
+/// tests instead of contending in production. Only other processes (a `rostersync` command
+/// beside the daemon) still meet at SQLite's lock. On PostgreSQL both are the same pool:
+/// its row locks let applies of different schools run side by side.
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    writer: DatabaseConnection,
     shown: String,
     home: PathBuf,
-    /// SQLite has one writer: applies of one process queue here instead of failing busy.
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    writes: Arc<WriteStats>,
 }
 
 /// Where the store lives, parsed from `store.url`.
@@ -130,36 +144,8 @@ pub fn redact_url(url: &str) -> String {
 impl Store {
     pub async fn open(settings: &StoreSettings, mode: OpenMode) -> Result<Store, StoreError> {
         let location = parse_location(&settings.url)?;
-        let (url, shown, home, sqlite) = match &location {
-            Location::Sqlite { path, query } => {
-                if mode == OpenMode::Existing && !path.exists() {
-                    return Err(StoreError::Missing(path.display().to_string()));
-                }
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-                    && !dir.is_dir()
-                {
-                    return Err(StoreError::Unreachable {
-                        shown: path.display().to_string(),
-                        reason: format!("directory {} does not exist", dir.display()),
-                    });
-                }
-                if mode == OpenMode::Create && !path.exists() {
-                    create_private_file(path).map_err(|e| StoreError::Unreachable {
-                        shown: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
-                }
-                let url = if query.is_empty() {
-                    format!("sqlite://{}", path.display())
-                } else {
-                    format!("sqlite://{}?{query}", path.display())
-                };
-                let home = match path.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-                    _ => PathBuf::from("."),
-                };
-                (url, path.display().to_string(), home, true)
-            }
+        let (url, shown, home) = match &location {
+            Location::Sqlite { path, query } => sqlite_target(path, query, mode)?,
             Location::Postgres { url } => {
                 probe_postgres(url)
                     .await
@@ -170,46 +156,32 @@ impl Store {
                 let home = std::env::var_os("STATE_DIRECTORY")
                     .map(PathBuf::from)
                     .unwrap_or_else(|| PathBuf::from("."));
-                (url.clone(), redact_url(url), home, false)
+                (url.clone(), redact_url(url), home)
             }
         };
-        let mut opts = ConnectOptions::new(url);
-        opts.max_connections(settings.max_connections)
-            .min_connections(0)
-            .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(30))
-            .sqlx_logging(false);
-        if sqlite {
-            let busy = Duration::from_millis(settings.busy_timeout_ms);
-            let create = mode == OpenMode::Create;
-            opts.map_sqlx_sqlite_opts(move |o| {
-                o.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(busy)
-                    .foreign_keys(true)
-                    .create_if_missing(create)
-                    .statement_cache_capacity(STATEMENT_CACHE)
-            });
-        } else {
-            opts.set_application_name("rostersync");
-            opts.map_sqlx_postgres_opts(|o| o.statement_cache_capacity(STATEMENT_CACHE));
-        }
-        let db = Database::connect(opts)
-            .await
-            .map_err(|e| StoreError::Unreachable {
-                shown: shown.clone(),
-                reason: db_reason(&e),
-            })?;
-        // Connecting is lazy for some drivers; make unreachable fail here, not later.
-        db.ping().await.map_err(|e| StoreError::Unreachable {
+        let sqlite = matches!(location, Location::Sqlite { .. });
+        let unreachable = |e: DbErr| StoreError::Unreachable {
             shown: shown.clone(),
             reason: db_reason(&e),
-        })?;
+        };
+        // The writer first: it creates the file and switches it to WAL, which a read-only
+        // connection cannot do.
+        let writer = connect(pool_options(&url, settings, mode, Pool::Writer, sqlite))
+            .await
+            .map_err(unreachable)?;
+        let db = if sqlite {
+            connect(pool_options(&url, settings, mode, Pool::Reader, sqlite))
+                .await
+                .map_err(unreachable)?
+        } else {
+            writer.clone()
+        };
         let store = Store {
             db,
+            writer,
             shown,
             home,
-            writer: Default::default(),
+            writes: Arc::default(),
         };
         if mode == OpenMode::Existing {
             store.ensure_current().await?;
@@ -217,17 +189,40 @@ impl Store {
         Ok(store)
     }
 
-    /// Taken around a school's apply on SQLite, where writers would otherwise meet as
-    /// `database is locked`; PostgreSQL serializes per school with a row lock instead.
-    pub async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match self.backend() {
-            DbBackend::Sqlite => Some(self.writer.lock().await),
-            _ => None,
-        }
-    }
-
+    /// Reads. On SQLite this pool is read-only: every write goes through [`Store::writer`]
+    /// or [`Store::begin_write`].
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Single statements that write. On SQLite its one connection is the process's write
+    /// queue: whoever holds it holds SQLite's write lock, so keep what runs on it short.
+    pub fn writer(&self) -> &DatabaseConnection {
+        &self.writer
+    }
+
+    /// A write transaction: on SQLite `BEGIN IMMEDIATE` on the one writer connection, so it
+    /// holds the write lock from its first statement and can never fail to upgrade a read.
+    /// How long it held the lock is measured by `kind` (see [`Store::write_stats`]).
+    pub async fn begin_write(&self, kind: WriteKind) -> Result<WriteTxn, DbErr> {
+        let asked = std::time::Instant::now();
+        let txn = match self.backend() {
+            DbBackend::Sqlite => {
+                self.writer
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..TransactionOptions::default()
+                    })
+                    .await?
+            }
+            _ => self.writer.begin().await?,
+        };
+        Ok(WriteTxn::new(txn, kind, asked, self.writes.clone()))
+    }
+
+    /// The longest wait for and hold of the write lock per kind of transaction, since open.
+    pub fn write_stats(&self) -> &WriteStats {
+        &self.writes
     }
 
     pub fn backend(&self) -> DbBackend {
@@ -254,8 +249,12 @@ impl Store {
     /// Apply pending migrations; returns their names. On PostgreSQL an advisory lock makes
     /// concurrent runs wait for each other instead of racing.
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
-        let txn = self.db.begin().await.map_err(|e| self.db_error(e))?;
+        let txn = self.writer.begin().await.map_err(|e| self.db_error(e))?;
         if self.backend() == DbBackend::Postgres {
+            // Another instance's migration may take long: wait for it, not `lock_timeout`.
+            txn.execute_unprepared("SET LOCAL lock_timeout = 0")
+                .await
+                .map_err(|e| self.db_error(e))?;
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
                 .await
                 .map_err(|e| self.db_error(e))?;
@@ -285,6 +284,112 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// The SQLite file's URL, how to show it, and its directory; checks what can be checked
+/// before connecting (the file exists unless creating, its directory exists).
+fn sqlite_target(
+    path: &Path,
+    query: &str,
+    mode: OpenMode,
+) -> Result<(String, String, PathBuf), StoreError> {
+    let shown = path.display().to_string();
+    if mode == OpenMode::Existing && !path.exists() {
+        return Err(StoreError::Missing(shown));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(StoreError::Unreachable {
+            shown,
+            reason: format!("directory {} does not exist", dir.display()),
+        });
+    }
+    if mode == OpenMode::Create && !path.exists() {
+        create_private_file(path).map_err(|e| StoreError::Unreachable {
+            shown: shown.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let url = if query.is_empty() {
+        format!("sqlite://{}", path.display())
+    } else {
+        format!("sqlite://{}?{query}", path.display())
+    };
+    let home = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    Ok((url, shown, home))
+}
+
+/// The two pools of a SQLite store (PostgreSQL has one, a `Writer`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    Writer,
+    Reader,
+}
+
+/// How long a write waits for this process's writer connection. The queue is fair, so a
+/// wait this long means a writer is stuck, not that the store is busy.
+const WRITER_QUEUE_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn pool_options(
+    url: &str,
+    settings: &StoreSettings,
+    mode: OpenMode,
+    pool: Pool,
+    sqlite: bool,
+) -> ConnectOptions {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    let writer_only = sqlite && pool == Pool::Writer;
+    opts.max_connections(if writer_only {
+        1
+    } else {
+        settings.max_connections
+    })
+    .min_connections(0)
+    .connect_timeout(Duration::from_secs(5))
+    .acquire_timeout(if writer_only {
+        WRITER_QUEUE_TIMEOUT
+    } else {
+        Duration::from_secs(30)
+    })
+    .sqlx_logging(false);
+    let busy = Duration::from_millis(settings.busy_timeout_ms);
+    if sqlite {
+        let create = mode == OpenMode::Create && pool == Pool::Writer;
+        opts.map_sqlx_sqlite_opts(move |o| {
+            let o = o
+                .busy_timeout(busy)
+                .foreign_keys(true)
+                .statement_cache_capacity(STATEMENT_CACHE);
+            match pool {
+                Pool::Writer => o
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .create_if_missing(create),
+                Pool::Reader => o.read_only(true).create_if_missing(false),
+            }
+        });
+    } else {
+        opts.set_application_name("rostersync");
+        // A lock wait is bounded as on SQLite: a run that meets a lock held longer fails as
+        // contention and is tried again, instead of hanging behind it.
+        let lock_timeout = format!("{}", settings.busy_timeout_ms);
+        opts.map_sqlx_postgres_opts(move |o| {
+            o.statement_cache_capacity(STATEMENT_CACHE)
+                .options([("lock_timeout", lock_timeout.as_str())])
+        });
+    }
+    opts
+}
+
+async fn connect(opts: ConnectOptions) -> Result<DatabaseConnection, DbErr> {
+    let db = Database::connect(opts).await?;
+    // Connecting is lazy for some drivers; make unreachable fail here, not later.
+    db.ping().await?;
+    Ok(db)
 }
 
 /// The store holds data about minors: only the service user may read it. SQLite gives its

@@ -856,43 +856,49 @@ pub struct Purged {
 
 /// Delete tombstones whose retention ended, with everything that still names them: keys,
 /// memberships, roles and grants (by cascade), and their journal and held rows, which may
-/// hold names. Privacy: after this, nothing of a leaver remains.
-pub async fn purge(db: &sea_orm::DatabaseConnection, now: DateTime<Utc>) -> Result<Purged, DbErr> {
+/// hold names. Privacy: after this, nothing of a leaver remains. One short transaction per
+/// chunk of persons, so the purge never holds SQLite's write lock for long; a purge cut off
+/// halfway leaves whole persons, and the next one finishes it.
+pub async fn purge(store: &super::Store, now: DateTime<Utc>) -> Result<Purged, DbErr> {
+    use super::WriteKind;
     use super::entities::held_change;
-    use sea_orm::TransactionTrait;
-    let txn = db.begin().await?;
-    let ids: Vec<i64> = person::Entity::find()
-        .filter(person::Column::RemovedAt.is_not_null())
-        .filter(person::Column::PurgeAfter.lte(now))
-        .all(&txn)
-        .await?
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
-    for chunk in ids.chunks(CHUNK) {
+    use sea_orm::QuerySelect;
+    let mut purged = Purged::default();
+    loop {
+        let txn = store.begin_write(WriteKind::Purge).await?;
+        let ids: Vec<i64> = person::Entity::find()
+            .select_only()
+            .column(person::Column::Id)
+            .filter(person::Column::RemovedAt.is_not_null())
+            .filter(person::Column::PurgeAfter.lte(now))
+            .limit(CHUNK as u64)
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        if ids.is_empty() {
+            purged.groups = roster_group::Entity::delete_many()
+                .filter(roster_group::Column::RemovedAt.is_not_null())
+                .filter(roster_group::Column::PurgeAfter.lte(now))
+                .exec(&txn)
+                .await?
+                .rows_affected;
+            txn.commit().await?;
+            return Ok(purged);
+        }
         change_entry::Entity::delete_many()
-            .filter(change_entry::Column::PersonId.is_in(chunk.iter().copied()))
+            .filter(change_entry::Column::PersonId.is_in(ids.iter().copied()))
             .exec(&txn)
             .await?;
         held_change::Entity::delete_many()
             .filter(held_change::Column::Kind.is_in(["pupils", "staff", "memberships"]))
-            .filter(held_change::Column::EntityId.is_in(chunk.iter().copied()))
+            .filter(held_change::Column::EntityId.is_in(ids.iter().copied()))
             .exec(&txn)
             .await?;
         person::Entity::delete_many()
-            .filter(person::Column::Id.is_in(chunk.iter().copied()))
+            .filter(person::Column::Id.is_in(ids.iter().copied()))
             .exec(&txn)
             .await?;
+        txn.commit().await?;
+        purged.persons += ids.len() as u64;
     }
-    let groups = roster_group::Entity::delete_many()
-        .filter(roster_group::Column::RemovedAt.is_not_null())
-        .filter(roster_group::Column::PurgeAfter.lte(now))
-        .exec(&txn)
-        .await?
-        .rows_affected;
-    txn.commit().await?;
-    Ok(Purged {
-        persons: ids.len() as u64,
-        groups,
-    })
 }

@@ -5,7 +5,7 @@ use chrono::Utc;
 use connector_api::SchoolId;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, TransactionTrait,
+    ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     sea_query::{Expr, OnConflict},
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::entities::{person, roster_group, school, school_secret};
 use super::sealing::{MasterKey, SealError, Sealed};
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteKind};
 use crate::settings::Settings;
 
 /// The kind of sealed secret that holds a school's LAS authorization key.
@@ -189,7 +189,7 @@ pub async fn add(
         return Err(LinkError::Exists(id));
     }
     let now = Utc::now();
-    let txn = store.db().begin().await.map_err(db_err)?;
+    let txn = store.begin_write(WriteKind::Link).await.map_err(db_err)?;
     school::Entity::insert(school::ActiveModel {
         id: Set(id.clone()),
         brin: Set(new.id.brin().to_owned()),
@@ -235,7 +235,7 @@ pub async fn set_key(
     }
     check_las_key(id, key)?;
     let db_err = |e| LinkError::Store(store.db_error(e));
-    let txn = store.db().begin().await.map_err(db_err)?;
+    let txn = store.begin_write(WriteKind::Link).await.map_err(db_err)?;
     let Some(row) = school::Entity::find_by_id(sid.clone())
         .one(&txn)
         .await
@@ -311,7 +311,7 @@ pub async fn remove(
         return Err(LinkError::InConfig(sid));
     }
     let db_err = |e| LinkError::Store(store.db_error(e));
-    let txn = store.db().begin().await.map_err(db_err)?;
+    let txn = store.begin_write(WriteKind::Link).await.map_err(db_err)?;
     if school::Entity::find_by_id(sid.clone())
         .one(&txn)
         .await
@@ -382,48 +382,60 @@ async fn write_secret<C: sea_orm::ConnectionTrait>(
 /// hang off it). The configuration stays the truth for its sources; the row follows it.
 pub async fn ensure_config_rows(store: &Store, settings: &Settings) -> Result<(), StoreError> {
     let db_err = |e| store.db_error(e);
-    let now = Utc::now();
-    for s in &settings.school {
-        let row = school::ActiveModel {
-            id: Set(s.id.to_string()),
-            brin: Set(s.id.brin().to_owned()),
-            dependance: Set(s.id.dependance().to_owned()),
-            name: Set(s.name.clone()),
-            origin: Set("config".into()),
-            las: Set(s.las.clone()),
-            broker_id: Set(s.broker_id),
-            zermelo_portal: Set(s.zermelo.as_ref().map(|z| z.portal.to_string())),
-            state: Set("active".into()),
-            state_reason: Set(None),
-            state_since: Set(Some(now)),
-            school_year: Set(None),
-            fence: Set(0),
-            created_at: Set(now),
-            updated_at: Set(now),
-            roster_digest: Set(None),
-        };
-        school::Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(school::Column::Id)
-                    .update_columns([
-                        school::Column::Origin,
-                        school::Column::Las,
-                        school::Column::BrokerId,
-                        school::Column::ZermeloPortal,
-                    ])
-                    .to_owned(),
-            )
-            .exec(store.db())
-            .await
-            .map_err(db_err)?;
-        if let Some(name) = &s.name {
-            school::Entity::update_many()
-                .col_expr(school::Column::Name, Expr::value(name.clone()))
-                .filter(school::Column::Id.eq(s.id.to_string()))
-                .exec(store.db())
-                .await
-                .map_err(db_err)?;
+    // A few hundred schools per transaction: one commit, not one per school, and no long
+    // hold of SQLite's write lock for a country-sized configuration.
+    for chunk in settings.school.chunks(500) {
+        let txn = store.begin_write(WriteKind::Link).await.map_err(db_err)?;
+        for s in chunk {
+            ensure_config_row(&txn, s).await.map_err(db_err)?;
         }
+        txn.commit().await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+async fn ensure_config_row<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    s: &crate::settings::SchoolSettings,
+) -> Result<(), sea_orm::DbErr> {
+    let now = Utc::now();
+    let row = school::ActiveModel {
+        id: Set(s.id.to_string()),
+        brin: Set(s.id.brin().to_owned()),
+        dependance: Set(s.id.dependance().to_owned()),
+        name: Set(s.name.clone()),
+        origin: Set("config".into()),
+        las: Set(s.las.clone()),
+        broker_id: Set(s.broker_id),
+        zermelo_portal: Set(s.zermelo.as_ref().map(|z| z.portal.to_string())),
+        state: Set("active".into()),
+        state_reason: Set(None),
+        state_since: Set(Some(now)),
+        school_year: Set(None),
+        fence: Set(0),
+        created_at: Set(now),
+        updated_at: Set(now),
+        roster_digest: Set(None),
+    };
+    school::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(school::Column::Id)
+                .update_columns([
+                    school::Column::Origin,
+                    school::Column::Las,
+                    school::Column::BrokerId,
+                    school::Column::ZermeloPortal,
+                ])
+                .to_owned(),
+        )
+        .exec(db)
+        .await?;
+    if let Some(name) = &s.name {
+        school::Entity::update_many()
+            .col_expr(school::Column::Name, Expr::value(name.clone()))
+            .filter(school::Column::Id.eq(s.id.to_string()))
+            .exec(db)
+            .await?;
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use connector_api::{
     Connector, ConnectorError, ErrorKind, FetchOutcome, FetchRequest, SchoolId, SchoolYear,
     Snapshot,
 };
-use sea_orm::{DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::DbErr;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
@@ -19,7 +19,7 @@ use crate::rights::Rights;
 use crate::store::roster::{self, ApplyContext};
 use crate::store::schools::{self, SchoolState};
 use crate::store::source_state::{self, Received};
-use crate::store::{Store, grants, held, runs};
+use crate::store::{Store, WriteKind, WriteTxn, grants, held, runs};
 use crate::sync::brakes::{self, BrakeRules, HeldRemoval, Stored};
 use crate::sync::diff::{DiffOptions, Plan, StoredPerson, diff};
 use crate::sync::digest;
@@ -104,8 +104,19 @@ pub struct Target {
 /// How long before a credential expires a run starts to warn.
 const CREDENTIAL_WARNING: chrono::Duration = chrono::Duration::days(30);
 
-/// The error an apply ends with when its lease was lost to another worker.
-const LEASE_LOST: &str = "lease lost";
+/// Why a run ended before it could decide: the store failed, or the run's lease was lost to
+/// another worker (then it must not write, and the other run counts).
+#[derive(Debug)]
+pub enum RunError {
+    Db(DbErr),
+    LeaseLost,
+}
+
+impl From<DbErr> for RunError {
+    fn from(e: DbErr) -> RunError {
+        RunError::Db(e)
+    }
+}
 
 /// What one school's run did, for the summary table, `--format json` and tests.
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +131,9 @@ pub struct SchoolReport {
     pub message: Option<String>,
     /// The failure is transient: the daemon tries the school again later the same day.
     pub retry: bool,
+    /// The run failed because the store was busy: worth trying again within seconds.
+    #[serde(skip)]
+    pub store_busy: bool,
     #[serde(serialize_with = "millis")]
     pub fetch_time: Duration,
     /// Everything but the fetch: judging, loading, diffing and writing.
@@ -208,32 +222,17 @@ pub async fn sync_school(
         error_class: None,
         message: None,
         retry: false,
+        store_busy: false,
         fetch_time: Duration::ZERO,
         engine_time: Duration::ZERO,
         rights_time: Duration::ZERO,
     };
     let decided = match run(store, target, rules, opts, &mut report).await {
         Ok(d) => d,
-        Err(DbErr::Custom(m)) if m == LEASE_LOST => Decided::new(Outcome::Failed).because(
-            "lease_lost",
-            format!(
-                "school {school}: another instance took this school over (this one stopped \
-                 answering for too long); nothing of this run was applied, the other run counts"
-            ),
-        ),
         Err(e) => {
-            let d = Decided::new(Outcome::Failed).because(
-                "store",
-                format!(
-                    "the store failed during the run ({}); nothing of this run was applied. \
-                     Check the store, then run `rostersync sync --school {school}` again",
-                    store.db_error(e)
-                ),
-            );
-            // Best effort: the store may be the thing that is broken.
-            if let Some(run) = report.run {
-                let _ = runs::finish(store.db(), run, finish(&d)).await;
-            }
+            report.store_busy = matches!(&e, RunError::Db(e) if crate::store::is_contention(e));
+            let d = run_failed(store, &school, e);
+            report.run = record_failure(store, &school, opts, report.run, &d).await;
             d
         }
     };
@@ -246,6 +245,82 @@ pub async fn sync_school(
     report.engine_time = started.elapsed().saturating_sub(report.fetch_time);
     log_summary(&report);
     report
+}
+
+/// What a run that ended in an error decided: nothing was applied. Contention (SQLite busy,
+/// a PostgreSQL lock timeout or lost connection) is transient: the school is tried again.
+fn run_failed(store: &Store, school: &str, e: RunError) -> Decided {
+    match e {
+        RunError::LeaseLost => Decided::new(Outcome::Failed).because(
+            "lease_lost",
+            format!(
+                "school {school}: another instance took this school over (this one stopped \
+                 answering for too long); nothing of this run was applied, the other run counts"
+            ),
+        ),
+        RunError::Db(e) if crate::store::is_contention(&e) => {
+            let error = store.db_error(e);
+            tracing::warn!(school, error_class = "store_busy", error = %error, "A school's run met a busy store; nothing of it was applied, it is tried again.");
+            let mut d = Decided::new(Outcome::Failed).because(
+                "store_busy",
+                format!(
+                    "school {school}: the store was busy ({error}); nothing of this run was \
+                     applied and rostersync tries it again. If this keeps happening, look for \
+                     another program holding the store's write lock"
+                ),
+            );
+            d.retry = true;
+            d
+        }
+        RunError::Db(e) => {
+            let error = store.db_error(e);
+            tracing::warn!(school, error_class = "store", error = %error, "A school's run failed in the store; nothing of it was applied.");
+            Decided::new(Outcome::Failed).because(
+                "store",
+                format!(
+                    "the store failed during the run ({error}); nothing of this run was \
+                     applied. Check the store, then run `rostersync sync --school {school}` again"
+                ),
+            )
+        }
+    }
+}
+
+/// How long a failed run keeps trying to write its own record while the store is busy.
+const RECORD_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Write the record of a run that failed, so `runs`, `status` and the metrics hear of it even
+/// when the failure came before the run record existed: retried while the store is busy,
+/// for up to a minute. Returns the run's id when there is a record.
+async fn record_failure(
+    store: &Store,
+    school: &str,
+    opts: &RunOptions,
+    run: Option<i64>,
+    d: &Decided,
+) -> Option<i64> {
+    use backon::{ExponentialBuilder, Retryable};
+    let write = || async {
+        let id = match run {
+            Some(id) => id,
+            None => runs::start(store.writer(), school, &opts.trigger, opts.dry_run).await?,
+        };
+        runs::finish(store.writer(), id, finish(d)).await?;
+        Ok::<i64, DbErr>(id)
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_total_delay(Some(RECORD_PATIENCE))
+        .without_max_times()
+        .with_jitter();
+    match write.retry(backoff).when(crate::store::is_contention).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::error!(school, error = %store.db_error(e), "Cannot record a failed run in the store; check the store.");
+            run
+        }
+    }
 }
 
 fn finish(d: &Decided) -> runs::Finish<'_> {
@@ -287,8 +362,8 @@ fn log_summary(r: &SchoolReport) {
 }
 
 /// Close the run early with `d` (nothing was written to the roster).
-async fn end(db: &sea_orm::DatabaseConnection, run: i64, d: Decided) -> Result<Decided, DbErr> {
-    runs::finish(db, run, finish(&d)).await?;
+async fn end(store: &Store, run: i64, d: Decided) -> Result<Decided, RunError> {
+    runs::finish(store.writer(), run, finish(&d)).await?;
     Ok(d)
 }
 
@@ -334,17 +409,19 @@ async fn run(
     rules: &Rules,
     opts: &RunOptions,
     report: &mut SchoolReport,
-) -> Result<Decided, DbErr> {
+) -> Result<Decided, RunError> {
     let db = store.db();
     let school = report.school.clone();
-    let run = runs::start(db, &school, &opts.trigger, opts.dry_run).await?;
+    #[cfg(debug_assertions)]
+    pause_before_run().await;
+    let run = runs::start(store.writer(), &school, &opts.trigger, opts.dry_run).await?;
     report.run = Some(run);
     if target.sources.is_empty() {
         let d = Decided::new(Outcome::Failed).because(
             "config",
             format!("school {school} has no source: give it a LAS connection or a broker_id"),
         );
-        return end(db, run, d).await;
+        return end(store, run, d).await;
     }
 
     let mut asks = Vec::with_capacity(target.sources.len());
@@ -355,7 +432,7 @@ async fn run(
             Err(why) => {
                 let d = Decided::new(Outcome::Failed)
                     .because("config", format!("school {school}: {why}"));
-                return end(db, run, d).await;
+                return end(store, run, d).await;
             }
         };
         let credential = match &source.credential {
@@ -366,7 +443,7 @@ async fn run(
                     "credential_unreadable",
                     format!("school {school}: the authorization key cannot be read: {why}"),
                 );
-                return end(db, run, d).await;
+                return end(store, run, d).await;
             }
         };
         let fingerprint = credential
@@ -395,7 +472,7 @@ async fn run(
                     s.parked_reason.as_deref().unwrap_or("its key was rejected")
                 ),
             );
-            return end(db, run, d).await;
+            return end(store, run, d).await;
         }
         let request = FetchRequest {
             school: target.id.clone(),
@@ -425,7 +502,7 @@ async fn run(
             && let Ok(new_id) = into.parse::<i64>()
         {
             let old = ask.request.remote_id.clone().unwrap_or_default();
-            schools::set_broker_id(db, &school, new_id).await?;
+            schools::set_broker_id(store.writer(), &school, new_id).await?;
             notes.push(format!(
                 "institution {old} merged into {new_id} at the broker; rostersync follows \
                  {new_id} now (where the school is in the configuration file, set its broker_id \
@@ -502,7 +579,7 @@ async fn run(
     {
         let mut d = Decided::new(Outcome::Unchanged);
         if !opts.dry_run {
-            let (_turn, txn) = write_txn(store, &school, target.fence).await?;
+            let txn = write_txn(store, &school, target.fence).await?;
             for ask in &asks {
                 source_state::record_unchanged(&txn, &school, ask.source.name, Utc::now()).await?;
             }
@@ -512,7 +589,7 @@ async fn run(
             runs::finish(&txn, run, finish(&d)).await?;
             txn.commit().await?;
         } else {
-            runs::finish(db, run, finish(&d)).await?;
+            runs::finish(store.writer(), run, finish(&d)).await?;
         }
         return Ok(d);
     }
@@ -532,7 +609,7 @@ async fn run(
                         ask.subject(&school)
                     ),
                 );
-                return end(db, run, d).await;
+                return end(store, run, d).await;
             }
         }
     }
@@ -575,7 +652,7 @@ async fn untrusted(
     why: &Distrust,
     rules: &Rules,
     opts: &RunOptions,
-) -> Result<Decided, DbErr> {
+) -> Result<Decided, RunError> {
     let parked = is_credentials(fetched) && ask.fingerprint.is_some();
     let outcome = if parked {
         Outcome::Parked
@@ -604,7 +681,7 @@ async fn untrusted(
         ..d
     };
     let mut d = d;
-    let (_turn, txn) = write_txn(store, school, fence).await?;
+    let txn = write_txn(store, school, fence).await?;
     if !opts.dry_run {
         // The sources are not trusted, so the facts stand as stored; only grace periods
         // run out, and never for a whole-school grant.
@@ -645,8 +722,8 @@ async fn no_consent(
     ask: &Ask<'_>,
     rules: &Rules,
     opts: &RunOptions,
-) -> Result<Decided, DbErr> {
-    let (_turn, txn) = write_txn(store, school, fence).await?;
+) -> Result<Decided, RunError> {
+    let txn = write_txn(store, school, fence).await?;
     let row = schools::row_in(&txn, school).await?;
     let now = Utc::now();
     let state = row.as_ref().map(|r| r.state.as_str()).unwrap_or("");
@@ -708,7 +785,7 @@ async fn no_consent(
 
 /// Derive the school's grants from what is stored now, in the run's transaction.
 async fn refresh_grants(
-    txn: &DatabaseTransaction,
+    txn: &WriteTxn,
     school: &str,
     run: i64,
     rules: &Rules,
@@ -727,20 +804,14 @@ pub const AWAITING_CONSENT: &str = "awaiting_consent";
 pub const OFFBOARDING: &str = "offboarding";
 
 /// A transaction that writes for `school`. Its first statement takes the school's row lock
-/// (and moves the fence on), so on SQLite it holds the write lock from the start and waits
-/// politely for other writers instead of failing to upgrade a read; on PostgreSQL concurrent
-/// runs of one school queue on the row.
-async fn write_txn<'a>(
-    store: &'a Store,
-    school: &str,
-    fence: Option<i64>,
-) -> Result<(Option<tokio::sync::MutexGuard<'a, ()>>, DatabaseTransaction), DbErr> {
-    let turn = store.write_turn().await;
-    let txn = store.db().begin().await?;
+/// and checks the fence, so on PostgreSQL concurrent runs of one school queue on the row
+/// and a run whose lease was lost writes nothing.
+async fn write_txn(store: &Store, school: &str, fence: Option<i64>) -> Result<WriteTxn, RunError> {
+    let txn = store.begin_write(WriteKind::Apply).await?;
     if !schools::lock_for_apply(&txn, school, fence).await? {
-        return Err(DbErr::Custom(LEASE_LOST.into()));
+        return Err(RunError::LeaseLost);
     }
-    Ok((turn, txn))
+    Ok(txn)
 }
 
 fn is_credentials(fetched: &Result<FetchOutcome, ConnectorError>) -> bool {
@@ -778,13 +849,13 @@ struct Computed {
 }
 
 async fn compute(
-    txn: &DatabaseTransaction,
+    txn: &WriteTxn,
     run: i64,
     school: &str,
     snapshots: &[&Snapshot],
     rules: &Rules,
     opts: &RunOptions,
-) -> Result<Computed, DbErr> {
+) -> Result<Computed, RunError> {
     let (groups, persons) = roster::load(txn, school).await?;
     let merged = merge(snapshots);
     let mut plan = diff(
@@ -862,9 +933,9 @@ async fn apply_snapshots(
     rules: &Rules,
     opts: &RunOptions,
     notes: &[String],
-) -> Result<Decided, DbErr> {
+) -> Result<Decided, RunError> {
     let snapshots: Vec<&Snapshot> = sources.iter().map(|(_, s)| s).collect();
-    let (_turn, txn) = write_txn(store, school, fence).await?;
+    let txn = write_txn(store, school, fence).await?;
     let digest = digest::of(&snapshots);
     let last = schools::digest(&txn, school).await?;
     let same = last.as_deref() == Some(digest.as_str());
@@ -893,7 +964,7 @@ async fn apply_snapshots(
     };
     if opts.dry_run {
         txn.rollback().await?;
-        runs::finish(store.db(), run, finish(&d)).await?;
+        runs::finish(store.writer(), run, finish(&d)).await?;
         return Ok(d);
     }
     let now = Utc::now();
@@ -957,6 +1028,27 @@ async fn apply_snapshots(
     pause_before_commit().await;
     txn.commit().await?;
     Ok(d)
+}
+
+/// Debug builds only, for the tests of a busy store: with
+/// `ROSTERSYNC_TEST_PAUSE_BEFORE_RUN=FILE` the first run of the process writes FILE before it
+/// opens its run record and waits until FILE is gone, so a test can take the store's write
+/// lock at exactly that moment.
+#[cfg(debug_assertions)]
+async fn pause_before_run() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PAUSED: AtomicBool = AtomicBool::new(false);
+    let Some(path) = std::env::var_os("ROSTERSYNC_TEST_PAUSE_BEFORE_RUN") else {
+        return;
+    };
+    if PAUSED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let _ = std::fs::write(&path, b"pausing\n");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::path::Path::new(&path).exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Debug builds only, for the crash test: with `ROSTERSYNC_TEST_PAUSE_BEFORE_COMMIT=FILE` an

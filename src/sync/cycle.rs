@@ -279,9 +279,8 @@ pub async fn targets(
     if broker_asked {
         // `status` shows it beside the schools that wait; best effort.
         let problem = connectors.broker_problem(settings).await;
-        let _turn = store.write_turn().await;
         if let Err(e) =
-            crate::store::status::set_problem(store.db(), "broker", problem.as_deref()).await
+            crate::store::status::set_problem(store.writer(), "broker", problem.as_deref()).await
         {
             tracing::warn!(error = %store.db_error(e), "Cannot record the broker connection's state.");
         }
@@ -311,6 +310,32 @@ async fn las_credential(
     }
 }
 
+/// How often `sync` tries a school again within the run when the store was busy, and the
+/// first wait (doubling).
+const STORE_RETRIES: u32 = 3;
+const STORE_RETRY_WAIT: Duration = Duration::from_millis(500);
+
+/// One school's run; a run that failed only because the store was busy is tried again within
+/// this cycle a few times (each attempt has its own run record) before it is reported.
+async fn sync_patiently(
+    store: &Store,
+    target: &Target,
+    rules: &Rules,
+    opts: &RunOptions,
+) -> SchoolReport {
+    let mut wait = STORE_RETRY_WAIT;
+    let mut report = apply::sync_school(store, target, rules, opts).await;
+    for _ in 0..STORE_RETRIES {
+        if !report.store_busy {
+            break;
+        }
+        tokio::time::sleep(wait).await;
+        wait *= 2;
+        report = apply::sync_school(store, target, rules, opts).await;
+    }
+    report
+}
+
 /// Run every school (or one), `settings.sync.concurrency` at a time; `progress` hears of
 /// each school as it finishes. Afterwards, purge tombstones whose retention ended.
 pub async fn run(
@@ -332,7 +357,7 @@ pub async fn run(
     let total = targets.len();
     let mut reports = Vec::with_capacity(total);
     let mut running = futures_util::stream::iter(targets.iter())
-        .map(|t| apply::sync_school(store, t, &rules, &opts.run))
+        .map(|t| sync_patiently(store, t, &rules, &opts.run))
         .buffer_unordered(settings.sync.concurrency.max(1));
     while let Some(report) = running.next().await {
         progress(reports.len() + 1, total, &report);
@@ -343,7 +368,7 @@ pub async fn run(
     let purged = if opts.run.dry_run {
         Purged::default()
     } else {
-        roster::purge(store.db(), chrono::Utc::now())
+        roster::purge(store, chrono::Utc::now())
             .await
             .map_err(|e| store.db_error(e))?
     };

@@ -291,7 +291,7 @@ async fn the_daemon_runs_the_cycle_once_catches_up_and_answers_admins() {
 
     // ... but a cycle missed while the daemon was down is caught up.
     store
-        .db()
+        .writer()
         .execute_raw(Statement::from_string(
             store.backend(),
             format!(
@@ -498,7 +498,7 @@ async fn a_transient_failure_is_tried_again_later_the_same_day() {
         }
         // Bring the retry forward instead of waiting for it.
         store
-            .db()
+            .writer()
             .execute_unprepared(
                 "UPDATE sync_job SET due_at = created_at WHERE trigger = 'retry' \
                  AND state = 'pending'",
@@ -524,4 +524,40 @@ async fn a_transient_failure_is_tried_again_later_the_same_day() {
         .await
         .expect("runs");
     assert_eq!(other.len(), 1, "the healthy school ran once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_purges_expired_tombstones_when_its_cycle_is_done() {
+    let sim = SimEnv::start(world(1, 25), "").await;
+    let socket = sim.env.path("admin.sock");
+    sim.configure(&format!(
+        "[admin]\nsocket = \"{}\"\n[sync]\nretention_days = 0\n",
+        socket.display()
+    ));
+    sim.env.run(&["migrate"]).ok();
+    // The school is loaded once by hand; then a pupil leaves before the daemon's cycle.
+    sim.env.run(&["sync"]).ok();
+    let store = sim.store().await;
+    let school: connector_api::SchoolId = "10XA00".parse().expect("id");
+    let leaver = sim.server.with_world(|w| {
+        let s = w.schools.get_mut(&school).expect("school");
+        s.changed_at = chrono::Utc::now();
+        s.school.pupils.remove(0).person.key
+    });
+    let stored = format!("SELECT COUNT(*) FROM person_key WHERE value = '{leaver}'");
+    assert_eq!(count(&store, &stored).await, 1);
+
+    let daemon = Daemon::start(&sim, "purge", &[]);
+    until(&store, SCHEDULED_RUNS, 1, "the cycle", &daemon).await;
+    let started = Instant::now();
+    while !daemon.log().contains("Purged tombstones whose retention ended.") {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no purge after the cycle:\n{}",
+            daemon.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&store, &stored).await, 0, "the leaver is gone for good");
+    assert_eq!(daemon.stop().await, 0);
 }

@@ -4,6 +4,7 @@
 
 mod broker;
 mod config;
+mod contention;
 mod daemon;
 mod local;
 mod rights;

@@ -11,7 +11,7 @@ use rostersync::store::schools::{self, NewSchool};
 use rostersync::store::{OpenMode, Store};
 use rostersync::sync::diff::{DiffOptions, Plan, diff};
 use rostersync::sync::merge::merge;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 
 use crate::support::Env;
 
@@ -47,7 +47,10 @@ async fn sync(store: &Store, s: &Snapshot, options: &DiffOptions) -> Plan {
     let (groups, persons) = roster::load(store.db(), "99XX00").await.expect("load");
     let desired = merge(&[s]).state;
     let plan = diff(&desired, &groups, &persons, options);
-    let txn = store.db().begin().await.expect("begin");
+    let txn = store
+        .begin_write(rostersync::store::WriteKind::Apply)
+        .await
+        .expect("begin");
     let run = runs::start(&txn, "99XX00", "cli", false)
         .await
         .expect("run");

@@ -146,6 +146,19 @@ klantcode = {{ file = "{d}/klantcode" }}
         Run::from(cmd.stdin(Stdio::null()).output().expect("rostersync runs"))
     }
 
+    /// Start the binary without waiting for it; its output is piped.
+    pub fn spawn(&self, args: &[&str], vars: &[(&str, &str)]) -> std::process::Child {
+        let mut cmd = self.command(args);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("rostersync starts")
+    }
+
     pub fn run_with_stdin(&self, args: &[&str], input: &str) -> Run {
         let mut child = self
             .command(args)
@@ -477,7 +490,7 @@ pub async fn set_time(
         _ => "?",
     };
     store
-        .db()
+        .writer()
         .execute_raw(sea_orm::Statement::from_sql_and_values(
             store.backend(),
             sql.replace("{at}", placeholder),
