@@ -83,6 +83,12 @@ struct ManySchools {
     outcomes_ok: usize,
     checkpoints: Vec<Checkpoint>,
     target_seconds: f64,
+    /// Per kind of write transaction: how many, and the longest wait for and hold of the
+    /// write lock (SQLite has one writer: the longest hold is what every other write waits).
+    store_writes:
+        std::collections::BTreeMap<crate::store::WriteKind, crate::store::write::WriteCost>,
+    /// The SQLite settings in force on the writer connection.
+    store_settings: Vec<(String, String)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -203,7 +209,7 @@ async fn large_school(args: &BenchArgs, dir: &Path) -> Result<Vec<Scenario>, Fai
                 s.changed_at = chrono::Utc::now();
             }
         });
-        crate::store::schools::set_digest(store.db(), &school.to_string(), None)
+        crate::store::schools::set_digest(store.writer(), &school.to_string(), None)
             .await
             .map_err(|e| Failure::failed(store.db_error(e).into()))?;
         full_diff.extend(one_cycle(&store, &settings).await?.schools);
@@ -383,6 +389,7 @@ async fn many_schools(
     .map_err(super::sync::cycle_failure)?;
     progress.done();
     let seconds = started.elapsed().as_secs_f64();
+    let store_settings = sqlite_pragmas(&store).await;
     Ok(ManySchools {
         schools: report.schools.len(),
         pupils_per_school: args.school_pupils,
@@ -395,7 +402,42 @@ async fn many_schools(
             .count(),
         checkpoints,
         target_seconds: 60.0,
+        store_writes: store.write_stats().snapshot(),
+        store_settings,
     })
+}
+
+/// The PRAGMAs that decide how SQLite's writer behaves, as the writer connection has them.
+async fn sqlite_pragmas(store: &Store) -> Vec<(String, String)> {
+    use sea_orm::ConnectionTrait;
+    if store.backend() != sea_orm::DbBackend::Sqlite {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for name in [
+        "journal_mode",
+        "synchronous",
+        "busy_timeout",
+        "wal_autocheckpoint",
+        "cache_size",
+    ] {
+        let got = store
+            .writer()
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                format!("PRAGMA {name}"),
+            ))
+            .await;
+        let value = match got {
+            Ok(Some(row)) => row
+                .try_get_by_index::<String>(0)
+                .or_else(|_| row.try_get_by_index::<i64>(0).map(|n| n.to_string()))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        out.push((name.to_owned(), value));
+    }
+    out
 }
 
 pub async fn run(args: BenchArgs) -> Result<(), Failure> {
@@ -496,6 +538,26 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             .map(|c| format!("{} MiB after {} schools", c.peak_rss_mib, c.schools))
             .collect();
         println!("Peak memory of this process: {}.", marks.join(", "));
+        let writes: Vec<String> = m
+            .store_writes
+            .iter()
+            .map(|(kind, c)| {
+                format!(
+                    "{} {}× (longest wait {:.1} ms, hold {:.1} ms)",
+                    kind.as_str(),
+                    c.transactions,
+                    c.longest_wait.as_secs_f64() * 1000.0,
+                    c.longest_hold.as_secs_f64() * 1000.0
+                )
+            })
+            .collect();
+        println!("Write transactions: {}.", writes.join("; "));
+        let pragmas: Vec<String> = m
+            .store_settings
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("SQLite: {}.", pragmas.join(", "));
     }
     if !table_out {
         super::print_json(&BenchReport {
