@@ -550,7 +550,10 @@ async fn the_daemon_purges_expired_tombstones_when_its_cycle_is_done() {
     let daemon = Daemon::start(&sim, "purge", &[]);
     until(&store, SCHEDULED_RUNS, 1, "the cycle", &daemon).await;
     let started = Instant::now();
-    while !daemon.log().contains("Purged tombstones whose retention ended.") {
+    while !daemon
+        .log()
+        .contains("Purged tombstones whose retention ended.")
+    {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no purge after the cycle:\n{}",
@@ -558,6 +561,10 @@ async fn the_daemon_purges_expired_tombstones_when_its_cycle_is_done() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(count(&store, &stored).await, 0, "the leaver is gone for good");
+    assert_eq!(
+        count(&store, &stored).await,
+        0,
+        "the leaver is gone for good"
+    );
     assert_eq!(daemon.stop().await, 0);
 }

@@ -5,6 +5,7 @@
 mod connector;
 mod error;
 pub mod http;
+pub mod json;
 mod school;
 mod snapshot;
 

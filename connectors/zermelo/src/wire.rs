@@ -10,11 +10,12 @@ pub struct Envelope<T> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
 pub struct Body<T> {
     pub status: Option<u16>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "connector_api::json::null_as_default")]
     pub message: String,
-    #[serde(default = "Vec::new")]
+    #[serde(default, deserialize_with = "connector_api::json::null_as_default")]
     pub data: Vec<T>,
 }
 
@@ -26,9 +27,9 @@ pub struct ErrorEnvelope {
 
 #[derive(Debug, Deserialize)]
 pub struct ErrorBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "connector_api::json::null_as_default")]
     pub message: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "connector_api::json::null_as_default")]
     pub details: String,
 }
 
@@ -43,7 +44,7 @@ pub struct Token {
 pub struct SchoolInSchoolYear {
     pub id: i64,
     pub school_name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "connector_api::json::null_as_default")]
     pub archived: bool,
 }
 
@@ -52,9 +53,9 @@ pub struct SchoolInSchoolYear {
 pub struct Department {
     pub id: i64,
     pub code: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "connector_api::json::null_as_default")]
     pub team_leader_user_codes: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "connector_api::json::null_as_default")]
     pub dean_user_codes: Vec<String>,
 }
 
@@ -66,9 +67,9 @@ pub struct Group {
     pub name: Option<String>,
     pub extended_name: Option<String>,
     pub year_of_education: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "connector_api::json::null_as_default")]
     pub is_main_group: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "connector_api::json::null_as_default")]
     pub mentor_user_codes: Vec<String>,
 }
 
@@ -80,7 +81,7 @@ pub struct StudentInDepartment {
     pub prefix: Option<String>,
     pub last_name: Option<String>,
     pub main_group: Option<i64>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "connector_api::json::null_as_default")]
     pub group_in_departments: Vec<i64>,
 }
 
@@ -102,6 +103,62 @@ pub struct User {
     pub som_uuid: Option<String>,
     #[serde(rename = "magisterUUID")]
     pub magister_uuid: Option<String>,
+    #[serde(deserialize_with = "connector_api::json::null_as_default")]
     pub is_school_leader: bool,
+    #[serde(deserialize_with = "connector_api::json::null_as_default")]
     pub is_application_manager: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    //! `null` for any optional field is the same as leaving it out; a wrong type is not.
+    use super::*;
+
+    fn parse<T: serde::de::DeserializeOwned>(json: &str) -> T {
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"))
+    }
+
+    #[test]
+    fn every_wire_type_takes_null_for_every_optional_field() {
+        let e: Envelope<Employee> =
+            parse(r#"{"response":{"status":null,"message":null,"data":null}}"#);
+        assert!(e.response.data.is_empty() && e.response.message.is_empty());
+        let err: ErrorEnvelope = parse(r#"{"response":{"message":null,"details":null}}"#);
+        assert!(err.response.details.is_empty());
+        let t: Token = parse(r#"{"expires":null}"#);
+        assert!(t.expires.is_none());
+        let y: SchoolInSchoolYear = parse(r#"{"id":1,"schoolName":null,"archived":null}"#);
+        assert!(!y.archived);
+        let d: Department =
+            parse(r#"{"id":2,"code":null,"teamLeaderUserCodes":null,"deanUserCodes":null}"#);
+        assert!(d.team_leader_user_codes.is_empty() && d.dean_user_codes.is_empty());
+        let g: Group = parse(
+            r#"{"id":3,"departmentOfBranch":null,"name":null,"extendedName":null,
+                "yearOfEducation":null,"isMainGroup":null,"mentorUserCodes":null}"#,
+        );
+        assert!(!g.is_main_group && g.mentor_user_codes.is_empty());
+        let s: StudentInDepartment = parse(
+            r#"{"student":null,"firstName":null,"prefix":null,"lastName":null,
+                "mainGroup":null,"groupInDepartments":null}"#,
+        );
+        assert!(s.group_in_departments.is_empty());
+        let emp: Employee = parse(
+            r#"{"userCode":null,"firstName":null,"prefix":null,"lastName":null,"email":null}"#,
+        );
+        assert!(emp.user_code.is_none());
+        let u: User = parse(
+            r#"{"code":null,"somUUID":null,"magisterUUID":null,"isSchoolLeader":null,
+                "isApplicationManager":null}"#,
+        );
+        assert!(!u.is_school_leader && !u.is_application_manager);
+    }
+
+    #[test]
+    fn a_wrong_type_or_a_missing_required_value_is_still_refused() {
+        assert!(serde_json::from_str::<Department>(r#"{"id":"two"}"#).is_err());
+        assert!(serde_json::from_str::<Department>(r#"{"id":null}"#).is_err());
+        assert!(serde_json::from_str::<Group>(r#"{"id":3,"mentorUserCodes":"abc"}"#).is_err());
+        assert!(serde_json::from_str::<User>(r#"{"isSchoolLeader":"yes"}"#).is_err());
+        assert!(serde_json::from_str::<Envelope<Employee>>(r#"{"response":{"data":[{"#).is_err());
+    }
 }
