@@ -465,24 +465,42 @@ pub async fn row_in<C: sea_orm::ConnectionTrait>(
     school::Entity::find_by_id(id.to_owned()).one(db).await
 }
 
-/// The broker moved the school to another institution id (a merger): follow it.
-pub async fn set_broker_id<C: sea_orm::ConnectionTrait>(
+/// The broker moved the school to another institution id (a merger): follow it, in the
+/// caller's (the run's) transaction, and journal it as a change of the school.
+pub async fn follow_merger<C: sea_orm::ConnectionTrait>(
     db: &C,
     id: &str,
-    broker_id: i64,
+    run: Option<i64>,
+    from: &str,
+    into: i64,
 ) -> Result<(), sea_orm::DbErr> {
+    use super::entities::change_entry;
+    let now = Utc::now();
     school::Entity::update_many()
-        .col_expr(
-            school::Column::BrokerId,
-            sea_orm::sea_query::Expr::value(broker_id),
-        )
-        .col_expr(
-            school::Column::UpdatedAt,
-            sea_orm::sea_query::Expr::value(Utc::now()),
-        )
+        .col_expr(school::Column::BrokerId, Expr::value(into))
+        .col_expr(school::Column::UpdatedAt, Expr::value(now))
         .filter(school::Column::Id.eq(id))
         .exec(db)
         .await?;
+    change_entry::Entity::insert(change_entry::ActiveModel {
+        run_id: Set(run),
+        school_id: Set(id.to_owned()),
+        entity: Set("school".into()),
+        entity_id: Set(None),
+        person_id: Set(None),
+        operation: Set("update".into()),
+        field: Set(Some("broker_id".into())),
+        old_value: Set(Some(from.to_owned())),
+        new_value: Set(Some(into.to_string())),
+        source: Set(crate::model::Owner::Broker.as_str().to_owned()),
+        rule: Set(format!(
+            "the broker says institution {from} merged into {into}: the school follows it"
+        )),
+        at: Set(now),
+        ..Default::default()
+    })
+    .exec(db)
+    .await?;
     Ok(())
 }
 

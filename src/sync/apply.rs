@@ -496,22 +496,31 @@ async fn run(
     let mut fetched: Vec<Result<FetchOutcome, ConnectorError>> =
         futures_util::future::join_all(asks.iter().map(|a| a.connector.fetch(&a.request))).await;
     let mut notes = Vec::new();
+    let mut merger = None;
     for (ask, got) in asks.iter_mut().zip(fetched.iter_mut()) {
         // A merged institution is followed within the run: same school, new id, no duplicate.
+        // The new id is recorded in the run's own transaction (fenced, journaled), and not
+        // at all by a dry run.
         if let Err(ConnectorError::SchoolMerged { into }) = got
             && let Ok(new_id) = into.parse::<i64>()
         {
-            let old = ask.request.remote_id.clone().unwrap_or_default();
-            schools::set_broker_id(store.writer(), &school, new_id).await?;
-            notes.push(format!(
-                "institution {old} merged into {new_id} at the broker; rostersync follows \
-                 {new_id} now (where the school is in the configuration file, set its broker_id \
-                 to {new_id})"
-            ));
+            merger = Some(Merger {
+                from: ask.request.remote_id.clone().unwrap_or_default(),
+                into: new_id,
+            });
             ask.request.remote_id = Some(new_id.to_string());
             *got = ask.refetch().await;
         }
     }
+    let ctx = RunCtx {
+        store,
+        run,
+        school: &school,
+        fence: target.fence,
+        rules,
+        opts,
+        merger,
+    };
     if fetched
         .iter()
         .any(|f| matches!(f, Ok(FetchOutcome::Snapshot(_))))
@@ -529,7 +538,7 @@ async fn run(
         .iter()
         .position(|f| matches!(f, Err(ConnectorError::NoConsent { .. })))
     {
-        return no_consent(store, run, &school, target.fence, &asks[i], rules, opts).await;
+        return no_consent(&ctx, &asks[i]).await;
     }
 
     let mut verdicts: Vec<Verdict> = asks
@@ -559,18 +568,7 @@ async fn run(
         };
         let ask = &asks[i];
         let got = &fetched[i];
-        return untrusted(
-            store,
-            run,
-            &school,
-            target.fence,
-            ask,
-            got,
-            why,
-            rules,
-            opts,
-        )
-        .await;
+        return untrusted(&ctx, ask, got, why).await;
     }
 
     if fetched
@@ -579,16 +577,18 @@ async fn run(
     {
         let mut d = Decided::new(Outcome::Unchanged);
         if !opts.dry_run {
-            let txn = write_txn(store, &school, target.fence).await?;
+            let txn = ctx.write_txn().await?;
             for ask in &asks {
                 source_state::record_unchanged(&txn, &school, ask.source.name, Utc::now()).await?;
             }
             // Nothing changed, but a grant's grace period may have ended.
-            refresh_grants(&txn, &school, run, rules, false, &mut d).await?;
+            refresh_grants(&txn, &ctx, false, &mut d).await?;
             schools::set_state(&txn, &school, active(None, None)).await?;
+            ctx.record_merger(&txn, &mut d).await?;
             runs::finish(&txn, run, finish(&d)).await?;
             txn.commit().await?;
         } else {
+            ctx.say_merger(&mut d);
             runs::finish(store.writer(), run, finish(&d)).await?;
         }
         return Ok(d);
@@ -625,34 +625,18 @@ async fn run(
             ));
         }
     }
-    apply_snapshots(
-        store,
-        run,
-        &school,
-        target.fence,
-        &snapshots,
-        asked_at,
-        rules,
-        opts,
-        &notes,
-    )
-    .await
+    apply_snapshots(&ctx, &snapshots, asked_at, &notes).await
 }
 
 /// A source's answer cannot be trusted: keep the school as it is, say why, and park the
 /// school when its own credential was rejected.
-#[allow(clippy::too_many_arguments)]
 async fn untrusted(
-    store: &Store,
-    run: i64,
-    school: &str,
-    fence: Option<i64>,
+    ctx: &RunCtx<'_>,
     ask: &Ask<'_>,
     fetched: &Result<FetchOutcome, ConnectorError>,
     why: &Distrust,
-    rules: &Rules,
-    opts: &RunOptions,
 ) -> Result<Decided, RunError> {
+    let school = ctx.school;
     let parked = is_credentials(fetched) && ask.fingerprint.is_some();
     let outcome = if parked {
         Outcome::Parked
@@ -681,11 +665,13 @@ async fn untrusted(
         ..d
     };
     let mut d = d;
-    let txn = write_txn(store, school, fence).await?;
-    if !opts.dry_run {
+    let txn = ctx.write_txn().await?;
+    if ctx.opts.dry_run {
+        ctx.say_merger(&mut d);
+    } else {
         // The sources are not trusted, so the facts stand as stored; only grace periods
         // run out, and never for a whole-school grant.
-        refresh_grants(&txn, school, run, rules, true, &mut d).await?;
+        refresh_grants(&txn, ctx, true, &mut d).await?;
         if let (Err(e), Some(fp)) = (fetched, &ask.fingerprint)
             && e.kind() == ErrorKind::Credentials
         {
@@ -705,8 +691,9 @@ async fn untrusted(
             inactive(if parked { "parked" } else { "frozen" }, &d),
         )
         .await?;
+        ctx.record_merger(&txn, &mut d).await?;
     }
-    runs::finish(&txn, run, finish(&d)).await?;
+    runs::finish(&txn, ctx.run, finish(&d)).await?;
     txn.commit().await?;
     Ok(d)
 }
@@ -714,16 +701,9 @@ async fn untrusted(
 /// The broker has no sync permission from the school. Never granted: the school waits for
 /// it. Granted before: the school is offboarded deliberately: its data is kept for the grace
 /// period (granting again resumes the sync), then deleted.
-async fn no_consent(
-    store: &Store,
-    run: i64,
-    school: &str,
-    fence: Option<i64>,
-    ask: &Ask<'_>,
-    rules: &Rules,
-    opts: &RunOptions,
-) -> Result<Decided, RunError> {
-    let txn = write_txn(store, school, fence).await?;
+async fn no_consent(ctx: &RunCtx<'_>, ask: &Ask<'_>) -> Result<Decided, RunError> {
+    let (school, rules, opts) = (ctx.school, ctx.rules, ctx.opts);
+    let txn = ctx.write_txn().await?;
     let row = schools::row_in(&txn, school).await?;
     let now = Utc::now();
     let state = row.as_ref().map(|r| r.state.as_str()).unwrap_or("");
@@ -774,11 +754,14 @@ async fn no_consent(
             ),
         )
     };
-    let d = Decided::new(Outcome::NoConsent).because(class, message);
-    if !opts.dry_run {
+    let mut d = Decided::new(Outcome::NoConsent).because(class, message);
+    if opts.dry_run {
+        ctx.say_merger(&mut d);
+    } else {
         schools::set_state(&txn, school, inactive(new_state, &d)).await?;
+        ctx.record_merger(&txn, &mut d).await?;
     }
-    runs::finish(&txn, run, finish(&d)).await?;
+    runs::finish(&txn, ctx.run, finish(&d)).await?;
     txn.commit().await?;
     Ok(d)
 }
@@ -786,15 +769,20 @@ async fn no_consent(
 /// Derive the school's grants from what is stored now, in the run's transaction.
 async fn refresh_grants(
     txn: &WriteTxn,
-    school: &str,
-    run: i64,
-    rules: &Rules,
+    ctx: &RunCtx<'_>,
     frozen: bool,
     d: &mut Decided,
 ) -> Result<(), DbErr> {
     let started = Instant::now();
-    d.counts.grants =
-        grants::refresh(txn, school, Some(run), &rules.rights, frozen, Utc::now()).await?;
+    d.counts.grants = grants::refresh(
+        txn,
+        ctx.school,
+        Some(ctx.run),
+        &ctx.rules.rights,
+        frozen,
+        Utc::now(),
+    )
+    .await?;
     d.rights_time = started.elapsed();
     Ok(())
 }
@@ -803,15 +791,67 @@ async fn refresh_grants(
 pub const AWAITING_CONSENT: &str = "awaiting_consent";
 pub const OFFBOARDING: &str = "offboarding";
 
-/// A transaction that writes for `school`. Its first statement takes the school's row lock
-/// and checks the fence, so on PostgreSQL concurrent runs of one school queue on the row
-/// and a run whose lease was lost writes nothing.
-async fn write_txn(store: &Store, school: &str, fence: Option<i64>) -> Result<WriteTxn, RunError> {
-    let txn = store.begin_write(WriteKind::Apply).await?;
-    if !schools::lock_for_apply(&txn, school, fence).await? {
-        return Err(RunError::LeaseLost);
+/// The broker said the school's institution merged into another one.
+#[derive(Debug, Clone)]
+struct Merger {
+    from: String,
+    into: i64,
+}
+
+/// What every writer of a run needs: where, which run, under which lease, by which rules.
+struct RunCtx<'a> {
+    store: &'a Store,
+    run: i64,
+    school: &'a str,
+    fence: Option<i64>,
+    rules: &'a Rules,
+    opts: &'a RunOptions,
+    /// Followed within this run; recorded by whichever writer commits it.
+    merger: Option<Merger>,
+}
+
+impl RunCtx<'_> {
+    /// A transaction that writes for the school. Its first statement takes the school's row
+    /// lock and checks the fence, so on PostgreSQL concurrent runs of one school queue on the
+    /// row and a run whose lease was lost writes nothing.
+    async fn write_txn(&self) -> Result<WriteTxn, RunError> {
+        let txn = self.store.begin_write(WriteKind::Apply).await?;
+        if !schools::lock_for_apply(&txn, self.school, self.fence).await? {
+            return Err(RunError::LeaseLost);
+        }
+        Ok(txn)
     }
-    Ok(txn)
+
+    /// Record a merger in the run's transaction: the school follows the new institution id,
+    /// journaled as a change of the school, and the run's message says so.
+    async fn record_merger(&self, txn: &WriteTxn, d: &mut Decided) -> Result<(), DbErr> {
+        let Some(m) = &self.merger else {
+            return Ok(());
+        };
+        schools::follow_merger(txn, self.school, Some(self.run), &m.from, m.into).await?;
+        self.say_merger(d);
+        Ok(())
+    }
+
+    /// Say what the merger means for the operator (a dry run only says it).
+    fn say_merger(&self, d: &mut Decided) {
+        let Some(Merger { from, into }) = &self.merger else {
+            return;
+        };
+        let follows = if self.opts.dry_run {
+            "a run that is not a dry run will follow"
+        } else {
+            "rostersync follows"
+        };
+        let note = format!(
+            "institution {from} merged into {into} at the broker; {follows} {into} now (where \
+             the school is in the configuration file, set its broker_id to {into})"
+        );
+        d.message = Some(match d.message.take() {
+            Some(m) => format!("{m}; {note}"),
+            None => format!("school {}: {note}", self.school),
+        });
+    }
 }
 
 fn is_credentials(fetched: &Result<FetchOutcome, ConnectorError>) -> bool {
@@ -922,20 +962,15 @@ async fn compute(
 /// The trusted path: everything from loading the stored roster to the run record happens in
 /// one transaction, so a crash at any point leaves the school as it was. When the sources say
 /// exactly what they said at the last full apply, loading and diffing are skipped.
-#[allow(clippy::too_many_arguments)]
 async fn apply_snapshots(
-    store: &Store,
-    run: i64,
-    school: &str,
-    fence: Option<i64>,
+    rc: &RunCtx<'_>,
     sources: &[(&'static str, Snapshot)],
     asked_at: chrono::DateTime<Utc>,
-    rules: &Rules,
-    opts: &RunOptions,
     notes: &[String],
 ) -> Result<Decided, RunError> {
+    let (store, run, school, rules, opts) = (rc.store, rc.run, rc.school, rc.rules, rc.opts);
     let snapshots: Vec<&Snapshot> = sources.iter().map(|(_, s)| s).collect();
-    let txn = write_txn(store, school, fence).await?;
+    let txn = rc.write_txn().await?;
     let digest = digest::of(&snapshots);
     let last = schools::digest(&txn, school).await?;
     let same = last.as_deref() == Some(digest.as_str());
@@ -964,6 +999,8 @@ async fn apply_snapshots(
     };
     if opts.dry_run {
         txn.rollback().await?;
+        let mut d = d;
+        rc.say_merger(&mut d);
         runs::finish(store.writer(), run, finish(&d)).await?;
         return Ok(d);
     }
@@ -982,7 +1019,7 @@ async fn apply_snapshots(
         roster::journal_conflicts(&txn, &ctx, &conflicts).await?;
     }
     let mut d = d;
-    refresh_grants(&txn, school, run, rules, false, &mut d).await?;
+    refresh_grants(&txn, rc, false, &mut d).await?;
     // Only a run applied in full may be skipped next time; a held one must decide again.
     schools::set_digest(&txn, school, (d.outcome == Outcome::Ok).then_some(digest)).await?;
     if held.is_empty() {
@@ -1023,6 +1060,7 @@ async fn apply_snapshots(
             .unwrap_or_default();
         d.message = Some(format!("school {school}: {}{said}", notes.join("; ")));
     }
+    rc.record_merger(&txn, &mut d).await?;
     runs::finish(&txn, run, finish(&d)).await?;
     #[cfg(debug_assertions)]
     pause_before_commit().await;

@@ -490,7 +490,7 @@ async fn consent_missing_revoked_and_restored() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merger_is_followed_and_a_closed_school_frozen() {
     let (sim, store) = linked(&[("10XA00", 25), ("11XA00", 25)]).await;
     sim.sync(&store, false).await;
@@ -504,6 +504,21 @@ async fn a_merger_is_followed_and_a_closed_school_frozen() {
         .with_world(|w| w.merge_at_broker(&id("10XA00")))
         .expect("merged");
     sim.server.with_world(|w| w.broker.close(&id("11XA00")));
+    let old: i64 = count(&store, "SELECT broker_id FROM school WHERE id = '10XA00'").await;
+    // A dry run only says what it would follow; nothing is written.
+    let dry = sim.env.run(&["sync", "--school", "10XA00", "--dry-run"]);
+    assert!(
+        dry.stdout.contains(&format!(
+            "merged into {new} at the broker; a run that is not a dry run will follow"
+        )),
+        "{}",
+        dry.all_output()
+    );
+    assert_eq!(
+        count(&store, "SELECT broker_id FROM school WHERE id = '10XA00'").await,
+        old,
+        "a dry run does not follow the merger"
+    );
     let report = sim.sync(&store, false).await;
     let merged = result(&report, "10XA00");
     assert!(
@@ -534,6 +549,20 @@ async fn a_merger_is_followed_and_a_closed_school_frozen() {
         count(
             &store,
             &format!("SELECT COUNT(*) FROM school WHERE id = '10XA00' AND broker_id = {new}")
+        )
+        .await,
+        1
+    );
+    // Recorded by the run itself, in its transaction: a journaled change of the school.
+    assert_eq!(
+        count(
+            &store,
+            &format!(
+                "SELECT COUNT(*) FROM change_entry WHERE school_id = '10XA00' AND entity = 'school' \
+                 AND field = 'broker_id' AND old_value = '{old}' AND new_value = '{new}' \
+                 AND run_id = {}",
+                merged.run.expect("run")
+            )
         )
         .await,
         1
