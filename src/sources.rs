@@ -167,6 +167,10 @@ impl<C: connector_api::Connector> connector_api::Connector for Limited<C> {
             self.inner.fetch(request).await
         })
     }
+
+    fn check(&self) -> connector_api::BoxFuture<'_, Result<(), connector_api::ConnectorError>> {
+        self.inner.check()
+    }
 }
 
 #[cfg(test)]

@@ -188,7 +188,7 @@ pub async fn status(settings: &Settings, args: StatusArgs) -> Result<(), Failure
     }
     for p in status::problems(store.db()).await.unwrap_or_default() {
         println!(
-            "PROBLEM with the {} connection since {}: {}",
+            "PROBLEM with {} since {}: {}",
             p.connection,
             when(p.since),
             p.problem

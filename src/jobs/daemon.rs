@@ -344,6 +344,18 @@ impl Daemon {
         .await;
         beat.abort();
         record(&report);
+        // A broken connection makes the next schools on it wait; a school that got its
+        // answers shows it works again.
+        let changed = self.connectors.lock().await.learn(&target, &report);
+        for connection in changed {
+            let problem = self
+                .connectors
+                .lock()
+                .await
+                .problem(&connection)
+                .map(str::to_owned);
+            cycle::record_problem(&self.store, &connection, problem.as_deref()).await;
+        }
         let state = if report.outcome == Outcome::Failed {
             queue::FAILED
         } else {

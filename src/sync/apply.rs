@@ -91,6 +91,10 @@ pub struct Source {
     pub credential: Option<Result<SecretString, String>>,
     /// The school's id at the source when it is not the BRIN (the broker's institution id).
     pub remote_id: Option<String>,
+    /// The connection as an operator knows it: `the broker`, `the LAS connection 'esis'`.
+    pub connection: String,
+    /// Where the connection's client certificate is configured, when it has one.
+    pub certificate: Option<String>,
 }
 
 /// A school and the sources to ask, the LAS first.
@@ -134,6 +138,10 @@ pub struct SchoolReport {
     /// The run failed because the store was busy: worth trying again within seconds.
     #[serde(skip)]
     pub store_busy: bool,
+    /// The source's connection itself is broken (our certificate refused, its certificate
+    /// untrusted): the other schools on it should wait instead of failing one by one.
+    #[serde(skip)]
+    pub connection_problem: Option<ConnectionProblem>,
     #[serde(serialize_with = "millis")]
     pub fetch_time: Duration,
     /// Everything but the fetch: judging, loading, diffing and writing.
@@ -142,6 +150,15 @@ pub struct SchoolReport {
     /// The part of `engine_time` spent deriving and storing the school's grants.
     #[serde(serialize_with = "millis")]
     pub rights_time: Duration,
+}
+
+/// A problem of a whole source connection, found by one school's run.
+#[derive(Debug, Clone)]
+pub struct ConnectionProblem {
+    /// The connection, as in [`Source::connection`].
+    pub connection: String,
+    /// What is wrong and what to do, in one sentence.
+    pub problem: String,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -156,6 +173,7 @@ struct Decided {
     message: Option<String>,
     retry: bool,
     rights_time: Duration,
+    connection_problem: Option<ConnectionProblem>,
 }
 
 impl Decided {
@@ -167,6 +185,7 @@ impl Decided {
             message: None,
             retry: false,
             rights_time: Duration::ZERO,
+            connection_problem: None,
         }
     }
 
@@ -223,6 +242,7 @@ pub async fn sync_school(
         message: None,
         retry: false,
         store_busy: false,
+        connection_problem: None,
         fetch_time: Duration::ZERO,
         engine_time: Duration::ZERO,
         rights_time: Duration::ZERO,
@@ -242,6 +262,7 @@ pub async fn sync_school(
     report.message = decided.message;
     report.retry = decided.retry;
     report.rights_time = decided.rights_time;
+    report.connection_problem = decided.connection_problem;
     report.engine_time = started.elapsed().saturating_sub(report.fetch_time);
     log_summary(&report);
     report
@@ -665,6 +686,16 @@ async fn untrusted(
         ..d
     };
     let mut d = d;
+    if let Err(e) = fetched {
+        let source = ask.source;
+        d.connection_problem =
+            super::connection::problem(&source.connection, source.certificate.as_deref(), e).map(
+                |problem| ConnectionProblem {
+                    connection: source.connection.clone(),
+                    problem,
+                },
+            );
+    }
     let txn = ctx.write_txn().await?;
     if ctx.opts.dry_run {
         ctx.say_merger(&mut d);

@@ -21,6 +21,7 @@ use crate::store::{Store, StoreError};
 use crate::sync::apply::{
     self, BROKER, LAS, PORTAL, Rules, RunOptions, SchoolReport, Source, Target,
 };
+use crate::sync::report::Outcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
@@ -84,38 +85,155 @@ pub struct Connectors {
     /// Portal connections, one per school (each has its own portal).
     portals: HashMap<String, Result<Arc<dyn Connector>, String>>,
     broker: Option<Result<Arc<BasispoortConnector>, String>>,
-    /// When the broker connection was last checked, and what was wrong with it.
-    broker_checked: Option<(Instant, Option<String>)>,
+    /// When each connection (by [`Source::connection`]) was last checked.
+    checked: HashMap<String, Instant>,
+    /// Problems of whole connections (by [`Source::connection`]) and when they were seen.
+    problems: HashMap<String, (Instant, String)>,
 }
 
-/// How long a broker check holds before the connection is checked again.
+/// How long a connection's problem holds before the connection is tried again (by the broker
+/// check, or by the next school on a LAS connection).
 const CHECK_EVERY: Duration = Duration::from_secs(600);
+
+/// How the broker connection is named in problems and `status`.
+pub const THE_BROKER: &str = "the broker connection";
+
+/// How a LAS connection is named in problems and `status`.
+pub fn las_connection(name: &str) -> String {
+    format!("the LAS connection '{name}'")
+}
 
 impl Connectors {
     /// What is wrong with the broker connection itself (our client certificate refused,
-    /// our publisher identity unknown), checked at most every ten minutes. Such a problem is
-    /// one problem, not one per school: the schools with the broker wait for it to be fixed.
-    /// A transient failure is not a problem here; each school's own fetch will say so.
+    /// our publisher identity unknown, its certificate untrusted), checked at most every ten
+    /// minutes. Such a problem is one problem, not one per school: the schools with the
+    /// broker wait for it to be fixed. A transient failure is not a problem here; each
+    /// school's own fetch will say so.
     pub async fn broker_problem(&mut self, settings: &Settings) -> Option<String> {
-        if let Some((at, problem)) = &self.broker_checked
-            && at.elapsed() < CHECK_EVERY
-        {
-            return problem.clone();
-        }
         let connector = self.broker(settings).ok()?;
+        let certificate = settings
+            .broker
+            .as_ref()
+            .map(|b| b.client_certificate.to_string());
+        self.checked_problem(THE_BROKER, connector, certificate)
+            .await
+    }
+
+    /// The same for a LAS connection: its TLS (our client certificate, its server
+    /// certificate) is checked once, before its schools are asked.
+    pub async fn las_problem(&mut self, settings: &Settings, las: &str) -> Option<String> {
+        let connector = self.get(settings, las).ok()?;
+        let certificate = settings
+            .las(las)
+            .and_then(|l| l.client_certificate.as_ref())
+            .map(ToString::to_string);
+        self.checked_problem(&las_connection(las), connector, certificate)
+            .await
+    }
+
+    /// `connection`'s problem: as checked within the last ten minutes, or checked now.
+    async fn checked_problem(
+        &mut self,
+        connection: &str,
+        connector: Arc<dyn Connector>,
+        certificate: Option<String>,
+    ) -> Option<String> {
+        if self
+            .checked
+            .get(connection)
+            .is_some_and(|at| at.elapsed() < CHECK_EVERY)
+        {
+            return self.problem(connection).map(str::to_owned);
+        }
         let problem = match connector.check().await {
-            Err(e) if e.kind() == connector_api::ErrorKind::Supplier => {
-                let problem = format!(
-                    "the broker refused rostersync's own identity: {e}; {}",
-                    e.advice()
-                );
-                tracing::error!(error_class = e.class(), problem = %problem, "The broker connection is broken; its schools wait.");
-                Some(problem)
+            Err(e) => {
+                tracing::debug!(connection, error_class = e.class(), error = %e, "A connection's check failed.");
+                super::connection::problem(connection, certificate.as_deref(), &e)
             }
-            _ => None,
+            Ok(()) => None,
         };
-        self.broker_checked = Some((Instant::now(), problem.clone()));
+        self.checked.insert(connection.to_owned(), Instant::now());
+        match &problem {
+            Some(p) => self.note_problem(connection, p),
+            None => {
+                self.problems.remove(connection);
+            }
+        }
         problem
+    }
+
+    /// A problem of `connection` seen within the last ten minutes.
+    pub fn problem(&self, connection: &str) -> Option<&str> {
+        self.problems
+            .get(connection)
+            .filter(|(at, _)| at.elapsed() < CHECK_EVERY)
+            .map(|(_, p)| p.as_str())
+    }
+
+    /// Remember a connection's problem (said once, at ERROR: an operator must act).
+    pub fn note_problem(&mut self, connection: &str, problem: &str) {
+        if self.problem(connection) != Some(problem) {
+            tracing::error!(
+                connection,
+                problem,
+                "A source connection is broken; its schools wait."
+            );
+        }
+        self.problems
+            .insert(connection.to_owned(), (Instant::now(), problem.to_owned()));
+    }
+
+    /// The first of `target`'s connections with a live problem.
+    pub fn broken(&self, target: &Target) -> Option<String> {
+        target
+            .sources
+            .iter()
+            .find(|s| self.problem(&s.connection).is_some())
+            .map(|s| s.connection.clone())
+    }
+
+    /// What a school's run says about its connections: a problem it met, or (a run that got
+    /// its answers) that they work. Returns the connections whose state changed.
+    pub fn learn(&mut self, target: &Target, report: &SchoolReport) -> Vec<String> {
+        if let Some(p) = &report.connection_problem {
+            let changed = self.problem(&p.connection) != Some(p.problem.as_str());
+            self.note_problem(&p.connection, &p.problem);
+            return if changed {
+                vec![p.connection.clone()]
+            } else {
+                Vec::new()
+            };
+        }
+        if !matches!(
+            report.outcome,
+            Outcome::Ok | Outcome::Unchanged | Outcome::Held
+        ) {
+            return Vec::new();
+        }
+        target
+            .sources
+            .iter()
+            .filter(|s| self.problems.remove(&s.connection).is_some())
+            .map(|s| s.connection.clone())
+            .collect()
+    }
+
+    /// Show in `status` what is known of every connection checked; returns the problems to
+    /// say.
+    async fn record_problems(&self, store: &Store) -> Vec<String> {
+        let mut connections: Vec<&String> = self.checked.keys().collect();
+        connections.sort_unstable();
+        for c in connections {
+            record_problem(store, c, self.problem(c)).await;
+        }
+        let mut problems: Vec<(&String, &String)> = self
+            .problems
+            .iter()
+            .filter(|(_, (at, _))| at.elapsed() < CHECK_EVERY)
+            .map(|(c, (_, p))| (c, p))
+            .collect();
+        problems.sort();
+        problems.into_iter().map(|(_, p)| p.clone()).collect()
     }
 
     /// The broker connection, built once.
@@ -213,6 +331,7 @@ pub async fn targets(
     };
     let (mut out, mut skipped) = (Vec::new(), Vec::new());
     let mut broker_asked = false;
+    let mut asked_las = std::collections::BTreeSet::new();
     for row in rows {
         let Ok(id) = row.id.parse::<SchoolId>() else {
             continue;
@@ -230,22 +349,28 @@ pub async fn targets(
         }
         let mut sources = Vec::new();
         if let Some(las) = row.las.clone() {
+            asked_las.insert(las.clone());
+            let connection = las_connection(&las);
+            if connectors.las_problem(settings, &las).await.is_some() {
+                skipped.push(waiting(&row.id, &connection));
+                continue;
+            }
             sources.push(Source {
                 name: LAS,
                 connector: connectors.get(settings, &las),
                 credential: Some(las_credential(store, config, &mut master, &id).await),
                 remote_id: None,
+                certificate: settings
+                    .las(&las)
+                    .and_then(|l| l.client_certificate.as_ref())
+                    .map(ToString::to_string),
+                connection,
             });
         }
         if let Some(broker_id) = row.broker_id {
             broker_asked = true;
             if connectors.broker_problem(settings).await.is_some() {
-                skipped.push(Skipped {
-                    school: row.id.clone(),
-                    reason: "waiting for the broker connection, which refused rostersync's \
-                             identity (the problem is said once, above or in the log)"
-                        .into(),
-                });
+                skipped.push(waiting(&row.id, THE_BROKER));
                 continue;
             }
             sources.push(Source {
@@ -253,6 +378,11 @@ pub async fn targets(
                 connector: connectors.broker(settings),
                 credential: None,
                 remote_id: Some(broker_id.to_string()),
+                connection: THE_BROKER.to_owned(),
+                certificate: settings
+                    .broker
+                    .as_ref()
+                    .map(|b| b.client_certificate.to_string()),
             });
         }
         if let Some(z) = config.and_then(|c| c.zermelo.as_ref()) {
@@ -261,6 +391,8 @@ pub async fn targets(
                 connector: connectors.portal(&row.id, z),
                 credential: Some(z.token.load_string().map_err(|e| e.to_string())),
                 remote_id: None,
+                connection: format!("the Zermelo portal of school {}", row.id),
+                certificate: None,
             });
         }
         if sources.is_empty() {
@@ -277,15 +409,40 @@ pub async fn targets(
         });
     }
     if broker_asked {
-        // `status` shows it beside the schools that wait; best effort.
+        // `status` shows it beside the schools that wait.
         let problem = connectors.broker_problem(settings).await;
-        if let Err(e) =
-            crate::store::status::set_problem(store.writer(), "broker", problem.as_deref()).await
-        {
-            tracing::warn!(error = %store.db_error(e), "Cannot record the broker connection's state.");
-        }
+        record_problem(store, THE_BROKER, problem.as_deref()).await;
+    }
+    for las in asked_las {
+        let connection = las_connection(&las);
+        record_problem(store, &connection, connectors.problem(&connection)).await;
     }
     Ok((out, skipped))
+}
+
+/// A school that waits for its connection's problem to be fixed (the problem itself is said
+/// once, not again per school).
+fn waiting(school: &str, connection: &str) -> Skipped {
+    Skipped {
+        school: school.to_owned(),
+        reason: format!(
+            "waiting for {connection}, whose problem is said once (above, in `status` and in \
+             the log)"
+        ),
+    }
+}
+
+/// Show (or clear) a connection's problem in `status`; best effort.
+pub async fn record_problem(store: &Store, connection: &str, problem: Option<&str>) {
+    use crate::store::status::set_problem;
+    let mut result = set_problem(store.writer(), connection, problem).await;
+    if connection == THE_BROKER {
+        // Versions before 0.2 recorded the broker's problem under this name.
+        result = result.and(set_problem(store.writer(), "broker", None).await);
+    }
+    if let Err(e) = result {
+        tracing::warn!(error = %store.db_error(e), connection, "Cannot record a connection's state.");
+    }
 }
 
 /// The school's authorization key: from the configuration, or sealed in the store.
@@ -348,23 +505,41 @@ pub async fn run(
     let rules = Rules::from_settings(settings);
     schools::ensure_config_rows(store, settings).await?;
     let mut connectors = Connectors::default();
-    let (targets, skipped) = targets(store, settings, opts.only.as_ref(), &mut connectors).await?;
-    let problems: Vec<String> = connectors
-        .broker_checked
-        .and_then(|(_, p)| p)
-        .into_iter()
-        .collect();
+    let (targets, mut skipped) =
+        targets(store, settings, opts.only.as_ref(), &mut connectors).await?;
+    // Shared by the schools running at once: the first to meet a broken connection makes
+    // the others on it wait. The lock is never held across an await.
+    let connectors = std::sync::Mutex::new(connectors);
     let total = targets.len();
     let mut reports = Vec::with_capacity(total);
     let mut running = futures_util::stream::iter(targets.iter())
-        .map(|t| sync_patiently(store, t, &rules, &opts.run))
+        .map(|t| {
+            let connectors = &connectors;
+            let (rules, run) = (&rules, &opts.run);
+            async move {
+                let broken = lock(connectors).broken(t);
+                match broken {
+                    Some(connection) => Ran::Waited(waiting(&t.id.to_string(), &connection)),
+                    None => Ran::Report(t, Box::new(sync_patiently(store, t, rules, run).await)),
+                }
+            }
+        })
         .buffer_unordered(settings.sync.concurrency.max(1));
-    while let Some(report) = running.next().await {
-        progress(reports.len() + 1, total, &report);
-        reports.push(report);
+    while let Some(ran) = running.next().await {
+        match ran {
+            Ran::Report(target, report) => {
+                lock(&connectors).learn(target, &report);
+                progress(reports.len() + 1, total, &report);
+                reports.push(*report);
+            }
+            Ran::Waited(s) => skipped.push(s),
+        }
     }
     drop(running);
+    let connectors = connectors.into_inner().unwrap_or_else(|p| p.into_inner());
+    let problems = connectors.record_problems(store).await;
     reports.sort_by(|a, b| a.school.cmp(&b.school));
+    skipped.sort_by(|a, b| a.school.cmp(&b.school));
     let purged = if opts.run.dry_run {
         Purged::default()
     } else {
@@ -379,4 +554,14 @@ pub async fn run(
         purged,
         elapsed: started.elapsed(),
     })
+}
+
+/// One school of a cycle: its run, or why it waited.
+enum Ran<'a> {
+    Report(&'a Target, Box<SchoolReport>),
+    Waited(Skipped),
+}
+
+fn lock(connectors: &std::sync::Mutex<Connectors>) -> std::sync::MutexGuard<'_, Connectors> {
+    connectors.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod brakes;
+pub mod connection;
 pub mod cycle;
 pub mod diff;
 pub mod digest;

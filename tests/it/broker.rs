@@ -655,7 +655,7 @@ async fn a_refused_certificate_is_said_once_and_its_schools_wait() {
     let out = sim.env.run(&["sync"]);
     let line = out.fails_with(1);
     assert!(
-        line.contains("the broker refused rostersync's own identity"),
+        line.contains("the broker connection refused rostersync's own identity"),
         "{line}"
     );
     assert!(line.contains("3 school(s) wait for it"), "{line}");

@@ -14,4 +14,5 @@ mod simulate;
 mod store;
 mod support;
 mod sync;
+mod tls;
 mod zermelo;

@@ -10,8 +10,9 @@ pub enum ErrorKind {
     Transient,
     /// The school's own credential is wrong or does not cover the school: park the school.
     Credentials,
-    /// rostersync's identity at the source (supplier code, client certificate) is wrong:
-    /// every school of that source is affected.
+    /// rostersync's own side of the connection is wrong: its identity at the source (supplier
+    /// code, client certificate) or the trust it places in the source's certificate. Every
+    /// school of that source is affected.
     Supplier,
     /// The credential works but lacks a right or a field.
     Access,
@@ -38,8 +39,10 @@ pub enum ConnectorError {
     Timeout { after: Duration },
     #[error("could not reach the source ({detail})")]
     Transport { detail: String },
-    #[error("the TLS handshake failed ({detail})")]
+    #[error("the TLS connection was refused ({detail})")]
     Tls { detail: String },
+    #[error("the server's certificate is not trusted ({detail})")]
+    TlsUntrusted { detail: String },
     #[error("the response is larger than the cap of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("the response ended before it was complete ({detail})")]
@@ -71,6 +74,7 @@ impl ConnectorError {
             ConnectorError::Timeout { .. } => "timeout",
             ConnectorError::Transport { .. } => "transport",
             ConnectorError::Tls { .. } => "tls",
+            ConnectorError::TlsUntrusted { .. } => "tls_untrusted",
             ConnectorError::TooLarge { .. } => "too_large",
             ConnectorError::Truncated { .. } => "truncated",
             ConnectorError::Malformed { .. } => "malformed",
@@ -86,9 +90,9 @@ impl ConnectorError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ConnectorError::CredentialsRejected { .. } => ErrorKind::Credentials,
-            ConnectorError::SupplierRejected { .. } | ConnectorError::Tls { .. } => {
-                ErrorKind::Supplier
-            }
+            ConnectorError::SupplierRejected { .. }
+            | ConnectorError::Tls { .. }
+            | ConnectorError::TlsUntrusted { .. } => ErrorKind::Supplier,
             ConnectorError::AccessDenied { .. } | ConnectorError::NoConsent { .. } => {
                 ErrorKind::Access
             }
@@ -130,8 +134,13 @@ impl ConnectorError {
                  or client certificate); every school on it is affected"
             }
             ConnectorError::Tls { .. } => {
-                "check the client certificate (expiry, chain) and the source's CA; every school \
-                 on this connection is affected"
+                "check this connection's client certificate (expiry, chain, whether the source \
+                 registered it); every school on this connection is affected"
+            }
+            ConnectorError::TlsUntrusted { .. } => {
+                "add the CA that issued the server's certificate as this connection's \
+                 ca_certificate (or have the source fix its certificate); every school on this \
+                 connection is affected"
             }
             ConnectorError::AccessDenied { .. } => {
                 "ask the school to grant the missing right or field to rostersync's account"

@@ -70,6 +70,8 @@ pub struct HttpClient {
     client: reqwest::Client,
     policy: HttpPolicy,
     source: Arc<str>,
+    /// The client certificate, for telling a refused one from a network failure.
+    identity: Option<Arc<crate::tls::Identity>>,
 }
 
 impl HttpClient {
@@ -124,7 +126,38 @@ impl HttpClient {
             client,
             policy,
             source: source.into(),
+            identity: tls
+                .client_identity_pem
+                .as_ref()
+                .and_then(|pem| crate::tls::Identity::from_pem(pem.expose_secret()))
+                .map(Arc::new),
         })
+    }
+
+    /// Say more about a failure than the HTTP client could: which CA issued a certificate we
+    /// do not trust, and whether a "network" failure was really our client certificate
+    /// refused after the handshake (TLS 1.3). Each asks the server once more, on its own.
+    async fn explain(&self, error: ConnectorError, url: &Url) -> ConnectorError {
+        match error {
+            ConnectorError::TlsUntrusted { detail } => ConnectorError::TlsUntrusted {
+                detail: match crate::tls::presented_issuer(url).await {
+                    Some(issuer) => format!("{detail}; it is issued by {issuer}"),
+                    None => detail,
+                },
+            },
+            ConnectorError::Transport { detail } => {
+                let refused = if url.scheme() == "https" {
+                    crate::tls::refusal(url, self.identity.as_deref()).await
+                } else {
+                    None
+                };
+                match refused {
+                    Some(e) => crate::tls::classify(&e),
+                    None => ConnectorError::Transport { detail },
+                }
+            }
+            other => other,
+        }
     }
 
     pub fn policy(&self) -> &HttpPolicy {
@@ -148,11 +181,15 @@ impl HttpClient {
             "Sending request."
         );
         let started = std::time::Instant::now();
-        let response = self
-            .client
-            .execute(request)
-            .await
-            .map_err(|e| map_reqwest_error(&e, self.policy.request_timeout))?;
+        let url = request.url().clone();
+        let response = match self.client.execute(request).await {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(self
+                    .explain(map_reqwest_error(&e, self.policy.request_timeout), &url)
+                    .await);
+            }
+        };
         tracing::debug!(
             source = %self.source,
             status = response.status().as_u16(),
@@ -298,16 +335,15 @@ fn parse_retry_after(value: &HeaderValue, now: chrono::DateTime<chrono::Utc>) ->
     Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
-/// A reqwest error as one of ours. The URL is stripped first: it may carry a token.
+/// A reqwest error as one of ours, by the types in its chain (rustls's for TLS). The URL is
+/// stripped first: it may carry a token.
 fn map_reqwest_error(err: &reqwest::Error, timeout: Duration) -> ConnectorError {
+    if let Some(tls) = crate::tls::find_rustls_error(err) {
+        return crate::tls::classify(tls);
+    }
     let detail = describe(err);
     if err.is_timeout() {
         return ConnectorError::Timeout { after: timeout };
-    }
-    let lower = detail.to_ascii_lowercase();
-    let tls_words = ["certificate", "handshake", "tls", "alert"];
-    if err.is_connect() && tls_words.iter().any(|w| lower.contains(w)) {
-        return ConnectorError::Tls { detail };
     }
     if err.is_connect() || err.is_request() {
         return ConnectorError::Transport { detail };

@@ -8,6 +8,7 @@ pub mod http;
 pub mod json;
 mod school;
 mod snapshot;
+pub mod tls;
 
 pub use connector::{BoxFuture, Connector, FetchOutcome, FetchRequest};
 pub use error::{ConnectorError, ErrorKind};

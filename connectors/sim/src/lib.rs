@@ -8,6 +8,7 @@ mod names;
 pub mod pki;
 pub mod portal;
 mod portal_http;
+pub mod refuse;
 pub mod school;
 pub mod server;
 pub mod uwlr;

@@ -104,7 +104,34 @@ impl Pki {
         self.server(false)
     }
 
-    fn server(&self, client_auth: bool) -> Result<Arc<rustls::ServerConfig>, String> {
+    /// A server that asks for a client certificate and refuses it with `verifier`'s error
+    /// (see [`crate::refuse`]); TLS 1.2 only (the refusal is an alert in the handshake) or
+    /// TLS 1.3 (the client learns of it when it reads its first answer).
+    pub fn refusing_server_config(
+        &self,
+        verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+        tls13: bool,
+    ) -> Result<Arc<rustls::ServerConfig>, String> {
+        let (cert, key) = self.server_certificate()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&rustls::SupportedProtocolVersion] = if tls13 {
+            &[&rustls::version::TLS13]
+        } else {
+            TLS12_ONLY
+        };
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert], key)
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(config))
+    }
+
+    /// A certificate for loopback signed by the test CA, and its key.
+    fn server_certificate(
+        &self,
+    ) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), String> {
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let mut params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
             .map_err(|e| e.to_string())?;
@@ -115,6 +142,14 @@ impl Pki {
         let cert = params
             .signed_by(&key, &self.ca)
             .map_err(|e| e.to_string())?;
+        Ok((
+            cert.der().clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        ))
+    }
+
+    fn server(&self, client_auth: bool) -> Result<Arc<rustls::ServerConfig>, String> {
+        let (cert, key) = self.server_certificate()?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der.clone()).map_err(|e| e.to_string())?;
@@ -133,10 +168,7 @@ impl Pki {
             builder.with_no_client_auth()
         };
         let config = builder
-            .with_single_cert(
-                vec![cert.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
+            .with_single_cert(vec![cert], key)
             .map_err(|e| e.to_string())?;
         Ok(Arc::new(config))
     }

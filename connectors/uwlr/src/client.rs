@@ -355,4 +355,16 @@ impl Connector for UwlrConnector {
     ) -> BoxFuture<'a, Result<FetchOutcome, ConnectorError>> {
         Box::pin(self.fetch_school(request))
     }
+
+    /// The connection's TLS, once: a GET of the endpoint (no school, no key) on a connection
+    /// of its own. Any HTTP answer means the handshake, our client certificate included,
+    /// was accepted; only a failure to get one is an error.
+    fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        Box::pin(async move {
+            let url = self.settings.endpoint.clone();
+            let response = self.http.send(self.http.request(Method::GET, url)).await?;
+            drop(response);
+            Ok(())
+        })
+    }
 }
