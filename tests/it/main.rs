@@ -6,6 +6,7 @@ mod broker;
 mod config;
 mod contention;
 mod daemon;
+mod faults;
 mod local;
 mod rights;
 mod roster;

@@ -345,6 +345,11 @@ fn map_reqwest_error(err: &reqwest::Error, timeout: Duration) -> ConnectorError 
     if err.is_timeout() {
         return ConnectorError::Timeout { after: timeout };
     }
+    if ended_early(err) {
+        // The source was reached and its answer broke off (over TLS: closed without
+        // close_notify): the answer is incomplete, not the source unreachable.
+        return ConnectorError::Truncated { detail };
+    }
     if err.is_connect() || err.is_request() {
         return ConnectorError::Transport { detail };
     }
@@ -352,6 +357,22 @@ fn map_reqwest_error(err: &reqwest::Error, timeout: Duration) -> ConnectorError 
         return ConnectorError::Truncated { detail };
     }
     ConnectorError::Transport { detail }
+}
+
+/// Whether an `UnexpectedEof` is among `err`'s causes (looking into nested io::Errors).
+fn ended_early(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        current = match e.downcast_ref::<std::io::Error>() {
+            Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => return true,
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static))
+                .or_else(|| e.source()),
+            None => e.source(),
+        };
+    }
+    false
 }
 
 /// An error and its causes on one line, without any URL.
