@@ -169,6 +169,7 @@ pub async fn status(settings: &Settings, args: StatusArgs) -> Result<(), Failure
         "STAFF",
         "GROUPS",
         "HELD",
+        "CONFLICTS",
     ]);
     for s in &list {
         t.row(vec![
@@ -184,6 +185,7 @@ pub async fn status(settings: &Settings, args: StatusArgs) -> Result<(), Failure
                 Some(run) => format!("{} (run {run})", s.held),
                 None => "0".into(),
             },
+            s.identity_conflicts.to_string(),
         ]);
     }
     for p in status::problems(store.db()).await.unwrap_or_default() {
@@ -199,6 +201,18 @@ pub async fn status(settings: &Settings, args: StatusArgs) -> Result<(), Failure
         if let Some(r) = &s.reason {
             println!("{} {}: {r}", s.id, s.state);
         }
+    }
+    for s in list.iter().filter(|s| s.identity_conflicts > 0) {
+        println!(
+            "{} needs attention: {} identity conflict(s) in its last run (`rostersync changes \
+             --run {}`); a changed ECK-iD of the same person is accepted with `rostersync person \
+             relink PERSON --accept-source`",
+            s.id,
+            s.identity_conflicts,
+            s.identity_conflicts_run
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "N".into())
+        );
     }
     match daemon::alive(&store).await {
         Ok(Some(d)) => println!(

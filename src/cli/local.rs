@@ -30,6 +30,22 @@ pub enum PersonCommand {
         #[arg(value_name = "FIELD=VALUE", required = true, value_parser = parse_assignment)]
         values: Vec<(Field, String)>,
     },
+    /// Accept a changed ECK-iD for the same person (its personal number changed): the
+    /// person keeps its id and history, the next run is clean.
+    Relink {
+        /// The person: the id `export` prints, or any of their keys.
+        person: String,
+        /// The new ECK-iD.
+        #[arg(
+            long,
+            required_unless_present = "accept_source",
+            conflicts_with = "accept_source"
+        )]
+        eckid: Option<String>,
+        /// Take the ECK-iD the source sends now (from the person's identity conflict).
+        #[arg(long)]
+        accept_source: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +200,32 @@ pub async fn person(settings: &Settings, command: PersonCommand) -> Result<(), F
                 .await
                 .map_err(edit_failure)?;
             print_edits(&format!("person {id}"), &edits);
+            Ok(())
+        }
+        PersonCommand::Relink {
+            person,
+            eckid,
+            accept_source: _,
+        } => {
+            let store = open(settings).await?;
+            let id = super::one_person(&store, &person).await?.id;
+            let to = match eckid {
+                Some(e) => local::NewEckid::Given(e),
+                None => local::NewEckid::FromSource,
+            };
+            let done = local::relink_eckid(&store, id, to, &operator())
+                .await
+                .map_err(edit_failure)?;
+            if done.old.as_deref() == Some(done.new.as_str()) {
+                println!("person {id} has this ECK-iD already: nothing to change.");
+                return Ok(());
+            }
+            println!(
+                "person {id}: ECK-iD {} → {}. The next sync compares the school in full; the \
+                 identity conflict is gone when the source sends this ECK-iD.",
+                done.old.as_deref().unwrap_or("(none)"),
+                done.new
+            );
             Ok(())
         }
     }

@@ -114,7 +114,7 @@ pub async fn run(settings: &Settings, args: SyncArgs) -> Result<(), Failure> {
             report
                 .schools
                 .iter()
-                .filter(|r| r.outcome.needs_attention())
+                .filter(|r| r.needs_attention())
                 .count(),
             report.schools.len()
         )));

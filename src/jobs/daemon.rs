@@ -520,6 +520,11 @@ pub fn record(r: &SchoolReport) {
     if c.conflicts > 0 {
         metrics::counter!("rostersync_source_conflicts_total").increment(c.conflicts as u64);
     }
+    // Unresolved identity conflicts as of the school's last diff (an unchanged run did none).
+    if matches!(r.outcome, Outcome::Ok | Outcome::Held) {
+        metrics::gauge!("rostersync_identity_conflicts", "school" => r.school.clone())
+            .set(c.identity_conflicts as f64);
+    }
 }
 
 /// Schools waiting for the broker's permission (or offboarding) whose institution is in

@@ -470,3 +470,148 @@ async fn journal_edits<C: sea_orm::ConnectionTrait>(
     }
     journal.write(db).await
 }
+
+/// The new ECK-iD `person relink` gives.
+#[derive(Debug, Clone)]
+pub enum NewEckid {
+    /// One the operator gives.
+    Given(String),
+    /// The one the source sends now, as the person's last identity conflict recorded it.
+    FromSource,
+}
+
+/// What `relink_eckid` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Relinked {
+    pub person: i64,
+    pub old: Option<String>,
+    pub new: String,
+}
+
+/// Accept a changed ECK-iD for the same person: the person keeps its id, links and history;
+/// the ECK-iD key takes the new value (journaled with who did it); the next run compares
+/// the school in full again, and its identity conflict is gone.
+pub async fn relink_eckid(
+    store: &Store,
+    id: i64,
+    to: NewEckid,
+    who: &str,
+) -> Result<Relinked, EditError> {
+    let db_err = |e| EditError::Store(store.db_error(e));
+    let txn = store.begin_write(WriteKind::Edit).await.map_err(db_err)?;
+    let Some(row) = person::Entity::find_by_id(id)
+        .one(&txn)
+        .await
+        .map_err(db_err)?
+        .filter(|r| r.removed_at.is_none())
+    else {
+        return Err(EditError::NotFound(format!(
+            "there is no person {id} (see `rostersync export --school SCHOOL`)"
+        )));
+    };
+    let new = match to {
+        NewEckid::Given(e) => check_eckid(&e)?,
+        NewEckid::FromSource => source_eckid(&txn, id)
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| {
+                EditError::NotFound(format!(
+                    "person {id} has no ECK-iD conflict in the journal to take the new ECK-iD \
+                 from; give it with --eckid"
+                ))
+            })?,
+    };
+    let keys = person_key::Entity::find()
+        .filter(person_key::Column::SchoolId.eq(row.school_id.as_str()))
+        .filter(person_key::Column::Kind.eq("eckid"))
+        .all(&txn)
+        .await
+        .map_err(db_err)?;
+    let old = keys
+        .iter()
+        .find(|k| k.person_id == id)
+        .map(|k| k.value.clone());
+    if old.as_deref() == Some(new.as_str()) {
+        // Done before (a repeated command): nothing to change.
+        txn.rollback().await.map_err(db_err)?;
+        return Ok(Relinked {
+            person: id,
+            old,
+            new,
+        });
+    }
+    if let Some(other) = keys.iter().find(|k| k.value == new) {
+        return Err(EditError::Invalid(format!(
+            "this ECK-iD belongs to person {} of school {}: two people cannot share one (if \
+             they are the same person, one record is a duplicate to remove)",
+            other.person_id, row.school_id
+        )));
+    }
+    relink_rows(&txn, &row, old.is_some(), &new)
+        .await
+        .map_err(db_err)?;
+    let edited = [Edited {
+        field: "eckid",
+        old: old.clone(),
+        new: Some(new.clone()),
+    }];
+    journal_edits(&txn, &row.school_id, &row.kind, id, Some(id), &edited, who)
+        .await
+        .map_err(db_err)?;
+    txn.commit().await.map_err(db_err)?;
+    Ok(Relinked {
+        person: id,
+        old,
+        new,
+    })
+}
+
+/// The key row, and what makes the next run compare the school in full: its digest and the
+/// sources' "since" markers are forgotten (a source might otherwise answer "unchanged").
+async fn relink_rows<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    row: &person::Model,
+    had_eckid: bool,
+    new: &str,
+) -> Result<(), DbErr> {
+    if had_eckid {
+        roster::replace_eckid(db, &row.school_id, row.id, new).await?;
+    } else {
+        let ctx = ApplyContext::by_hand(&row.school_id);
+        let mut facets = Facets::new();
+        facets.key(&ctx, row.id, "eckid", new, Owner::Local);
+        facets.write(db).await?;
+    }
+    super::schools::set_digest(db, &row.school_id, None).await?;
+    super::source_state::forget_markers(db, &row.school_id).await
+}
+
+/// The ECK-iD the source sent at the person's last ECK-iD conflict.
+async fn source_eckid<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    id: i64,
+) -> Result<Option<String>, DbErr> {
+    use super::entities::change_entry;
+    use sea_orm::QueryOrder;
+    Ok(change_entry::Entity::find()
+        .filter(change_entry::Column::PersonId.eq(id))
+        .filter(change_entry::Column::Operation.eq("conflict"))
+        .filter(change_entry::Column::Field.eq(roster::ECKID_CONFLICT))
+        .order_by_desc(change_entry::Column::Id)
+        .one(db)
+        .await?
+        .and_then(|e| e.new_value))
+}
+
+/// An ECK-iD as given on the command line: one token, no control characters, at most 256
+/// characters (the UWLR attribute's limit).
+fn check_eckid(text: &str) -> Result<String, EditError> {
+    let e = text.trim();
+    if e.is_empty() || e.chars().count() > 256 || e.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(EditError::Invalid(
+            "an ECK-iD is one word of at most 256 characters, e.g. https://ketenid.nl/201703/..."
+                .into(),
+        ));
+    }
+    Ok(e.to_owned())
+}

@@ -416,6 +416,61 @@ impl Facets {
     }
 }
 
+/// The journal entry of an identity conflict. A changed ECK-iD names its person and both
+/// values, so `person relink --accept-source` can take the new one.
+fn identity_conflict_entry(c: &crate::sync::diff::IdentityConflict) -> Entry<'_> {
+    match &c.eckid {
+        Some(change) => Entry {
+            entity: "person",
+            entity_id: c.person,
+            person_id: c.person,
+            operation: "conflict",
+            field: Some(ECKID_CONFLICT),
+            old: Some(change.old.clone()),
+            new: Some(change.new.clone()),
+            source: Owner::Las,
+            rule: format!(
+                "{}: {}; nothing merged until a person decides (`rostersync person relink {} \
+                 --accept-source` if it is the same person)",
+                c.subject,
+                c.reason,
+                c.person.unwrap_or_default()
+            ),
+        },
+        None => Entry {
+            entity: "person",
+            entity_id: c.person,
+            person_id: c.person,
+            operation: "conflict",
+            field: None,
+            old: Some(c.subject.clone()),
+            new: Some(c.reason.clone()),
+            source: Owner::Las,
+            rule: "keys disagree about who this is; nothing merged".into(),
+        },
+    }
+}
+
+/// The journal's field name of a changed-ECK-iD conflict.
+pub const ECKID_CONFLICT: &str = "eckid";
+
+/// Give `person` a new ECK-iD (the same person, a new personal number behind it).
+pub async fn replace_eckid<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+    person: i64,
+    eckid: &str,
+) -> Result<(), DbErr> {
+    person_key::Entity::update_many()
+        .col_expr(person_key::Column::Value, Expr::value(eckid))
+        .filter(person_key::Column::SchoolId.eq(school))
+        .filter(person_key::Column::PersonId.eq(person))
+        .filter(person_key::Column::Kind.eq("eckid"))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Write `plan` for `ctx.school`. `stored` is what the diff compared against.
 pub async fn apply<C: ConnectionTrait>(
     db: &C,
@@ -637,6 +692,22 @@ pub async fn apply<C: ConnectionTrait>(
                     "{matched}; the local record keeps its id and its source fields become locked"
                 )).about(None, None, None));
         }
+        if let Some(c) = &u.eckid_changed {
+            replace_eckid(db, ctx.school, u.id, &c.new).await?;
+            journal.add(
+                Entry::person(
+                    u.kind,
+                    u.id,
+                    "relink",
+                    Owner::Broker,
+                    format!(
+                        "{matched}; the LAS and the broker both send this new ECK-iD, and the \
+                         LAS key and broker id both name this person"
+                    ),
+                )
+                .about(Some("eckid"), Some(c.old.clone()), Some(c.new.clone())),
+            );
+        }
         let mut row = person_row(ctx, &state);
         row.id = Set(u.id);
         row.created_at = NotSet;
@@ -712,17 +783,7 @@ pub async fn apply<C: ConnectionTrait>(
         );
     }
     for c in &plan.conflicts {
-        journal.add(Entry {
-            entity: "person",
-            entity_id: None,
-            person_id: None,
-            operation: "conflict",
-            field: None,
-            old: Some(c.subject.clone()),
-            new: Some(c.reason.clone()),
-            source: Owner::Las,
-            rule: "keys disagree about who this is; nothing merged".into(),
-        });
+        journal.add(identity_conflict_entry(c));
     }
     let removals: Vec<i64> = plan.person_removals.iter().map(|(id, _)| *id).collect();
     for chunk in removals.chunks(CHUNK) {

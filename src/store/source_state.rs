@@ -170,3 +170,23 @@ pub fn fingerprint(school: &str, credential: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Forget what makes the next fetch conditional (the time of the last answer, the source's
+/// marker): the next run asks every source for its whole answer and compares in full.
+pub async fn forget_markers<C: ConnectionTrait>(db: &C, school: &str) -> Result<(), DbErr> {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    source_state::Entity::update_many()
+        .col_expr(
+            source_state::Column::LastReceivedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            source_state::Column::Marker,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(source_state::Column::SchoolId.eq(school))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -28,6 +28,11 @@ pub struct SchoolStatus {
     /// Removals waiting for `approve`, and the run that holds them.
     pub held: usize,
     pub held_run: Option<i64>,
+    /// Identity conflicts of the school's last run that compared its roster (unresolved
+    /// until `person relink` or the source fixes them).
+    pub identity_conflicts: usize,
+    /// The run that found them.
+    pub identity_conflicts_run: Option<i64>,
 }
 
 async fn counts<C: ConnectionTrait>(
@@ -96,6 +101,7 @@ pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<SchoolStatus>, DbErr
             ),
         );
     }
+    let conflicts = identity_conflicts(db).await?;
     let waiting: HashMap<String, (i64, usize)> = held::waiting(db)
         .await?
         .into_iter()
@@ -122,11 +128,40 @@ pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<SchoolStatus>, DbErr
                     .unwrap_or(0),
                 held: waiting.get(&s.id).map(|w| w.1).unwrap_or(0),
                 held_run: waiting.get(&s.id).map(|w| w.0),
+                identity_conflicts: conflicts.get(&s.id).map_or(0, |c| c.1),
+                identity_conflicts_run: conflicts.get(&s.id).map(|c| c.0),
                 id: s.id,
             }
         })
         .collect();
     out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// Per school, the identity conflicts of its last run that compared the roster (ok or held).
+async fn identity_conflicts<C: ConnectionTrait>(
+    db: &C,
+) -> Result<HashMap<String, (i64, usize)>, DbErr> {
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT school_id, counts, id FROM sync_run WHERE id IN (SELECT MAX(id) FROM sync_run \
+             WHERE outcome IN ('ok', 'held') AND dry_run = false GROUP BY school_id)"
+                .to_owned(),
+        ))
+        .await?;
+    let mut out = HashMap::new();
+    for r in rows {
+        let school: String = r.try_get_by_index(0)?;
+        let counts: String = r.try_get_by_index(1)?;
+        let n = serde_json::from_str::<serde_json::Value>(&counts)
+            .ok()
+            .and_then(|c| c["identity_conflicts"].as_u64())
+            .unwrap_or(0);
+        if n > 0 {
+            out.insert(school, (r.try_get_by_index(2)?, n as usize));
+        }
+    }
     Ok(out)
 }
 

@@ -161,6 +161,14 @@ pub struct ConnectionProblem {
     pub problem: String,
 }
 
+impl SchoolReport {
+    /// The run's outcome needs a person, or it left identity conflicts only a person can
+    /// resolve (`person relink`).
+    pub fn needs_attention(&self) -> bool {
+        self.outcome.needs_attention() || self.counts.identity_conflicts > 0
+    }
+}
+
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
@@ -937,6 +945,7 @@ async fn compute(
             frozen: false,
             protected_las_keys: merged.protected_las_keys.clone(),
             match_staff_email: true,
+            confirmed_eckids: merged.confirmed_eckids.clone(),
         },
     );
     let (held, decisions) = brakes::hold(
@@ -974,6 +983,14 @@ async fn compute(
                     .replace("--run N", &format!("--run {run}"))
             ),
         );
+    } else if counts.identity_conflicts > 0 {
+        d.message = Some(format!(
+            "school {school}: {} person(s) the sources name differently than what is stored \
+             (a changed ECK-iD, or keys of two people); nothing was merged for them. See \
+             `rostersync changes --run {run}`; if an ECK-iD changed for the same person, \
+             `rostersync person relink PERSON --accept-source`",
+            counts.identity_conflicts
+        ));
     } else if counts.received.rejected > 0 {
         d.message = Some(format!(
             "school {school}: the source sent {} record(s) that could not be used (see \
@@ -1051,8 +1068,10 @@ async fn apply_snapshots(
     }
     let mut d = d;
     refresh_grants(&txn, rc, false, &mut d).await?;
-    // Only a run applied in full may be skipped next time; a held one must decide again.
-    schools::set_digest(&txn, school, (d.outcome == Outcome::Ok).then_some(digest)).await?;
+    // Only a run applied in full may be skipped next time; a held one must decide again, and
+    // so must one with identity conflicts (they are said on every run until resolved).
+    let complete = d.outcome == Outcome::Ok && d.counts.identity_conflicts == 0;
+    schools::set_digest(&txn, school, complete.then_some(digest)).await?;
     if held.is_empty() {
         held::supersede(&txn, school).await?;
     } else {
@@ -1074,6 +1093,11 @@ async fn apply_snapshots(
             now,
         )
         .await?;
+    }
+    if d.counts.identity_conflicts > 0 {
+        // Ask in full next time, so the conflict is decided (and said) again, not hidden
+        // behind "nothing changed".
+        source_state::forget_markers(&txn, school).await?;
     }
     let first = snapshots.first().copied();
     let year = snapshots.iter().find_map(|s| s.school_year.clone());

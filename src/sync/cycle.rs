@@ -72,7 +72,7 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 impl CycleReport {
     /// Exit 1 when any school needs a person's attention, or waits for a broken connection.
     pub fn needs_attention(&self) -> bool {
-        self.schools.iter().any(|r| r.outcome.needs_attention()) || !self.problems.is_empty()
+        self.schools.iter().any(SchoolReport::needs_attention) || !self.problems.is_empty()
     }
 }
 

@@ -60,6 +60,8 @@ pub struct PersonUpdate {
     pub fields: Vec<FieldChange>,
     /// Keys the stored person did not have yet (an ECK-iD that arrived, a broker id).
     pub new_keys: PersonKeys,
+    /// A changed ECK-iD that both the LAS and the broker confirm.
+    pub eckid_changed: Option<KeyChange>,
     pub links_added: Vec<Link>,
     pub links_removed: Vec<Link>,
     pub roles_added: Vec<Role>,
@@ -73,6 +75,25 @@ pub struct PersonUpdate {
 }
 
 impl PersonUpdate {
+    /// An update that changes nothing yet (the caller adds what changes).
+    fn nothing(id: i64, kind: PersonKind, via: &'static str) -> PersonUpdate {
+        PersonUpdate {
+            id,
+            kind,
+            matched_by: via,
+            fields: Vec::new(),
+            new_keys: PersonKeys::default(),
+            eckid_changed: None,
+            links_added: Vec::new(),
+            links_removed: Vec::new(),
+            roles_added: Vec::new(),
+            roles_removed: Vec::new(),
+            links_owner: None,
+            restored: false,
+            adopted: false,
+        }
+    }
+
     /// The person as stored after this update (the store writes exactly this).
     pub fn apply_to(&self, state: &mut PersonState) {
         for c in &self.fields {
@@ -83,6 +104,9 @@ impl PersonUpdate {
         }
         for (kind, v) in self.new_keys.entries() {
             state.keys.set(kind, v.to_owned());
+        }
+        if let Some(c) = &self.eckid_changed {
+            state.keys.eckid = Some(c.new.clone());
         }
         for l in &self.links_removed {
             state.links.remove(l);
@@ -102,6 +126,17 @@ impl PersonUpdate {
 pub struct IdentityConflict {
     pub subject: String,
     pub reason: String,
+    /// The stored person it is about, when there is exactly one.
+    pub person: Option<i64>,
+    /// A changed ECK-iD: the stored one and the one the source sends now.
+    pub eckid: Option<KeyChange>,
+}
+
+/// A key of a person replaced by another value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyChange {
+    pub old: String,
+    pub new: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -134,6 +169,10 @@ pub struct DiffOptions {
     pub protected_las_keys: BTreeSet<String>,
     /// Match staff by e-mail to a record added by hand when no key matches.
     pub match_staff_email: bool,
+    /// ECK-iDs the LAS and the broker both sent for one person in this run. A changed
+    /// ECK-iD is taken without a person only when it is here and the person's LAS key and
+    /// broker id both point at the stored person: two sources, three keys, one person.
+    pub confirmed_eckids: BTreeSet<String>,
 }
 
 fn group_changes(old: &GroupState, new: &GroupState) -> Vec<GroupChange> {
@@ -233,6 +272,7 @@ fn person_update(
         links_removed,
         roles_added,
         roles_removed,
+        eckid_changed: None,
         links_owner: (have.state.links_owner != want.links_owner).then_some(want.links_owner),
         restored: have.removed,
         adopted,
@@ -247,6 +287,28 @@ fn person_update(
         || update.restored
         || update.adopted;
     changed.then_some(update)
+}
+
+/// Whether a changed ECK-iD may be taken without a person: the LAS and the broker both sent
+/// it, and the person's LAS key and broker id both point at the stored person `id`.
+fn eckid_change_confirmed(
+    index: &KeyIndex,
+    want: &PersonState,
+    id: i64,
+    options: &DiffOptions,
+) -> bool {
+    let both_keys = want.keys.las_key.is_some()
+        && want.keys.broker_id.is_some()
+        && index.ids_for(&PersonKeys {
+            eckid: None,
+            ..want.keys.clone()
+        }) == [id];
+    both_keys
+        && want
+            .keys
+            .eckid
+            .as_ref()
+            .is_some_and(|e| options.confirmed_eckids.contains(e))
 }
 
 /// Compare what the sources say with what is stored.
@@ -286,7 +348,33 @@ pub fn diff(
                 plan.conflicts.push(IdentityConflict {
                     subject: want.keys.label(),
                     reason,
+                    person: None,
+                    eckid: None,
                 });
+            }
+            Match::EckidChanged { id, via, stored } => {
+                keep.insert(id);
+                let Some(have) = by_id.get(&id) else { continue };
+                let change = KeyChange {
+                    old: stored,
+                    new: want.keys.eckid.clone().unwrap_or_default(),
+                };
+                if eckid_change_confirmed(&index, want, id, options) {
+                    let mut update = person_update(have, want, via)
+                        .unwrap_or_else(|| PersonUpdate::nothing(have.id, want.kind, via));
+                    update.eckid_changed = Some(change);
+                    plan.person_updates.push(update);
+                } else {
+                    plan.conflicts.push(IdentityConflict {
+                        subject: want.keys.label(),
+                        reason: format!(
+                            "its {via} belongs to person {id}, who has another ECK-iD: the \
+                             ECK-iD changed, or the key was handed to someone else"
+                        ),
+                        person: Some(id),
+                        eckid: Some(change),
+                    });
+                }
             }
             Match::Existing { id, via } => {
                 let Some(have) = by_id.get(&id) else { continue };
@@ -298,6 +386,8 @@ pub fn diff(
                             have.state.kind.as_str(),
                             want.kind.as_str()
                         ),
+                        person: Some(id),
+                        eckid: None,
                     });
                     keep.insert(id);
                     continue;
@@ -306,6 +396,8 @@ pub fn diff(
                     plan.conflicts.push(IdentityConflict {
                         subject: want.keys.label(),
                         reason: format!("two records of the source match person {id}"),
+                        person: Some(id),
+                        eckid: None,
                     });
                     continue;
                 }

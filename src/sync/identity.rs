@@ -26,6 +26,14 @@ pub enum Match {
     New,
     /// The keys disagree about who this is; nothing is merged.
     Conflict { reason: String },
+    /// Every key points at person `id`, but the source sends another ECK-iD than the one
+    /// stored: the ECK-iD changed (its personal number changed), or the LAS key was handed
+    /// to someone else. Only a person can tell (or both the LAS and the broker, see diff).
+    EckidChanged {
+        id: i64,
+        via: &'static str,
+        stored: String,
+    },
 }
 
 /// An index of every stored person's keys, built once per school and run.
@@ -121,10 +129,10 @@ impl KeyIndex {
             if let (Some(incoming), Some(stored)) = (&keys.eckid, self.eckid_of.get(&id))
                 && incoming != stored
             {
-                return Match::Conflict {
-                    reason: format!(
-                        "its {via} belongs to person {id}, who has another ECK-iD (a re-used key?)"
-                    ),
+                return Match::EckidChanged {
+                    id,
+                    via,
+                    stored: stored.clone(),
                 };
             }
             return Match::Existing { id, via };
@@ -205,10 +213,17 @@ mod tests {
     }
 
     #[test]
-    fn a_las_key_under_another_eckid_is_a_conflict() {
+    fn a_las_key_under_another_eckid_is_a_changed_eckid_to_decide() {
         let idx = index();
         let m = idx.resolve(&keys(Some("E-other"), None, Some("L1")), None, false);
-        assert!(matches!(m, Match::Conflict { .. }), "{m:?}");
+        assert_eq!(
+            m,
+            Match::EckidChanged {
+                id: 1,
+                via: "las_key",
+                stored: "E1".into()
+            }
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Merged {
     pub conflicts: Vec<Conflict>,
     /// LAS keys of records a source rejected: the diff keeps what is stored for them.
     pub protected_las_keys: BTreeSet<String>,
+    /// ECK-iDs two sources sent for one person (the LAS and the broker agree on them).
+    pub confirmed_eckids: BTreeSet<String>,
 }
 
 fn name_fields(name: &PersonName, owner: Owner, out: &mut Vec<(Field, Owned)>) {
@@ -149,7 +151,17 @@ fn links_text(links: &BTreeSet<Link>) -> String {
 }
 
 /// Fold a lower-or-equal source's view of a person into the merged one.
-fn fold(into: &mut PersonState, from: PersonState, conflicts: &mut Vec<Conflict>) {
+fn fold(
+    into: &mut PersonState,
+    from: PersonState,
+    conflicts: &mut Vec<Conflict>,
+    confirmed_eckids: &mut BTreeSet<String>,
+) {
+    if let (Some(a), Some(b)) = (&into.keys.eckid, &from.keys.eckid)
+        && a == b
+    {
+        confirmed_eckids.insert(a.clone());
+    }
     let subject = into.keys.label();
     into.keys.fill_from(&from.keys);
     for (field, incoming) in from.fields {
@@ -252,7 +264,12 @@ pub fn merge(snapshots: &[&Snapshot]) -> Merged {
                 .find_map(|(kind, v)| index.get(&(person.kind, kind, v.to_owned())).copied());
             let at = match found {
                 Some(i) => {
-                    fold(&mut merged.state.persons[i], person, &mut merged.conflicts);
+                    fold(
+                        &mut merged.state.persons[i],
+                        person,
+                        &mut merged.conflicts,
+                        &mut merged.confirmed_eckids,
+                    );
                     i
                 }
                 None => {

@@ -46,6 +46,9 @@ pub struct Counts {
     /// Identity conflicts (keys that disagree about who someone is) and field conflicts
     /// between sources; each is in the journal.
     pub conflicts: usize,
+    /// Of those, the identity conflicts: nothing is merged for them until a person decides
+    /// (`person relink`), so they need attention.
+    pub identity_conflicts: usize,
     /// What the refresh of the school's grants changed.
     pub grants: crate::rights::GrantChanges,
 }
@@ -61,6 +64,7 @@ impl Counts {
         let mut c = Counts {
             received,
             conflicts: conflicts + plan.conflicts.len(),
+            identity_conflicts: plan.conflicts.len(),
             ..Counts::default()
         };
         c.groups.created = plan.group_creates.len();

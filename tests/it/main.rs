@@ -7,6 +7,7 @@ mod config;
 mod contention;
 mod daemon;
 mod faults;
+mod identity;
 mod local;
 mod rights;
 mod roster;

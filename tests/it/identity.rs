@@ -1,0 +1,183 @@
+//! A pupil's ECK-iD changes (the personal number behind it changed). From the LAS alone that
+//! is an identity conflict nothing resolves by itself: counted and shown until an operator
+//! relinks the person, after which the next run is clean. Confirmed by the LAS and the
+//! broker together (LAS key and broker id both name the person), it is taken at once.
+
+use connector_sim::{SchoolKind, World};
+use rostersync::store::export;
+use rostersync::sync::report::Outcome;
+
+use crate::support::{SimEnv, count};
+
+const SCHOOL: &str = "10XA00";
+
+fn world() -> World {
+    let mut w = World::new(41, rostersync::sync::apply::today());
+    w.add_school(SCHOOL.parse().expect("id"), SchoolKind::Primary, 40);
+    w
+}
+
+/// Give the first pupil with an ECK-iD a new one at the source; returns (LAS key, new).
+fn change_an_eckid(sim: &SimEnv) -> (String, String) {
+    sim.server.with_world(|w| {
+        let s = w
+            .schools
+            .get_mut(&SCHOOL.parse().expect("id"))
+            .expect("school");
+        s.changed_at = chrono::Utc::now();
+        let p = s
+            .school
+            .pupils
+            .iter_mut()
+            .find(|p| p.person.eckid.is_some())
+            .expect("a pupil with an ECK-iD");
+        let new = format!("https://ketenid.nl/201703/{}", "c0ffee".repeat(20));
+        p.person.eckid = Some(new.clone());
+        (p.person.key.clone(), new)
+    })
+}
+
+async fn stored_id_and_eckid(
+    store: &rostersync::store::Store,
+    las_key: &str,
+) -> (String, Option<String>) {
+    let e = export::export(store.db(), SCHOOL)
+        .await
+        .expect("export")
+        .expect("school");
+    let p = e
+        .pupils
+        .iter()
+        .find(|p| p.las_key.as_deref() == Some(las_key))
+        .expect("pupil exported");
+    (p.id.clone(), p.eckid.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_eckid_from_the_las_waits_for_a_person_and_relink_resolves_it() {
+    let (sim, store) = SimEnv::start_linked(world(), false, false).await;
+    sim.sync(&store, false).await;
+    let (las_key, new) = change_an_eckid(&sim);
+    let (id, old) = stored_id_and_eckid(&store, &las_key).await;
+
+    // Every run says it, and `sync` asks for attention; nothing is merged.
+    for _ in 0..2 {
+        let out = sim.env.run(&["sync"]);
+        let line = out.fails_with(1);
+        assert!(line.contains("need attention"), "{line}");
+        assert!(
+            out.stdout.contains("person relink PERSON --accept-source"),
+            "{}",
+            out.stdout
+        );
+        assert_eq!(stored_id_and_eckid(&store, &las_key).await.1, old);
+    }
+    assert_eq!(
+        count(
+            &store,
+            &format!(
+                "SELECT COUNT(*) FROM change_entry WHERE person_id = {id} AND operation = \
+                 'conflict' AND field = 'eckid'"
+            )
+        )
+        .await,
+        2
+    );
+    let status = sim.env.run(&["status"]);
+    assert!(
+        status
+            .stdout
+            .contains(&format!("{SCHOOL} needs attention: 1 identity conflict(s)")),
+        "{}",
+        status.stdout
+    );
+    let json = sim.env.run(&["status", "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(list[0]["identity_conflicts"], 1);
+
+    // The operator knows it is the same pupil: accept the source's new ECK-iD.
+    let relink = sim
+        .env
+        .run(&["person", "relink", &las_key, "--accept-source"]);
+    relink.ok();
+    assert!(relink.stdout.contains(&format!("person {id}: ECK-iD")));
+    let by_hand = count(
+        &store,
+        &format!(
+            "SELECT COUNT(*) FROM change_entry WHERE person_id = {id} AND operation = 'edit' \
+             AND field = 'eckid' AND rule LIKE 'by hand, by %'"
+        ),
+    )
+    .await;
+    assert_eq!(by_hand, 1, "journaled with who did it");
+
+    let report = sim.sync(&store, false).await;
+    let r = &report.schools[0];
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.message);
+    assert_eq!(r.counts.identity_conflicts, 0, "the next run is clean");
+    assert_eq!(
+        stored_id_and_eckid(&store, &las_key).await,
+        (id, Some(new)),
+        "the same person, with the new ECK-iD"
+    );
+    let status = sim.env.run(&["status", "--format", "json"]);
+    let list: serde_json::Value = serde_json::from_str(&status.stdout).expect("JSON");
+    assert_eq!(list[0]["identity_conflicts"], 0);
+    // Saying it again changes nothing; an ECK-iD someone else has is refused.
+    let again = sim
+        .env
+        .run(&["person", "relink", &las_key, "--accept-source"]);
+    assert!(
+        again.ok().stdout.contains("nothing to change"),
+        "{}",
+        again.stdout
+    );
+    let other = export::export(store.db(), SCHOOL)
+        .await
+        .expect("export")
+        .expect("school")
+        .pupils
+        .into_iter()
+        .find(|p| p.las_key.as_deref() != Some(las_key.as_str()) && p.eckid.is_some())
+        .expect("another pupil with an ECK-iD");
+    let taken = sim.env.run(&[
+        "person",
+        "relink",
+        &las_key,
+        "--eckid",
+        other.eckid.as_deref().expect("eckid"),
+    ]);
+    let line = taken.fails_with(2);
+    assert!(
+        line.contains(&format!("belongs to person {}", other.id)),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_eckid_the_las_and_the_broker_both_send_is_taken_at_once() {
+    let (sim, store) = SimEnv::start_linked(world(), true, false).await;
+    sim.sync(&store, false).await;
+    let (las_key, new) = change_an_eckid(&sim);
+    let (id, _) = stored_id_and_eckid(&store, &las_key).await;
+    let report = sim.sync(&store, false).await;
+    let r = &report.schools[0];
+    assert_eq!(r.outcome, Outcome::Ok, "{:?}", r.message);
+    assert_eq!(r.counts.identity_conflicts, 0, "{:?}", r.message);
+    assert_eq!(
+        stored_id_and_eckid(&store, &las_key).await,
+        (id.clone(), Some(new))
+    );
+    assert_eq!(
+        count(
+            &store,
+            &format!(
+                "SELECT COUNT(*) FROM change_entry WHERE person_id = {id} AND operation = \
+                 'relink' AND source = 'broker'"
+            )
+        )
+        .await,
+        1,
+        "journaled as the sources' doing"
+    );
+}
