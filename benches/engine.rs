@@ -12,7 +12,7 @@ use rostersync::store::roster::{self, ApplyContext};
 use rostersync::store::{OpenMode, Store};
 use rostersync::sync::diff::{DiffOptions, StoredGroup, StoredPerson, diff};
 use rostersync::sync::merge::merge;
-use sea_orm::{ActiveValue::Set, EntityTrait, TransactionTrait};
+use sea_orm::{ActiveValue::Set, EntityTrait};
 
 fn snapshot(world: &World) -> Snapshot {
     rostersync::simulated::snapshot(&world.schools.values().next().expect("a school").school)
@@ -86,9 +86,11 @@ async fn sqlite_store(dir: &std::path::Path) -> Store {
         created_at: Set(Utc::now()),
         updated_at: Set(Utc::now()),
         roster_digest: Set(None),
+        frozen_by: Set(None),
+        frozen_at: Set(None),
     };
     rostersync::store::entities::school::Entity::insert(row)
-        .exec(store.db())
+        .exec(store.writer())
         .await
         .expect("school");
     store
@@ -106,7 +108,10 @@ async fn sync_once(store: &Store, s: &Snapshot) -> usize {
     if plan.is_empty() {
         return 0;
     }
-    let txn = store.db().begin().await.expect("begin");
+    let txn = store
+        .begin_write(rostersync::store::WriteKind::Apply)
+        .await
+        .expect("begin");
     let run = rostersync::store::runs::start(&txn, "99XX00", "bench", false)
         .await
         .expect("run");

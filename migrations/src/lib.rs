@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
 mod m20261122_000002_digest_and_jobs;
+mod m20261130_000003_school_freeze;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_digest_and_jobs::Migration),
+            Box::new(m20261130_000003_school_freeze::Migration),
         ]
     }
 }

@@ -1,6 +1,6 @@
 //! The admin API: a unix socket in the runtime directory (file permissions are the access
 //! control), and optionally TCP with a bearer token. `/healthz`, `/readyz`, `/metrics`
-//! (Prometheus), `/schools`, `/runs`, `POST /schools/{id}/resync`.
+//! (Prometheus), `/schools`, `/runs`, `POST /schools/{id}/resync`, `POST /runs/{id}/undo`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,6 +46,7 @@ fn router(d: Shared) -> Router {
         .route("/schools", get(schools))
         .route("/runs", get(list_runs))
         .route("/schools/{id}/resync", post(resync))
+        .route("/runs/{id}/undo", post(undo))
         .with_state(d)
 }
 
@@ -140,6 +141,44 @@ async fn resync(State(d): State<Shared>, UrlPath(id): UrlPath<String>) -> Respon
             StatusCode::SERVICE_UNAVAILABLE,
             d.store.db_error(e).to_string(),
         ),
+    }
+}
+
+/// How an undo is asked for over HTTP: `?dry_run=true`, `?force=true`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct UndoQuery {
+    dry_run: bool,
+    force: bool,
+}
+
+/// `POST /runs/{id}/undo`: the same as `rostersync undo --run ID`; 200 with the report,
+/// 404 for an unknown run, 409 when it is refused (later changes, purged records, nothing
+/// to undo), with the reason.
+async fn undo(
+    State(d): State<Shared>,
+    UrlPath(id): UrlPath<i64>,
+    axum::extract::Query(q): axum::extract::Query<UndoQuery>,
+) -> Response {
+    use crate::sync::undo::{UndoError, UndoRequest};
+    let settings = d.settings().await;
+    let req = UndoRequest {
+        run: id,
+        dry_run: q.dry_run,
+        force: q.force,
+        by: "admin-api".into(),
+    };
+    match crate::sync::undo::undo(
+        &d.store,
+        &crate::sync::apply::Rules::from_settings(&settings),
+        &req,
+    )
+    .await
+    {
+        Ok(report) => Json(report).into_response(),
+        Err(e @ UndoError::NoSuchRun(_)) => failure(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ UndoError::Store(_)) => failure(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => failure(StatusCode::CONFLICT, e.to_string()),
     }
 }
 

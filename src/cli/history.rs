@@ -468,17 +468,30 @@ pub async fn approve(settings: &Settings, args: ApproveArgs) -> Result<(), Failu
         .begin_write(crate::store::WriteKind::Edit)
         .await
         .map_err(&db_err)?;
+    // The school's row lock first, as every writer of a school takes it.
+    crate::store::schools::lock_for_apply(&txn, &run.school_id, None)
+        .await
+        .map_err(&db_err)?;
     let approval = runs::start(&txn, &run.school_id, "approve", false)
         .await
         .map_err(&db_err)?;
     let done = held::approve(&txn, waiting, approval, now, now + retention, &who)
         .await
         .map_err(&db_err)?;
+    // Whoever left stops seeing pupils the usual way: their grants wait out the grace period.
+    let rights = crate::rights::Rights::from_settings(&settings.rights);
+    let grant_changes =
+        crate::store::grants::refresh(&txn, &run.school_id, Some(approval), &rights, false, now)
+            .await
+            .map_err(&db_err)?;
     // The roster changed outside a sync: the next run must look at everything again.
     crate::store::schools::set_digest(&txn, &run.school_id, None)
         .await
         .map_err(&db_err)?;
-    let mut counts = Counts::default();
+    let mut counts = Counts {
+        grants: grant_changes,
+        ..Counts::default()
+    };
     let mut skipped = 0;
     for a in &done {
         if !a.applied {

@@ -12,6 +12,7 @@ mod school;
 mod simulate;
 mod sync;
 mod table;
+mod undo;
 
 use std::path::PathBuf;
 
@@ -91,6 +92,8 @@ pub enum Command {
     Changes(history::ChangesArgs),
     /// Apply the removals the brakes held in a run.
     Approve(history::ApproveArgs),
+    /// Put back what a run applied, as a run of its own (the journal says what).
+    Undo(undo::UndoArgs),
     /// Serve simulated schools as a real LAS on 127.0.0.1 (for trying out, tests and support).
     Simulate(simulate::SimulateArgs),
     /// A full demonstration: simulated LAS, a temporary SQLite store, two days of syncs.
@@ -192,6 +195,7 @@ pub async fn run(
         Command::Runs(args) => history::runs(&settings, args).await,
         Command::Changes(args) => history::changes(&settings, args).await,
         Command::Approve(args) => history::approve(&settings, args).await,
+        Command::Undo(args) => undo::run(&settings, args).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Bench(args) => bench::run(args).await,

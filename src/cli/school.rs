@@ -53,6 +53,11 @@ pub enum SchoolCommand {
         #[arg(long, value_name = "FILE")]
         key_file: PathBuf,
     },
+    /// Hold a school's roster as it is: its runs change nothing until it is unfrozen (for
+    /// instance after an undo, while the school fixes its LAS).
+    Freeze { id: String },
+    /// Let a frozen school be synced again.
+    Unfreeze { id: String },
 }
 
 fn parse_id(id: &str) -> Result<SchoolId, Failure> {
@@ -215,6 +220,37 @@ pub async fn run(settings: &Settings, command: SchoolCommand) -> Result<(), Fail
                 .map_err(link_failure)?;
             tracing::info!(school = %id, "School key replaced.");
             println!("Stored a new key for school {id}.");
+        }
+        SchoolCommand::Freeze { id } => {
+            let id = parse_id(&id)?;
+            let who = super::operator();
+            schools::ensure_config_rows(&store, settings)
+                .await
+                .map_err(Failure::store)?;
+            if schools::set_frozen(&store, &id, Some(&who))
+                .await
+                .map_err(link_failure)?
+            {
+                tracing::info!(school = %id, "School frozen by an operator.");
+                println!(
+                    "School {id} is frozen: its runs keep the roster as it is until \
+                     `rostersync school unfreeze {id}`."
+                );
+            } else {
+                println!("School {id} was frozen already.");
+            }
+        }
+        SchoolCommand::Unfreeze { id } => {
+            let id = parse_id(&id)?;
+            if schools::set_frozen(&store, &id, None)
+                .await
+                .map_err(link_failure)?
+            {
+                tracing::info!(school = %id, "School unfrozen by an operator.");
+                println!("School {id} is synced again from its next run.");
+            } else {
+                println!("School {id} was not frozen.");
+            }
         }
     }
     Ok(())

@@ -723,6 +723,8 @@ mod tests {
             created_at: now,
             updated_at: now,
             roster_digest: None,
+            frozen_by: None,
+            frozen_at: None,
         }
     }
 

@@ -42,6 +42,9 @@ pub mod school {
         pub updated_at: DateTimeUtc,
         /// What the sources said at the last run applied in full (see `sync::digest`).
         pub roster_digest: Option<String>,
+        /// Who froze the school's roster (`school freeze`); runs keep it as it is.
+        pub frozen_by: Option<String>,
+        pub frozen_at: Option<DateTimeUtc>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

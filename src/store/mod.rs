@@ -13,6 +13,7 @@ pub mod schools;
 pub mod sealing;
 pub mod source_state;
 pub mod status;
+pub mod undo;
 pub mod write;
 
 use std::path::{Path, PathBuf};

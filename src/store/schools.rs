@@ -207,6 +207,8 @@ pub async fn add(
         created_at: Set(now),
         updated_at: Set(now),
         roster_digest: Set(None),
+        frozen_by: Set(None),
+        frozen_at: Set(None),
     })
     .exec(&txn)
     .await
@@ -416,6 +418,8 @@ async fn ensure_config_row<C: sea_orm::ConnectionTrait>(
         created_at: Set(now),
         updated_at: Set(now),
         roster_digest: Set(None),
+        frozen_by: Set(None),
+        frozen_at: Set(None),
     };
     school::Entity::insert(row)
         .on_conflict(
@@ -438,6 +442,52 @@ async fn ensure_config_row<C: sea_orm::ConnectionTrait>(
             .await?;
     }
     Ok(())
+}
+
+/// Hold a school's roster as it is (`by`: who froze it), or let it be synced again (`None`).
+/// Returns false when it already was so. Works for schools of the configuration file too:
+/// freezing is about the roster, not the link.
+pub async fn set_frozen(store: &Store, id: &SchoolId, by: Option<&str>) -> Result<bool, LinkError> {
+    let sid = id.to_string();
+    let db_err = |e| LinkError::Store(store.db_error(e));
+    let txn = store.begin_write(WriteKind::Link).await.map_err(db_err)?;
+    let Some(row) = school::Entity::find_by_id(sid.clone())
+        .one(&txn)
+        .await
+        .map_err(db_err)?
+    else {
+        return Err(LinkError::NotFound(sid));
+    };
+    if row.frozen_by.is_some() == by.is_some() {
+        return Ok(false);
+    }
+    let now = Utc::now();
+    let (state, reason) = match by {
+        Some(who) => (
+            "frozen",
+            Some(format!(
+                "frozen by {who} on {}: its roster is kept as it is; `rostersync school \
+                 unfreeze {sid}` lets it be synced again",
+                now.format("%Y-%m-%d")
+            )),
+        ),
+        None => ("active", None),
+    };
+    school::Entity::update(school::ActiveModel {
+        id: Set(sid),
+        frozen_by: Set(by.map(str::to_owned)),
+        frozen_at: Set(by.map(|_| now)),
+        state: Set(state.into()),
+        state_reason: Set(reason),
+        state_since: Set(Some(now)),
+        updated_at: Set(now),
+        ..Default::default()
+    })
+    .exec(&txn)
+    .await
+    .map_err(db_err)?;
+    txn.commit().await.map_err(db_err)?;
+    Ok(true)
 }
 
 /// One school's row.

@@ -103,6 +103,8 @@ pub struct Target {
     pub sources: Vec<Source>,
     /// The fence of the lease this run holds (daemon workers); `None` for `rostersync sync`.
     pub fence: Option<i64>,
+    /// Who froze the school's roster (`school freeze`): the run changes nothing.
+    pub frozen_by: Option<String>,
 }
 
 /// How long before a credential expires a run starts to warn.
@@ -445,6 +447,16 @@ async fn run(
     pause_before_run().await;
     let run = runs::start(store.writer(), &school, &opts.trigger, opts.dry_run).await?;
     report.run = Some(run);
+    if let Some(who) = &target.frozen_by {
+        let d = Decided::new(Outcome::Frozen).because(
+            "frozen_by_operator",
+            format!(
+                "school {school} is frozen by {who}: its roster is kept as it is and nothing \
+                 was fetched; `rostersync school unfreeze {school}` lets it be synced again"
+            ),
+        );
+        return end(store, run, d).await;
+    }
     if target.sources.is_empty() {
         let d = Decided::new(Outcome::Failed).because(
             "config",

@@ -406,6 +406,7 @@ pub async fn targets(
             sources,
             id,
             fence: None,
+            frozen_by: row.frozen_by.clone(),
         });
     }
     if broker_asked {

@@ -12,3 +12,4 @@ pub mod health;
 pub mod identity;
 pub mod merge;
 pub mod report;
+pub mod undo;

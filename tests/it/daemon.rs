@@ -568,3 +568,38 @@ async fn the_daemon_purges_expired_tombstones_when_its_cycle_is_done() {
     );
     assert_eq!(daemon.stop().await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_undoes_a_run_as_the_command_does() {
+    let sim = SimEnv::start(world(1, 20), "").await;
+    let socket = sim.env.path("admin.sock");
+    sim.configure(&format!("[admin]\nsocket = \"{}\"\n", socket.display()));
+    sim.env.run(&["migrate"]).ok();
+    let store = sim.store().await;
+    let daemon = Daemon::start(&sim, "undo", &[]);
+    until(&store, SCHEDULED_RUNS, 1, "the cycle", &daemon).await;
+    let run = runs::list(store.db(), None, 1).await.expect("runs")[0].id;
+
+    let (code, body) = http(&socket, "POST", &format!("/runs/{run}/undo?dry_run=true")).await;
+    assert_eq!(code, 200, "{body}");
+    let plan: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(plan["dry_run"], true);
+    assert!(plan["run"].is_null(), "a dry run records nothing");
+    assert!(
+        !plan["plan"]["reverts"]
+            .as_array()
+            .expect("reverts")
+            .is_empty()
+    );
+
+    let (code, body) = http(&socket, "POST", &format!("/runs/{run}/undo")).await;
+    assert_eq!(code, 200, "{body}");
+    let done: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(done["counts"]["pupils"]["removed"], 20);
+    let (code, body) = http(&socket, "POST", "/runs/987654/undo").await;
+    assert_eq!(code, 404, "{body}");
+    // Undoing the same run again finds the records changed since (by the undo): refused.
+    let (code, body) = http(&socket, "POST", &format!("/runs/{run}/undo")).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(daemon.stop().await, 0);
+}

@@ -17,4 +17,5 @@ mod store;
 mod support;
 mod sync;
 mod tls;
+mod undo;
 mod zermelo;

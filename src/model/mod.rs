@@ -2,6 +2,8 @@
 //! its owner. Plain data; the merge builds it from snapshots, the diff compares it to what
 //! is stored, the store persists it.
 
+pub mod revert;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use connector_api::{GroupKind, PersonKeys, SourceKind};

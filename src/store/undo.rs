@@ -1,0 +1,529 @@
+//! Writing an undo: what stands in its way (records purged since, later changes to the same
+//! records), and the reverts themselves, each journaled under the operation that does it so
+//! an undo reads like any run and can itself be undone.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+};
+use serde::Serialize;
+
+use super::entities::{change_entry, membership, person, person_key, person_role, roster_group};
+use super::roster::{self, ApplyContext, Entry, Journal};
+use crate::model::revert::Revert;
+use crate::model::{Field, Owner, PersonKind};
+
+/// Later changes to records an undo would put back, by the run (or `None`: by hand) that
+/// made them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Later {
+    pub run: Option<i64>,
+    pub changes: i64,
+}
+
+/// What stands in an undo's way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Obstacles {
+    /// Persons and groups the undo would touch that were purged since: they cannot come back.
+    pub purged: Vec<String>,
+    pub later: Vec<Later>,
+}
+
+/// Check `reverts` (of run `run`) against the store as it is now.
+pub async fn obstacles<C: ConnectionTrait>(
+    db: &C,
+    run: i64,
+    reverts: &[Revert],
+) -> Result<Obstacles, DbErr> {
+    let persons: BTreeSet<i64> = reverts.iter().filter_map(Revert::person).collect();
+    let groups: BTreeSet<i64> = reverts.iter().filter_map(Revert::group).collect();
+    let mut out = Obstacles::default();
+    let live_persons: BTreeSet<i64> = person::Entity::find()
+        .select_only()
+        .column(person::Column::Id)
+        .filter(person::Column::Id.is_in(persons.iter().copied()))
+        .into_tuple()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    out.purged.extend(
+        persons
+            .difference(&live_persons)
+            .map(|p| format!("person {p}")),
+    );
+    let live_groups: BTreeSet<i64> = roster_group::Entity::find()
+        .select_only()
+        .column(roster_group::Column::Id)
+        .filter(roster_group::Column::Id.is_in(groups.iter().copied()))
+        .into_tuple()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    out.purged.extend(
+        groups
+            .difference(&live_groups)
+            .map(|g| format!("group {g}")),
+    );
+    out.later = later_changes(db, run, &persons, &groups).await?;
+    Ok(out)
+}
+
+/// Journal entries after run `run`'s own that touch the same persons or groups. Derived or
+/// informational entries (grants, conflicts, rejected records) do not count.
+async fn later_changes<C: ConnectionTrait>(
+    db: &C,
+    run: i64,
+    persons: &BTreeSet<i64>,
+    groups: &BTreeSet<i64>,
+) -> Result<Vec<Later>, DbErr> {
+    let last: Option<i64> = change_entry::Entity::find()
+        .select_only()
+        .column_as(change_entry::Column::Id.max(), "last")
+        .filter(change_entry::Column::RunId.eq(run))
+        .into_tuple::<Option<i64>>()
+        .one(db)
+        .await?
+        .flatten();
+    let Some(last) = last else {
+        return Ok(Vec::new());
+    };
+    let touches = sea_orm::Condition::any()
+        .add(change_entry::Column::PersonId.is_in(persons.iter().copied()))
+        .add(
+            sea_orm::Condition::all()
+                .add(change_entry::Column::Entity.eq("group"))
+                .add(change_entry::Column::EntityId.is_in(groups.iter().copied())),
+        );
+    let rows: Vec<Option<i64>> = change_entry::Entity::find()
+        .select_only()
+        .column(change_entry::Column::RunId)
+        .filter(change_entry::Column::Id.gt(last))
+        .filter(touches)
+        .filter(change_entry::Column::Entity.ne("grant"))
+        .filter(change_entry::Column::Operation.is_not_in(["conflict", "reject"]))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut by_run: BTreeMap<Option<i64>, i64> = BTreeMap::new();
+    for r in rows {
+        *by_run.entry(r).or_default() += 1;
+    }
+    Ok(by_run
+        .into_iter()
+        .map(|(run, changes)| Later { run, changes })
+        .collect())
+}
+
+/// Put back `reverts` in the caller's transaction, journaled in `ctx.run`; returns for each
+/// whether it changed anything (a membership already there changes nothing).
+pub async fn write<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    reverts: &[Revert],
+    rule: &str,
+) -> Result<Vec<bool>, DbErr> {
+    let mut journal = Journal::new(ctx);
+    let mut done = Vec::with_capacity(reverts.len());
+    for r in reverts {
+        let changed = match r {
+            Revert::RemoveGroup { .. }
+            | Revert::RestoreGroup { .. }
+            | Revert::SetGroupField { .. } => group(db, ctx, r, rule, &mut journal).await?,
+            Revert::Join { .. } | Revert::Leave { .. } => {
+                link(db, ctx, r, rule, &mut journal).await?
+            }
+            _ => person_part(db, ctx, r, rule, &mut journal).await?,
+        };
+        done.push(changed);
+    }
+    journal.write(db).await?;
+    Ok(done)
+}
+
+fn entry<'a>(entity: &'a str, operation: &'a str, source: Owner, rule: &str) -> Entry<'a> {
+    Entry {
+        entity,
+        entity_id: None,
+        person_id: None,
+        operation,
+        field: None,
+        old: None,
+        new: None,
+        source,
+        rule: rule.to_owned(),
+    }
+}
+
+async fn group<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    r: &Revert,
+    rule: &str,
+    journal: &mut Journal<'_>,
+) -> Result<bool, DbErr> {
+    let (id, operation, update) = match r {
+        Revert::RemoveGroup { group } => (
+            *group,
+            "remove",
+            roster_group::Entity::update_many()
+                .col_expr(roster_group::Column::RemovedAt, Expr::value(ctx.now))
+                .col_expr(
+                    roster_group::Column::PurgeAfter,
+                    Expr::value(ctx.now + ctx.retention),
+                )
+                .filter(roster_group::Column::RemovedAt.is_null()),
+        ),
+        Revert::RestoreGroup { group } => (
+            *group,
+            "restore",
+            roster_group::Entity::update_many()
+                .col_expr(
+                    roster_group::Column::RemovedAt,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
+                .col_expr(
+                    roster_group::Column::PurgeAfter,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                ),
+        ),
+        Revert::SetGroupField {
+            group, field, to, ..
+        } => {
+            let column = match field.as_str() {
+                "name" => roster_group::Column::Name,
+                "year_group" => roster_group::Column::YearGroup,
+                "department" => roster_group::Column::Department,
+                "kind" => roster_group::Column::Kind,
+                _ => return Ok(false),
+            };
+            (
+                *group,
+                "update",
+                roster_group::Entity::update_many().col_expr(column, Expr::value(to.clone())),
+            )
+        }
+        _ => return Ok(false),
+    };
+    let changed = update
+        .col_expr(roster_group::Column::UpdatedAt, Expr::value(ctx.now))
+        .filter(roster_group::Column::Id.eq(id))
+        .exec(db)
+        .await?
+        .rows_affected
+        > 0;
+    if changed {
+        let mut e = entry("group", operation, Owner::Local, rule);
+        e.entity_id = Some(id);
+        if let Revert::SetGroupField {
+            field, from, to, ..
+        } = r
+        {
+            e = e.about(Some(field.as_str()), from.clone(), to.clone());
+        }
+        journal.add(e);
+    }
+    Ok(changed)
+}
+
+async fn link<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    r: &Revert,
+    rule: &str,
+    journal: &mut Journal<'_>,
+) -> Result<bool, DbErr> {
+    let (Revert::Join {
+        person,
+        group,
+        role,
+        owner,
+    }
+    | Revert::Leave {
+        person,
+        group,
+        role,
+        owner,
+    }) = r
+    else {
+        return Ok(false);
+    };
+    // A tombstoned group still has its row: a link to it comes back with it.
+    let Some(group_id) = roster_group::Entity::find()
+        .filter(roster_group::Column::SchoolId.eq(ctx.school))
+        .filter(roster_group::Column::Key.eq(group.as_str()))
+        .one(db)
+        .await?
+        .map(|g| g.id)
+    else {
+        return Ok(false);
+    };
+    let existing = membership::Entity::find_by_id((*person, group_id, role.clone()))
+        .one(db)
+        .await?;
+    let join = matches!(r, Revert::Join { .. });
+    let changed = match (join, existing) {
+        (true, None) => {
+            membership::Entity::insert(membership::ActiveModel {
+                person_id: Set(*person),
+                group_id: Set(group_id),
+                role: Set(role.clone()),
+                source: Set(owner.as_str().to_owned()),
+                since: Set(ctx.now),
+            })
+            .exec(db)
+            .await?;
+            true
+        }
+        (false, Some(_)) => {
+            membership::Entity::delete_by_id((*person, group_id, role.clone()))
+                .exec(db)
+                .await?;
+            true
+        }
+        _ => false,
+    };
+    if changed {
+        let mut e = entry("person", if join { "join" } else { "leave" }, *owner, rule);
+        e.entity_id = Some(*person);
+        e.person_id = Some(*person);
+        let role = Some(role.clone());
+        let (old, new) = if join { (None, role) } else { (role, None) };
+        journal.add(e.about(Some(group.as_str()), old, new));
+    }
+    Ok(changed)
+}
+
+async fn person_part<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    r: &Revert,
+    rule: &str,
+    journal: &mut Journal<'_>,
+) -> Result<bool, DbErr> {
+    match r {
+        Revert::RemovePerson { person, kind } | Revert::RestorePerson { person, kind } => {
+            let remove = matches!(r, Revert::RemovePerson { .. });
+            let (removed_at, purge_after) = if remove {
+                (Some(ctx.now), Some(ctx.now + ctx.retention))
+            } else {
+                (None, None)
+            };
+            let mut q = person::Entity::update_many()
+                .col_expr(person::Column::RemovedAt, Expr::value(removed_at))
+                .col_expr(person::Column::PurgeAfter, Expr::value(purge_after))
+                .col_expr(person::Column::UpdatedAt, Expr::value(ctx.now))
+                .filter(person::Column::Id.eq(*person));
+            q = if remove {
+                q.filter(person::Column::RemovedAt.is_null())
+            } else {
+                q.filter(person::Column::RemovedAt.is_not_null())
+            };
+            let changed = q.exec(db).await?.rows_affected > 0;
+            if changed {
+                let op = if remove { "remove" } else { "restore" };
+                journal.add(
+                    Entry::person(*kind, *person, op, Owner::Local, rule.to_owned())
+                        .about(None, None, None),
+                );
+            }
+            Ok(changed)
+        }
+        Revert::SetField {
+            person,
+            kind,
+            field,
+            from,
+            to,
+            owner,
+        } => {
+            set_field(db, *person, *field, to.clone(), *owner).await?;
+            journal.add(
+                Entry::person(*kind, *person, "update", *owner, rule.to_owned()).about(
+                    Some(field.as_str()),
+                    from.clone(),
+                    to.clone(),
+                ),
+            );
+            Ok(true)
+        }
+        _ => keys_and_roles(db, ctx, r, rule, journal).await,
+    }
+}
+
+/// One field of a person back to `value`, owned by `owner` (or no owner when cleared).
+async fn set_field<C: ConnectionTrait>(
+    db: &C,
+    id: i64,
+    field: Field,
+    value: Option<String>,
+    owner: Owner,
+) -> Result<(), DbErr> {
+    let Some(row) = person::Entity::find_by_id(id).one(db).await? else {
+        return Ok(());
+    };
+    let mut owners = roster::parse_owners(&row.owners);
+    match &value {
+        Some(_) => owners.insert(field.as_str().to_owned(), owner),
+        None => owners.remove(field.as_str()),
+    };
+    let owners: BTreeMap<&str, &str> = owners
+        .iter()
+        .map(|(k, o)| (k.as_str(), o.as_str()))
+        .collect();
+    let mut update = person::ActiveModel {
+        id: Set(id),
+        owners: Set(serde_json::to_string(&owners).unwrap_or_else(|_| "{}".into())),
+        updated_at: Set(Utc::now()),
+        ..Default::default()
+    };
+    match field {
+        Field::FamilyName => update.family_name = Set(value),
+        Field::Prefix => update.prefix = Set(value),
+        Field::GivenName => update.given_name = Set(value),
+        Field::Email => update.email = Set(value),
+        Field::YearGroup => update.year_group = Set(value),
+        Field::EndDate => update.end_date = Set(value.and_then(|d| d.parse().ok())),
+    }
+    person::Entity::update(update).exec(db).await?;
+    Ok(())
+}
+
+async fn keys_and_roles<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    r: &Revert,
+    rule: &str,
+    journal: &mut Journal<'_>,
+) -> Result<bool, DbErr> {
+    let (person, kind, operation, field, old, new, owner): (
+        i64,
+        PersonKind,
+        &str,
+        &str,
+        Option<String>,
+        Option<String>,
+        Owner,
+    ) = match r {
+        Revert::AddKey {
+            person,
+            kind,
+            key,
+            value,
+            owner,
+        } => {
+            person_key::Entity::insert(person_key::ActiveModel {
+                school_id: Set(ctx.school.to_owned()),
+                kind: Set(key.clone()),
+                value: Set(value.clone()),
+                person_id: Set(*person),
+                source: Set(owner.as_str().to_owned()),
+                created_at: Set(ctx.now),
+            })
+            .exec(db)
+            .await?;
+            (
+                *person,
+                *kind,
+                "link-key",
+                key,
+                None,
+                Some(value.clone()),
+                *owner,
+            )
+        }
+        Revert::RemoveKey {
+            person,
+            kind,
+            key,
+            value,
+            owner,
+        } => {
+            person_key::Entity::delete_many()
+                .filter(person_key::Column::PersonId.eq(*person))
+                .filter(person_key::Column::Kind.eq(key.as_str()))
+                .filter(person_key::Column::Value.eq(value.as_str()))
+                .exec(db)
+                .await?;
+            (
+                *person,
+                *kind,
+                "unlink-key",
+                key,
+                Some(value.clone()),
+                None,
+                *owner,
+            )
+        }
+        Revert::SetEckid {
+            person,
+            kind,
+            from,
+            to,
+            owner,
+        } => {
+            roster::replace_eckid(db, ctx.school, *person, to).await?;
+            let (old, new) = (Some(from.clone()), Some(to.clone()));
+            (*person, *kind, "relink", "eckid", old, new, *owner)
+        }
+        Revert::AddRole {
+            person,
+            kind,
+            role,
+            scope,
+            owner,
+        } => {
+            person_role::Entity::insert(person_role::ActiveModel {
+                person_id: Set(*person),
+                role: Set(role.clone()),
+                source: Set(owner.as_str().to_owned()),
+                scope: Set(scope.clone()),
+                since: Set(ctx.now),
+            })
+            .exec(db)
+            .await?;
+            (
+                *person,
+                *kind,
+                "role-add",
+                role,
+                None,
+                Some(scope.clone()),
+                *owner,
+            )
+        }
+        Revert::RemoveRole {
+            person,
+            kind,
+            role,
+            scope,
+            owner,
+        } => {
+            person_role::Entity::delete_many()
+                .filter(person_role::Column::PersonId.eq(*person))
+                .filter(person_role::Column::Role.eq(role.as_str()))
+                .filter(person_role::Column::Source.eq(owner.as_str()))
+                .filter(person_role::Column::Scope.eq(scope.as_str()))
+                .exec(db)
+                .await?;
+            (
+                *person,
+                *kind,
+                "role-remove",
+                role,
+                Some(scope.clone()),
+                None,
+                *owner,
+            )
+        }
+        _ => return Ok(false),
+    };
+    journal.add(
+        Entry::person(kind, person, operation, owner, rule.to_owned()).about(Some(field), old, new),
+    );
+    Ok(true)
+}
