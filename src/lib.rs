@@ -14,7 +14,9 @@ pub mod cli;
 pub mod jobs;
 pub mod model;
 pub mod rights;
+pub mod server;
 pub mod settings;
+#[cfg(any(test, feature = "simulator"))]
 pub mod simulated;
 pub mod sources;
 pub mod store;

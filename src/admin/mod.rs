@@ -223,52 +223,91 @@ impl AdminSocket {
     }
 }
 
-/// Start the listeners.
+/// Start the listeners: the unix socket, and TCP when configured (TLS when configured).
+/// Both are served by [`crate::server`], with its timeouts and limits.
 pub async fn serve(d: Shared, settings: &Settings) -> anyhow::Result<AdminSocket> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let path = socket_path(settings, d.store.home());
-    if path.exists() {
-        // Never take a live instance's socket: its admins would talk to us instead.
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            anyhow::bail!(
-                "another rostersync instance is listening on {}; give each instance on this \
-                 machine its own admin.socket (or run each as its own systemd unit)",
-                path.display()
-            );
-        }
-        // A socket left by a run that was killed.
-        std::fs::remove_file(&path)
-            .with_context(|| format!("cannot remove the old socket {}", path.display()))?;
-    }
-    let listener = tokio::net::UnixListener::bind(&path)
+    take_stale_socket(&path)?;
+    let listener = crate::server::bind_private_socket(&path)
         .with_context(|| format!("cannot listen on {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
     let inode = std::fs::metadata(&path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .ino();
-    let app = router(d.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "The admin socket stopped serving.");
-        }
-    });
+    let limits = crate::server::Limits::default();
+    crate::server::spawn(
+        "admin-socket",
+        crate::server::Bound::Unix(listener),
+        router(d.clone()),
+        limits,
+    );
     if let (Some(addr), Some(token)) = (settings.admin.listen, &settings.admin.token) {
         let token = token
             .load_string()
             .context("admin.token cannot be read")?
             .expose_secret()
             .to_owned();
+        let tls = admin_tls(settings)?;
+        if tls.is_none() && !crate::server::is_loopback(&addr) {
+            tracing::warn!(%addr, "The admin TCP listener serves plain HTTP beyond this machine (admin.insecure_listen): its token crosses the network in clear text.");
+        }
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
+        let secure = tls.is_some();
         let app = router(d).layer(middleware::from_fn_with_state(Arc::new(token), bearer));
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(tcp, app).await {
-                tracing::error!(error = %e, "The admin TCP listener stopped serving.");
-            }
-        });
-        tracing::info!(%addr, "Admin API listening on TCP (bearer token required).");
+        crate::server::spawn(
+            "admin-tcp",
+            crate::server::Bound::Tcp(tcp, tls),
+            app,
+            limits,
+        );
+        tracing::info!(%addr, tls = secure, "Admin API listening on TCP (bearer token required).");
     }
     Ok(AdminSocket { path, inode })
+}
+
+/// Make room for our socket: a socket nobody answers on is a leftover of a killed run and
+/// goes; a live one belongs to another instance, and anything that is not a socket is not
+/// ours to delete.
+fn take_stale_socket(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return Ok(());
+    };
+    if !meta.file_type().is_socket() {
+        anyhow::bail!(
+            "{} exists and is not a socket; rostersync does not delete it. Remove it yourself \
+             or set admin.socket to another path",
+            path.display()
+        );
+    }
+    // Never take a live instance's socket: its admins would talk to us instead.
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        anyhow::bail!(
+            "another rostersync instance is listening on {}; give each instance on this \
+             machine its own admin.socket (or run each as its own systemd unit)",
+            path.display()
+        );
+    }
+    std::fs::remove_file(path)
+        .with_context(|| format!("cannot remove the old socket {}", path.display()))
+}
+
+/// The admin TCP listener's TLS, when `[admin] certificate` and `private_key` are set.
+fn admin_tls(settings: &Settings) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let (Some(cert), Some(key)) = (&settings.admin.certificate, &settings.admin.private_key) else {
+        return Ok(None);
+    };
+    let cert = cert
+        .load_bytes()
+        .context("admin.certificate cannot be read")?;
+    let key = key
+        .load_bytes()
+        .context("admin.private_key cannot be read")?;
+    crate::server::tls_acceptor(cert.expose_secret(), key.expose_secret())
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("admin TLS: {e}"))
 }

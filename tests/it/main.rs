@@ -8,6 +8,7 @@ mod contention;
 mod daemon;
 mod faults;
 mod identity;
+mod listener;
 mod local;
 mod rights;
 mod roster;
