@@ -57,13 +57,16 @@ fn parse_fault(text: &str) -> Result<(SchoolId, Fault), String> {
         "malformed" => Fault::Malformed,
         "geengegevens" => Fault::NoData,
         "geenwijzigingen" => Fault::Unchanged,
+        "hostile" => Fault::HostileKey,
+        "hostile-error" => Fault::HostileError,
         code if code.starts_with("Client.") || code.starts_with("Server.") => {
             Fault::Soap(code.to_owned())
         }
         other => {
             return Err(format!(
                 "unknown fault '{other}': use a UWLR fault code such as Client.AutorisatieOngeldig, \
-                 or unavailable, slow, truncated, malformed, geengegevens, geenwijzigingen"
+                 or unavailable, slow, truncated, malformed, geengegevens, geenwijzigingen, \
+                 hostile, hostile-error"
             ));
         }
     };
@@ -85,12 +88,16 @@ pub fn sim_school_id(kind: SchoolKind, n: usize) -> SchoolId {
     SchoolId::new(&format!("{digits:02}{a}{b}"), "00").expect("generated BRINs are valid")
 }
 
+/// Write `path` (mode 0600) whole or not at all: a reader polling for it (a test, the bench)
+/// sees either no file or the complete one, never half of it.
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    let partial = path.with_extension("partial");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(content.as_bytes())
+    options.open(&partial)?.write_all(content.as_bytes())?;
+    std::fs::rename(&partial, path)
 }
 
 /// A configuration that points rostersync at `server`, with the keys in files beside it.

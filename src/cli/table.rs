@@ -13,8 +13,10 @@ impl Table {
         }
     }
 
+    /// Add a row. A cell may hold text from a source (a name, a message): any control
+    /// character in it is shown escaped, never sent to the terminal as it is.
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.into_iter().map(visible).collect());
     }
 
     pub fn render(&self) -> String {
@@ -48,6 +50,23 @@ impl Table {
         out.extend(self.rows.iter().map(|r| line(r)));
         out.join("\n") + "\n"
     }
+}
+
+/// `text` with every control character written as an escape (`\u{1b}`).
+pub fn visible(text: String) -> String {
+    if !text.chars().any(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// An optional cell as text, `-` when absent.

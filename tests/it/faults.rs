@@ -13,7 +13,7 @@ use rostersync::sync::report::Outcome;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::SimEnv;
+use crate::support::{SimEnv, count};
 
 /// What the proxy does once it has passed the given number of bytes from the server to the
 /// client.
@@ -182,4 +182,54 @@ async fn a_broker_that_closes_without_close_notify_is_a_truncated_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_connection_reset_is_transient() {
     through(Misbehave::Reset(6000), true, &["truncated", "transport"]).await;
+}
+
+/// Everything an operator would look at after a hostile answer, as one text.
+fn operator_views(sim: &SimEnv, run: i64) -> String {
+    let run = run.to_string();
+    [
+        vec!["status"],
+        vec!["runs"],
+        vec!["runs", "show", run.as_str()],
+        vec!["changes", "--run", run.as_str()],
+    ]
+    .iter()
+    .map(|args| sim.env.run(args).all_output())
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_source_cannot_steer_an_operators_terminal() {
+    use connector_sim::{Fault, FaultPlan};
+    for fault in [Fault::HostileKey, Fault::HostileError] {
+        let (sim, store) = SimEnv::start_linked(world(), false, false).await;
+        sim.server.with_world(|w| {
+            w.set_fault(
+                &"10XA00".parse().expect("id"),
+                Some(FaultPlan {
+                    fault: fault.clone(),
+                    remaining: None,
+                }),
+            )
+        });
+        let report = sim.sync(&store, false).await;
+        let r = &report.schools[0];
+        assert_eq!(r.outcome, Outcome::Frozen, "{fault:?}: {r:?}");
+        let message = r.message.clone().unwrap_or_default();
+        assert!(
+            !message.chars().any(char::is_control),
+            "{fault:?}: {message:?}"
+        );
+        let shown = operator_views(&sim, r.run.expect("run"));
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+            "{fault:?}: a control character reached the terminal:\n{shown:?}"
+        );
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM person").await,
+            0,
+            "{fault:?}: nothing of the answer was stored"
+        );
+    }
 }

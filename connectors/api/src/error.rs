@@ -24,38 +24,38 @@ pub enum ErrorKind {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectorError {
-    #[error("the source rejected the school's credential ({detail})")]
+    #[error("the source rejected the school's credential ({})", clean(.detail))]
     CredentialsRejected { detail: String },
-    #[error("the source rejected rostersync's supplier identity ({detail})")]
+    #[error("the source rejected rostersync's supplier identity ({})", clean(.detail))]
     SupplierRejected { detail: String },
-    #[error("access denied ({detail})")]
+    #[error("access denied ({})", clean(.detail))]
     AccessDenied { detail: String },
-    #[error("the source is temporarily unavailable ({detail})")]
+    #[error("the source is temporarily unavailable ({})", clean(.detail))]
     Unavailable {
         detail: String,
         retry_after: Option<Duration>,
     },
     #[error("no complete answer within {}s", after.as_secs())]
     Timeout { after: Duration },
-    #[error("could not reach the source ({detail})")]
+    #[error("could not reach the source ({})", clean(.detail))]
     Transport { detail: String },
-    #[error("the TLS connection was refused ({detail})")]
+    #[error("the TLS connection was refused ({})", clean(.detail))]
     Tls { detail: String },
-    #[error("the server's certificate is not trusted ({detail})")]
+    #[error("the server's certificate is not trusted ({})", clean(.detail))]
     TlsUntrusted { detail: String },
     #[error("the response is larger than the cap of {limit} bytes")]
     TooLarge { limit: u64 },
-    #[error("the response ended before it was complete ({detail})")]
+    #[error("the response ended before it was complete ({})", clean(.detail))]
     Truncated { detail: String },
-    #[error("the response could not be read ({detail})")]
+    #[error("the response could not be read ({})", clean(.detail))]
     Malformed { detail: String },
-    #[error("the source refused rostersync's request as invalid ({detail})")]
+    #[error("the source refused rostersync's request as invalid ({})", clean(.detail))]
     InvalidRequest { detail: String },
-    #[error("the source does not support protocol version {version} ({detail})")]
+    #[error("the source does not support protocol version {version} ({})", clean(.detail))]
     UnsupportedVersion { version: String, detail: String },
-    #[error("connector configuration: {detail}")]
+    #[error("connector configuration: {}", clean(.detail))]
     Config { detail: String },
-    #[error("the school has not given rostersync's publisher sync permission ({detail})")]
+    #[error("the school has not given rostersync's publisher sync permission ({})", clean(.detail))]
     NoConsent { detail: String },
     #[error("the source says the school is closed")]
     SchoolClosed,
@@ -181,14 +181,29 @@ impl ConnectorError {
 
 /// Cut a source-provided detail to a readable length on a character boundary.
 pub(crate) fn trim_detail(detail: &str) -> String {
+    clean(detail)
+}
+
+/// A source's text as it may be shown: one line, at most 300 characters, and no control
+/// character left as it is (a hostile source could otherwise clear an operator's terminal
+/// or rewrite its title): each is written as an escape such as `\u{1b}`. Every detail of a
+/// [`ConnectorError`] is shown through this.
+pub fn clean(detail: &str) -> String {
     const MAX: usize = 300;
     let one_line: String = detail.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() <= MAX {
-        return one_line;
+    let mut out = String::with_capacity(one_line.len());
+    for (n, c) in one_line.chars().enumerate() {
+        if n == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
-    let mut cut: String = one_line.chars().take(MAX).collect();
-    cut.push('…');
-    cut
+    out
 }
 
 #[cfg(test)]
@@ -209,6 +224,16 @@ mod tests {
         assert!(!key.is_retryable());
         assert_eq!(key.kind(), ErrorKind::Credentials);
         assert_eq!(key.class(), "credentials_rejected");
+    }
+
+    #[test]
+    fn control_characters_from_a_source_are_shown_escaped() {
+        let e = ConnectorError::Malformed {
+            detail: "\u{1b}[2J\u{1b}]0;pwned\u{7}bad".into(),
+        };
+        let shown = e.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.contains("\\u{1b}[2J"), "{shown}");
     }
 
     #[test]

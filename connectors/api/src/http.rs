@@ -17,6 +17,9 @@ use secrecy::{ExposeSecret, SecretBox};
 use crate::ConnectorError;
 use crate::error::trim_detail;
 
+/// How much of an error answer's body is read for its message.
+pub const SNIPPET_BYTES: usize = 2048;
+
 /// Limits for one source. Defaults suit a LAS answering a whole school in one response.
 #[derive(Clone, Debug)]
 pub struct HttpPolicy {
@@ -288,12 +291,20 @@ impl Response {
         Ok(buf.freeze())
     }
 
-    /// The first bytes of a body as text, for error details.
-    pub async fn snippet(self) -> String {
-        match self.bytes().await {
-            Ok(b) => trim_detail(&String::from_utf8_lossy(&b[..b.len().min(2048)])),
-            Err(e) => e.to_string(),
+    /// The first bytes of a body as text, for error details; reading stops after
+    /// [`SNIPPET_BYTES`] (an error page may be as large as the source likes).
+    pub async fn snippet(mut self) -> String {
+        let mut buf = BytesMut::new();
+        while buf.len() < SNIPPET_BYTES {
+            match self.next_chunk().await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => return e.to_string(),
+            }
         }
+        trim_detail(&String::from_utf8_lossy(
+            &buf[..buf.len().min(SNIPPET_BYTES)],
+        ))
     }
 
     /// The common reading of an HTTP status outside the protocol's own error format:

@@ -11,7 +11,7 @@ mod snapshot;
 pub mod tls;
 
 pub use connector::{BoxFuture, Connector, FetchOutcome, FetchRequest};
-pub use error::{ConnectorError, ErrorKind};
+pub use error::{ConnectorError, ErrorKind, clean};
 pub use school::{SchoolId, SchoolIdError, SchoolYear};
 pub use snapshot::{
     GroupKind, GroupRecord, PersonKeys, PersonName, PupilRecord, Reject, RoleScope, Snapshot,

@@ -168,3 +168,39 @@ async fn unauthorized_is_a_credentials_problem() {
         "a rejected credential is not retried"
     );
 }
+
+#[tokio::test]
+async fn an_error_body_is_read_no_further_than_its_snippet() {
+    // A 500 that announces 100 MB, sends 8 KB and then nothing: the error is said from the
+    // first bytes at once, not after the body (or the read timeout).
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = vec![0u8; 8192];
+        let _ = sock.read(&mut buf).await;
+        let mut head =
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100000000\r\n\r\n".to_vec();
+        head.extend(std::iter::repeat_n(b'x', 8192));
+        let _ = sock.write_all(&head).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let c = client(HttpPolicy {
+        read_timeout: Duration::from_secs(30),
+        ..quick_policy()
+    });
+    let started = std::time::Instant::now();
+    let response = c
+        .send(c.request(Method::GET, format!("http://{addr}/").parse().expect("url")))
+        .await
+        .expect("headers arrive");
+    let snippet = tokio::time::timeout(Duration::from_secs(5), response.snippet())
+        .await
+        .expect("the snippet does not wait for the whole body");
+    assert!(snippet.chars().count() <= 301, "{}", snippet.len());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -74,11 +74,10 @@ impl BasispoortConnector {
                             detail: format!("the broker sent an empty answer to {path}"),
                         });
                     }
-                    return serde_json::from_slice(&body).map_err(|e| ConnectorError::Malformed {
-                        detail: format!(
-                            "the broker's answer to {path} is not the JSON expected: {e}"
-                        ),
-                    });
+                    return connector_api::json::from_slice_clean(
+                        &body,
+                        &format!("the broker's answer to {path}"),
+                    );
                 }
                 Err(status_error(response, path).await)
             })

@@ -17,4 +17,4 @@ pub mod world;
 pub use pki::ClientCert;
 pub use school::{SchoolKind, SimSchool};
 pub use server::SimServer;
-pub use world::{DayReport, Fault, FaultPlan, SchoolAccess, World};
+pub use world::{DayReport, Fault, FaultPlan, SchoolAccess, TERMINAL_ATTACK, World};

@@ -243,6 +243,16 @@ fn decide(w: &mut World, req: &uwlr::Request) -> (Reply, Option<std::time::Durat
             StatusCode::OK,
             uwlr::envelope(&uwlr::empty_answer(op, "geenwijzigingen")),
         ),
+        Some(Fault::HostileKey) => {
+            // As character references: the XML stays well-formed, the value does not.
+            let attack = "&#27;[2J&#27;]0;pwned&#7;";
+            let body = data().replacen("<leerling key=\"", &format!("<leerling key=\"{attack}"), 1);
+            Reply::Xml(StatusCode::OK, body)
+        }
+        Some(Fault::HostileError) => Reply::Xml(
+            StatusCode::BAD_GATEWAY,
+            format!("{}upstream failed", crate::world::TERMINAL_ATTACK),
+        ),
         Some(Fault::Slow(d)) => {
             delay = Some(d);
             Reply::Xml(StatusCode::OK, data())

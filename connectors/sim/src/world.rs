@@ -28,7 +28,14 @@ pub enum Fault {
     NoData,
     /// `geenwijzigingen`, whatever the request.
     Unchanged,
+    /// A hostile LAS: terminal escape sequences in a pupil's key attribute.
+    HostileKey,
+    /// A hostile gateway: HTTP 502 with terminal escape sequences in the body.
+    HostileError,
 }
+
+/// What a hostile source puts in a string: clear the screen, set the terminal's title, bell.
+pub const TERMINAL_ATTACK: &str = "\u{1b}[2J\u{1b}]0;pwned\u{7}";
 
 #[derive(Debug, Clone)]
 pub struct FaultPlan {

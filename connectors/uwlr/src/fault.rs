@@ -4,11 +4,12 @@ use connector_api::ConnectorError;
 
 /// Map a fault's dotted code (`Client.AutorisatieOngeldig`) and text to our error classes.
 pub fn to_error(code: &str, message: &str, xsd_version: &str) -> ConnectorError {
-    let detail = if message.is_empty() {
+    // A fault string can be long (a stack trace) or hostile: shown cleaned and cut short.
+    let detail = connector_api::clean(&if message.is_empty() {
         code.to_owned()
     } else {
         format!("{code}: {message}")
-    };
+    });
     match code {
         "Client.AutorisatieOngeldig" => ConnectorError::CredentialsRejected { detail },
         "Client.OngeldigeKlantIdentificatie" => ConnectorError::SupplierRejected { detail },
@@ -32,6 +33,19 @@ pub fn to_error(code: &str, message: &str, xsd_version: &str) -> ConnectorError 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_or_hostile_fault_string_is_cut_short_and_made_visible() {
+        let long = format!("\u{1b}[2J{}", "stack frame ".repeat(400));
+        let e = to_error("Server.InterneFout", &long, "2.2");
+        let shown = e.to_string();
+        assert!(
+            shown.chars().count() < 400,
+            "{} characters",
+            shown.chars().count()
+        );
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+    }
 
     #[test]
     fn each_fault_code_has_its_class() {

@@ -409,6 +409,14 @@ fn keys_of(e: &BytesStart, position: u64) -> Result<(Option<String>, Option<Stri
             attr.value
         };
         let value = value.trim();
+        // A key is one word; a control character in it (escaped as &#27; or raw) is a
+        // hostile or broken LAS, and the whole answer is refused, as for text.
+        if value.chars().any(char::is_control) {
+            return Err(ParseError::Xml {
+                position,
+                reason: "a control character in a key attribute".into(),
+            });
+        }
         if value.chars().count() > MAX_TEXT {
             return Err(ParseError::Structure(format!(
                 "an attribute near byte {position} is longer than {MAX_TEXT} characters"

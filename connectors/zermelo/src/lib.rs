@@ -89,12 +89,10 @@ impl ZermeloConnector {
                     return Err(status_error(response, endpoint, fields).await);
                 }
                 let body = response.bytes().await?;
-                let envelope: wire::Envelope<T> =
-                    serde_json::from_slice(&body).map_err(|e| ConnectorError::Malformed {
-                        detail: format!(
-                            "the portal's answer to {endpoint} is not the JSON expected: {e}"
-                        ),
-                    })?;
+                let envelope: wire::Envelope<T> = connector_api::json::from_slice_clean(
+                    &body,
+                    &format!("the portal's answer to {endpoint}"),
+                )?;
                 match envelope.response.status {
                     Some(s) if s >= 400 => Err(ConnectorError::Malformed {
                         detail: format!(
