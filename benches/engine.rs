@@ -64,6 +64,8 @@ async fn sqlite_store(dir: &std::path::Path) -> Store {
         url: format!("sqlite://{}/bench.db?mode=rwc", dir.display()),
         busy_timeout_ms: 5000,
         max_connections: 4,
+        password: None,
+        allow_unverified_tls: false,
     };
     let store = Store::open(&settings, OpenMode::Create)
         .await

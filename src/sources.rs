@@ -32,12 +32,7 @@ pub enum SourceError {
 
 /// An extra trust root (a CA certificate is no secret, so it leaves its wrapper).
 fn trust_root(reference: Option<&SecretRef>) -> Result<Option<Vec<u8>>, SecretError> {
-    reference
-        .map(|c| {
-            c.load_bytes()
-                .map(|b| secrecy::ExposeSecret::expose_secret(&b).clone())
-        })
-        .transpose()
+    reference.map(SecretRef::load_public_bytes).transpose()
 }
 
 /// A school's portal connection; the token travels with each request (it is the school's).
@@ -52,7 +47,10 @@ pub fn portal_connector(
             connection: connection.clone(),
             source: e,
         })?,
-        policy: HttpPolicy::default(),
+        policy: HttpPolicy {
+            max_body_bytes: z.max_response_mb * 1024 * 1024,
+            ..HttpPolicy::default()
+        },
     })
     .map_err(|e| SourceError::Connector {
         connection,
@@ -74,6 +72,7 @@ pub fn broker_connector(broker: &BrokerSettings) -> Result<BasispoortConnector, 
         ca_pem: trust_root(broker.ca_certificate.as_ref()).map_err(secret)?,
         policy: HttpPolicy {
             request_timeout: Duration::from_secs(broker.timeout_seconds),
+            max_body_bytes: broker.max_response_mb * 1024 * 1024,
             ..HttpPolicy::default()
         },
     })

@@ -12,7 +12,7 @@ use secrecy::SecretString;
 use super::{Failure, OutputFormat, table};
 use crate::settings::Settings;
 use crate::store::schools::{self, LinkError, NewSchool};
-use crate::store::sealing::MasterKey;
+use crate::store::sealing::{KeyUse, MasterKey};
 use crate::store::{OpenMode, Store};
 
 #[derive(Debug, Subcommand)]
@@ -91,7 +91,7 @@ fn read_key(path: &Path) -> Result<SecretString, Failure> {
 }
 
 async fn master(settings: &Settings, store: &Store) -> Result<MasterKey, Failure> {
-    MasterKey::load_or_create(settings, store.home()).map_err(|e| Failure::usage(e.into()))
+    MasterKey::load(settings, store, KeyUse::Seal).map_err(|e| Failure::usage(e.into()))
 }
 
 pub async fn run(settings: &Settings, command: SchoolCommand) -> Result<(), Failure> {

@@ -35,10 +35,18 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSettings {
-    /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
+    /// `sqlite://path?mode=rwc` or `postgres://user@host/db`. Shown with its password masked.
+    #[serde(serialize_with = "redacted")]
     pub url: String,
     pub busy_timeout_ms: u64,
     pub max_connections: u32,
+    /// The PostgreSQL password as a secret reference (instead of in the URL).
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// Connect to a PostgreSQL server on another machine without a verified TLS connection
+    /// (sslmode=verify-full or verify-ca). Off: such a store URL is refused. Logged when on.
+    #[serde(default)]
+    pub allow_unverified_tls: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -110,6 +118,15 @@ pub struct AdminSettings {
     pub socket: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub token: Option<SecretRef>,
+    /// TLS for the TCP listener: a PEM certificate chain and its private key.
+    #[serde(default)]
+    pub certificate: Option<SecretRef>,
+    #[serde(default)]
+    pub private_key: Option<SecretRef>,
+    /// Listen on an address other machines reach without TLS (the bearer token then travels
+    /// in clear text: only behind a TLS-terminating proxy on a trusted network).
+    #[serde(default)]
+    pub insecure_listen: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -217,10 +234,18 @@ pub struct BrokerSettings {
     /// Longest time for one request to the broker, in seconds.
     #[serde(default = "default_broker_timeout")]
     pub timeout_seconds: u64,
+    /// Largest answer accepted, in MiB (an institution's overview is read whole).
+    #[serde(default = "default_json_response_mb")]
+    pub max_response_mb: u64,
     /// After a school revokes its sync permission, its data is kept this many days (a
     /// mistake can be undone by granting again), then deleted.
     #[serde(default = "default_offboarding_days")]
     pub offboarding_days: u32,
+}
+
+/// The broker and the portal answer in JSON that is read whole: a few MiB is a large school.
+fn default_json_response_mb() -> u64 {
+    8
 }
 
 fn default_broker_timeout() -> u64 {
@@ -239,6 +264,9 @@ pub struct ZermeloSettings {
     pub token: SecretRef,
     /// Extra trust root for the portal (test environments).
     pub ca_certificate: Option<SecretRef>,
+    /// Largest answer to one request accepted, in MiB.
+    #[serde(default = "default_json_response_mb")]
+    pub max_response_mb: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -259,13 +287,31 @@ fn school_id<'de, D: Deserializer<'de>>(d: D) -> Result<SchoolId, D::Error> {
 }
 
 fn display<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&v.to_string())
+    s.serialize_str(&redact_url(&v.to_string()))
+}
+
+fn redacted<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(v))
+}
+
+/// A URL for messages and printed configuration: a password in it becomes `***`. Text that
+/// is no URL keeps only what follows its last `@`.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => url.rsplit('@').next().unwrap_or("").to_owned(),
+    }
 }
 
 /// Endpoints must be HTTPS; plain HTTP only to loopback (the simulator, a local proxy).
 fn https_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
-    let s = String::deserialize(d)?;
-    let url: Url = s
+    let raw = String::deserialize(d)?;
+    let s = redact_url(&raw);
+    let url: Url = raw
         .parse()
         .map_err(|e| serde::de::Error::custom(format!("'{s}' is not a URL: {e}")))?;
     let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
@@ -276,6 +322,72 @@ fn https_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
             "'{s}' must be an https:// URL (plain http is only allowed to loopback)"
         ))),
     }
+}
+
+impl AdminSettings {
+    /// The TCP listener needs a token, and TLS unless only this machine can reach it (or
+    /// the operator says a proxy in front of it does TLS).
+    fn check(&self) -> Result<(), String> {
+        let Some(addr) = self.listen else {
+            return Ok(());
+        };
+        if self.token.is_none() {
+            return Err(
+                "admin.listen needs admin.token: the TCP listener requires a bearer token".into(),
+            );
+        }
+        let tls = match (&self.certificate, &self.private_key) {
+            (Some(_), Some(_)) => true,
+            (None, None) => false,
+            _ => {
+                return Err(
+                    "admin.certificate and admin.private_key go together: give both for TLS".into(),
+                );
+            }
+        };
+        if !tls && !addr.ip().is_loopback() && !self.insecure_listen {
+            return Err(format!(
+                "admin.listen = \"{addr}\" is reachable from other machines, and without TLS \
+                 the admin token would cross the network in clear text: set \
+                 admin.certificate and admin.private_key, listen on 127.0.0.1 behind a TLS \
+                 proxy, or (a proxy on a trusted network) set admin.insecure_listen = true"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A PostgreSQL store on another machine must be reached over TLS that verifies the server
+/// (pupil data crosses that link), unless the operator explicitly allows otherwise.
+fn check_store_tls(store: &StoreSettings) -> Result<(), String> {
+    let Ok(url) = Url::parse(&store.url) else {
+        return Ok(()); // Not a URL the TLS rule applies to (SQLite paths, checked later).
+    };
+    if !matches!(url.scheme(), "postgres" | "postgresql") || store.allow_unverified_tls {
+        return Ok(());
+    }
+    let host = url.host_str().unwrap_or("");
+    let local = host.is_empty()
+        || host == "localhost"
+        || host.starts_with('/')
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let mode = url
+        .query_pairs()
+        .find(|(k, _)| k == "sslmode")
+        .map(|(_, v)| v.into_owned());
+    if local || matches!(mode.as_deref(), Some("verify-full" | "verify-ca")) {
+        return Ok(());
+    }
+    Err(format!(
+        "store.url: the PostgreSQL server {host} is on another machine, and without a verified \
+         TLS connection pupil data would cross the network unprotected (sslmode={}). Add \
+         ?sslmode=verify-full to the URL (with &sslrootcert=/path/ca.pem when its CA is not a \
+         system CA), or set store.allow_unverified_tls = true to accept the risk",
+        mode.as_deref().unwrap_or("prefer, the default")
+    ))
 }
 
 /// A configuration problem, naming where it is and what was expected. Exit code 2.
@@ -373,6 +485,9 @@ impl Settings {
             if !(1..=365).contains(&b.offboarding_days) {
                 return Err("broker.offboarding_days must be between 1 and 365".into());
             }
+            if !(1..=1024).contains(&b.max_response_mb) {
+                return Err("broker.max_response_mb must be between 1 and 1024".into());
+            }
         }
         if self.schedule.window_minutes > 12 * 60 {
             return Err("schedule.window_minutes must be at most 720 (12 hours)".into());
@@ -380,11 +495,8 @@ impl Settings {
         if self.schedule.retry_minutes == 0 {
             return Err("schedule.retry_minutes must be at least 1".into());
         }
-        if self.admin.listen.is_some() && self.admin.token.is_none() {
-            return Err(
-                "admin.listen needs admin.token: the TCP listener requires a bearer token".into(),
-            );
-        }
+        self.admin.check()?;
+        check_store_tls(&self.store)?;
         let sync = &self.sync;
         if !(1..=256).contains(&sync.concurrency) {
             return Err("sync.concurrency must be between 1 and 256".into());
@@ -507,6 +619,15 @@ impl Settings {
         let mut refs = Vec::new();
         if let Some(t) = &self.admin.token {
             refs.push(("admin.token".to_owned(), t));
+        }
+        if let Some(c) = &self.admin.certificate {
+            refs.push(("admin.certificate".to_owned(), c));
+        }
+        if let Some(k) = &self.admin.private_key {
+            refs.push(("admin.private_key".to_owned(), k));
+        }
+        if let Some(p) = &self.store.password {
+            refs.push(("store.password".to_owned(), p));
         }
         if let Some(k) = &self.security.master_key {
             refs.push(("security.master_key".to_owned(), k));

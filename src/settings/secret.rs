@@ -34,6 +34,15 @@ pub enum SecretError {
     },
     #[error("secret {reference} is empty")]
     Empty { reference: String },
+    #[error(
+        "secret file {path} can be read by others than its owner (mode {mode:04o}): \
+         chmod 600 {path} (it holds a secret; only the user rostersync runs as may read it)"
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("secret {reference} is larger than {limit} bytes: is it the right file?")]
+    TooLarge { reference: String, limit: u64 },
     #[error("secret {reference} is not UTF-8 text")]
     NotText { reference: String },
 }
@@ -60,11 +69,46 @@ impl SecretRef {
         }
     }
 
-    /// The raw bytes (certificates, key stores).
+    /// The raw bytes (certificates with keys, key stores). The file is opened once and its
+    /// handle checked (what is read is what was checked): a regular file, readable by its
+    /// owner only, at most [`MAX_SECRET_BYTES`].
     pub fn load_bytes(&self) -> Result<SecretBox<Vec<u8>>, SecretError> {
+        self.read(true)
+    }
+
+    /// The bytes of a file that is referenced like a secret but is public (a CA
+    /// certificate): the same checks, except who may read it.
+    pub fn load_public_bytes(&self) -> Result<Vec<u8>, SecretError> {
+        self.read(false)
+            .map(|b| secrecy::ExposeSecret::expose_secret(&b).clone())
+    }
+
+    fn read(&self, private: bool) -> Result<SecretBox<Vec<u8>>, SecretError> {
+        use std::io::Read;
         let path = self.path()?;
-        let bytes = std::fs::read(&path).map_err(|e| self.read_error(&path, e))?;
-        warn_if_world_readable(&path);
+        let file = std::fs::File::open(&path).map_err(|e| self.read_error(&path, e))?;
+        let meta = file.metadata().map_err(|e| self.read_error(&path, e))?;
+        if !meta.is_file() {
+            return Err(SecretError::NotAFile { path });
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o7777;
+            if private && mode & 0o077 != 0 {
+                return Err(SecretError::TooOpen { path, mode });
+            }
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_SECRET_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.read_error(&path, e))?;
+        if bytes.len() as u64 > MAX_SECRET_BYTES {
+            return Err(SecretError::TooLarge {
+                reference: self.to_string(),
+                limit: MAX_SECRET_BYTES,
+            });
+        }
         if bytes.is_empty() {
             return Err(SecretError::Empty {
                 reference: self.to_string(),
@@ -109,21 +153,9 @@ impl SecretRef {
     }
 }
 
-/// Secrets readable by every local user are a finding worth a warning, not a refusal.
-fn warn_if_world_readable(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o004 != 0
-        {
-            tracing::warn!(
-                path = %path.display(),
-                "Secret file is readable by every local user; restrict it with chmod 600."
-            );
-        }
-    }
-}
+/// No secret rostersync reads (a key, a token, a certificate with its key) is larger; a
+/// larger file is the wrong one.
+pub const MAX_SECRET_BYTES: u64 = 1024 * 1024;
 
 impl<'de> Deserialize<'de> for SecretRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -219,11 +251,47 @@ mod tests {
         assert!(toml_like(r#"key = { credential = "../x" }"#).is_err());
     }
 
+    fn private_file(path: &Path, content: &[u8]) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, content).expect("write");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+
+    #[test]
+    fn a_secret_others_can_read_is_refused_naming_the_file_and_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k");
+        private_file(&path, b"abc");
+        for mode in [0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let err = SecretRef::File(path.clone())
+                .load_string()
+                .expect_err("refused");
+            let text = err.to_string();
+            assert!(text.contains(&format!("{mode:04o}")), "{text}");
+            assert!(text.contains("chmod 600"), "{text}");
+            assert!(!text.contains("abc"), "{text}");
+        }
+        // A CA certificate is public: readable by all is fine.
+        assert!(SecretRef::File(path.clone()).load_public_bytes().is_ok());
+        let big = dir.path().join("big");
+        private_file(&big, &vec![b'a'; (MAX_SECRET_BYTES + 1) as usize]);
+        assert!(matches!(
+            SecretRef::File(big).load_bytes(),
+            Err(SecretError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            SecretRef::File(dir.path().to_owned()).load_bytes(),
+            Err(SecretError::NotAFile { .. })
+        ));
+    }
+
     #[test]
     fn a_file_secret_loses_its_trailing_newline() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("k");
-        std::fs::write(&path, "abc-123\n").expect("write");
+        private_file(&path, b"abc-123\n");
         let s = SecretRef::File(path).load_string().expect("readable");
         assert_eq!(s.expose_secret(), "abc-123");
         let missing = SecretRef::File(dir.path().join("nope")).load_string();

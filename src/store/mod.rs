@@ -130,25 +130,19 @@ fn parse_location(url: &str) -> Result<Location, StoreError> {
     Err(StoreError::BadUrl(redact_url(url)))
 }
 
-/// The URL without its password, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match connector_api::http::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => url.split('@').next_back().unwrap_or("").to_owned(),
-    }
-}
+pub use crate::settings::redact_url;
 
 impl Store {
     pub async fn open(settings: &StoreSettings, mode: OpenMode) -> Result<Store, StoreError> {
         let location = parse_location(&settings.url)?;
+        let password = store_password(settings)?;
         let (url, shown, home) = match &location {
             Location::Sqlite { path, query } => sqlite_target(path, query, mode)?,
             Location::Postgres { url } => {
-                probe_postgres(url)
+                if settings.allow_unverified_tls {
+                    tracing::warn!(store = %redact_url(url), "The PostgreSQL store may be reached without a verified TLS connection (store.allow_unverified_tls).");
+                }
+                probe_postgres(url, password.as_ref())
                     .await
                     .map_err(|reason| StoreError::Unreachable {
                         shown: redact_url(url),
@@ -167,11 +161,17 @@ impl Store {
         };
         // The writer first: it creates the file and switches it to WAL, which a read-only
         // connection cannot do.
-        let writer = connect(pool_options(&url, settings, mode, Pool::Writer, sqlite))
-            .await
-            .map_err(unreachable)?;
+        let writer = connect(pool_options(
+            &url,
+            settings,
+            mode,
+            Pool::Writer,
+            password.clone(),
+        ))
+        .await
+        .map_err(unreachable)?;
         let db = if sqlite {
-            connect(pool_options(&url, settings, mode, Pool::Reader, sqlite))
+            connect(pool_options(&url, settings, mode, Pool::Reader, None))
                 .await
                 .map_err(unreachable)?
         } else {
@@ -335,13 +335,31 @@ enum Pool {
 /// wait this long means a writer is stuck, not that the store is busy.
 const WRITER_QUEUE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// `store.password`, read once, when the configuration gives one.
+fn store_password(settings: &StoreSettings) -> Result<Option<String>, StoreError> {
+    settings
+        .password
+        .as_ref()
+        .map(|p| {
+            p.load_string()
+                .map(|s| secrecy::ExposeSecret::expose_secret(&s).to_owned())
+                .map_err(|e| StoreError::Unreachable {
+                    shown: redact_url(&settings.url),
+                    reason: format!("store.password cannot be read: {e}"),
+                })
+        })
+        .transpose()
+}
+
+/// The options of one pool. `password`: PostgreSQL's, from `store.password`.
 fn pool_options(
     url: &str,
     settings: &StoreSettings,
     mode: OpenMode,
     pool: Pool,
-    sqlite: bool,
+    password: Option<String>,
 ) -> ConnectOptions {
+    let sqlite = url.starts_with("sqlite:");
     let mut opts = ConnectOptions::new(url.to_owned());
     let writer_only = sqlite && pool == Pool::Writer;
     opts.max_connections(if writer_only {
@@ -379,8 +397,13 @@ fn pool_options(
         // contention and is tried again, instead of hanging behind it.
         let lock_timeout = format!("{}", settings.busy_timeout_ms);
         opts.map_sqlx_postgres_opts(move |o| {
-            o.statement_cache_capacity(STATEMENT_CACHE)
-                .options([("lock_timeout", lock_timeout.as_str())])
+            let o = o
+                .statement_cache_capacity(STATEMENT_CACHE)
+                .options([("lock_timeout", lock_timeout.as_str())]);
+            match &password {
+                Some(p) => o.password(p),
+                None => o,
+            }
         });
     }
     opts
@@ -405,9 +428,14 @@ fn create_private_file(path: &Path) -> std::io::Result<()> {
 
 /// One direct connection before the pool: the pool hides why it could not connect
 /// ("pool timed out"), a direct attempt says "connection refused" or "password failed".
-async fn probe_postgres(url: &str) -> Result<(), String> {
-    use sea_orm::sqlx::{Connection, postgres::PgConnection};
-    let attempt = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(url)).await;
+async fn probe_postgres(url: &str, password: Option<&String>) -> Result<(), String> {
+    use sea_orm::sqlx::{Connection, postgres::PgConnectOptions, postgres::PgConnection};
+    let mut options: PgConnectOptions = url.parse().map_err(|e| sqlx_reason(&e))?;
+    if let Some(p) = password {
+        options = options.password(p);
+    }
+    let attempt =
+        tokio::time::timeout(Duration::from_secs(5), PgConnection::connect_with(&options)).await;
     match attempt {
         Err(_) => Err("no answer within 5 s (is the server running and reachable?)".into()),
         Ok(Err(e)) => Err(sqlx_reason(&e)),

@@ -44,6 +44,16 @@ pub enum SealError {
     },
     #[error("cannot record the master key id in the store: {0}")]
     Store(#[from] sea_orm::DbErr),
+    #[error(
+        "a PostgreSQL store needs security.master_key (the same key on every instance that \
+         shares the store); there is no default key file beside it"
+    )]
+    NoKeyConfigured,
+    #[error(
+        "there is no master key at {path}, so no school key sealed in the store can be read; \
+         restore the key file (or add the school's key again with `rostersync school set-key`)"
+    )]
+    Missing { path: PathBuf },
 }
 
 /// A sealed secret as stored: which key sealed it, the nonce, and ciphertext with tag.
@@ -59,10 +69,24 @@ pub struct MasterKey {
     origin: String,
 }
 
+/// What the master key is wanted for: reading sealed keys never creates one; sealing a new
+/// key may create the default key file of a SQLite store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    Read,
+    Seal,
+}
+
 impl MasterKey {
     /// The configured key, or the default one: credential `master-key` under systemd, else
-    /// `master.key` in `home`, created (mode 0600) when it does not exist yet.
-    pub fn load_or_create(settings: &Settings, home: &Path) -> Result<MasterKey, SealError> {
+    /// (SQLite stores only) `master.key` beside the store, created (mode 0600) when sealing
+    /// needs it. A PostgreSQL store, shared by instances on several machines, has no "beside":
+    /// it needs `security.master_key` (or the credential).
+    pub fn load(
+        settings: &Settings,
+        store: &super::Store,
+        want: KeyUse,
+    ) -> Result<MasterKey, SealError> {
         if let Some(reference) = &settings.security.master_key {
             return Self::from_ref(reference);
         }
@@ -72,8 +96,14 @@ impl MasterKey {
                 return Self::from_ref(&SecretRef::Credential("master-key".into()));
             }
         }
-        let path = home.join("master.key");
+        if store.backend() != sea_orm::DbBackend::Sqlite {
+            return Err(SealError::NoKeyConfigured);
+        }
+        let path = store.home().join("master.key");
         if !path.exists() {
+            if want == KeyUse::Read {
+                return Err(SealError::Missing { path });
+            }
             create_key_file(&path)?;
             tracing::warn!(
                 path = %path.display(),

@@ -16,7 +16,7 @@ use crate::settings::Settings;
 use crate::sources;
 use crate::store::roster::{self, Purged};
 use crate::store::schools::{self, LAS_KEY};
-use crate::store::sealing::MasterKey;
+use crate::store::sealing::{KeyUse, MasterKey};
 use crate::store::{Store, StoreError};
 use crate::sync::apply::{
     self, BROKER, LAS, PORTAL, Rules, RunOptions, SchoolReport, Source, Target,
@@ -303,7 +303,7 @@ impl Master<'_> {
         let (settings, store) = (self.settings, self.store);
         self.key
             .get_or_insert_with(|| {
-                MasterKey::load_or_create(settings, store.home()).map_err(|e| e.to_string())
+                MasterKey::load(settings, store, KeyUse::Read).map_err(|e| e.to_string())
             })
             .as_ref()
             .map_err(Clone::clone)

@@ -63,7 +63,9 @@ async fn an_unreachable_database_is_a_setup_error() {
 async fn a_missing_sqlite_store_says_to_migrate() {
     let env = Env::new().await;
     if env.is_postgres() {
-        return; // A fresh PostgreSQL database exists but is empty; covered by the next test.
+        // A fresh PostgreSQL database exists but is empty; covered by the next test.
+        eprintln!("SKIP a_missing_sqlite_store_says_to_migrate: SQLite only");
+        return;
     }
     let line = env.run(&["school", "list"]).fails_with(2);
     assert!(line.contains("rostersync migrate"), "{line}");
@@ -113,4 +115,138 @@ async fn environment_variables_override_the_file() {
     );
     let line = bad.fails_with(2);
     assert!(line.contains("schedule.daily"), "{line}");
+}
+
+#[tokio::test]
+async fn check_config_masks_passwords_in_every_url_it_shows_or_quotes() {
+    let env = Env::new().await;
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let text = text
+        .replace(
+            &env.store_url,
+            "postgres://rs:pg-hunter2@127.0.0.1:5432/rostersync",
+        )
+        .replace(
+            "https://example.rovictonline.nl/uwlr2.2.svc",
+            "https://vendor:las-hunter2@example.rovictonline.nl/uwlr2.2.svc",
+        );
+    std::fs::write(&env.config, text).expect("write config");
+    let run = env.run(&["check-config"]);
+    run.ok();
+    let out = run.all_output();
+    for secret in ["pg-hunter2", "las-hunter2"] {
+        assert!(!out.contains(secret), "{secret} printed:\n{out}");
+    }
+    assert!(
+        out.contains("postgres://rs:***@127.0.0.1:5432/rostersync"),
+        "{out}"
+    );
+    // A refused endpoint is quoted without its password too.
+    env.write_config(
+        "[[las]]\nname = \"bad\"\nkind = \"uwlr\"\nendpoint = \"ftp://u:ftp-hunter2@x.example/\"\n\
+         klantnaam = \"P\"\nklantcode = { file = \"/dev/null\" }\n",
+    );
+    let run = env.run(&["check-config"]);
+    let line = run.fails_with(2);
+    assert!(line.contains("must be an https:// URL"), "{line}");
+    assert!(!run.all_output().contains("ftp-hunter2"), "{line}");
+}
+
+#[tokio::test]
+async fn a_secret_file_others_can_read_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new().await;
+    let key = env.path("k-99XX00");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    env.write_config(&format!(
+        "[[school]]\nid = \"12AB00\"\nlas = \"esis\"\nkey = {{ file = \"{}\" }}\n",
+        key.display()
+    ));
+    let run = env.run(&["check-config"]);
+    let line = run.fails_with(2);
+    assert!(line.contains("school[0].key"), "{line}");
+    assert!(
+        line.contains(&format!("chmod 600 {}", key.display())),
+        "{line}"
+    );
+    assert_no_secret(&run.all_output(), "check-config");
+}
+
+#[tokio::test]
+async fn a_remote_postgresql_store_needs_verified_tls_or_an_explicit_override() {
+    let env = Env::new().await;
+    let remote = |url: &str, extra: &str| {
+        let text = std::fs::read_to_string(&env.config).expect("config");
+        let start = text.find("url = ").expect("store url");
+        let end = start + text[start..].find('\n').expect("line end");
+        let text = format!(
+            "{}url = \"{url}\"\n{extra}{}",
+            &text[..start],
+            &text[end + 1..]
+        );
+        std::fs::write(&env.config, text).expect("write config");
+    };
+    remote("postgres://rs@db.example.org/rostersync", "");
+    let line = env.run(&["check-config"]).fails_with(2);
+    assert!(line.contains("sslmode=verify-full"), "{line}");
+    assert!(line.contains("db.example.org"), "{line}");
+    env.write_config("");
+    remote(
+        "postgres://rs@db.example.org/rostersync?sslmode=verify-full",
+        "",
+    );
+    env.run(&["check-config"]).ok();
+    env.write_config("");
+    remote(
+        "postgres://rs@db.example.org/rostersync?sslmode=require",
+        "allow_unverified_tls = true\n",
+    );
+    env.run(&["check-config"]).ok();
+}
+
+#[tokio::test]
+async fn the_admin_tcp_listener_stays_on_loopback_without_tls() {
+    let env = Env::new().await;
+    env.write("admin-token", "t0ken-t0ken\n");
+    let admin = |listen: &str, extra: &str| {
+        env.write_config(&format!(
+            "[admin]\nlisten = \"{listen}\"\ntoken = {{ file = \"{}\" }}\n{extra}",
+            env.path("admin-token").display()
+        ));
+    };
+    admin("0.0.0.0:8710", "");
+    let line = env.run(&["check-config"]).fails_with(2);
+    assert!(line.contains("clear text"), "{line}");
+    assert!(line.contains("admin.certificate"), "{line}");
+    admin("127.0.0.1:8710", "");
+    env.run(&["check-config"]).ok();
+    admin("0.0.0.0:8710", "insecure_listen = true\n");
+    env.run(&["check-config"]).ok();
+    admin("0.0.0.0:8710", "certificate = { file = \"/etc/x.pem\" }\n");
+    let line = env.run(&["check-config"]).fails_with(2);
+    assert!(line.contains("go together"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_commands_create_no_master_key() {
+    let env = Env::on(true).await;
+    // No security.master_key: the default would be master.key beside the store.
+    let text = std::fs::read_to_string(&env.config).expect("config");
+    let without = text.replace(
+        &format!(
+            "[security]\nmaster_key = {{ file = \"{}/master.key\" }}\n",
+            env.dir.path().display()
+        ),
+        "",
+    );
+    assert_ne!(without, text, "the test configuration names its master key");
+    std::fs::write(&env.config, without).expect("write config");
+    std::fs::remove_file(env.path("master.key")).expect("remove the test key");
+    env.run(&["migrate"]).ok();
+    env.run(&["check-config", "--online"]);
+    env.run(&["status"]).ok();
+    assert!(
+        !env.path("master.key").exists(),
+        "a read-only command created a master key"
+    );
 }

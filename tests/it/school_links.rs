@@ -60,7 +60,8 @@ async fn a_linked_school_is_listed_with_its_key_redacted_and_sealed_in_the_store
     let store = Store::open(&settings.store, OpenMode::Existing)
         .await
         .expect("store");
-    let master = MasterKey::load_or_create(&settings, store.home()).expect("master key");
+    let master = MasterKey::load(&settings, &store, rostersync::store::sealing::KeyUse::Seal)
+        .expect("master key");
     let id: SchoolId = "99XX00".parse().expect("id");
     let key = schools::load_secret(&store, &master, &id, LAS_KEY)
         .await
@@ -97,7 +98,8 @@ async fn a_key_can_come_from_stdin_and_be_replaced() {
     let store = Store::open(&settings.store, OpenMode::Existing)
         .await
         .expect("store");
-    let master = MasterKey::load_or_create(&settings, store.home()).expect("master key");
+    let master = MasterKey::load(&settings, &store, rostersync::store::sealing::KeyUse::Seal)
+        .expect("master key");
     let key = schools::load_secret(&store, &master, &"99XX01".parse().expect("id"), LAS_KEY)
         .await
         .expect("readable")
@@ -264,7 +266,8 @@ async fn removing_a_school_needs_confirmation_and_deletes_its_secret() {
     let store = Store::open(&settings.store, OpenMode::Existing)
         .await
         .expect("store");
-    let master = MasterKey::load_or_create(&settings, store.home()).expect("master key");
+    let master = MasterKey::load(&settings, &store, rostersync::store::sealing::KeyUse::Seal)
+        .expect("master key");
     let gone = schools::load_secret(&store, &master, &"99XX00".parse().expect("id"), LAS_KEY)
         .await
         .expect("query");
@@ -296,7 +299,8 @@ async fn a_different_master_key_is_caught_by_name() {
     let store = Store::open(&settings.store, OpenMode::Existing)
         .await
         .expect("store");
-    let wrong = MasterKey::load_or_create(&settings, store.home()).expect("loads");
+    let wrong = MasterKey::load(&settings, &store, rostersync::store::sealing::KeyUse::Seal)
+        .expect("loads");
     let err = schools::load_secret(&store, &wrong, &"99XX00".parse().expect("id"), LAS_KEY)
         .await
         .expect_err("cannot unseal");
