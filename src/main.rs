@@ -15,9 +15,10 @@ fn main() -> ExitCode {
     };
     let format = args.log_format.unwrap_or(settings.log.format);
     // The demo explains itself on stdout; its per-school log lines would only interleave.
-    let filter = match &args.command {
-        cli::Command::Demo(_) | cli::Command::Bench(_) => "warn",
-        _ => settings.log.filter.as_str(),
+    let filter = if args.command.explains_itself() {
+        "warn"
+    } else {
+        settings.log.filter.as_str()
     };
     if let Err(e) = telemetry::init(format, filter) {
         return fail(2, &anyhow::anyhow!(e));

@@ -64,7 +64,10 @@ struct Scenario {
     engine_ms: f64,
     engine_min_ms: f64,
     engine_max_ms: f64,
+    /// Median of fetch + parse + engine: what the school's run took end to end.
+    total_ms: f64,
     changes: usize,
+    /// The target applies to the engine's median.
     target_ms: Option<f64>,
 }
 
@@ -137,6 +140,12 @@ fn scenario_of(
         engine_ms: ms(median(engine.clone())),
         engine_min_ms: ms(engine.iter().copied().min().unwrap_or_default()),
         engine_max_ms: ms(engine.iter().copied().max().unwrap_or_default()),
+        total_ms: ms(median(
+            reports
+                .iter()
+                .map(|r| r.fetch_time + r.engine_time)
+                .collect(),
+        )),
         changes: reports
             .iter()
             .map(|r| r.counts.created() + r.counts.updated() + r.counts.removed())
@@ -247,8 +256,9 @@ async fn large_school(args: &BenchArgs, dir: &Path) -> Result<Vec<Scenario>, Fai
     }
     Ok(vec![
         scenario("initial load", &initial.schools, None)?,
-        scenario("unchanged re-sync", &unchanged, Some(30.0))?,
-        scenario("unchanged, full load + diff", &full_diff, None)?,
+        // The target is on the full path: the digest shortcut below it is only a bonus.
+        scenario("unchanged re-sync", &unchanged, None)?,
+        scenario("unchanged, full load + diff", &full_diff, Some(30.0))?,
         scenario("2% changed re-sync", &changed, None)?,
         Scenario {
             name: "  of which grants",
@@ -279,9 +289,12 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Start measuring the peak from here (Linux: writing 5 to clear_refs resets VmHWM).
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// Start measuring the peak from here (Linux: writing 5 to clear_refs resets VmHWM). Without
+/// it the peak would include everything before, and memory would look flat by construction.
+fn reset_peak_rss() -> Result<(), Failure> {
+    std::fs::write("/proc/self/clear_refs", "5")
+        .context("cannot reset the peak memory counter (/proc/self/clear_refs)")
+        .map_err(Failure::failed)
 }
 
 /// A `rostersync simulate` child, stopped when dropped.
@@ -357,7 +370,7 @@ async fn many_schools(
         }
     };
     let store = open_store(&settings).await?;
-    reset_peak_rss();
+    reset_peak_rss()?;
     let marks: Vec<usize> = [args.schools / 5, args.schools / 2, args.schools]
         .into_iter()
         .filter(|m| *m > 0)
@@ -478,6 +491,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             "ENGINE (MEDIAN)",
             "MIN",
             "MAX",
+            "TOTAL",
             "TARGET",
         ]);
         for s in &large {
@@ -489,6 +503,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
                 format!("{:.1} ms", s.engine_ms),
                 format!("{:.1} ms", s.engine_min_ms),
                 format!("{:.1} ms", s.engine_max_ms),
+                format!("{:.1} ms", s.total_ms),
                 s.target_ms
                     .map(|t| {
                         format!(
@@ -526,7 +541,8 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             m.seconds,
             m.schools_per_second,
             m.target_seconds,
-            if m.seconds < m.target_seconds {
+            // Fast is no success when schools failed: the target needs every school ok.
+            if m.seconds < m.target_seconds && m.outcomes_ok == m.schools {
                 "met"
             } else {
                 "MISSED"

@@ -1,14 +1,17 @@
 //! The command line: parsing, dispatch, exit codes and output formats.
 //! Exit 0 ok, 1 a run failed or was held, 2 bad usage or configuration.
 
+#[cfg(feature = "simulator")]
 mod bench;
 mod check;
 mod daemon;
+#[cfg(feature = "simulator")]
 mod demo;
 mod history;
 mod local;
 mod rights;
 mod school;
+#[cfg(feature = "simulator")]
 mod simulate;
 mod sync;
 mod table;
@@ -95,11 +98,26 @@ pub enum Command {
     /// Put back what a run applied, as a run of its own (the journal says what).
     Undo(undo::UndoArgs),
     /// Serve simulated schools as a real LAS on 127.0.0.1 (for trying out, tests and support).
+    #[cfg(feature = "simulator")]
     Simulate(simulate::SimulateArgs),
     /// A full demonstration: simulated LAS, a temporary SQLite store, two days of syncs.
+    #[cfg(feature = "simulator")]
     Demo(demo::DemoArgs),
     /// Measure the sync engine end to end against the simulator (SQLite in a temporary directory).
+    #[cfg(feature = "simulator")]
     Bench(bench::BenchArgs),
+}
+
+impl Command {
+    /// The demo and the bench explain themselves on stdout; their per-school log lines would
+    /// only interleave.
+    pub fn explains_itself(&self) -> bool {
+        #[cfg(feature = "simulator")]
+        if matches!(self, Command::Demo(_) | Command::Bench(_)) {
+            return true;
+        }
+        false
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -196,8 +214,11 @@ pub async fn run(
         Command::Changes(args) => history::changes(&settings, args).await,
         Command::Approve(args) => history::approve(&settings, args).await,
         Command::Undo(args) => undo::run(&settings, args).await,
+        #[cfg(feature = "simulator")]
         Command::Simulate(args) => simulate::run(args).await,
+        #[cfg(feature = "simulator")]
         Command::Demo(args) => demo::run(args).await,
+        #[cfg(feature = "simulator")]
         Command::Bench(args) => bench::run(args).await,
     }
 }

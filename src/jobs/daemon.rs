@@ -133,6 +133,7 @@ impl Daemon {
             }
         };
         let Some(date) = daily.due(now, last) else {
+            tracing::debug!(last = ?last, "No cycle due.");
             return;
         };
         let rows = match schools::rows(&self.store).await {
@@ -380,7 +381,11 @@ impl Daemon {
     /// A transient failure is tried again later the same day, each time waiting twice as long.
     async fn retry_later(&self, job: &Job, report: &SchoolReport, settings: &Settings) {
         let tries = u32::try_from(job.attempts).unwrap_or(u32::MAX);
-        if !report.retry || tries > settings.schedule.retries {
+        if !report.retry {
+            return;
+        }
+        if tries > settings.schedule.retries {
+            tracing::warn!(school = %report.school, retries = settings.schedule.retries, "No retries left today; the next daily cycle tries the school again.");
             return;
         }
         let wait = u64::from(settings.schedule.retry_minutes)

@@ -178,7 +178,9 @@ mod tests {
         let d = amsterdam("03:30");
         let offsets: Vec<Duration> = (0..200).map(|n| d.offset(&format!("{n:02}AB00"))).collect();
         assert!(offsets.iter().all(|o| *o < Duration::from_secs(3600)));
-        assert_eq!(d.offset("99XX00"), d.offset("99XX00"));
+        // A school keeps its place across releases and machines: the value is pinned, so a
+        // change of the hash (which would move every school's slot) shows here.
+        assert_eq!(d.offset("99XX00"), Duration::from_secs(3399));
         let first_half = offsets
             .iter()
             .filter(|o| **o < Duration::from_secs(1800))

@@ -23,7 +23,9 @@ async fn migrate_creates_the_store_and_is_idempotent() {
 async fn concurrent_migrations_do_not_race() {
     let env = Env::new().await;
     if !env.is_postgres() {
-        return; // SQLite serves one instance; the advisory lock is a PostgreSQL matter.
+        // SQLite serves one instance; the advisory lock is a PostgreSQL matter.
+        eprintln!("SKIP concurrent_migrations_do_not_race: needs ROSTERSYNC_TEST_POSTGRES");
+        return;
     }
     let runs: Vec<_> = (0..4)
         .map(|_| {

@@ -473,9 +473,11 @@ pub async fn count(store: &rostersync::store::Store, sql: &str) -> i64 {
 
 /// The first column of the first row of `sql`, as text.
 pub async fn one(store: &rostersync::store::Store, sql: &str) -> Option<String> {
-    first_row(store, sql)
-        .await
-        .and_then(|r| r.try_get_by_index::<Option<String>>(0).ok().flatten())
+    // A column that is no text is the test's mistake: said, not read as "no value".
+    first_row(store, sql).await.and_then(|r| {
+        r.try_get_by_index::<Option<String>>(0)
+            .unwrap_or_else(|e| panic!("{sql}: not a text column: {e:?}"))
+    })
 }
 
 /// Run an update that sets a timestamp (to pretend time passed): `{at}` in `sql` stands for

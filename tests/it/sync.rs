@@ -760,7 +760,24 @@ fn the_bench_measures_both_parts() {
         large[4]
     );
     assert!(large[4]["engine_ms"].as_f64().expect("ms") > 0.0);
+    // The target is on the full load and diff, not on the digest shortcut; every scenario
+    // reports its end-to-end total too.
+    assert!(large[1]["target_ms"].is_null(), "{}", large[1]);
+    assert_eq!(large[2]["target_ms"], 30.0, "{}", large[2]);
+    for s in large {
+        assert!(
+            s["total_ms"].as_f64().expect("total") >= s["engine_ms"].as_f64().expect("engine"),
+            "{s}"
+        );
+    }
     let many = &report["many_schools"];
+    // Write transactions were measured, the longest hold per kind.
+    assert!(
+        many["store_writes"]["apply"]["transactions"]
+            .as_u64()
+            .expect("n")
+            >= 6
+    );
     assert_eq!(many["schools"], 6);
     assert_eq!(many["outcomes_ok"], 6);
     assert!(!many["checkpoints"].as_array().expect("marks").is_empty());
