@@ -90,6 +90,7 @@ async fn sqlite_store(dir: &std::path::Path) -> Store {
         roster_digest: Set(None),
         frozen_by: Set(None),
         frozen_at: Set(None),
+        sourced_id: Set(Some(rostersync::store::new_sourced_id())),
     };
     rostersync::store::entities::school::Entity::insert(row)
         .exec(store.writer())

@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261122_000002_digest_and_jobs;
 mod m20261130_000003_school_freeze;
+mod m20261130_000004_oneroster;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261122_000002_digest_and_jobs::Migration),
             Box::new(m20261130_000003_school_freeze::Migration),
+            Box::new(m20261130_000004_oneroster::Migration),
         ]
     }
 }

@@ -730,6 +730,7 @@ mod tests {
             roster_digest: None,
             frozen_by: None,
             frozen_at: None,
+            sourced_id: None,
         }
     }
 

@@ -45,6 +45,8 @@ pub mod school {
         /// Who froze the school's roster (`school freeze`); runs keep it as it is.
         pub frozen_by: Option<String>,
         pub frozen_at: Option<DateTimeUtc>,
+        /// The school's identifier for apps (OneRoster `sourcedId`): random, stable.
+        pub sourced_id: Option<String>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -94,6 +96,8 @@ pub mod person {
         pub updated_at: DateTimeUtc,
         pub removed_at: Option<DateTimeUtc>,
         pub purge_after: Option<DateTimeUtc>,
+        /// The identifier for apps (OneRoster `sourcedId`): random, kept for the record's life.
+        pub sourced_id: Option<String>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -121,6 +125,8 @@ pub mod roster_group {
         pub updated_at: DateTimeUtc,
         pub removed_at: Option<DateTimeUtc>,
         pub purge_after: Option<DateTimeUtc>,
+        /// The identifier for apps (OneRoster `sourcedId`): random, kept for the record's life.
+        pub sourced_id: Option<String>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -304,6 +310,8 @@ pub mod access_grant {
         pub revoke_after: Option<DateTimeUtc>,
         pub created_by: Option<String>,
         pub note: Option<String>,
+        /// When the grant last changed state (created, pending, restored, revoked).
+        pub changed_at: Option<DateTimeUtc>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

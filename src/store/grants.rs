@@ -153,7 +153,14 @@ pub async fn refresh<C: ConnectionTrait>(
         })
     };
     let mut out = GrantChanges::default();
+    let mut changed_persons = std::collections::BTreeSet::new();
     for action in actions {
+        changed_persons.insert(match &action {
+            Action::Create(d) => d.person,
+            Action::Restore(id) | Action::Revoke(id) | Action::Pend { id, .. } => {
+                row_of.get(id).map_or(0, |g| g.person_id)
+            }
+        });
         let said = match action {
             Action::Create(d) => {
                 let id = access_grant::Entity::insert(grant_row(school, &d, DERIVED, now, None))
@@ -182,6 +189,7 @@ pub async fn refresh<C: ConnectionTrait>(
                         access_grant::Column::RevokeAfter,
                         Expr::value(Option::<DateTime<Utc>>::None),
                     )
+                    .col_expr(access_grant::Column::ChangedAt, Expr::value(now))
                     .filter(access_grant::Column::Id.eq(id))
                     .exec(db)
                     .await?;
@@ -197,6 +205,7 @@ pub async fn refresh<C: ConnectionTrait>(
                     .col_expr(access_grant::Column::State, Expr::value("pending"))
                     .col_expr(access_grant::Column::PendingSince, Expr::value(now))
                     .col_expr(access_grant::Column::RevokeAfter, Expr::value(revoke_after))
+                    .col_expr(access_grant::Column::ChangedAt, Expr::value(now))
                     .filter(access_grant::Column::Id.eq(id))
                     .exec(db)
                     .await?;
@@ -211,7 +220,7 @@ pub async fn refresh<C: ConnectionTrait>(
                 )
             }
             Action::Revoke(id) => {
-                revoke(db, id).await?;
+                revoke(db, id, now).await?;
                 out.revoked += 1;
                 about(id, "revoke", "the grace period ended".into())
             }
@@ -221,7 +230,28 @@ pub async fn refresh<C: ConnectionTrait>(
         }
     }
     journal.write(db).await?;
+    // What a person may see is part of the person as apps know them (their roles): a grant
+    // that changed makes the person changed for a delta.
+    let changed: Vec<i64> = changed_persons.into_iter().collect();
+    touch_persons(db, &changed, now).await?;
     Ok(out)
+}
+
+/// Mark persons as changed at `now` (their `dateLastModified` for apps).
+pub(super) async fn touch_persons<C: ConnectionTrait>(
+    db: &C,
+    persons: &[i64],
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    use super::entities::person;
+    for chunk in persons.chunks(500) {
+        person::Entity::update_many()
+            .col_expr(person::Column::UpdatedAt, Expr::value(now))
+            .filter(person::Column::Id.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
 }
 
 /// A grant's journal entry: the level as the field, the group it reaches (or the level) as
@@ -276,12 +306,14 @@ fn grant_row(
         revoke_after: Set(None),
         created_by: Set(by.as_ref().map(|(who, _)| (*who).to_owned())),
         note: Set(by.and_then(|(_, note)| note)),
+        changed_at: Set(Some(now)),
     }
 }
 
-async fn revoke<C: ConnectionTrait>(db: &C, id: i64) -> Result<(), DbErr> {
+async fn revoke<C: ConnectionTrait>(db: &C, id: i64, now: DateTime<Utc>) -> Result<(), DbErr> {
     access_grant::Entity::update_many()
         .col_expr(access_grant::Column::State, Expr::value("revoked"))
+        .col_expr(access_grant::Column::ChangedAt, Expr::value(now))
         .filter(access_grant::Column::Id.eq(id))
         .exec(db)
         .await?;
@@ -364,6 +396,7 @@ pub async fn add_manual<C: ConnectionTrait>(
     .exec(db)
     .await?
     .last_insert_id;
+    touch_persons(db, &[person], ctx.now).await?;
     let mut journal = Journal::new(&ctx);
     journal.add(entry(
         id,
@@ -418,7 +451,8 @@ pub async fn remove_manual<C: ConnectionTrait>(
             fact: g.fact,
         });
     }
-    revoke(db, id).await?;
+    revoke(db, id, Utc::now()).await?;
+    touch_persons(db, &[g.person_id], Utc::now()).await?;
     let ctx = ApplyContext::by_hand(&g.school_id);
     let mut journal = Journal::new(&ctx);
     journal.add(Entry {

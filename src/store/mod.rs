@@ -416,6 +416,18 @@ async fn connect(opts: ConnectOptions) -> Result<DatabaseConnection, DbErr> {
     Ok(db)
 }
 
+/// A new record's identifier for apps (OneRoster `sourcedId`): 128 random bits as 32 hex
+/// digits, the shape the migration gave existing rows. Random, so it tells nothing about the
+/// person or how many came before.
+pub fn new_sourced_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    // The system's random source does not fail on Linux once booted; were it to, a fixed
+    // value would collide on the unique index and the insert would fail loudly.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The store holds data about minors: only the service user may read it. SQLite gives its
 /// -wal and -shm files the same permissions as the database file.
 fn create_private_file(path: &Path) -> std::io::Result<()> {

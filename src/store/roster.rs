@@ -325,6 +325,7 @@ pub(super) fn person_row(ctx: &ApplyContext, p: &PersonState) -> person::ActiveM
         updated_at: Set(ctx.now),
         removed_at: Set(None),
         purge_after: Set(None),
+        sourced_id: Set(Some(super::new_sourced_id())),
     }
 }
 
@@ -344,6 +345,7 @@ pub(super) fn group_row(ctx: &ApplyContext, g: &GroupState) -> roster_group::Act
         updated_at: Set(ctx.now),
         removed_at: Set(None),
         purge_after: Set(None),
+        sourced_id: Set(Some(super::new_sourced_id())),
     }
 }
 
@@ -493,6 +495,7 @@ pub async fn apply<C: ConnectionTrait>(
         let mut row = group_row(ctx, &u.state);
         row.id = Set(u.id);
         row.created_at = NotSet;
+        row.sourced_id = NotSet;
         roster_group::Entity::update(row).exec(db).await?;
         for c in &u.changes {
             journal.add(Entry {
@@ -711,6 +714,7 @@ pub async fn apply<C: ConnectionTrait>(
         let mut row = person_row(ctx, &state);
         row.id = Set(u.id);
         row.created_at = NotSet;
+        row.sourced_id = NotSet;
         person::Entity::update(row).exec(db).await?;
         for (kind, v) in u.new_keys.entries() {
             facets.key(ctx, u.id, kind, v, state.links_owner);

@@ -209,6 +209,7 @@ pub async fn add(
         roster_digest: Set(None),
         frozen_by: Set(None),
         frozen_at: Set(None),
+        sourced_id: Set(Some(super::new_sourced_id())),
     })
     .exec(&txn)
     .await
@@ -420,6 +421,7 @@ async fn ensure_config_row<C: sea_orm::ConnectionTrait>(
         roster_digest: Set(None),
         frozen_by: Set(None),
         frozen_at: Set(None),
+        sourced_id: Set(Some(super::new_sourced_id())),
     };
     school::Entity::insert(row)
         .on_conflict(
