@@ -10,6 +10,7 @@
 )]
 
 pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod jobs;
 pub mod model;

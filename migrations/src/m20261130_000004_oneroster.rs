@@ -6,13 +6,19 @@
 //! - `access_grant.changed_at`: when a grant last changed state, so a delta of enrollments
 //!   (`dateLastModified>...`) finds grants that changed.
 //! - Indexes for deltas: what changed after a moment, in persons, groups, grants and the
-//!   journal (removed enrollments are read from it).
+//!   journal (removed enrollments are read from it), and memberships by when they began.
 
-use sea_orm_migration::{prelude::*, schema::*};
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Membership {
+    Table,
+    Since,
+}
 
 #[derive(DeriveIden)]
 enum School {
@@ -60,13 +66,21 @@ impl MigrationTrait for Migration {
         let db = m.get_connection();
         let backend = db.get_database_backend();
         for (table, column, index) in [
-            (School::Table.into_iden(), School::SourcedId.into_iden(), "ux_school_sourced_id"),
+            (
+                School::Table.into_iden(),
+                School::SourcedId.into_iden(),
+                "ux_school_sourced_id",
+            ),
             (
                 RosterGroup::Table.into_iden(),
                 RosterGroup::SourcedId.into_iden(),
                 "ux_roster_group_sourced_id",
             ),
-            (Person::Table.into_iden(), Person::SourcedId.into_iden(), "ux_person_sourced_id"),
+            (
+                Person::Table.into_iden(),
+                Person::SourcedId.into_iden(),
+                "ux_person_sourced_id",
+            ),
         ] {
             m.alter_table(
                 Table::alter()
@@ -77,8 +91,8 @@ impl MigrationTrait for Migration {
             .await?;
             db.execute_unprepared(&format!(
                 "UPDATE {} SET {} = {}",
-                table.to_string(),
-                column.to_string(),
+                table,
+                column,
                 random_hex(backend)
             ))
             .await?;
@@ -102,7 +116,11 @@ impl MigrationTrait for Migration {
         db.execute_unprepared("UPDATE access_grant SET changed_at = since")
             .await?;
         for (name, table, column) in [
-            ("ix_person_updated_at", Person::Table.into_iden(), Person::UpdatedAt.into_iden()),
+            (
+                "ix_person_updated_at",
+                Person::Table.into_iden(),
+                Person::UpdatedAt.into_iden(),
+            ),
             (
                 "ix_roster_group_updated_at",
                 RosterGroup::Table.into_iden(),
@@ -113,7 +131,16 @@ impl MigrationTrait for Migration {
                 AccessGrant::Table.into_iden(),
                 AccessGrant::ChangedAt.into_iden(),
             ),
-            ("ix_change_entry_at", ChangeEntry::Table.into_iden(), ChangeEntry::At.into_iden()),
+            (
+                "ix_change_entry_at",
+                ChangeEntry::Table.into_iden(),
+                ChangeEntry::At.into_iden(),
+            ),
+            (
+                "ix_membership_since",
+                Membership::Table.into_iden(),
+                Membership::Since.into_iden(),
+            ),
         ] {
             m.create_index(
                 Index::create()
@@ -129,6 +156,7 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         for (name, table) in [
+            ("ix_membership_since", Membership::Table.into_iden()),
             ("ix_change_entry_at", ChangeEntry::Table.into_iden()),
             ("ix_access_grant_changed_at", AccessGrant::Table.into_iden()),
             ("ix_roster_group_updated_at", RosterGroup::Table.into_iden()),
@@ -149,7 +177,10 @@ impl MigrationTrait for Migration {
         .await?;
         for (table, column) in [
             (School::Table.into_iden(), School::SourcedId.into_iden()),
-            (RosterGroup::Table.into_iden(), RosterGroup::SourcedId.into_iden()),
+            (
+                RosterGroup::Table.into_iden(),
+                RosterGroup::SourcedId.into_iden(),
+            ),
             (Person::Table.into_iden(), Person::SourcedId.into_iden()),
         ] {
             m.alter_table(Table::alter().table(table).drop_column(column).to_owned())

@@ -13,6 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use connector_api::SchoolId;
+use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::ExposeSecret;
 
 use crate::jobs::daemon::Daemon;
@@ -223,11 +224,46 @@ impl AdminSocket {
     }
 }
 
-/// Start the listeners: the unix socket, and TCP when configured (TLS when configured).
-/// Both are served by [`crate::server`], with its timeouts and limits.
+/// Start the daemon's admin listeners.
 pub async fn serve(d: Shared, settings: &Settings) -> anyhow::Result<AdminSocket> {
+    let home = d.store.home().to_owned();
+    listen(router(d), settings, &home).await
+}
+
+/// What `rostersync serve` (the API without scheduler or workers) answers on the admin
+/// socket: `/healthz`, `/readyz` (the store answers) and `/metrics` (the API's requests).
+pub fn replica_router(store: crate::store::Store, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let store = store.clone();
+                async move {
+                    match store.db().ping().await {
+                        Ok(()) => "ready\n".into_response(),
+                        Err(e) => failure(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("the store is unreachable: {}", store.db_error(e)),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            }),
+        )
+}
+
+/// Start the listeners for `app`: the unix socket, and TCP when configured (TLS when
+/// configured). Both are served by [`crate::server`], with its timeouts and limits.
+pub async fn listen(app: Router, settings: &Settings, home: &Path) -> anyhow::Result<AdminSocket> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let path = socket_path(settings, d.store.home());
+    let path = socket_path(settings, home);
     take_stale_socket(&path)?;
     let listener = crate::server::bind_private_socket(&path)
         .with_context(|| format!("cannot listen on {}", path.display()))?;
@@ -240,7 +276,7 @@ pub async fn serve(d: Shared, settings: &Settings) -> anyhow::Result<AdminSocket
     crate::server::spawn(
         "admin-socket",
         crate::server::Bound::Unix(listener),
-        router(d.clone()),
+        app.clone(),
         limits,
     );
     if let (Some(addr), Some(token)) = (settings.admin.listen, &settings.admin.token) {
@@ -257,7 +293,7 @@ pub async fn serve(d: Shared, settings: &Settings) -> anyhow::Result<AdminSocket
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let secure = tls.is_some();
-        let app = router(d).layer(middleware::from_fn_with_state(Arc::new(token), bearer));
+        let app = app.layer(middleware::from_fn_with_state(Arc::new(token), bearer));
         crate::server::spawn(
             "admin-tcp",
             crate::server::Bound::Tcp(tcp, tls),

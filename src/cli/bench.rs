@@ -8,7 +8,10 @@
 //!    excludes the HTTP fetch and parse.
 //! 2. Many schools (default 500 × 300 pupils) served by a separate `rostersync simulate`
 //!    process, so the simulator's own memory does not count: wall time and this process's
-//!    peak memory at checkpoints, which must stay flat as the number of schools grows.
+//!    peak memory at checkpoints, which must stay flat as the number of schools grows; then
+//!    the OneRoster API's `dateLastModified` delta over all of them (part 3 below).
+//! 3. The OneRoster API: pages of 1,000 from one school of 5,000 pupils, and the delta an app
+//!    asks for after a night in which 2% of the schools changed; p50/p99 per page.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,6 +22,7 @@ use clap::Args;
 use connector_sim::{SchoolKind, SimServer, World};
 use serde::Serialize;
 
+use super::bench_api::{self, Latency, Probe};
 use super::simulate::{sim_school_id, write_config};
 use super::sync::Progress;
 use super::{Failure, OutputFormat, table};
@@ -42,6 +46,12 @@ pub struct BenchArgs {
     /// Pupils per school in part 2.
     #[arg(long, default_value_t = 300)]
     school_pupils: usize,
+    /// Pupils of the school whose API pages are timed in part 3 (0 skips that part).
+    #[arg(long, default_value_t = 5000)]
+    api_pupils: usize,
+    /// Times each API collection is paged through to the end in part 3.
+    #[arg(long, default_value_t = 30)]
+    api_rounds: usize,
     /// Keep the stores in DIR instead of a temporary directory.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -92,6 +102,9 @@ struct ManySchools {
         std::collections::BTreeMap<crate::store::WriteKind, crate::store::write::WriteCost>,
     /// The SQLite settings in force on the writer connection.
     store_settings: Vec<(String, String)>,
+    /// The OneRoster delta an app asks for after the cycle: what the last 2% of the schools
+    /// changed, and a poll that finds nothing new.
+    api_delta: Vec<Latency>,
 }
 
 #[derive(Debug, Serialize)]
@@ -100,6 +113,7 @@ struct BenchReport {
     concurrency: usize,
     large_school: Vec<Scenario>,
     many_schools: Option<ManySchools>,
+    api_school: Vec<Latency>,
 }
 
 fn scenario(
@@ -376,6 +390,9 @@ async fn many_schools(
         .filter(|m| *m > 0)
         .collect();
     let mut checkpoints = Vec::new();
+    // The delta in part 3 is since the moment the last 2% of the schools were still to come.
+    let delta_from = args.schools - (args.schools / 50).max(1);
+    let mut since = None;
     let started = Instant::now();
     let report = cycle::run(
         &store,
@@ -390,6 +407,9 @@ async fn many_schools(
         },
         |done, total, r| {
             progress.school(done, total, r);
+            if done == delta_from {
+                since = Some(chrono::Utc::now());
+            }
             if marks.contains(&done) {
                 checkpoints.push(Checkpoint {
                     schools: done,
@@ -403,6 +423,7 @@ async fn many_schools(
     progress.done();
     let seconds = started.elapsed().as_secs_f64();
     let store_settings = sqlite_pragmas(&store).await;
+    let api_delta = api_delta(args, &settings, store.clone(), dir, since).await?;
     Ok(ManySchools {
         schools: report.schools.len(),
         pupils_per_school: args.school_pupils,
@@ -417,7 +438,129 @@ async fn many_schools(
         target_seconds: 60.0,
         store_writes: store.write_stats().snapshot(),
         store_settings,
+        api_delta,
     })
+}
+
+/// Time the deltas an app asks for after the night: since `since` (the last 2% of schools
+/// were applied after it), and since now (nothing new: the frequent poll).
+async fn api_delta(
+    args: &BenchArgs,
+    settings: &Settings,
+    store: Store,
+    dir: &Path,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Vec<Latency>, Failure> {
+    let Some(since) = since else {
+        return Ok(Vec::new());
+    };
+    let at =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let delta = |what: &str, t: &str| format!("/{what}?limit=1000&filter=dateLastModified>'{t}'");
+    let (t, now) = (at(since), at(chrono::Utc::now()));
+    let rounds = args.api_rounds.max(1);
+    let probes = [
+        Probe {
+            name: "delta users, 2% of schools",
+            path: delta("users", &t),
+            rounds,
+        },
+        Probe {
+            name: "delta classes",
+            path: delta("classes", &t),
+            rounds,
+        },
+        Probe {
+            name: "delta enrollments",
+            path: delta("enrollments", &t),
+            rounds,
+        },
+        Probe {
+            name: "delta users, nothing new",
+            path: delta("users", &now),
+            rounds: rounds * 3,
+        },
+        Probe {
+            name: "delta enrollments, nothing new",
+            path: delta("enrollments", &now),
+            rounds: rounds * 3,
+        },
+    ];
+    bench_api::measure(settings, store, dir, &probes).await
+}
+
+/// One school of `api_pupils` pupils, synced once, then paged through by an app.
+async fn api_school(args: &BenchArgs, dir: &Path) -> Result<Vec<Latency>, Failure> {
+    if args.api_pupils == 0 {
+        return Ok(Vec::new());
+    }
+    let school = sim_school_id(SchoolKind::Primary, 0);
+    let mut world = World::new(77, crate::sync::apply::today());
+    world.add_school(school.clone(), SchoolKind::Primary, args.api_pupils);
+    if let Some(s) = world.schools.get_mut(&school) {
+        let want = args.api_pupils * 8 / 100;
+        let have = s.school.teachers.len() + 2;
+        let mut rng = fastrand::Rng::with_seed(7);
+        s.school.add_teachers(&mut rng, want.saturating_sub(have));
+    }
+    let server = SimServer::start(world, 0)
+        .await
+        .context("cannot start the simulated LAS")
+        .map_err(Failure::failed)?;
+    let config = write_config(dir, &server).map_err(Failure::failed)?;
+    let settings = Settings::load(Some(&config)).map_err(|e| Failure::failed(e.into()))?;
+    let store = open_store(&settings).await?;
+    let first = one_cycle(&store, &settings).await?;
+    scenario("api school load", &first.schools, None)?;
+    let rounds = args.api_rounds.max(1);
+    let page = |what: &str| format!("/{what}?limit=1000");
+    let probes = [
+        Probe {
+            name: "users, pages of 1,000",
+            path: page("users"),
+            rounds,
+        },
+        Probe {
+            name: "students by familyName",
+            path: format!("{}&sort=familyName", page("students")),
+            rounds,
+        },
+        Probe {
+            name: "classes",
+            path: page("classes"),
+            rounds,
+        },
+        Probe {
+            name: "enrollments, pages of 1,000",
+            path: page("enrollments"),
+            rounds,
+        },
+    ];
+    bench_api::measure(&settings, store, dir, &probes).await
+}
+
+fn latency_table(rows: &[Latency]) -> String {
+    let mut t = table::Table::new(&["REQUEST", "PAGES", "RECORDS", "P50", "P99", "MAX", "TARGET"]);
+    for l in rows {
+        t.row(vec![
+            l.name.into(),
+            l.pages.to_string(),
+            l.records.to_string(),
+            format!("{:.1} ms", l.p50_ms),
+            format!("{:.1} ms", l.p99_ms),
+            format!("{:.1} ms", l.max_ms),
+            format!(
+                "p99 < {:.0} ms {}",
+                l.target_ms,
+                if l.p99_ms < l.target_ms {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            ),
+        ]);
+    }
+    t.render()
 }
 
 /// The PRAGMAs that decide how SQLite's writer behaves, as the writer connection has them.
@@ -574,6 +717,23 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         println!("SQLite: {}.", pragmas.join(", "));
+        if !m.api_delta.is_empty() {
+            println!(
+                "\nThe OneRoster delta over these {} schools after the night:",
+                m.schools
+            );
+            print!("{}", latency_table(&m.api_delta));
+        }
+    }
+    if table_out && args.api_pupils > 0 {
+        println!(
+            "\nPart 3: the OneRoster API over one school of {} pupils, each collection paged to the end {} times (loopback HTTP).",
+            args.api_pupils, args.api_rounds
+        );
+    }
+    let api = api_school(&args, &dir.join("api")).await?;
+    if table_out && !api.is_empty() {
+        print!("{}", latency_table(&api));
     }
     if !table_out {
         super::print_json(&BenchReport {
@@ -581,6 +741,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             concurrency,
             large_school: large,
             many_schools: many,
+            api_school: api,
         })?;
     }
     Ok(())

@@ -44,9 +44,64 @@ pub async fn run(settings: Settings, config: Option<PathBuf>) -> Result<(), Fail
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| Failure::failed(anyhow!("cannot set up metrics: {e}")))?;
+    // The apps' API beside the daemon, when `[api] listen` is set.
+    crate::api::serve(&settings, store.clone())
+        .await
+        .map_err(Failure::failed)?;
     daemon::run(settings, config, store, metrics)
         .await
         .map_err(Failure::failed)
+}
+
+/// `rostersync serve`: the apps' API alone, without scheduler or workers (a read replica on
+/// a shared PostgreSQL, or beside a daemon on another machine).
+pub async fn serve(settings: Settings) -> Result<(), Failure> {
+    if settings.api.listen.is_none() {
+        return Err(Failure::usage(anyhow!(
+            "`serve` needs [api] listen = \"ADDR:PORT\" (and [[api.client]] blocks) in the \
+             configuration"
+        )));
+    }
+    if settings.api.client.is_empty() {
+        tracing::warn!("No [[api.client]] is configured: every request will be refused.");
+    }
+    let store = open(&settings).await?;
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| Failure::failed(anyhow!("cannot set up metrics: {e}")))?;
+    // Health and metrics on the admin socket, as the daemon has them.
+    let home = store.home().to_owned();
+    let socket = crate::admin::listen(
+        crate::admin::replica_router(store.clone(), metrics),
+        &settings,
+        &home,
+    )
+    .await
+    .map_err(Failure::failed)?;
+    let addr = crate::api::serve(&settings, store)
+        .await
+        .map_err(Failure::failed)?
+        .ok_or_else(|| Failure::usage(anyhow!("[api] listen is not set")))?;
+    let scheme = if settings.api.certificate.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!(
+        "OneRoster API listening on {scheme}://{addr}{}",
+        crate::api::BASE
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Failure::failed(anyhow!("cannot listen for SIGTERM: {e}")))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    socket.remove();
+    Ok(())
 }
 
 pub async fn resync(settings: &Settings, args: ResyncArgs) -> Result<(), Failure> {

@@ -3,6 +3,8 @@
 
 #[cfg(feature = "simulator")]
 mod bench;
+#[cfg(feature = "simulator")]
+mod bench_api;
 mod check;
 mod daemon;
 #[cfg(feature = "simulator")]
@@ -60,8 +62,11 @@ pub enum Command {
         #[command(subcommand)]
         action: school::SchoolCommand,
     },
-    /// The daemon: the daily cycle, workers, the admin API; runs until SIGTERM.
+    /// The daemon: the daily cycle, workers, the admin API (and the apps' API when
+    /// `[api] listen` is set); runs until SIGTERM.
     Run,
+    /// The apps' API (OneRoster 1.2) alone, without scheduler or workers; runs until SIGTERM.
+    Serve,
     /// Ask the running daemon to sync one school now.
     Resync(daemon::ResyncArgs),
     /// Every school: state, last run, last success, what is stored, what waits for approval.
@@ -198,6 +203,7 @@ pub async fn run(
 ) -> Result<(), Failure> {
     match command {
         Command::Run => daemon::run(settings, config).await,
+        Command::Serve => daemon::serve(settings).await,
         Command::Resync(args) => daemon::resync(&settings, args).await,
         Command::Status(args) => daemon::status(&settings, args).await,
         Command::Migrate => migrate(&settings).await,

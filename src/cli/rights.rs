@@ -1,19 +1,14 @@
 //! `rostersync permissions PERSON`, `can STAFF PUPIL` and `grant add|remove`: what a staff
 //! member may see, and why.
 
-use std::collections::BTreeMap;
-
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-use serde::Serialize;
 
 use super::{Failure, OutputFormat, one_person, operator, print_json, table};
-use crate::rights::{self, Level};
+use crate::rights::Level;
 use crate::settings::Settings;
-use crate::store::entities::membership;
-use crate::store::export::reason;
 use crate::store::{OpenMode, Store, grants};
+use crate::sync::explain;
 
 #[derive(Debug, Args)]
 pub struct PermissionsArgs {
@@ -61,78 +56,16 @@ async fn open(settings: &Settings) -> Result<Store, Failure> {
         .map_err(Failure::store)
 }
 
-#[derive(Serialize)]
-struct GroupView {
-    group: String,
-    level: &'static str,
-    reasons: Vec<ReasonView>,
-}
-
-#[derive(Serialize)]
-struct ReasonView {
-    grant: i64,
-    rule: String,
-    source: String,
-    fact: String,
-    state: &'static str,
-    since: chrono::DateTime<chrono::Utc>,
-    revoke_after: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-#[derive(Serialize)]
-struct PermissionsView {
-    person: i64,
-    school: String,
-    level: Option<&'static str>,
-    groups: Vec<GroupView>,
-    /// Grants that reach no group (an own account).
-    other: Vec<ReasonView>,
-}
-
-fn reason_view(h: &rights::Holding) -> ReasonView {
-    ReasonView {
-        grant: h.id,
-        rule: h.rule.clone(),
-        source: h.source.clone(),
-        fact: h.fact.clone(),
-        state: h.state.as_str(),
-        since: h.since,
-        revoke_after: h.revoke_after,
-    }
-}
-
 pub async fn permissions(settings: &Settings, args: PermissionsArgs) -> Result<(), Failure> {
     let store = open(settings).await?;
-    let db_err = |e| Failure::store(store.db_error(e));
     let p = one_person(&store, &args.person).await?;
-    let holdings = grants::holdings(store.db(), p.id).await.map_err(db_err)?;
-    let groups = grants::groups(store.db(), &p.school_id)
+    let view = explain::visibility(store.db(), &p)
         .await
-        .map_err(db_err)?;
-    let key_of: BTreeMap<i64, &str> = groups.iter().map(|g| (g.id, g.key.as_str())).collect();
-    let visible = rights::effective(&holdings, &groups);
-    let view = PermissionsView {
-        person: p.id,
-        school: p.school_id.clone(),
-        level: rights::top_level(&holdings).map(Level::as_str),
-        groups: visible
-            .iter()
-            .map(|v| GroupView {
-                group: key_of.get(&v.group).copied().unwrap_or("?").to_owned(),
-                level: v.level.as_str(),
-                reasons: v.because.iter().map(|h| reason_view(h)).collect(),
-            })
-            .collect(),
-        other: holdings
-            .iter()
-            .filter(|h| h.level == Level::Own)
-            .map(reason_view)
-            .collect(),
-    };
+        .map_err(|e| Failure::store(store.db_error(e)))?;
     if args.format == OutputFormat::Json {
         return print_json(&view);
     }
-    if holdings.is_empty() {
+    if view.groups.is_empty() && view.other.is_empty() {
         println!(
             "Person {} ({}) has no grants: they see no pupil data.",
             p.id, p.school_id
@@ -144,7 +77,7 @@ pub async fn permissions(settings: &Settings, args: PermissionsArgs) -> Result<(
         p.id,
         p.school_id,
         view.groups.len(),
-        groups.len(),
+        view.of_groups,
         match view.level {
             Some("school") => ", the whole school",
             _ => "",
@@ -157,15 +90,7 @@ pub async fn permissions(settings: &Settings, args: PermissionsArgs) -> Result<(
                 g.group.clone(),
                 g.level.to_owned(),
                 r.grant.to_string(),
-                match r.revoke_after {
-                    Some(at) if r.state == "pending" => format!(
-                        "{}: {} (pending: revoked on {} unless it comes back)",
-                        r.rule,
-                        r.fact,
-                        at.format("%Y-%m-%d")
-                    ),
-                    _ => format!("{}: {}", r.rule, r.fact),
-                },
+                r.said(),
                 r.since.format("%Y-%m-%d").to_string(),
             ]);
         }
@@ -175,7 +100,7 @@ pub async fn permissions(settings: &Settings, args: PermissionsArgs) -> Result<(
             "-".into(),
             "own".into(),
             r.grant.to_string(),
-            format!("{}: {}", r.rule, r.fact),
+            r.said(),
             r.since.format("%Y-%m-%d").to_string(),
         ]);
     }
@@ -186,7 +111,6 @@ pub async fn permissions(settings: &Settings, args: PermissionsArgs) -> Result<(
 /// Yes (exit 0) or no (exit 1), with the reason.
 pub async fn can(settings: &Settings, args: CanArgs) -> Result<(), Failure> {
     let store = open(settings).await?;
-    let db_err = |e| Failure::store(store.db_error(e));
     let staff = one_person(&store, &args.staff).await?;
     let pupil = one_person(&store, &args.pupil).await?;
     if pupil.kind != "pupil" {
@@ -195,87 +119,19 @@ pub async fn can(settings: &Settings, args: CanArgs) -> Result<(), Failure> {
             pupil.id
         )));
     }
-    if let Some(left) = staff.removed_at {
-        println!(
-            "no: person {} left school {} on {}; whoever left sees nothing.",
-            staff.id,
-            staff.school_id,
-            left.format("%Y-%m-%d")
-        );
-        return Err(Failure::failed(anyhow!(
+    let answer = explain::can(store.db(), &staff, &pupil)
+        .await
+        .map_err(|e| Failure::store(store.db_error(e)))?;
+    println!("{}", answer.sentence);
+    if answer.yes {
+        Ok(())
+    } else {
+        Err(Failure::failed(anyhow!(
             "person {} cannot see pupil {}",
             staff.id,
             pupil.id
-        )));
+        )))
     }
-    if staff.school_id != pupil.school_id {
-        println!(
-            "no: person {} is at school {}, pupil {} at school {}.",
-            staff.id, staff.school_id, pupil.id, pupil.school_id
-        );
-        return Err(Failure::failed(anyhow!(
-            "person {} cannot see pupil {}",
-            staff.id,
-            pupil.id
-        )));
-    }
-    let holdings = grants::holdings(store.db(), staff.id)
-        .await
-        .map_err(db_err)?;
-    let groups = grants::groups(store.db(), &staff.school_id)
-        .await
-        .map_err(db_err)?;
-    let key_of: BTreeMap<i64, &str> = groups.iter().map(|g| (g.id, g.key.as_str())).collect();
-    let pupil_groups: Vec<i64> = membership::Entity::find()
-        .filter(membership::Column::PersonId.eq(pupil.id))
-        .all(store.db())
-        .await
-        .map_err(db_err)?
-        .into_iter()
-        .map(|m| m.group_id)
-        .collect();
-    let visible = rights::effective(&holdings, &groups);
-    if pupil.removed_at.is_none()
-        && let Some(v) = visible.iter().find(|v| pupil_groups.contains(&v.group))
-    {
-        println!(
-            "yes: person {} can see pupil {} through group {}: {}.",
-            staff.id,
-            pupil.id,
-            key_of.get(&v.group).copied().unwrap_or("?"),
-            v.because
-                .iter()
-                .map(|h| reason(h))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-        return Ok(());
-    }
-    let named = |ids: &mut dyn Iterator<Item = i64>| {
-        let keys: Vec<&str> = ids.filter_map(|g| key_of.get(&g).copied()).collect();
-        if keys.is_empty() {
-            "no group".to_owned()
-        } else {
-            keys.join(", ")
-        }
-    };
-    println!(
-        "no: person {} sees {}; pupil {} is in {}{}.",
-        staff.id,
-        named(&mut visible.iter().map(|v| v.group)),
-        pupil.id,
-        named(&mut pupil_groups.iter().copied()),
-        if pupil.removed_at.is_some() {
-            " (and has left the school)"
-        } else {
-            ""
-        }
-    );
-    Err(Failure::failed(anyhow!(
-        "person {} cannot see pupil {}",
-        staff.id,
-        pupil.id
-    )))
 }
 
 pub async fn grant(settings: &Settings, command: GrantCommand) -> Result<(), Failure> {

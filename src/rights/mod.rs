@@ -378,6 +378,25 @@ pub fn effective<'a>(holdings: &'a [Holding], groups: &[GroupRef]) -> Vec<Visibl
     out.into_values().collect()
 }
 
+/// Why a grant exists, in words: `rule: fact`, and when it goes if it is pending. The one
+/// wording of a reason (the CLI, `export` and the apps' API use it).
+pub fn reason_words(
+    rule: &str,
+    fact: &str,
+    state: State,
+    revoke_after: Option<chrono::DateTime<chrono::Utc>>,
+) -> String {
+    let pending = match (state, revoke_after) {
+        (State::Pending, Some(at)) => format!(
+            " (pending: revoked on {} unless it comes back)",
+            at.format("%Y-%m-%d")
+        ),
+        (State::Pending, None) => " (pending revocation)".to_owned(),
+        (State::Active, _) => String::new(),
+    };
+    format!("{rule}: {fact}{pending}")
+}
+
 /// The broadest level among a person's grants (`None` without any).
 pub fn top_level(holdings: &[Holding]) -> Option<Level> {
     holdings.iter().map(|h| h.level).max()

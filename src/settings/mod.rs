@@ -21,6 +21,9 @@ pub struct Settings {
     pub store: StoreSettings,
     pub schedule: ScheduleSettings,
     pub admin: AdminSettings,
+    /// The apps' API (OneRoster); off unless `listen` is set.
+    #[serde(default)]
+    pub api: ApiSettings,
     pub security: SecuritySettings,
     pub log: LogSettings,
     pub sync: SyncSettings,
@@ -324,6 +327,120 @@ fn https_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
     }
 }
 
+/// The apps' API: OneRoster 1.2 rostering and `/rostersync/v1`, with OAuth 2.0 client
+/// credentials.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub listen: Option<SocketAddr>,
+    /// TLS: a PEM certificate chain and its private key (else plain HTTP: loopback, or behind
+    /// a TLS-terminating reverse proxy).
+    pub certificate: Option<SecretRef>,
+    pub private_key: Option<SecretRef>,
+    /// How long an access token lasts, in seconds.
+    #[serde(default = "default_token_seconds")]
+    pub token_seconds: u64,
+    /// The address apps reach the API at, for the links in answers (`href`); default: the
+    /// request's own Host.
+    #[serde(
+        default,
+        deserialize_with = "optional_https_or_local_url",
+        serialize_with = "optional_display"
+    )]
+    pub public_url: Option<Url>,
+    /// The apps allowed in.
+    #[serde(default)]
+    pub client: Vec<ApiClient>,
+}
+
+fn default_token_seconds() -> u64 {
+    3600
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            listen: None,
+            certificate: None,
+            private_key: None,
+            token_seconds: default_token_seconds(),
+            public_url: None,
+            client: Vec::new(),
+        }
+    }
+}
+
+/// One app: its id and secret, the schools it may see (`["*"]`: all) and its scopes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiClient {
+    pub id: String,
+    pub secret: SecretRef,
+    pub schools: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+/// The OneRoster 1.2 scopes a client may be given.
+pub const API_SCOPES: [&str; 3] = [
+    "https://purl.imsglobal.org/spec/or/v1p2/scope/roster-core.readonly",
+    "https://purl.imsglobal.org/spec/or/v1p2/scope/roster.readonly",
+    "https://purl.imsglobal.org/spec/or/v1p2/scope/roster-demographics.readonly",
+];
+
+impl ApiSettings {
+    fn check(&self) -> Result<(), String> {
+        if !(1..=86_400).contains(&self.token_seconds) {
+            return Err("api.token_seconds must be between 1 and 86400".into());
+        }
+        if self.certificate.is_some() != self.private_key.is_some() {
+            return Err(
+                "api.certificate and api.private_key go together: give both for TLS".into(),
+            );
+        }
+        let mut ids = BTreeSet::new();
+        for (i, c) in self.client.iter().enumerate() {
+            if c.id.trim().is_empty() || c.id.contains(':') || c.id.chars().any(char::is_control) {
+                return Err(format!(
+                    "api.client[{i}].id must be a non-empty name without ':' (HTTP Basic uses it)"
+                ));
+            }
+            if !ids.insert(c.id.as_str()) {
+                return Err(format!("api.client[{i}].id: '{}' is used twice", c.id));
+            }
+            if c.schools.is_empty() {
+                return Err(format!(
+                    "api.client[{i}] ({}): schools is empty; list school ids or [\"*\"]",
+                    c.id
+                ));
+            }
+            for school in c.schools.iter().filter(|s| s.as_str() != "*") {
+                school
+                    .parse::<SchoolId>()
+                    .map_err(|e| format!("api.client[{i}] ({}): schools: {e}", c.id))?;
+            }
+            if let Some(bad) = c.scopes.iter().find(|s| !API_SCOPES.contains(&s.as_str())) {
+                return Err(format!(
+                    "api.client[{i}] ({}): unknown scope '{bad}' (known: {})",
+                    c.id,
+                    API_SCOPES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn optional_https_or_local_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+    https_url(d).map(Some)
+}
+
+fn optional_display<S: serde::Serializer>(v: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(u) => s.serialize_str(&redact_url(u.as_ref())),
+        None => s.serialize_none(),
+    }
+}
+
 impl AdminSettings {
     /// The TCP listener needs a token, and TLS unless only this machine can reach it (or
     /// the operator says a proxy in front of it does TLS).
@@ -496,6 +613,7 @@ impl Settings {
             return Err("schedule.retry_minutes must be at least 1".into());
         }
         self.admin.check()?;
+        self.api.check()?;
         check_store_tls(&self.store)?;
         let sync = &self.sync;
         if !(1..=256).contains(&sync.concurrency) {
@@ -629,6 +747,15 @@ impl Settings {
         if let Some(p) = &self.store.password {
             refs.push(("store.password".to_owned(), p));
         }
+        if let Some(c) = &self.api.certificate {
+            refs.push(("api.certificate".to_owned(), c));
+        }
+        if let Some(k) = &self.api.private_key {
+            refs.push(("api.private_key".to_owned(), k));
+        }
+        for (i, c) in self.api.client.iter().enumerate() {
+            refs.push((format!("api.client[{i}].secret"), &c.secret));
+        }
         if let Some(k) = &self.security.master_key {
             refs.push(("security.master_key".to_owned(), k));
         }
@@ -746,6 +873,7 @@ mod tests {
             .expect("every documented key deserializes");
         full.validate().expect("every documented key validates");
         assert!(full.broker.is_some() && full.admin.listen.is_some());
+        assert!(full.api.listen.is_some() && full.api.client.len() == 1);
         assert_eq!(
             full.rights.rules.len(),
             1,

@@ -226,15 +226,5 @@ pub async fn export<C: ConnectionTrait>(db: &C, school: &str) -> Result<Option<E
 
 /// A grant in words: "teacher: broker: linked to group G8A as Leerkracht".
 pub fn reason(h: &crate::rights::Holding) -> String {
-    let pending = match (h.state, h.revoke_after) {
-        (crate::rights::State::Pending, Some(at)) => {
-            format!(
-                " (pending: revoked on {} unless it comes back)",
-                at.format("%Y-%m-%d")
-            )
-        }
-        (crate::rights::State::Pending, None) => " (pending revocation)".to_owned(),
-        (crate::rights::State::Active, _) => String::new(),
-    };
-    format!("{}: {}{pending}", h.rule, h.fact)
+    crate::rights::reason_words(&h.rule, &h.fact, h.state, h.revoke_after)
 }

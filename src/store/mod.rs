@@ -7,6 +7,7 @@ pub mod grants;
 pub mod held;
 pub mod journal;
 pub mod local;
+pub mod oneroster;
 pub mod roster;
 pub mod runs;
 pub mod schools;

@@ -8,6 +8,7 @@ pub mod connection;
 pub mod cycle;
 pub mod diff;
 pub mod digest;
+pub mod explain;
 pub mod health;
 pub mod identity;
 pub mod merge;

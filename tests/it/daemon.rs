@@ -175,7 +175,8 @@ async fn until_none(store: &Store, sql: &str, daemon: &Daemon) {
 const SCHEDULED_RUNS: &str =
     "SELECT COUNT(*) FROM sync_run WHERE trigger = 'schedule' AND outcome IS NOT NULL";
 
-async fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
+/// One HTTP/1.0 request over a unix socket: status and body.
+pub async fn http(socket: &Path, method: &str, path: &str) -> (u16, String) {
     let mut s = tokio::net::UnixStream::connect(socket)
         .await
         .expect("admin socket accepts");

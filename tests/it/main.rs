@@ -2,6 +2,7 @@
 //! Every test runs against a real SQLite file, or, with ROSTERSYNC_TEST_POSTGRES set to a
 //! server URL, against a fresh database on that PostgreSQL server.
 
+mod api;
 mod broker;
 mod config;
 mod contention;

@@ -9,7 +9,7 @@ async fn migrate_creates_the_store_and_is_idempotent() {
     let first = env.run(&["migrate"]);
     first.ok();
     assert!(
-        first.stdout.contains("Applied 3 migration"),
+        first.stdout.contains("Applied 4 migration"),
         "{}",
         first.stdout
     );

@@ -1,0 +1,734 @@
+//! The store read as OneRoster collections: users, classes and enrollments, filtered, sorted
+//! and paged in SQL (one count and one page query, then one query per page for what the
+//! page's records carry), so a page costs the same in a school of 50 pupils and a country
+//! of 2.5 million. Every field that can be filtered or sorted on is a SQL expression here.
+//! Enrollments are the pupils' memberships and the staff's group grants; removed ones come
+//! from tombstones, revoked grants and the journal.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
+
+/// A statement being built, with placeholders as the backend writes them.
+struct Sql {
+    backend: DbBackend,
+    text: String,
+    values: Vec<Value>,
+}
+
+impl Sql {
+    fn new(backend: DbBackend) -> Sql {
+        Sql {
+            backend,
+            text: String::new(),
+            values: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    fn bind(&mut self, v: impl Into<Value>) -> &mut Self {
+        self.values.push(v.into());
+        match self.backend {
+            DbBackend::Postgres => {
+                let n = self.values.len();
+                self.text.push_str(&format!("${n}"))
+            }
+            _ => self.text.push('?'),
+        }
+        self
+    }
+
+    fn statement(self) -> Statement {
+        Statement::from_sql_and_values(self.backend, self.text, self.values)
+    }
+}
+
+/// Which collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collection {
+    Users,
+    Classes,
+    Enrollments,
+}
+
+/// A comparison, already checked against the collection's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compare {
+    pub field: String,
+    /// `=`, `<>`, `>`, `>=`, `<`, `<=` or `LIKE` (contains, ignoring case).
+    pub op: &'static str,
+    pub value: Compared,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compared {
+    Text(String),
+    Time(DateTime<Utc>),
+}
+
+/// A narrower set than the whole collection (the nested endpoints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Within {
+    /// Users of one kind: `pupil` or `staff`.
+    Kind(&'static str),
+    /// Records of one school (by its sourcedId).
+    School(String),
+    /// The pupils enrolled in a class.
+    StudentsOf(String),
+    /// The staff who see a class (a group grant).
+    TeachersOf(String),
+    /// The classes a user is enrolled in (as a pupil or by a group grant).
+    ClassesOf(String),
+    /// Enrollments of one class.
+    EnrollmentsOf(String),
+    /// Classes of one school's year group (a course); `None`: groups without one.
+    Course {
+        school: String,
+        year: Option<String>,
+    },
+    /// Classes of a school year.
+    Term(String),
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Schools the client may see; `None`: all.
+    pub schools: Option<Vec<String>>,
+    pub within: Vec<Within>,
+    pub compare: Vec<Compare>,
+    /// The comparisons are joined with OR (else AND).
+    pub any: bool,
+    /// Include what was removed (a delta asks for it): `tobedeleted` records.
+    pub removed: bool,
+    pub sort: Option<String>,
+    pub descending: bool,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+impl Listing {
+    /// A delta's lower bound: `dateLastModified>` (or `>=`) a moment, in an AND filter.
+    /// Every record the listing can return was modified at or after it.
+    pub fn lower_bound(&self) -> Option<DateTime<Utc>> {
+        if self.any {
+            return None;
+        }
+        self.compare.iter().find_map(|c| match (&c.value, c.op) {
+            (Compared::Time(t), ">" | ">=") if c.field == "dateLastModified" => Some(*t),
+            _ => None,
+        })
+    }
+}
+
+/// The SQL of a field, or `None` when the collection has no such scalar field.
+pub fn column(c: Collection, field: &str) -> Option<&'static str> {
+    const EMPTY: &str = "''";
+    Some(match (c, field) {
+        (Collection::Users, "sourcedId") => "p.sourced_id",
+        (Collection::Users, "status") => {
+            "(CASE WHEN p.removed_at IS NULL THEN 'active' ELSE 'tobedeleted' END)"
+        }
+        (Collection::Users, "dateLastModified") => "p.updated_at",
+        (Collection::Users, "enabledUser") => {
+            "(CASE WHEN p.removed_at IS NULL THEN 'true' ELSE 'false' END)"
+        }
+        (Collection::Users, "givenName") => "COALESCE(p.given_name, '')",
+        (Collection::Users, "familyName") => {
+            "TRIM(COALESCE(p.prefix || ' ', '') || COALESCE(p.family_name, ''))"
+        }
+        (Collection::Users, "email") => "COALESCE(p.email, '')",
+        (Collection::Users, "userMasterIdentifier") => {
+            "COALESCE((SELECT k.value FROM person_key k WHERE k.person_id = p.id AND k.kind = 'eckid'), '')"
+        }
+        (Collection::Users, "identifier") => {
+            "COALESCE((SELECT k.value FROM person_key k WHERE k.person_id = p.id AND k.kind = 'las'), '')"
+        }
+        (
+            Collection::Users,
+            "username"
+            | "middleName"
+            | "preferredFirstName"
+            | "preferredMiddleName"
+            | "preferredLastName"
+            | "pronouns"
+            | "sms"
+            | "phone"
+            | "password",
+        ) => EMPTY,
+        (Collection::Classes, "sourcedId") => "g.sourced_id",
+        (Collection::Classes, "status") => {
+            "(CASE WHEN g.removed_at IS NULL THEN 'active' ELSE 'tobedeleted' END)"
+        }
+        (Collection::Classes, "dateLastModified") => "g.updated_at",
+        (Collection::Classes, "title") => "g.name",
+        (Collection::Classes, "classCode") => "g.key",
+        (Collection::Classes, "classType") => {
+            "(CASE WHEN g.kind = 'stamgroep' THEN 'homeroom' ELSE 'scheduled' END)"
+        }
+        (Collection::Classes, "location") => EMPTY,
+        (Collection::Enrollments, "sourcedId") => "e.sourced_id",
+        (Collection::Enrollments, "status") => "e.status",
+        (Collection::Enrollments, "dateLastModified") => "e.modified",
+        (Collection::Enrollments, "role") => "e.role",
+        (Collection::Enrollments, "primary") => "e.is_primary",
+        (Collection::Enrollments, "beginDate" | "endDate") => EMPTY,
+        _ => return None,
+    })
+}
+
+/// The newest of several moments, as each backend writes it.
+fn greatest(backend: DbBackend, items: &[&str]) -> String {
+    match backend {
+        DbBackend::Postgres => format!("GREATEST({})", items.join(", ")),
+        _ => format!("MAX({})", items.join(", ")),
+    }
+}
+
+/// The enrollments as one relation `e`: pupils' memberships, removed memberships from the
+/// journal (only for a delta), and staff group grants (one per person, group and rule).
+/// With `since` (a delta's lower bound) each part reads only rows that moved at or after it,
+/// through the indexes on the moments, so a delta costs what changed, not the whole country;
+/// the listing's own filter then applies the exact comparison.
+fn enrollments_from(sql: &mut Sql, removed: bool, since: Option<DateTime<Utc>>) {
+    let modified = greatest(sql.backend, &["m.since", "p.updated_at", "g.updated_at"]);
+    sql.push(&format!(
+        "(SELECT p.sourced_id || '.' || g.sourced_id || '.member' AS sourced_id, \
+         p.school_id AS school_id, p.sourced_id AS user_sid, g.sourced_id AS class_sid, \
+         'student' AS role, 'false' AS is_primary, \
+         CASE WHEN p.removed_at IS NULL AND g.removed_at IS NULL THEN 'active' ELSE 'tobedeleted' END AS status, \
+         {modified} AS modified \
+         FROM membership m JOIN person p ON p.id = m.person_id \
+         JOIN roster_group g ON g.id = m.group_id WHERE p.kind = 'pupil'"
+    ));
+    if let Some(t) = since {
+        sql.push(" AND (m.since >= ")
+            .bind(t)
+            .push(" OR m.person_id IN (SELECT id FROM person WHERE updated_at >= ")
+            .bind(t)
+            .push(") OR m.group_id IN (SELECT id FROM roster_group WHERE updated_at >= ")
+            .bind(t)
+            .push("))");
+    }
+    if removed {
+        sql.push(
+            " UNION ALL SELECT p.sourced_id || '.' || g.sourced_id || '.member', p.school_id, \
+             p.sourced_id, g.sourced_id, 'student', 'false', 'tobedeleted', MAX(c.at) \
+             FROM change_entry c JOIN person p ON p.id = c.person_id \
+             JOIN roster_group g ON g.school_id = c.school_id AND g.key = c.field \
+             WHERE c.operation = 'leave' AND p.kind = 'pupil' \
+             AND NOT EXISTS (SELECT 1 FROM membership x WHERE x.person_id = p.id AND x.group_id = g.id)",
+        );
+        if let Some(t) = since {
+            sql.push(" AND c.at >= ").bind(t);
+        }
+        sql.push(" GROUP BY p.sourced_id, g.sourced_id, p.school_id");
+    }
+    sql.push(
+        " UNION ALL SELECT p.sourced_id || '.' || g.sourced_id || '.' || a.rule, a.school_id, \
+         p.sourced_id, g.sourced_id, \
+         CASE WHEN a.rule IN ('team-leader', 'dean') THEN 'administrator' ELSE 'teacher' END, \
+         CASE WHEN a.rule = 'teacher' AND EXISTS (SELECT 1 FROM membership x \
+           WHERE x.person_id = a.person_id AND x.group_id = a.group_id \
+           AND (x.role LIKE '%LRK%' OR x.role = 'Leerkracht')) THEN 'true' ELSE 'false' END, \
+         CASE WHEN SUM(CASE WHEN a.state IN ('active', 'pending') THEN 1 ELSE 0 END) > 0 \
+           THEN 'active' ELSE 'tobedeleted' END, \
+         MAX(a.changed_at) \
+         FROM access_grant a JOIN person p ON p.id = a.person_id \
+         JOIN roster_group g ON g.id = a.group_id WHERE a.level = 'related'",
+    );
+    if let Some(t) = since {
+        // Every grant of a person who has one that changed: the state of an enrollment
+        // is decided over all grants behind it.
+        sql.push(" AND a.person_id IN (SELECT person_id FROM access_grant WHERE changed_at >= ")
+            .bind(t)
+            .push(")");
+    }
+    sql.push(
+        " GROUP BY p.sourced_id, g.sourced_id, a.rule, a.school_id, a.person_id, a.group_id) e",
+    );
+}
+
+/// Pushes `FROM ...` (without the word); the column of the record's school.
+fn from(sql: &mut Sql, c: Collection, l: &Listing) -> &'static str {
+    match c {
+        Collection::Users => {
+            sql.push("person p JOIN school s ON s.id = p.school_id");
+            "p.school_id"
+        }
+        Collection::Classes => {
+            sql.push("roster_group g JOIN school s ON s.id = g.school_id");
+            "g.school_id"
+        }
+        Collection::Enrollments => {
+            enrollments_from(sql, l.removed, l.lower_bound());
+            "e.school_id"
+        }
+    }
+}
+
+/// The WHERE of a listing (without the word).
+fn condition(sql: &mut Sql, c: Collection, l: &Listing, school_col: &str) {
+    sql.push("1 = 1");
+    if let Some(schools) = &l.schools {
+        sql.push(&format!(" AND {school_col} IN ("));
+        if schools.is_empty() {
+            sql.push("NULL");
+        }
+        for (i, s) in schools.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(s.clone());
+        }
+        sql.push(")");
+    }
+    if !l.removed {
+        sql.push(match c {
+            Collection::Users => " AND p.removed_at IS NULL",
+            Collection::Classes => " AND g.removed_at IS NULL",
+            Collection::Enrollments => " AND e.status = 'active'",
+        });
+    }
+    for w in &l.within {
+        within(sql, c, w);
+    }
+    if !l.compare.is_empty() {
+        sql.push(" AND (");
+        for (i, cmp) in l.compare.iter().enumerate() {
+            if i > 0 {
+                sql.push(if l.any { " OR " } else { " AND " });
+            }
+            // The caller checked the field; an unknown one would compare nothing.
+            let expr = column(c, &cmp.field).unwrap_or("NULL");
+            match (&cmp.value, cmp.op) {
+                (Compared::Text(t), "LIKE") => {
+                    let escaped = t
+                        .replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_");
+                    sql.push(&format!("LOWER({expr}) LIKE "))
+                        .bind(format!("%{}%", escaped.to_lowercase()))
+                        .push(" ESCAPE '\\'");
+                }
+                (Compared::Text(t), op) => {
+                    sql.push(&format!("{expr} {op} ")).bind(t.clone());
+                }
+                (Compared::Time(t), op) => {
+                    sql.push(&format!("{expr} {op} ")).bind(*t);
+                }
+            }
+        }
+        sql.push(")");
+    }
+}
+
+fn within(sql: &mut Sql, c: Collection, w: &Within) {
+    match (c, w) {
+        (Collection::Users, Within::Kind(k)) => {
+            sql.push(" AND p.kind = ").bind(*k);
+        }
+        (Collection::Enrollments, Within::School(sid)) => {
+            sql.push(" AND e.school_id IN (SELECT id FROM school WHERE sourced_id = ")
+                .bind(sid.clone())
+                .push(")");
+        }
+        (_, Within::School(sid)) => {
+            sql.push(" AND s.sourced_id = ").bind(sid.clone());
+        }
+        (Collection::Users, Within::StudentsOf(class)) => {
+            sql.push(
+                " AND p.kind = 'pupil' AND p.id IN (SELECT m.person_id FROM membership m \
+                 JOIN roster_group cg ON cg.id = m.group_id WHERE cg.sourced_id = ",
+            )
+            .bind(class.clone())
+            .push(")");
+        }
+        (Collection::Users, Within::TeachersOf(class)) => {
+            sql.push(
+                " AND p.kind = 'staff' AND p.id IN (SELECT a.person_id FROM access_grant a \
+                 JOIN roster_group cg ON cg.id = a.group_id WHERE a.level = 'related' \
+                 AND a.state IN ('active', 'pending') AND cg.sourced_id = ",
+            )
+            .bind(class.clone())
+            .push(")");
+        }
+        (Collection::Classes, Within::ClassesOf(user)) => {
+            sql.push(
+                " AND g.id IN (SELECT m.group_id FROM membership m JOIN person u \
+                 ON u.id = m.person_id WHERE u.kind = 'pupil' AND u.sourced_id = ",
+            )
+            .bind(user.clone())
+            .push(
+                " UNION SELECT a.group_id FROM access_grant a JOIN person u ON u.id = a.person_id \
+                 WHERE a.level = 'related' AND a.state IN ('active', 'pending') AND u.sourced_id = ",
+            )
+            .bind(user.clone())
+            .push(")");
+        }
+        (Collection::Classes, Within::Course { school, year }) => {
+            sql.push(" AND s.sourced_id = ").bind(school.clone());
+            match year {
+                Some(y) => sql.push(" AND g.year_group = ").bind(y.clone()),
+                None => sql.push(" AND g.year_group IS NULL"),
+            };
+        }
+        (Collection::Classes, Within::Term(year)) => {
+            sql.push(" AND s.school_year = ").bind(year.clone());
+        }
+        (Collection::Enrollments, Within::EnrollmentsOf(class)) => {
+            sql.push(" AND e.class_sid = ").bind(class.clone());
+        }
+        // A narrowing that does not apply to this collection leaves nothing.
+        _ => {
+            sql.push(" AND 1 = 0");
+        }
+    }
+}
+
+/// The page of a listing and how many records there are in all.
+pub async fn page<C: ConnectionTrait>(
+    db: &C,
+    c: Collection,
+    l: &Listing,
+) -> Result<(u64, Vec<QueryResult>), DbErr> {
+    let backend = db.get_database_backend();
+    let mut count = Sql::new(backend);
+    count.push("SELECT COUNT(*) FROM ");
+    let school_col = from(&mut count, c, l);
+    count.push(" WHERE ");
+    condition(&mut count, c, l, school_col);
+    let total = db
+        .query_one_raw(count.statement())
+        .await?
+        .map(|r| r.try_get_by_index::<i64>(0))
+        .transpose()?
+        .unwrap_or(0);
+    let select = match c {
+        Collection::Users => {
+            "p.id, p.sourced_id, p.school_id, p.kind, p.family_name, p.prefix, p.given_name, \
+             p.email, p.year_group, p.updated_at, p.removed_at, s.sourced_id AS school_sid"
+        }
+        Collection::Classes => {
+            "g.id, g.sourced_id, g.school_id, g.key, g.name, g.kind, g.year_group, g.updated_at, \
+             g.removed_at, s.sourced_id AS school_sid, s.school_year"
+        }
+        Collection::Enrollments => {
+            "e.sourced_id, e.school_id, e.user_sid, e.class_sid, e.role, e.is_primary, e.status, \
+             e.modified, (SELECT s.sourced_id FROM school s WHERE s.id = e.school_id) AS school_sid"
+        }
+    };
+    let key = column(c, "sourcedId").unwrap_or("1");
+    let order = l.sort.as_deref().and_then(|f| column(c, f)).unwrap_or(key);
+    let dir = if l.descending { "DESC" } else { "ASC" };
+    let mut sql = Sql::new(backend);
+    sql.push(&format!("SELECT {select} FROM "));
+    from(&mut sql, c, l);
+    sql.push(" WHERE ");
+    condition(&mut sql, c, l, school_col);
+    sql.push(&format!(" ORDER BY {order} {dir}, {key} {dir} LIMIT "))
+        .bind(l.limit as i64)
+        .push(" OFFSET ")
+        .bind(l.offset as i64);
+    let rows = db.query_all_raw(sql.statement()).await?;
+    Ok((u64::try_from(total).unwrap_or(0), rows))
+}
+
+/// A user as the page query returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: i64,
+    pub sourced_id: String,
+    pub school_id: String,
+    pub school_sid: String,
+    /// `pupil` or `staff`.
+    pub kind: String,
+    pub family_name: Option<String>,
+    pub prefix: Option<String>,
+    pub given_name: Option<String>,
+    pub email: Option<String>,
+    pub year_group: Option<String>,
+    pub modified: DateTime<Utc>,
+    pub removed: bool,
+}
+
+impl UserRow {
+    pub fn from(r: &QueryResult) -> Result<UserRow, DbErr> {
+        Ok(UserRow {
+            id: r.try_get("", "id")?,
+            sourced_id: r
+                .try_get::<Option<String>>("", "sourced_id")?
+                .unwrap_or_default(),
+            school_id: r.try_get("", "school_id")?,
+            school_sid: r
+                .try_get::<Option<String>>("", "school_sid")?
+                .unwrap_or_default(),
+            kind: r.try_get("", "kind")?,
+            family_name: r.try_get("", "family_name")?,
+            prefix: r.try_get("", "prefix")?,
+            given_name: r.try_get("", "given_name")?,
+            email: r.try_get("", "email")?,
+            year_group: r.try_get("", "year_group")?,
+            modified: r.try_get("", "updated_at")?,
+            removed: r
+                .try_get::<Option<DateTime<Utc>>>("", "removed_at")?
+                .is_some(),
+        })
+    }
+}
+
+/// A class as the page query returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassRow {
+    pub sourced_id: String,
+    pub school_id: String,
+    pub school_sid: String,
+    pub school_year: Option<String>,
+    pub key: String,
+    pub name: String,
+    /// `stamgroep` or `samengesteld`.
+    pub kind: String,
+    pub year_group: Option<String>,
+    pub modified: DateTime<Utc>,
+    pub removed: bool,
+}
+
+impl ClassRow {
+    pub fn from(r: &QueryResult) -> Result<ClassRow, DbErr> {
+        Ok(ClassRow {
+            sourced_id: r
+                .try_get::<Option<String>>("", "sourced_id")?
+                .unwrap_or_default(),
+            school_id: r.try_get("", "school_id")?,
+            school_sid: r
+                .try_get::<Option<String>>("", "school_sid")?
+                .unwrap_or_default(),
+            school_year: r.try_get("", "school_year")?,
+            key: r.try_get("", "key")?,
+            name: r.try_get("", "name")?,
+            kind: r.try_get("", "kind")?,
+            year_group: r.try_get("", "year_group")?,
+            modified: r.try_get("", "updated_at")?,
+            removed: r
+                .try_get::<Option<DateTime<Utc>>>("", "removed_at")?
+                .is_some(),
+        })
+    }
+}
+
+/// An enrollment as the page query returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentRow {
+    pub sourced_id: String,
+    pub school_sid: String,
+    pub user_sid: String,
+    pub class_sid: String,
+    pub role: String,
+    pub primary: bool,
+    pub active: bool,
+    pub modified: DateTime<Utc>,
+}
+
+impl EnrollmentRow {
+    pub fn from(r: &QueryResult) -> Result<EnrollmentRow, DbErr> {
+        Ok(EnrollmentRow {
+            sourced_id: r.try_get("", "sourced_id")?,
+            school_sid: r
+                .try_get::<Option<String>>("", "school_sid")?
+                .unwrap_or_default(),
+            user_sid: r.try_get("", "user_sid")?,
+            class_sid: r.try_get("", "class_sid")?,
+            role: r.try_get("", "role")?,
+            primary: r.try_get::<String>("", "is_primary")? == "true",
+            active: r.try_get::<String>("", "status")? == "active",
+            modified: r
+                .try_get::<Option<DateTime<Utc>>>("", "modified")?
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// The ECK-iD and LAS key of each person of a page.
+pub async fn keys<C: ConnectionTrait>(
+    db: &C,
+    persons: &[i64],
+) -> Result<HashMap<i64, (Option<String>, Option<String>)>, DbErr> {
+    use super::entities::person_key;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let mut out: HashMap<i64, (Option<String>, Option<String>)> = HashMap::new();
+    for chunk in persons.chunks(1000) {
+        let rows = person_key::Entity::find()
+            .filter(person_key::Column::PersonId.is_in(chunk.iter().copied()))
+            .filter(person_key::Column::Kind.is_in(["eckid", "las"]))
+            .all(db)
+            .await?;
+        for k in rows {
+            let e = out.entry(k.person_id).or_default();
+            if k.kind == "eckid" {
+                e.0 = Some(k.value);
+            } else {
+                e.1 = Some(k.value);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The whole-school grants (their rules) of each person of a page: roles on the school.
+pub async fn school_grants<C: ConnectionTrait>(
+    db: &C,
+    persons: &[i64],
+) -> Result<BTreeMap<i64, Vec<String>>, DbErr> {
+    use super::entities::access_grant;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let mut out: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for chunk in persons.chunks(1000) {
+        let rows = access_grant::Entity::find()
+            .filter(access_grant::Column::PersonId.is_in(chunk.iter().copied()))
+            .filter(access_grant::Column::Level.eq("school"))
+            .filter(access_grant::Column::State.is_in(["active", "pending"]))
+            .all(db)
+            .await?;
+        for g in rows {
+            let rules = out.entry(g.person_id).or_default();
+            if !rules.contains(&g.rule) {
+                rules.push(g.rule);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Schools as orgs: every school the client may see (few enough to list whole).
+pub async fn schools<C: ConnectionTrait>(
+    db: &C,
+    only: Option<&[String]>,
+) -> Result<Vec<super::entities::school::Model>, DbErr> {
+    use super::entities::school;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let mut q = school::Entity::find().order_by_asc(school::Column::SourcedId);
+    if let Some(ids) = only {
+        q = q.filter(school::Column::Id.is_in(ids.iter().cloned()));
+    }
+    q.all(db).await
+}
+
+/// The year groups in use per school (for courses): (school id, year group or none).
+pub async fn year_groups<C: ConnectionTrait>(
+    db: &C,
+    only: Option<&[String]>,
+) -> Result<Vec<(String, Option<String>)>, DbErr> {
+    let backend = db.get_database_backend();
+    let mut sql = Sql::new(backend);
+    sql.push(
+        "SELECT DISTINCT g.school_id, g.year_group FROM roster_group g WHERE g.removed_at IS NULL",
+    );
+    if let Some(ids) = only {
+        sql.push(" AND g.school_id IN (");
+        if ids.is_empty() {
+            sql.push("NULL");
+        }
+        for (i, s) in ids.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(s.clone());
+        }
+        sql.push(")");
+    }
+    sql.push(" ORDER BY g.school_id, g.year_group");
+    db.query_all_raw(sql.statement())
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get_by_index(0)?, r.try_get_by_index(1)?)))
+        .collect()
+}
+
+/// A person by sourcedId: (id, school id, kind), live or tombstoned.
+pub async fn person_by_sid<C: ConnectionTrait>(
+    db: &C,
+    sid: &str,
+) -> Result<Option<super::entities::person::Model>, DbErr> {
+    use super::entities::person;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    person::Entity::find()
+        .filter(person::Column::SourcedId.eq(sid))
+        .one(db)
+        .await
+}
+
+/// A group by sourcedId.
+pub async fn group_by_sid<C: ConnectionTrait>(
+    db: &C,
+    sid: &str,
+) -> Result<Option<super::entities::roster_group::Model>, DbErr> {
+    use super::entities::roster_group;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    roster_group::Entity::find()
+        .filter(roster_group::Column::SourcedId.eq(sid))
+        .one(db)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("a moment")
+    }
+
+    fn compare(field: &str, op: &'static str, value: Compared) -> Compare {
+        Compare {
+            field: field.into(),
+            op,
+            value,
+        }
+    }
+
+    #[test]
+    fn a_delta_bound_comes_only_from_a_later_than_in_an_and_filter() {
+        let t = at("2026-11-30T20:00:00Z");
+        let mut l = Listing {
+            compare: vec![
+                compare("givenName", "=", Compared::Text("Sanne".into())),
+                compare("dateLastModified", ">", Compared::Time(t)),
+            ],
+            ..Listing::default()
+        };
+        assert_eq!(l.lower_bound(), Some(t));
+        l.compare[1].op = ">=";
+        assert_eq!(l.lower_bound(), Some(t));
+        // OR: a record may match the other side whenever it changed.
+        l.any = true;
+        assert_eq!(l.lower_bound(), None);
+        l.any = false;
+        l.compare[1].op = "<";
+        assert_eq!(l.lower_bound(), None);
+    }
+
+    #[test]
+    fn a_delta_reads_each_part_from_its_moment_index() {
+        let t = at("2026-11-30T20:00:00Z");
+        let mut sql = Sql::new(DbBackend::Sqlite);
+        enrollments_from(&mut sql, true, Some(t));
+        for part in [
+            "m.since >= ?",
+            "SELECT id FROM person WHERE updated_at >= ?",
+            "SELECT id FROM roster_group WHERE updated_at >= ?",
+            "c.at >= ?",
+            "SELECT person_id FROM access_grant WHERE changed_at >= ?",
+        ] {
+            assert!(sql.text.contains(part), "{part} in {}", sql.text);
+        }
+        assert_eq!(sql.values.len(), 5);
+        let mut full = Sql::new(DbBackend::Postgres);
+        enrollments_from(&mut full, false, None);
+        assert!(full.values.is_empty() && !full.text.contains("change_entry"));
+    }
+}
