@@ -789,10 +789,18 @@ fn the_bench_measures_both_parts() {
     // and the single school was paged to the end, every page timed.
     let delta = many["api_delta"].as_array().expect("delta probes");
     assert_eq!(delta.len(), 5);
-    assert!(delta[0]["records"].as_u64().expect("n") >= 30, "{}", delta[0]);
+    assert!(
+        delta[0]["records"].as_u64().expect("n") >= 30,
+        "{}",
+        delta[0]
+    );
     assert_eq!(delta[3]["records"], 0, "{}", delta[3]);
     let api = report["api_school"].as_array().expect("API probes");
-    assert!(api[0]["records"].as_u64().expect("n") >= 150 + 150 * 8 / 100, "{}", api[0]);
+    assert!(
+        api[0]["records"].as_u64().expect("n") >= 150 + 150 * 8 / 100,
+        "{}",
+        api[0]
+    );
     for p in api.iter().chain(delta) {
         assert!(p["pages"].as_u64().expect("pages") >= 2, "{p}");
         assert!(p["p99_ms"].as_f64().expect("ms") >= p["p50_ms"].as_f64().expect("ms"));
