@@ -66,6 +66,7 @@ async fn sqlite_store(dir: &std::path::Path) -> Store {
         max_connections: 4,
         password: None,
         allow_unverified_tls: false,
+        migrate_on_upgrade: false,
     };
     let store = Store::open(&settings, OpenMode::Create)
         .await

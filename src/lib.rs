@@ -23,3 +23,19 @@ pub mod sources;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+
+/// The version and the git commit this binary was built from.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("ROSTERSYNC_COMMIT");
+/// What `--version` prints after the name.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ROSTERSYNC_COMMIT"),
+    ")"
+);
+
+/// `rostersync_build_info{version, commit} 1`: which build a metrics scrape came from.
+pub fn record_build_info() {
+    metrics::gauge!("rostersync_build_info", "version" => VERSION, "commit" => COMMIT).set(1.0);
+}

@@ -4,12 +4,19 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rostersync::cli::{self, Cli};
-use rostersync::settings::Settings;
+use rostersync::settings::{self, Settings};
 use rostersync::telemetry;
 
 fn main() -> ExitCode {
-    let args = Cli::parse();
-    let settings = match Settings::load(args.config.as_deref()) {
+    let mut args = Cli::parse();
+    // `init` may run before the configuration exists (it writes it); `assets` needs none.
+    if !args.command.stands_alone() {
+        args.config = args.config.or_else(settings::installed_config);
+    }
+    let config = (!args.command.stands_alone())
+        .then_some(args.config.as_deref())
+        .flatten();
+    let settings = match Settings::load(config) {
         Ok(s) => s,
         Err(e) => return fail(2, &anyhow::Error::new(e)),
     };

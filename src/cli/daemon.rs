@@ -44,6 +44,7 @@ pub async fn run(settings: Settings, config: Option<PathBuf>) -> Result<(), Fail
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| Failure::failed(anyhow!("cannot set up metrics: {e}")))?;
+    crate::record_build_info();
     // The apps' API beside the daemon, when `[api] listen` is set.
     crate::api::serve(&settings, store.clone())
         .await
@@ -69,6 +70,7 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| Failure::failed(anyhow!("cannot set up metrics: {e}")))?;
+    crate::record_build_info();
     // Health and metrics on the admin socket, as the daemon has them.
     let home = store.home().to_owned();
     let socket = crate::admin::listen(

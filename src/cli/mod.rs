@@ -1,6 +1,7 @@
 //! The command line: parsing, dispatch, exit codes and output formats.
 //! Exit 0 ok, 1 a run failed or was held, 2 bad usage or configuration.
 
+mod assets;
 #[cfg(feature = "simulator")]
 mod bench;
 #[cfg(feature = "simulator")]
@@ -10,6 +11,7 @@ mod daemon;
 #[cfg(feature = "simulator")]
 mod demo;
 mod history;
+mod init;
 mod local;
 mod rights;
 mod school;
@@ -30,12 +32,13 @@ use crate::store::{OpenMode, Store, StoreError};
 #[derive(Debug, Parser)]
 #[command(
     name = "rostersync",
-    version,
+    version = crate::LONG_VERSION,
     about = "Roster synchronization for Dutch schools: LAS (UWLR), Basispoort and Zermelo into one store.",
     propagate_version = true
 )]
 pub struct Cli {
-    /// Configuration file (TOML). Without it, the built-in defaults and environment apply.
+    /// Configuration file (TOML). Without it: /etc/rostersync/rostersync.toml when it exists,
+    /// else the built-in defaults; `ROSTERSYNC__SECTION__KEY` variables apply on top.
     #[arg(long, global = true, env = "ROSTERSYNC_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -50,7 +53,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create the store or bring its schema up to date.
-    Migrate,
+    Migrate(MigrateArgs),
+    /// First-run setup on a server: the master key as a systemd credential, a starter
+    /// configuration, check-config, the store, and what to do next. Safe to run again.
+    Init(init::InitArgs),
+    /// The man pages and shell completions, for packaging.
+    #[command(hide = true)]
+    Assets(assets::AssetsArgs),
     /// Validate the configuration, read every secret it names, and print it (secrets as references).
     CheckConfig {
         /// Also ask every LAS once for every school and report what happened.
@@ -114,6 +123,11 @@ pub enum Command {
 }
 
 impl Command {
+    /// Commands that do not read the configuration file at start.
+    pub fn stands_alone(&self) -> bool {
+        matches!(self, Command::Init(_) | Command::Assets(_))
+    }
+
     /// The demo and the bench explain themselves on stdout; their per-school log lines would
     /// only interleave.
     pub fn explains_itself(&self) -> bool {
@@ -206,7 +220,9 @@ pub async fn run(
         Command::Serve => daemon::serve(settings).await,
         Command::Resync(args) => daemon::resync(&settings, args).await,
         Command::Status(args) => daemon::status(&settings, args).await,
-        Command::Migrate => migrate(&settings).await,
+        Command::Migrate(args) => migrate(&settings, &args).await,
+        Command::Init(args) => init::run(config, &args).await,
+        Command::Assets(args) => assets::run(&args),
         Command::CheckConfig { online } => check::run(&settings, online).await,
         Command::School { action } => school::run(&settings, action).await,
         Command::Person { action } => local::person(&settings, action).await,
@@ -229,11 +245,84 @@ pub async fn run(
     }
 }
 
-async fn migrate(settings: &Settings) -> Result<(), Failure> {
+/// Root migrating a SQLite store (`init`, a package upgrade) must not leave files the
+/// service's user cannot open: the store and its WAL files that root owns go to the owner of
+/// their directory. Never through a link.
+fn give_store_files_to_their_directory(store: &Store) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let dir = std::fs::metadata(store.home())?;
+    if dir.uid() == 0 {
+        return Ok(());
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let path = PathBuf::from(format!("{}{suffix}", store.shown()));
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() && m.uid() == 0 => {
+                std::os::unix::fs::lchown(&path, Some(dir.uid()), Some(dir.gid())).map_err(
+                    |e| {
+                        anyhow::anyhow!(
+                            "cannot give {} to its directory's owner: {e}",
+                            path.display()
+                        )
+                    },
+                )?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// What a package upgrade runs: migrate only when `store.migrate_on_upgrade = true`, else
+    /// say what to run. Exit 0 when the store is current (or not created yet), 3 when it is
+    /// still behind (then the package does not restart the daemon).
+    #[arg(long)]
+    on_upgrade: bool,
+}
+
+/// `migrate --on-upgrade`'s exit code when the store stays behind.
+const EXIT_BEHIND: u8 = 3;
+
+async fn migrate(settings: &Settings, args: &MigrateArgs) -> Result<(), Failure> {
+    if args.on_upgrade {
+        match Store::open(&settings.store, OpenMode::Existing).await {
+            Ok(store) => {
+                println!("The store at {} is up to date.", store.shown());
+                return Ok(());
+            }
+            Err(StoreError::Missing(shown)) => {
+                println!(
+                    "No store at {shown} yet: nothing to migrate (`rostersync init` makes it)."
+                );
+                return Ok(());
+            }
+            Err(StoreError::Behind { shown, pending }) if !settings.store.migrate_on_upgrade => {
+                return Err(Failure {
+                    code: EXIT_BEHIND,
+                    error: anyhow::anyhow!(
+                        "the store at {shown} needs {pending} migration(s) for this version; the \
+                         running daemon was left alone. Back the store up, run `rostersync \
+                         migrate` as root, then `systemctl restart rostersync` (or set \
+                         store.migrate_on_upgrade = true to let upgrades do it)"
+                    ),
+                });
+            }
+            Err(StoreError::Behind { .. }) => {}
+            Err(e) => return Err(Failure::store(e)),
+        }
+    }
     let store = Store::open(&settings.store, OpenMode::Create)
         .await
         .map_err(Failure::store)?;
     let applied = store.migrate().await.map_err(Failure::store)?;
+    if store.backend() == sea_orm::DbBackend::Sqlite {
+        give_store_files_to_their_directory(&store).map_err(Failure::failed)?;
+    }
     if applied.is_empty() {
         println!("The store at {} is up to date.", store.shown());
     } else {

@@ -1,5 +1,6 @@
-//! The configuration: built-in defaults, then the file from `--config` / `ROSTERSYNC_CONFIG`,
-//! then `ROSTERSYNC__SECTION__KEY` variables. Unknown keys are errors; secrets are references.
+//! The configuration: built-in defaults, then the file from `--config` / `ROSTERSYNC_CONFIG`
+//! (else /etc/rostersync/rostersync.toml when it exists), then `ROSTERSYNC__SECTION__KEY`
+//! variables. Unknown keys are errors; secrets are references.
 
 mod secret;
 
@@ -11,9 +12,19 @@ use connector_api::SchoolId;
 use connector_api::http::Url;
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use secret::{SecretError, SecretRef};
+pub use secret::{INSTALLED_CREDENTIALS_DIR, SecretError, SecretRef, credentials_directory};
 
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// The configuration of an installed rostersync (the package's conffile, `init`'s default).
+pub const INSTALLED_CONFIG: &str = "/etc/rostersync/rostersync.toml";
+
+/// The file to read when none was named: the installed configuration, if this machine has one.
+/// So an administrator's `rostersync status` on a server reads what the service reads.
+pub fn installed_config() -> Option<PathBuf> {
+    let path = Path::new(INSTALLED_CONFIG);
+    path.is_file().then(|| path.to_owned())
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +61,10 @@ pub struct StoreSettings {
     /// (sslmode=verify-full or verify-ca). Off: such a store URL is refused. Logged when on.
     #[serde(default)]
     pub allow_unverified_tls: bool,
+    /// Let a package upgrade migrate the store (`migrate --on-upgrade`); off, the upgrade
+    /// says what to run and leaves the running daemon alone.
+    #[serde(default)]
+    pub migrate_on_upgrade: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -701,12 +716,13 @@ impl Settings {
     }
 
     /// Every `{ file = ... }` secret must exist now, so a typo in a path fails at start-up and
-    /// not at 03:30. Credentials are checked only where systemd provides them.
+    /// not at 03:30. Credentials are checked only where they can be read (systemd's, or root's on an installed
+    /// machine).
     fn check_secret_files(&self) -> Result<(), String> {
         for (key, reference) in self.secret_refs() {
             let path = match reference {
                 SecretRef::File(p) => p.clone(),
-                SecretRef::Credential(_) if std::env::var_os("CREDENTIALS_DIRECTORY").is_some() => {
+                SecretRef::Credential(_) if credentials_directory().is_some() => {
                     reference.path().map_err(|e| format!("{key}: {e}"))?
                 }
                 SecretRef::Credential(_) => continue,

@@ -22,8 +22,9 @@ pub enum SecretError {
     #[error("cannot read secret file {path}: {reason}")]
     File { path: PathBuf, reason: String },
     #[error(
-        "credential '{name}' is not available: $CREDENTIALS_DIRECTORY is not set (run under \
-         systemd with LoadCredential={name}:..., or use {{ file = \"...\" }} instead)"
+        "credential '{name}' is not available: $CREDENTIALS_DIRECTORY is not set and \
+         /etc/rostersync/credentials cannot be read (run as root, or under systemd with \
+         LoadCredential={name}:..., or use {{ file = \"...\" }} instead)"
     )]
     NoCredentialsDirectory { name: String },
     #[error("cannot read credential '{name}' from {path}: {reason}")]
@@ -47,6 +48,24 @@ pub enum SecretError {
     NotText { reference: String },
 }
 
+/// Where an installed rostersync keeps the files its unit hands over as credentials
+/// (`LoadCredential=NAME:/etc/rostersync/credentials/NAME`).
+pub const INSTALLED_CREDENTIALS_DIR: &str = "/etc/rostersync/credentials";
+
+/// Where `{ credential = "NAME" }` is read from: systemd's `$CREDENTIALS_DIRECTORY` for the
+/// service; for an administrator's command on an installed machine (root, outside the unit),
+/// the directory those credentials are loaded from, when this process can read it. So
+/// `sudo rostersync school add ...` reads the same secrets the service does.
+pub fn credentials_directory() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+        return Some(PathBuf::from(dir));
+    }
+    let installed = Path::new(INSTALLED_CREDENTIALS_DIR);
+    std::fs::read_dir(installed)
+        .is_ok()
+        .then(|| installed.to_owned())
+}
+
 impl fmt::Display for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -62,9 +81,9 @@ impl SecretRef {
         match self {
             SecretRef::File(p) => Ok(p.clone()),
             SecretRef::Credential(name) => {
-                let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
+                let dir = credentials_directory()
                     .ok_or_else(|| SecretError::NoCredentialsDirectory { name: name.clone() })?;
-                Ok(Path::new(&dir).join(name))
+                Ok(dir.join(name))
             }
         }
     }

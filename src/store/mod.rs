@@ -251,6 +251,13 @@ impl Store {
     /// Apply pending migrations; returns their names. On PostgreSQL an advisory lock makes
     /// concurrent runs wait for each other instead of racing.
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        self.migrate_with::<Migrator>().await
+    }
+
+    /// Apply `M`'s pending migrations in one transaction: all of them or, when one fails,
+    /// none (the store stays as it was). On PostgreSQL an advisory lock makes instances that
+    /// migrate at once take turns. (`M` is a parameter so tests can add a failing migration.)
+    pub async fn migrate_with<M: MigratorTrait>(&self) -> Result<Vec<String>, StoreError> {
         let txn = self.writer.begin().await.map_err(|e| self.db_error(e))?;
         if self.backend() == DbBackend::Postgres {
             // Another instance's migration may take long: wait for it, not `lock_timeout`.
@@ -261,15 +268,18 @@ impl Store {
                 .await
                 .map_err(|e| self.db_error(e))?;
         }
-        let pending: Vec<String> = Migrator::get_pending_migrations(&txn)
+        let pending: Vec<String> = M::get_pending_migrations(&txn)
             .await
             .map_err(|e| self.db_error(e))?
             .iter()
             .map(|m| m.name().to_owned())
             .collect();
-        Migrator::up(&txn, None)
-            .await
-            .map_err(|e| self.db_error(e))?;
+        if let Err(e) = M::up(&txn, None).await {
+            // Roll back now, not when the connection is dropped: a half-applied schema change
+            // holds locks (on PostgreSQL an ALTER TABLE locks the table for everyone).
+            let _ = txn.rollback().await;
+            return Err(self.db_error(e));
+        }
         txn.commit().await.map_err(|e| self.db_error(e))?;
         Ok(pending)
     }

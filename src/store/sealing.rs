@@ -200,7 +200,8 @@ impl MasterKey {
     }
 }
 
-fn create_key_file(path: &Path) -> Result<(), SealError> {
+/// A new random master key at `path` (0600); refuses to replace a file that exists.
+pub fn create_key_file(path: &Path) -> Result<(), SealError> {
     let err = |reason: String| SealError::Create {
         path: path.to_owned(),
         reason,

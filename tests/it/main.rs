@@ -9,6 +9,7 @@ mod contention;
 mod daemon;
 mod faults;
 mod identity;
+mod install;
 mod listener;
 mod local;
 mod rights;
