@@ -66,6 +66,11 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
     if settings.api.client.is_empty() {
         tracing::warn!("No [[api.client]] is configured: every request will be refused.");
     }
+    // Before anything listens: a SIGTERM while starting stops it gracefully (the socket is
+    // removed), not by the default action.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| Failure::failed(anyhow!("cannot listen for SIGTERM: {e}")))?;
     let store = open(&settings).await?;
     let metrics = PrometheusBuilder::new()
         .install_recorder()
@@ -94,9 +99,6 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
         crate::api::BASE
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())
-        .map_err(|e| Failure::failed(anyhow!("cannot listen for SIGTERM: {e}")))?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}

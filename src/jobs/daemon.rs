@@ -571,6 +571,11 @@ pub async fn run(
     metrics: PrometheusHandle,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
+    use tokio::signal::unix::{SignalKind, signal};
+    // Before anything runs: a SIGTERM that arrives while the daemon starts must stop it
+    // gracefully, not kill it with the default action.
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     schools::ensure_config_rows(&store, &settings).await?;
     let (stop, _) = watch::channel(false);
     let workers = settings.sync.concurrency.max(1);
@@ -659,9 +664,6 @@ pub async fn run(
     tracing::info!(instance = %daemon.instance, workers, socket = %admin.path.display(), "rostersync is running.");
     daemon.status().await;
 
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
