@@ -125,7 +125,8 @@ async fn sync_once(store: &Store, s: &Snapshot) -> usize {
         retention: chrono::Duration::days(30),
         run: Some(run),
     };
-    roster::apply(&txn, &ctx, &plan, &persons)
+    let entries = rostersync::sync::journal::entries(&plan, &persons);
+    roster::apply(&txn, &ctx, &plan, &persons, &entries)
         .await
         .expect("apply");
     txn.commit().await.expect("commit");

@@ -1,18 +1,17 @@
-//! Builds the connectors the configuration describes (Vector's habit: a config type builds
-//! its runtime object). Secrets are read here, at the moment a connector is made.
+//! Builds the connectors the configuration describes: each connector's crate owns its
+//! configuration and its `build()` (Vector's habit: a config type builds its runtime object);
+//! here the error says which connection it is about. Secrets are read when a connector is
+//! made.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use connector_api::ConnectorError;
-use connector_api::http::{HttpPolicy, TlsSettings};
-use connector_uwlr::{Transfer, UwlrConnector, UwlrSettings};
+use connector_api::config::BuildError;
+use connector_api::{Connector, ConnectorError};
 
-use connector_basispoort::{BasispoortConfig, BasispoortConnector};
-use connector_zermelo::{ZermeloConfig, ZermeloConnector};
+use connector_basispoort::BasispoortConnector;
+use connector_zermelo::ZermeloConnector;
 
-use crate::settings::{
-    BrokerKind, BrokerSettings, LasSettings, SecretError, SecretRef, TransferStyle,
-};
+use crate::settings::{BrokerSettings, LasSettings, SecretError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -30,9 +29,14 @@ pub enum SourceError {
     },
 }
 
-/// An extra trust root (a CA certificate is no secret, so it leaves its wrapper).
-fn trust_root(reference: Option<&SecretRef>) -> Result<Option<Vec<u8>>, SecretError> {
-    reference.map(SecretRef::load_public_bytes).transpose()
+impl SourceError {
+    /// A connector's build error, said with the connection it is about.
+    fn of(connection: String, e: BuildError) -> SourceError {
+        match e {
+            BuildError::Secret(source) => SourceError::Secret { connection, source },
+            BuildError::Connector(source) => SourceError::Connector { connection, source },
+        }
+    }
 }
 
 /// A school's portal connection; the token travels with each request (it is the school's).
@@ -40,92 +44,22 @@ pub fn portal_connector(
     school: &str,
     z: &crate::settings::ZermeloSettings,
 ) -> Result<ZermeloConnector, SourceError> {
-    let connection = format!("the portal connection of school {school}");
-    ZermeloConnector::new(ZermeloConfig {
-        portal: z.portal.clone(),
-        ca_pem: trust_root(z.ca_certificate.as_ref()).map_err(|e| SourceError::Secret {
-            connection: connection.clone(),
-            source: e,
-        })?,
-        policy: HttpPolicy {
-            max_body_bytes: z.max_response_mb * 1024 * 1024,
-            ..HttpPolicy::default()
-        },
-    })
-    .map_err(|e| SourceError::Connector {
-        connection,
-        source: e,
-    })
+    z.build()
+        .map_err(|e| SourceError::of(format!("the portal connection of school {school}"), e))
 }
 
 /// The broker connection, with its client certificate and optional trust root.
 pub fn broker_connector(broker: &BrokerSettings) -> Result<BasispoortConnector, SourceError> {
-    const CONNECTION: &str = "the broker connection";
-    let secret = |e| SourceError::Secret {
-        connection: CONNECTION.into(),
-        source: e,
-    };
-    let BrokerKind::Basispoort = broker.kind;
-    BasispoortConnector::new(BasispoortConfig {
-        endpoint: broker.endpoint.clone(),
-        client_identity_pem: broker.client_certificate.load_bytes().map_err(secret)?,
-        ca_pem: trust_root(broker.ca_certificate.as_ref()).map_err(secret)?,
-        policy: HttpPolicy {
-            request_timeout: Duration::from_secs(broker.timeout_seconds),
-            max_body_bytes: broker.max_response_mb * 1024 * 1024,
-            ..HttpPolicy::default()
-        },
-    })
-    .map_err(|e| SourceError::Connector {
-        connection: CONNECTION.into(),
-        source: e,
-    })
+    broker
+        .basispoort()
+        .build()
+        .map_err(|e| SourceError::of("the broker connection".into(), e))
 }
 
-pub fn las_connector(las: &LasSettings) -> Result<UwlrConnector, SourceError> {
-    let connection = format!("LAS connection '{}'", las.name);
-    let secret = |e| SourceError::Secret {
-        connection: connection.clone(),
-        source: e,
-    };
-    let klantcode = las.klantcode.load_string().map_err(secret)?;
-    let client_identity_pem = las
-        .client_certificate
-        .as_ref()
-        .map(|c| c.load_bytes())
-        .transpose()
-        .map_err(secret)?;
-    let extra_roots_pem = trust_root(las.ca_certificate.as_ref()).map_err(secret)?;
-    let mut headers = Vec::new();
-    for (name, value) in &las.headers {
-        headers.push((name.clone(), value.load_string().map_err(secret)?));
-    }
-    UwlrConnector::new(UwlrSettings {
-        name: las.name.clone(),
-        endpoint: las.endpoint.clone(),
-        klantnaam: las.klantnaam.clone(),
-        klantcode,
-        xsd_version: las.xsd_version.clone(),
-        data_set: las.gegevenssetid.clone(),
-        transfer: match las.transfer {
-            TransferStyle::AllesInEen => Transfer::AllInOne,
-            TransferStyle::Getrapt => Transfer::Getrapt,
-        },
-        headers,
-        policy: HttpPolicy {
-            request_timeout: Duration::from_secs(las.timeout_seconds),
-            max_body_bytes: las.max_response_mb * 1024 * 1024,
-            ..HttpPolicy::default()
-        },
-        tls: TlsSettings {
-            client_identity_pem,
-            extra_roots_pem,
-        },
-    })
-    .map_err(|e| SourceError::Connector {
-        connection: connection.clone(),
-        source: e,
-    })
+/// A LAS connection's connector, built by its protocol's crate.
+pub fn las_connector(las: &LasSettings) -> Result<Arc<dyn Connector>, SourceError> {
+    las.build()
+        .map_err(|e| SourceError::of(format!("LAS connection '{}'", las.name()), e))
 }
 
 /// A connector that lets at most `n` fetches run at once: vendors throttle per client, and

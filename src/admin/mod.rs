@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use anyhow::Context;
 use axum::Router;
@@ -15,11 +16,10 @@ use axum::routing::{get, post};
 use connector_api::SchoolId;
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::ExposeSecret;
+use tokio::sync::RwLock;
 
-use crate::jobs::daemon::Daemon;
-use crate::jobs::queue;
 use crate::settings::Settings;
-use crate::store::{runs, status};
+use crate::store::{Store, queue, runs, status};
 
 /// Where the admin socket goes: the configured path, else `$RUNTIME_DIRECTORY/admin.sock`,
 /// else beside the store.
@@ -37,7 +37,33 @@ pub fn socket_path(settings: &Settings, store_home: &Path) -> PathBuf {
     }
 }
 
-type Shared = Arc<Daemon>;
+/// What the admin API works with. The daemon builds it; the API never sees the daemon.
+#[derive(Clone)]
+pub struct AdminState {
+    pub store: Store,
+    pub metrics: PrometheusHandle,
+    /// Unix time of the scheduler's last tick (`/readyz`).
+    pub last_tick: Arc<AtomicI64>,
+    /// The configuration in force, reloaded on SIGHUP (an undo applies its rules).
+    pub settings: Arc<RwLock<Arc<Settings>>>,
+}
+
+impl AdminState {
+    fn ticking(&self) -> bool {
+        ticked_lately(&self.last_tick)
+    }
+
+    async fn settings(&self) -> Arc<Settings> {
+        self.settings.read().await.clone()
+    }
+}
+
+/// The scheduler ticked within the last three minutes (it ticks once a minute).
+pub fn ticked_lately(last_tick: &AtomicI64) -> bool {
+    chrono::Utc::now().timestamp() - last_tick.load(Ordering::Relaxed) < 180
+}
+
+type Shared = AdminState;
 
 fn router(d: Shared) -> Router {
     Router::new()
@@ -171,7 +197,7 @@ async fn undo(
     };
     match crate::sync::undo::undo(
         &d.store,
-        &crate::sync::apply::Rules::from_settings(&settings),
+        &crate::sync::run::Rules::from_settings(&settings),
         &req,
     )
     .await

@@ -236,7 +236,7 @@ async fn map_rows(
     c: Collection,
     rows: &[sea_orm::QueryResult],
 ) -> Result<Vec<Value>, sea_orm::DbErr> {
-    let today = crate::sync::apply::today();
+    let today = crate::sync::run::today();
     match c {
         Collection::Users => {
             let users: Vec<UserRow> = rows.iter().map(UserRow::from).collect::<Result<_, _>>()?;
@@ -628,7 +628,7 @@ async fn under_course(ask: &Ask<'_>, course_sid: &str) -> Response {
 }
 
 async fn visible_term(ask: &Ask<'_>, term_sid: &str) -> Result<bool, Response> {
-    let today = crate::sync::apply::today();
+    let today = crate::sync::run::today();
     let all = oneroster::schools(ask.api.store.db(), ask.access.schools.list().as_deref())
         .await
         .map_err(|e| store_failure(ask.api, e))?;
@@ -669,7 +669,7 @@ impl Memory {
 /// Every record of `m` the client may see (of one school when `only` is given).
 async fn build(ask: &Ask<'_>, m: Memory, only: Option<&str>) -> Result<Vec<Value>, Response> {
     let db = ask.api.store.db();
-    let today = crate::sync::apply::today();
+    let today = crate::sync::run::today();
     let mut schools = oneroster::schools(db, ask.access.schools.list().as_deref())
         .await
         .map_err(|e| store_failure(ask.api, e))?;

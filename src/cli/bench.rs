@@ -28,9 +28,9 @@ use super::sync::Progress;
 use super::{Failure, OutputFormat, table};
 use crate::settings::Settings;
 use crate::store::{OpenMode, Store};
-use crate::sync::apply::{RunOptions, SchoolReport};
 use crate::sync::cycle::{self, CycleOptions, CycleReport};
 use crate::sync::report::Outcome;
+use crate::sync::run::{RunOptions, SchoolReport};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -197,7 +197,7 @@ async fn open_store(settings: &Settings) -> Result<Store, Failure> {
 
 async fn large_school(args: &BenchArgs, dir: &Path) -> Result<Vec<Scenario>, Failure> {
     let school = sim_school_id(SchoolKind::Primary, 0);
-    let mut world = World::new(4242, crate::sync::apply::today());
+    let mut world = World::new(4242, crate::sync::run::today());
     world.add_school(school.clone(), SchoolKind::Primary, args.pupils);
     // Staff in proportion: 80 for 1,000 pupils (the LAS's and the broker's together).
     if let Some(s) = world.schools.get_mut(&school) {
@@ -495,7 +495,7 @@ async fn api_school(args: &BenchArgs, dir: &Path) -> Result<Vec<Latency>, Failur
         return Ok(Vec::new());
     }
     let school = sim_school_id(SchoolKind::Primary, 0);
-    let mut world = World::new(77, crate::sync::apply::today());
+    let mut world = World::new(77, crate::sync::run::today());
     world.add_school(school.clone(), SchoolKind::Primary, args.api_pupils);
     if let Some(s) = world.schools.get_mut(&school) {
         let want = args.api_pupils * 8 / 100;

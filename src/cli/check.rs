@@ -117,7 +117,7 @@ async fn targets(settings: &Settings) -> Vec<Target> {
 async fn check_online(settings: &Settings) -> Result<(), Failure> {
     let mut connectors = HashMap::new();
     for las in &settings.las {
-        connectors.insert(las.name.clone(), sources::las_connector(las));
+        connectors.insert(las.name().to_owned(), sources::las_connector(las));
     }
     let year = SchoolYear::containing(Utc::now().date_naive());
     let mut t = table::Table::new(&["SCHOOL", "SOURCE", "RESULT", "DETAIL"]);

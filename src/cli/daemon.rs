@@ -10,8 +10,10 @@ use connector_api::SchoolId;
 use metrics_exporter_prometheus::PrometheusBuilder;
 
 use super::{Failure, OutputFormat, table};
-use crate::jobs::{daemon, queue};
+use crate::jobs::daemon;
+use crate::model::SchoolStatus;
 use crate::settings::Settings;
+use crate::store::queue;
 use crate::store::{OpenMode, Store, runs, status};
 use crate::sync::report::Counts;
 
@@ -154,7 +156,7 @@ pub async fn resync(settings: &Settings, args: ResyncArgs) -> Result<(), Failure
     loop {
         let job = queue::get(store.db(), q.job).await.map_err(db_err)?;
         match job {
-            Some(j) if j.state == queue::DONE || j.state == queue::FAILED => {
+            Some(j) if queue::JobState::parse(&j.state).is_some_and(queue::JobState::is_closed) => {
                 let Some(run) = j.run_id else {
                     let why = j.last_error.unwrap_or_else(|| "no run was recorded".into());
                     return Err(Failure::failed(anyhow!(
@@ -209,11 +211,7 @@ pub async fn status(settings: &Settings, args: StatusArgs) -> Result<(), Failure
     if args.format == OutputFormat::Json {
         return super::print_json(&list);
     }
-    let tz: chrono_tz::Tz = settings
-        .schedule
-        .timezone
-        .parse()
-        .unwrap_or(chrono_tz::Europe::Amsterdam);
+    let tz = settings.schedule.timezone.0;
     let when = |t: Option<chrono::DateTime<Utc>>| {
         t.map(|t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_else(|| "-".into())
@@ -256,7 +254,10 @@ pub async fn status(settings: &Settings, args: StatusArgs) -> Result<(), Failure
         );
     }
     print!("{}", t.render());
-    for s in list.iter().filter(|s| s.state != "active") {
+    for s in list
+        .iter()
+        .filter(|s| s.state != SchoolStatus::Active.as_str())
+    {
         if let Some(r) = &s.reason {
             println!("{} {}: {r}", s.id, s.state);
         }

@@ -16,9 +16,9 @@ use super::{Failure, OutputFormat};
 use crate::settings::Settings;
 use crate::store::journal::{self, Change};
 use crate::store::{OpenMode, Store};
-use crate::sync::apply::RunOptions;
 use crate::sync::cycle::{self, CycleOptions, CycleReport};
 use crate::sync::report::Outcome;
+use crate::sync::run::RunOptions;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -65,7 +65,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
         }
     };
 
-    let today = crate::sync::apply::today();
+    let today = crate::sync::run::today();
     let mut world = World::new(2026, today);
     let primary = args.schools.max(3);
     for n in 0..primary {

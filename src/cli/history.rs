@@ -85,10 +85,9 @@ fn db_failure(store: &Store) -> impl Fn(sea_orm::DbErr) -> Failure + '_ {
 
 /// Times are shown in the schedule's time zone: that is where the operators are.
 fn local(settings: &Settings, t: DateTime<Utc>) -> String {
-    match settings.schedule.timezone.parse::<chrono_tz::Tz>() {
-        Ok(tz) => t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S").to_string(),
-        Err(_) => t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
-    }
+    t.with_timezone(&settings.schedule.timezone.0)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// A run as `--format json` prints it.
@@ -475,15 +474,27 @@ pub async fn approve(settings: &Settings, args: ApproveArgs) -> Result<(), Failu
     let approval = runs::start(&txn, &run.school_id, "approve", false)
         .await
         .map_err(&db_err)?;
-    let done = held::approve(&txn, waiting, approval, now, now + retention, &who)
+    let stamp = held::Approval {
+        run: approval,
+        now,
+        purge_after: now + retention,
+        by: &who,
+    };
+    let done = held::approve(&txn, waiting, &stamp)
         .await
         .map_err(&db_err)?;
     // Whoever left stops seeing pupils the usual way: their grants wait out the grace period.
     let rights = crate::rights::Rights::from_settings(&settings.rights);
-    let grant_changes =
-        crate::store::grants::refresh(&txn, &run.school_id, Some(approval), &rights, false, now)
-            .await
-            .map_err(&db_err)?;
+    let grant_changes = crate::sync::permissions::refresh(
+        &txn,
+        &run.school_id,
+        Some(approval),
+        &rights,
+        false,
+        now,
+    )
+    .await
+    .map_err(&db_err)?;
     // The roster changed outside a sync: the next run must look at everything again.
     crate::store::schools::set_digest(&txn, &run.school_id, None)
         .await

@@ -162,7 +162,7 @@ pub fn write_config(dir: &Path, server: &SimServer) -> anyhow::Result<PathBuf> {
 }
 
 pub async fn run(args: SimulateArgs) -> Result<(), Failure> {
-    let date = args.date.unwrap_or_else(crate::sync::apply::today);
+    let date = args.date.unwrap_or_else(crate::sync::run::today);
     let mut world = World::new(args.seed, date);
     for n in 0..args.primary {
         world.add_school(

@@ -9,9 +9,9 @@ use connector_api::SchoolId;
 use super::{Failure, OutputFormat, table};
 use crate::settings::Settings;
 use crate::store::{OpenMode, Store};
-use crate::sync::apply::{RunOptions, SchoolReport};
 use crate::sync::cycle::{self, CycleError, CycleOptions, CycleReport};
 use crate::sync::report::{KindCounts, Outcome};
+use crate::sync::run::{RunOptions, SchoolReport};
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {

@@ -7,7 +7,7 @@ use clap::Args;
 use super::{Failure, OutputFormat, operator, table};
 use crate::settings::Settings;
 use crate::store::{OpenMode, Store};
-use crate::sync::apply::Rules;
+use crate::sync::run::Rules;
 use crate::sync::undo::{self, UndoError, UndoReport, UndoRequest};
 
 #[derive(Debug, Args)]

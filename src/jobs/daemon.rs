@@ -13,14 +13,15 @@ use connector_api::SchoolId;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Mutex, RwLock, watch};
 
-use super::queue::{self, Job};
 use super::schedule::Daily;
+use crate::model::SchoolStatus;
 use crate::settings::Settings;
 use crate::store::entities::daemon_instance;
+use crate::store::queue::{self, Job, JobState};
 use crate::store::{Store, schools};
-use crate::sync::apply::{self, Rules, RunOptions, SchoolReport};
 use crate::sync::cycle::{self, Connectors};
 use crate::sync::report::Outcome;
+use crate::sync::run::{self, Rules, RunOptions, SchoolReport};
 
 /// A job that lost its worker this many times fails instead of being tried again.
 const MAX_ATTEMPTS: i32 = 8;
@@ -34,12 +35,12 @@ const STOP_GRACE: Duration = Duration::from_secs(60);
 /// Everything the daemon's tasks share.
 pub struct Daemon {
     pub store: Store,
-    settings: RwLock<Arc<Settings>>,
+    settings: Arc<RwLock<Arc<Settings>>>,
     config: Option<PathBuf>,
     connectors: Mutex<Connectors>,
     pub instance: String,
     /// Unix time of the ticker's last tick: readiness and the watchdog depend on it.
-    pub last_tick: AtomicI64,
+    pub last_tick: Arc<AtomicI64>,
     pub metrics: PrometheusHandle,
     /// How long a claimed job is ours without a heartbeat (`sync.lease_seconds`).
     lease: Duration,
@@ -59,13 +60,24 @@ impl Daemon {
 
     /// The ticker ticked within the last three minutes.
     pub fn ticking(&self) -> bool {
-        Utc::now().timestamp() - self.last_tick.load(Ordering::Relaxed) < 180
+        crate::admin::ticked_lately(&self.last_tick)
+    }
+
+    /// What the admin API may see and do: the store, the metrics, the ticker's last tick and
+    /// the configuration in force; never the daemon itself.
+    fn admin_state(&self) -> crate::admin::AdminState {
+        crate::admin::AdminState {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            last_tick: self.last_tick.clone(),
+            settings: self.settings.clone(),
+        }
     }
 
     fn daily(settings: &Settings) -> Option<Daily> {
         Some(Daily {
-            at: crate::settings::parse_daily(&settings.schedule.daily).ok()?,
-            tz: settings.schedule.timezone.parse().ok()?,
+            at: settings.schedule.daily.0,
+            tz: settings.schedule.timezone.0,
             window: Duration::from_secs(u64::from(settings.schedule.window_minutes) * 60),
         })
     }
@@ -80,7 +92,7 @@ impl Daemon {
             Ok(c) => c,
             Err(_) => return, // Each school's run says what is wrong with the connection.
         };
-        let granted = match connector.granted_on(crate::sync::apply::today()).await {
+        let granted = match connector.granted_on(crate::sync::run::today()).await {
             Ok(g) => g,
             Err(e) => {
                 tracing::warn!(error_class = e.class(), error = %e, "Cannot read today's granted permissions from the broker; trying again later.");
@@ -171,23 +183,33 @@ impl Daemon {
     }
 
     async fn heartbeat(&self) -> Result<(), sea_orm::DbErr> {
-        use sea_orm::{ActiveValue::Set, EntityTrait, sea_query::OnConflict};
-        let now = Utc::now();
-        daemon_instance::Entity::insert(daemon_instance::ActiveModel {
-            id: Set(self.instance.clone()),
-            hostname: Set(hostname()),
-            pid: Set(std::process::id() as i32),
-            started_at: Set(now),
-            heartbeat_at: Set(now),
-        })
-        .on_conflict(
-            OnConflict::column(daemon_instance::Column::Id)
-                .update_column(daemon_instance::Column::HeartbeatAt)
-                .to_owned(),
+        queue::instance_alive(
+            self.store.writer(),
+            &self.instance,
+            &hostname(),
+            std::process::id(),
         )
-        .exec(self.store.writer())
-        .await?;
-        Ok(())
+        .await
+    }
+
+    /// Close a claimed job. A job that is no longer ours (its lease expired and another
+    /// worker took it) or a store that cannot be written is said: the lease runs out and the
+    /// job is handed on, so nothing is lost, but an operator should know why it ran twice.
+    async fn close(&self, job: &Job, state: JobState, run: Option<i64>, why: Option<String>) {
+        let school = &job.school_id;
+        match queue::finish(self.store.writer(), job.id, &self.instance, state, run, why).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    school,
+                    job = job.id,
+                    "A finished job was no longer this instance's (its lease expired); another worker runs the school."
+                )
+            }
+            Err(e) => {
+                tracing::warn!(school, job = job.id, error = %self.store.db_error(e), "Cannot close a finished job; its lease will expire and the school runs again.")
+            }
+        }
     }
 
     /// Hand back jobs whose worker stopped answering, every half lease.
@@ -228,7 +250,11 @@ impl Daemon {
             .unwrap_or_default();
         let failing = crate::store::status::list(self.store.db())
             .await
-            .map(|l| l.iter().filter(|s| s.state != "active").count())
+            .map(|l| {
+                l.iter()
+                    .filter(|s| s.state != SchoolStatus::Active.as_str())
+                    .count()
+            })
             .unwrap_or(0);
         metrics::gauge!("rostersync_jobs_open").set(open as f64);
         let text = if open > 0 {
@@ -265,15 +291,8 @@ impl Daemon {
     async fn run_job(self: &Arc<Self>, job: Job) {
         let settings = self.settings().await;
         let Ok(id) = job.school_id.parse::<SchoolId>() else {
-            let _ = queue::finish(
-                self.store.writer(),
-                job.id,
-                &self.instance,
-                queue::FAILED,
-                None,
-                Some("not a school id".into()),
-            )
-            .await;
+            self.close(&job, JobState::Failed, None, Some("not a school id".into()))
+                .await;
             return;
         };
         let target = {
@@ -288,28 +307,13 @@ impl Daemon {
                         .first()
                         .map(|s| s.reason.clone())
                         .unwrap_or_else(|| "nothing to sync".into());
-                    let _ = queue::finish(
-                        self.store.writer(),
-                        job.id,
-                        &self.instance,
-                        queue::DONE,
-                        None,
-                        Some(why),
-                    )
-                    .await;
+                    self.close(&job, JobState::Done, None, Some(why)).await;
                     return;
                 }
             },
             Err(e) => {
-                let _ = queue::finish(
-                    self.store.writer(),
-                    job.id,
-                    &self.instance,
-                    queue::FAILED,
-                    None,
-                    Some(e.to_string()),
-                )
-                .await;
+                self.close(&job, JobState::Failed, None, Some(e.to_string()))
+                    .await;
                 return;
             }
         };
@@ -332,7 +336,7 @@ impl Daemon {
                 }
             })
         };
-        let report = apply::sync_school(
+        let report = run::sync_school(
             &self.store,
             &target,
             &Rules::from_settings(&settings),
@@ -358,22 +362,12 @@ impl Daemon {
             cycle::record_problem(&self.store, &connection, problem.as_deref()).await;
         }
         let state = if report.outcome == Outcome::Failed {
-            queue::FAILED
+            JobState::Failed
         } else {
-            queue::DONE
+            JobState::Done
         };
-        if let Err(e) = queue::finish(
-            self.store.writer(),
-            job.id,
-            &self.instance,
-            state,
-            report.run,
-            report.message.clone(),
-        )
-        .await
-        {
-            tracing::warn!(school = %report.school, error = %self.store.db_error(e), "Cannot close a finished job; its lease will expire.");
-        }
+        self.close(&job, state, report.run, report.message.clone())
+            .await;
         self.retry_later(&job, &report, &settings).await;
         self.maybe_close_cycle().await;
     }
@@ -395,15 +389,11 @@ impl Daemon {
         match queue::enqueue(self.store.writer(), &report.school, "retry", due, None).await {
             Ok(q) if !q.joined => {
                 // Carry the count, so the retries of one cycle are bounded.
-                use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
-                let _ = crate::store::entities::sync_job::Entity::update_many()
-                    .col_expr(
-                        crate::store::entities::sync_job::Column::Attempts,
-                        Expr::value(job.attempts),
-                    )
-                    .filter(crate::store::entities::sync_job::Column::Id.eq(q.job))
-                    .exec(self.store.writer())
-                    .await;
+                if let Err(e) =
+                    queue::carry_attempts(self.store.writer(), q.job, job.attempts).await
+                {
+                    tracing::warn!(school = %report.school, error = %self.store.db_error(e), "Cannot carry a job's attempts to its retry; it may be retried more often today.");
+                }
                 metrics::counter!("rostersync_retries_total").increment(1);
                 tracing::warn!(school = %report.school, retry_in_minutes = wait / 60, "School will be tried again.");
             }
@@ -443,19 +433,19 @@ impl Daemon {
             }
         }
         if let Ok(list) = crate::store::status::list(self.store.db()).await {
-            let by = |o: &str| {
+            let by = |o: Outcome| {
                 list.iter()
-                    .filter(|s| s.last_outcome.as_deref() == Some(o))
+                    .filter(|s| s.last_outcome.as_deref() == Some(o.as_str()))
                     .count()
             };
             tracing::info!(
                 schools = list.len(),
-                ok = by("ok"),
-                unchanged = by("unchanged"),
-                held = by("held"),
-                frozen = by("frozen"),
-                parked = by("parked"),
-                failed = by("failed"),
+                ok = by(Outcome::Ok),
+                unchanged = by(Outcome::Unchanged),
+                held = by(Outcome::Held),
+                frozen = by(Outcome::Frozen),
+                parked = by(Outcome::Parked),
+                failed = by(Outcome::Failed),
                 "Daily cycle finished."
             );
         }
@@ -535,9 +525,8 @@ pub fn record(r: &SchoolReport) {
 /// Schools waiting for the broker's permission (or offboarding) whose institution is in
 /// today's granted list.
 fn newly_granted(rows: &[crate::store::entities::school::Model], granted: &[i64]) -> Vec<String> {
-    use crate::sync::apply::{AWAITING_CONSENT, OFFBOARDING};
     rows.iter()
-        .filter(|r| r.state == AWAITING_CONSENT || r.state == OFFBOARDING)
+        .filter(|r| SchoolStatus::parse(&r.state).is_some_and(SchoolStatus::wants_consent))
         .filter(|r| r.broker_id.is_some_and(|b| granted.contains(&b)))
         .map(|r| r.id.clone())
         .collect()
@@ -554,13 +543,7 @@ fn hostname() -> String {
 
 /// Whether a daemon is alive on this store, and which.
 pub async fn alive(store: &Store) -> Result<Option<daemon_instance::Model>, sea_orm::DbErr> {
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
-    let since = Utc::now() - chrono::Duration::from_std(ALIVE).unwrap_or_default();
-    daemon_instance::Entity::find()
-        .filter(daemon_instance::Column::HeartbeatAt.gte(since))
-        .order_by_desc(daemon_instance::Column::HeartbeatAt)
-        .one(store.db())
-        .await
+    queue::live_instance(store.db(), ALIVE).await
 }
 
 /// Run the daemon until SIGTERM or SIGINT.
@@ -582,7 +565,7 @@ pub async fn run(
     let lease = Duration::from_secs(settings.sync.lease_seconds.max(2));
     let daemon = Arc::new(Daemon {
         store,
-        settings: RwLock::new(Arc::new(settings)),
+        settings: Arc::new(RwLock::new(Arc::new(settings))),
         config,
         connectors: Mutex::new(Connectors::default()),
         instance: format!(
@@ -591,7 +574,7 @@ pub async fn run(
             std::process::id(),
             fastrand_u16()
         ),
-        last_tick: AtomicI64::new(0),
+        last_tick: Arc::new(AtomicI64::new(0)),
         metrics,
         lease,
         stop,
@@ -599,9 +582,8 @@ pub async fn run(
     });
     // The socket first: a second instance started by mistake stops before it takes any work.
     let admin = {
-        let d = daemon.clone();
-        let settings = d.settings().await;
-        crate::admin::serve(d, &settings).await?
+        let settings = daemon.settings().await;
+        crate::admin::serve(daemon.admin_state(), &settings).await?
     };
     if let Err(e) = daemon.heartbeat().await {
         admin.remove();
@@ -691,12 +673,9 @@ pub async fn run(
         pool.abort_all();
     }
     admin.remove();
-    {
-        // Checked out: `resync` must not wait for an instance that is gone.
-        use sea_orm::EntityTrait;
-        let _ = daemon_instance::Entity::delete_by_id(daemon.instance.clone())
-            .exec(daemon.store.writer())
-            .await;
+    // Checked out: `resync` must not wait for an instance that is gone.
+    if let Err(e) = queue::instance_gone(daemon.store.writer(), &daemon.instance).await {
+        tracing::warn!(error = %daemon.store.db_error(e), "Cannot check this instance out of the store; `resync` may wait for it until its heartbeat is old.");
     }
     tracing::info!("rostersync stopped.");
     Ok(())

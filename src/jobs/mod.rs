@@ -1,6 +1,5 @@
-//! The daemon's work: when the daily cycle is due (schedule), the job table with leases
-//! (queue), and the running daemon that ticks, claims and syncs (daemon).
+//! The daemon's work: when the daily cycle is due (schedule), and the running daemon that
+//! ticks, claims jobs from the job table (`store::queue`) and syncs (daemon).
 
 pub mod daemon;
-pub mod queue;
 pub mod schedule;

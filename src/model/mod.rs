@@ -2,12 +2,104 @@
 //! its owner. Plain data; the merge builds it from snapshots, the diff compares it to what
 //! is stored, the store persists it.
 
+pub mod held;
+pub mod journal;
+pub mod plan;
 pub mod revert;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use connector_api::{GroupKind, PersonKeys, SourceKind};
 use serde::Serialize;
+
+/// How far a grant reaches. Ordered: a broader level includes the narrower ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// The person's own account; no pupil data.
+    Own,
+    /// Some groups.
+    Related,
+    /// Every group of the school.
+    School,
+}
+
+/// Read from `[[rights.rules]] level`: the message names the levels there are.
+impl<'de> serde::Deserialize<'de> for Level {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Level::parse(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "'{text}' is not a level: use own, related or school"
+            ))
+        })
+    }
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Own => "own",
+            Level::Related => "related",
+            Level::School => "school",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Level> {
+        [Level::Own, Level::Related, Level::School]
+            .into_iter()
+            .find(|l| l.as_str() == s)
+    }
+}
+
+/// Where a school stands with rostersync: its `school.state` column, what `status` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchoolStatus {
+    /// Synced normally.
+    Active,
+    /// Its sources were not trusted (or an operator froze it): the stored roster is kept.
+    Frozen,
+    /// Its own credential was rejected: it is not asked again until the credential changes.
+    Parked,
+    /// The broker has no sync permission from it yet.
+    AwaitingConsent,
+    /// It revoked the broker's sync permission: its data is deleted after the grace period.
+    Offboarding,
+}
+
+impl SchoolStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchoolStatus::Active => "active",
+            SchoolStatus::Frozen => "frozen",
+            SchoolStatus::Parked => "parked",
+            SchoolStatus::AwaitingConsent => "awaiting_consent",
+            SchoolStatus::Offboarding => "offboarding",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SchoolStatus> {
+        [
+            SchoolStatus::Active,
+            SchoolStatus::Frozen,
+            SchoolStatus::Parked,
+            SchoolStatus::AwaitingConsent,
+            SchoolStatus::Offboarding,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+
+    /// Waiting for the broker's permission, or on the way out after it was revoked: the
+    /// school is synced again the day it grants permission.
+    pub fn wants_consent(self) -> bool {
+        matches!(
+            self,
+            SchoolStatus::AwaitingConsent | SchoolStatus::Offboarding
+        )
+    }
+}
 
 /// Who owns a value. Higher owners win a merge; a field owned by a source is locked
 /// against local edits.

@@ -10,33 +10,7 @@ use serde::Serialize;
 
 use crate::settings::RightsSettings;
 
-/// How far a grant reaches. Ordered: a broader level includes the narrower ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Level {
-    /// The person's own account; no pupil data.
-    Own,
-    /// Some groups.
-    Related,
-    /// Every group of the school.
-    School,
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Own => "own",
-            Level::Related => "related",
-            Level::School => "school",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Level> {
-        [Level::Own, Level::Related, Level::School]
-            .into_iter()
-            .find(|l| l.as_str() == s)
-    }
-}
+pub use crate::model::Level;
 
 /// A derivation rule, from `[[rights.rules]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,14 +37,12 @@ impl Rights {
             rules: s
                 .rules
                 .iter()
-                .filter_map(|r| {
-                    Some(Rule {
-                        name: r.name.clone(),
-                        level: Level::parse(&r.level)?,
-                        link_roles: set(&r.link_roles),
-                        roles: set(&r.roles),
-                        sources: set(&r.sources),
-                    })
+                .map(|r| Rule {
+                    name: r.name.clone(),
+                    level: r.level,
+                    link_roles: set(&r.link_roles),
+                    roles: set(&r.roles),
+                    sources: set(&r.sources),
                 })
                 .collect(),
             grace: chrono::Duration::days(i64::from(s.grace_days)),

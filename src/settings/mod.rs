@@ -2,8 +2,6 @@
 //! (else /etc/rostersync/rostersync.toml when it exists), then `ROSTERSYNC__SECTION__KEY`
 //! variables. Unknown keys are errors; secrets are references.
 
-mod secret;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +10,9 @@ use connector_api::SchoolId;
 use connector_api::http::Url;
 use serde::{Deserialize, Deserializer, Serialize};
 
-pub use secret::{INSTALLED_CREDENTIALS_DIR, SecretError, SecretRef, credentials_directory};
+pub use connector_api::secret::{
+    INSTALLED_CREDENTIALS_DIR, SecretError, SecretRef, credentials_directory,
+};
 
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
@@ -71,8 +71,9 @@ pub struct StoreSettings {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSettings {
     /// Local time of the daily cycle, `HH:MM`.
-    pub daily: String,
-    pub timezone: String,
+    pub daily: ClockTime,
+    /// The IANA time zone `daily` is in (and times are shown in).
+    pub timezone: Zone,
     /// Schools start spread over this many minutes after `daily`.
     pub window_minutes: u32,
     /// A school that failed transiently is tried again after this many minutes, doubling.
@@ -121,7 +122,7 @@ pub struct RightsRule {
     pub name: String,
     /// `own` (no pupil data), `related` (the linked groups, or the role's groups or
     /// departments) or `school` (every group).
-    pub level: String,
+    pub level: crate::model::Level,
     #[serde(default)]
     pub link_roles: Vec<String>,
     #[serde(default)]
@@ -173,119 +174,77 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LasKind {
-    Uwlr,
-}
-
+/// One `[[las]]` connection; `kind` says which protocol, and that connector's crate owns the
+/// rest of the block (a new protocol is one crate and one variant here).
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LasSettings {
-    pub name: String,
-    pub kind: LasKind,
-    #[serde(deserialize_with = "https_url", serialize_with = "display")]
-    pub endpoint: Url,
-    #[serde(default = "default_xsd_version")]
-    pub xsd_version: String,
-    pub klantnaam: String,
-    pub klantcode: SecretRef,
-    pub client_certificate: Option<SecretRef>,
-    pub ca_certificate: Option<SecretRef>,
-    /// `alles-in-een` (HaalLeerlinggegevens) or `getrapt` (structure, pupils, teachers).
-    #[serde(default)]
-    pub transfer: TransferStyle,
-    /// `gegevenssetid` to send, e.g. `Smalle-set-VO` for Magister.
-    pub gegevenssetid: Option<String>,
-    /// Extra HTTP headers, e.g. the Iddink hub's `IddinkHub-Subscription-Key`; values are secrets.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, SecretRef>,
-    /// Longest time for one answer, body included.
-    #[serde(default = "default_timeout")]
-    pub timeout_seconds: u64,
-    /// Largest answer accepted, in MiB; a larger one fails the fetch (never partial data).
-    #[serde(default = "default_max_response")]
-    pub max_response_mb: u64,
-    /// Schools fetched from this connection at the same time (vendors throttle per client).
-    #[serde(default = "default_las_concurrency")]
-    pub max_concurrent: usize,
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LasSettings {
+    Uwlr(connector_uwlr::UwlrConfig),
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TransferStyle {
-    #[default]
-    AllesInEen,
-    Getrapt,
+impl LasSettings {
+    pub fn name(&self) -> &str {
+        match self {
+            LasSettings::Uwlr(c) => &c.name,
+        }
+    }
+
+    /// Schools fetched from this connection at the same time.
+    pub fn max_concurrent(&self) -> usize {
+        match self {
+            LasSettings::Uwlr(c) => c.max_concurrent,
+        }
+    }
+
+    /// Where rostersync's client certificate for this connection is, when it has one.
+    pub fn client_certificate(&self) -> Option<&SecretRef> {
+        match self {
+            LasSettings::Uwlr(c) => c.client_certificate.as_ref(),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self {
+            LasSettings::Uwlr(c) => c.check(),
+        }
+    }
+
+    fn secrets(&self) -> Vec<(String, &SecretRef)> {
+        match self {
+            LasSettings::Uwlr(c) => c.secrets(),
+        }
+    }
+
+    /// The connector, with its secrets read now.
+    pub fn build(
+        &self,
+    ) -> Result<std::sync::Arc<dyn connector_api::Connector>, connector_api::config::BuildError>
+    {
+        match self {
+            LasSettings::Uwlr(c) => Ok(std::sync::Arc::new(c.build()?)),
+        }
+    }
 }
 
-fn default_xsd_version() -> String {
-    "2.2".to_owned()
-}
-
-fn default_timeout() -> u64 {
-    300
-}
-
-fn default_max_response() -> u64 {
-    256
-}
-
-fn default_las_concurrency() -> usize {
-    2
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BrokerKind {
-    Basispoort,
-}
-
+/// The `[broker]` section; `kind` says which broker, and its connector's crate owns the rest.
+/// There is one today: the broker's consent lifecycle (permission, revocation, merged
+/// institutions) is Basispoort's, so the engine asks it for Basispoort's settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrokerSettings {
-    pub kind: BrokerKind,
-    #[serde(deserialize_with = "https_url", serialize_with = "display")]
-    pub endpoint: Url,
-    pub client_certificate: SecretRef,
-    pub ca_certificate: Option<SecretRef>,
-    /// Longest time for one request to the broker, in seconds.
-    #[serde(default = "default_broker_timeout")]
-    pub timeout_seconds: u64,
-    /// Largest answer accepted, in MiB (an institution's overview is read whole).
-    #[serde(default = "default_json_response_mb")]
-    pub max_response_mb: u64,
-    /// After a school revokes its sync permission, its data is kept this many days (a
-    /// mistake can be undone by granting again), then deleted.
-    #[serde(default = "default_offboarding_days")]
-    pub offboarding_days: u32,
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum BrokerSettings {
+    Basispoort(connector_basispoort::BasispoortSettings),
 }
 
-/// The broker and the portal answer in JSON that is read whole: a few MiB is a large school.
-fn default_json_response_mb() -> u64 {
-    8
+impl BrokerSettings {
+    pub fn basispoort(&self) -> &connector_basispoort::BasispoortSettings {
+        match self {
+            BrokerSettings::Basispoort(b) => b,
+        }
+    }
 }
 
-fn default_broker_timeout() -> u64 {
-    120
-}
-
-fn default_offboarding_days() -> u32 {
-    30
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZermeloSettings {
-    #[serde(deserialize_with = "https_url", serialize_with = "display")]
-    pub portal: Url,
-    pub token: SecretRef,
-    /// Extra trust root for the portal (test environments).
-    pub ca_certificate: Option<SecretRef>,
-    /// Largest answer to one request accepted, in MiB.
-    #[serde(default = "default_json_response_mb")]
-    pub max_response_mb: u64,
-}
+/// A school's Zermelo portal (`zermelo = { ... }` in its `[[school]]` block).
+pub use connector_zermelo::ZermeloSettings;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -312,35 +271,8 @@ fn redacted<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&redact_url(v))
 }
 
-/// A URL for messages and printed configuration: a password in it becomes `***`. Text that
-/// is no URL keeps only what follows its last `@`.
-pub fn redact_url(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => url.rsplit('@').next().unwrap_or("").to_owned(),
-    }
-}
-
-/// Endpoints must be HTTPS; plain HTTP only to loopback (the simulator, a local proxy).
-fn https_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
-    let raw = String::deserialize(d)?;
-    let s = redact_url(&raw);
-    let url: Url = raw
-        .parse()
-        .map_err(|e| serde::de::Error::custom(format!("'{s}' is not a URL: {e}")))?;
-    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-    match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        _ => Err(serde::de::Error::custom(format!(
-            "'{s}' must be an https:// URL (plain http is only allowed to loopback)"
-        ))),
-    }
-}
+use connector_api::config::https_url;
+pub use connector_api::config::redact_url;
 
 /// The apps' API: OneRoster 1.2 rostering and `/rostersync/v1`, with OAuth 2.0 client
 /// credentials.
@@ -573,26 +505,10 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), String> {
-        parse_daily(&self.schedule.daily)?;
-        self.schedule
-            .timezone
-            .parse::<chrono_tz::Tz>()
-            .map_err(|_| {
-                format!(
-                    "schedule.timezone: '{}' is not an IANA time zone such as Europe/Amsterdam",
-                    self.schedule.timezone
-                )
-            })?;
         if self.rights.grace_days > 365 {
             return Err("rights.grace_days must be at most 365".into());
         }
         for (i, r) in self.rights.rules.iter().enumerate() {
-            if !["own", "related", "school"].contains(&r.level.as_str()) {
-                return Err(format!(
-                    "rights.rules[{i}] ({}): level must be own, related or school, not '{}'",
-                    r.name, r.level
-                ));
-            }
             if r.link_roles.is_empty() && r.roles.is_empty() {
                 return Err(format!(
                     "rights.rules[{i}] ({}): give link_roles or roles, or the rule grants nothing",
@@ -611,15 +527,7 @@ impl Settings {
             }
         }
         if let Some(b) = &self.broker {
-            if !(1..=3600).contains(&b.timeout_seconds) {
-                return Err("broker.timeout_seconds must be between 1 and 3600".into());
-            }
-            if !(1..=365).contains(&b.offboarding_days) {
-                return Err("broker.offboarding_days must be between 1 and 365".into());
-            }
-            if !(1..=1024).contains(&b.max_response_mb) {
-                return Err("broker.max_response_mb must be between 1 and 1024".into());
-            }
+            b.basispoort().check().map_err(|e| format!("broker.{e}"))?;
         }
         if self.schedule.window_minutes > 12 * 60 {
             return Err("schedule.window_minutes must be at most 720 (12 hours)".into());
@@ -645,33 +553,9 @@ impl Settings {
         }
         let mut las_names = BTreeSet::new();
         for (i, las) in self.las.iter().enumerate() {
-            if las.name.trim().is_empty() {
-                return Err(format!("las[{i}].name must not be empty"));
-            }
-            if !las_names.insert(las.name.as_str()) {
-                return Err(format!("las[{i}].name: '{}' is used twice", las.name));
-            }
-            if !["2.2", "2.3"].contains(&las.xsd_version.as_str()) {
-                return Err(format!(
-                    "las[{i}].xsd_version: '{}' is not supported; use \"2.2\" or \"2.3\"",
-                    las.xsd_version
-                ));
-            }
-            if las.klantnaam.is_empty() || las.klantnaam.chars().count() > 64 {
-                return Err(format!("las[{i}].klantnaam must be 1 to 64 characters"));
-            }
-            if !(1..=3600).contains(&las.timeout_seconds) {
-                return Err(format!(
-                    "las[{i}].timeout_seconds must be between 1 and 3600"
-                ));
-            }
-            if !(1..=64).contains(&las.max_concurrent) {
-                return Err(format!("las[{i}].max_concurrent must be between 1 and 64"));
-            }
-            if !(1..=4096).contains(&las.max_response_mb) {
-                return Err(format!(
-                    "las[{i}].max_response_mb must be between 1 and 4096"
-                ));
+            las.check().map_err(|e| format!("las[{i}].{e}"))?;
+            if !las_names.insert(las.name()) {
+                return Err(format!("las[{i}].name: '{}' is used twice", las.name()));
             }
         }
         let mut ids = BTreeSet::new();
@@ -737,7 +621,7 @@ impl Settings {
     }
 
     pub fn las(&self, name: &str) -> Option<&LasSettings> {
-        self.las.iter().find(|l| l.name == name)
+        self.las.iter().find(|l| l.name() == name)
     }
 
     pub fn configured_school(&self, id: &SchoolId) -> Option<&SchoolSettings> {
@@ -745,7 +629,7 @@ impl Settings {
     }
 
     pub fn las_names(&self) -> String {
-        known(&self.las.iter().map(|l| l.name.as_str()).collect())
+        known(&self.las.iter().map(|l| l.name()).collect())
     }
 
     /// Every secret reference in the configuration, with the key that holds it.
@@ -776,24 +660,13 @@ impl Settings {
             refs.push(("security.master_key".to_owned(), k));
         }
         for (i, las) in self.las.iter().enumerate() {
-            refs.push((format!("las[{i}].klantcode"), &las.klantcode));
-            if let Some(c) = &las.client_certificate {
-                refs.push((format!("las[{i}].client_certificate"), c));
-            }
-            if let Some(c) = &las.ca_certificate {
-                refs.push((format!("las[{i}].ca_certificate"), c));
-            }
-            for (name, h) in &las.headers {
-                refs.push((format!("las[{i}].headers.{name}"), h));
+            for (key, r) in las.secrets() {
+                refs.push((format!("las[{i}].{key}"), r));
             }
         }
         if let Some(b) = &self.broker {
-            refs.push((
-                "broker.client_certificate".to_owned(),
-                &b.client_certificate,
-            ));
-            if let Some(c) = &b.ca_certificate {
-                refs.push(("broker.ca_certificate".to_owned(), c));
+            for (key, r) in b.basispoort().secrets() {
+                refs.push((format!("broker.{key}"), r));
             }
         }
         for (i, s) in self.school.iter().enumerate() {
@@ -801,9 +674,8 @@ impl Settings {
                 refs.push((format!("school[{i}].key"), k));
             }
             if let Some(z) = &s.zermelo {
-                refs.push((format!("school[{i}].zermelo.token"), &z.token));
-                if let Some(c) = &z.ca_certificate {
-                    refs.push((format!("school[{i}].zermelo.ca_certificate"), c));
+                for (key, r) in z.secrets() {
+                    refs.push((format!("school[{i}].zermelo.{key}"), r));
                 }
             }
         }
@@ -823,6 +695,59 @@ fn known(names: &BTreeSet<&str>) -> String {
 pub fn parse_daily(text: &str) -> Result<chrono::NaiveTime, String> {
     chrono::NaiveTime::parse_from_str(text, "%H:%M")
         .map_err(|_| format!("schedule.daily: '{text}' is not a time like 03:30"))
+}
+
+/// A local clock time written `HH:MM` (`schedule.daily`), checked when the file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockTime(pub chrono::NaiveTime);
+
+impl<'de> Deserialize<'de> for ClockTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_daily(&text)
+            .map(ClockTime)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for ClockTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.format("%H:%M").to_string())
+    }
+}
+
+/// An IANA time zone (`schedule.timezone`), checked when the file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Zone(pub chrono_tz::Tz);
+
+impl<'de> Deserialize<'de> for Zone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse::<chrono_tz::Tz>().map(Zone).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "schedule.timezone: '{name}' is not an IANA time zone such as Europe/Amsterdam"
+            ))
+        })
+    }
+}
+
+impl Serialize for Zone {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.name())
+    }
+}
+
+impl std::fmt::Display for Zone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name())
+    }
+}
+
+/// A zone is its IANA name.
+impl PartialEq<&str> for Zone {
+    fn eq(&self, other: &&str) -> bool {
+        self.0.name() == *other
+    }
 }
 
 /// The config crate's messages, with the noise that points into its own internals removed.
@@ -896,7 +821,7 @@ mod tests {
             "rules given in a file replace the built-in ones"
         );
         assert!(settings.rights.rules.len() > 5, "the built-in rules");
-        assert!(full.school[0].zermelo.is_some() && full.las[0].client_certificate.is_some());
+        assert!(full.school[0].zermelo.is_some() && full.las[0].client_certificate().is_some());
     }
 
     /// `key = value` or `[section]`, as opposed to prose in a comment.

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::entities::school;
 use super::roster;
+use crate::model::plan::{StoredGroup, StoredPerson};
 use crate::model::{Field, Owner, PersonKind, PersonState};
-use crate::sync::diff::{StoredGroup, StoredPerson};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Export {

@@ -13,8 +13,8 @@ use super::entities::{access_grant, membership, person, person_role};
 use super::roster::{self, ApplyContext, Entry, Journal};
 use crate::model::Owner;
 use crate::rights::{
-    self, Action, Derived, GrantChanges, GroupRef, Holding, Level, LinkFact, Rights, RoleFact,
-    StaffFacts, State, Stored,
+    Action, Derived, GrantChanges, GroupRef, Holding, Level, LinkFact, RoleFact, StaffFacts, State,
+    Stored,
 };
 
 pub const DERIVED: &str = "derived";
@@ -90,17 +90,31 @@ fn state_of(s: &str) -> State {
     }
 }
 
-/// Derive the school's grants from the stored roster and bring the stored derived grants in
-/// line, journaling each change. Runs in the caller's transaction (the apply's), so data and
-/// rights never disagree.
-pub async fn refresh<C: ConnectionTrait>(
-    db: &C,
-    school: &str,
-    run: Option<i64>,
-    rights: &Rights,
-    frozen: bool,
-    now: DateTime<Utc>,
-) -> Result<GrantChanges, DbErr> {
+/// What deriving a school's grants starts from: its live groups, what the stored roster says
+/// about each staff member, and the derived grants stored now (active or pending).
+pub struct Standing {
+    pub groups: Vec<GroupRef>,
+    pub facts: Vec<StaffFacts>,
+    pub stored: Vec<Stored>,
+    rows: HashMap<i64, access_grant::Model>,
+}
+
+impl Standing {
+    fn group_key(&self, group: Option<i64>) -> Option<&str> {
+        let id = group?;
+        self.groups
+            .iter()
+            .find(|g| g.id == id)
+            .map(|g| g.key.as_str())
+    }
+
+    fn person_of(&self, id: i64) -> i64 {
+        self.rows.get(&id).map_or(0, |g| g.person_id)
+    }
+}
+
+/// Read what the engine derives a school's grants from, in the caller's transaction.
+pub async fn standing<C: ConnectionTrait>(db: &C, school: &str) -> Result<Standing, DbErr> {
     let groups = groups(db, school).await?;
     let facts = facts(db, school).await?;
     let rows = access_grant::Entity::find()
@@ -109,7 +123,7 @@ pub async fn refresh<C: ConnectionTrait>(
         .filter(access_grant::Column::State.is_in(["active", "pending"]))
         .all(db)
         .await?;
-    let stored: Vec<Stored> = rows
+    let stored = rows
         .iter()
         .filter_map(|g| {
             Some(Stored {
@@ -124,108 +138,35 @@ pub async fn refresh<C: ConnectionTrait>(
             })
         })
         .collect();
-    let derived = rights::derive(&facts, &groups, &rights.rules);
-    let actions = rights::reconcile(&stored, &derived, now, rights.grace, frozen);
-    if actions.is_empty() {
-        return Ok(GrantChanges::default());
-    }
-    let row_of: HashMap<i64, &access_grant::Model> = rows.iter().map(|g| (g.id, g)).collect();
-    let group_key: HashMap<i64, &str> = groups.iter().map(|g| (g.id, g.key.as_str())).collect();
-    let ctx = ApplyContext {
-        school,
-        now,
-        retention: chrono::Duration::zero(),
-        run,
-    };
-    let mut journal = Journal::new(&ctx);
-    // A stored grant's journal entry, with why its state changed.
-    let about = |id: i64, operation: &'static str, why: String| {
-        row_of.get(&id).map(|g| {
-            entry(
-                id,
-                g.person_id,
-                &g.level,
-                g.group_id.and_then(|k| group_key.get(&k).copied()),
-                operation,
-                &g.source,
-                format!("{}: {why}", g.rule),
-            )
-        })
-    };
+    let rows = rows.into_iter().map(|g| (g.id, g)).collect();
+    Ok(Standing {
+        groups,
+        facts,
+        stored,
+        rows,
+    })
+}
+
+/// Write what the rights core decided for a school (`actions`, against `standing`), journaling
+/// each change in the caller's transaction (the apply's, so data and rights never disagree),
+/// and mark the persons whose grants changed as changed.
+pub async fn write_actions<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    standing: &Standing,
+    actions: Vec<Action>,
+) -> Result<GrantChanges, DbErr> {
+    let mut journal = Journal::new(ctx);
     let mut out = GrantChanges::default();
     let mut changed_persons = std::collections::BTreeSet::new();
     for action in actions {
         changed_persons.insert(match &action {
             Action::Create(d) => d.person,
             Action::Restore(id) | Action::Revoke(id) | Action::Pend { id, .. } => {
-                row_of.get(id).map_or(0, |g| g.person_id)
+                standing.person_of(*id)
             }
         });
-        let said = match action {
-            Action::Create(d) => {
-                let id = access_grant::Entity::insert(grant_row(school, &d, DERIVED, now, None))
-                    .exec(db)
-                    .await?
-                    .last_insert_id;
-                out.granted += 1;
-                Some(entry(
-                    id,
-                    d.person,
-                    d.level.as_str(),
-                    d.group.and_then(|k| group_key.get(&k).copied()),
-                    "grant",
-                    &d.source,
-                    format!("{}: {}", d.rule, d.fact),
-                ))
-            }
-            Action::Restore(id) => {
-                access_grant::Entity::update_many()
-                    .col_expr(access_grant::Column::State, Expr::value("active"))
-                    .col_expr(
-                        access_grant::Column::PendingSince,
-                        Expr::value(Option::<DateTime<Utc>>::None),
-                    )
-                    .col_expr(
-                        access_grant::Column::RevokeAfter,
-                        Expr::value(Option::<DateTime<Utc>>::None),
-                    )
-                    .col_expr(access_grant::Column::ChangedAt, Expr::value(now))
-                    .filter(access_grant::Column::Id.eq(id))
-                    .exec(db)
-                    .await?;
-                out.restored += 1;
-                about(
-                    id,
-                    "restore",
-                    "the fact is back within the grace period".into(),
-                )
-            }
-            Action::Pend { id, revoke_after } => {
-                access_grant::Entity::update_many()
-                    .col_expr(access_grant::Column::State, Expr::value("pending"))
-                    .col_expr(access_grant::Column::PendingSince, Expr::value(now))
-                    .col_expr(access_grant::Column::RevokeAfter, Expr::value(revoke_after))
-                    .col_expr(access_grant::Column::ChangedAt, Expr::value(now))
-                    .filter(access_grant::Column::Id.eq(id))
-                    .exec(db)
-                    .await?;
-                out.pending += 1;
-                about(
-                    id,
-                    "pending",
-                    format!(
-                        "the fact is gone; revoked on {} unless it comes back",
-                        revoke_after.format("%Y-%m-%d")
-                    ),
-                )
-            }
-            Action::Revoke(id) => {
-                revoke(db, id, now).await?;
-                out.revoked += 1;
-                about(id, "revoke", "the grace period ended".into())
-            }
-        };
-        if let Some(e) = said {
+        if let Some(e) = write_action(db, ctx, standing, action, &mut out).await? {
             journal.add(e);
         }
     }
@@ -233,8 +174,107 @@ pub async fn refresh<C: ConnectionTrait>(
     // What a person may see is part of the person as apps know them (their roles): a grant
     // that changed makes the person changed for a delta.
     let changed: Vec<i64> = changed_persons.into_iter().collect();
-    touch_persons(db, &changed, now).await?;
+    touch_persons(db, &changed, ctx.now).await?;
     Ok(out)
+}
+
+/// One decided change of a grant: its row, its count, and its journal entry.
+async fn write_action<'a, C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    standing: &'a Standing,
+    action: Action,
+    out: &mut GrantChanges,
+) -> Result<Option<Entry<'a>>, DbErr> {
+    let now = ctx.now;
+    // A stored grant's journal entry, with why its state changed.
+    let about = |id: i64, operation: &'static str, why: String| {
+        standing.rows.get(&id).map(|g| {
+            entry(
+                id,
+                g.person_id,
+                &g.level,
+                standing.group_key(g.group_id),
+                operation,
+                &g.source,
+                format!("{}: {why}", g.rule),
+            )
+        })
+    };
+    Ok(match action {
+        Action::Create(d) => {
+            let id = access_grant::Entity::insert(grant_row(ctx.school, &d, DERIVED, now, None))
+                .exec(db)
+                .await?
+                .last_insert_id;
+            out.granted += 1;
+            Some(entry(
+                id,
+                d.person,
+                d.level.as_str(),
+                standing.group_key(d.group),
+                "grant",
+                &d.source,
+                format!("{}: {}", d.rule, d.fact),
+            ))
+        }
+        Action::Restore(id) => {
+            set_state(db, id, GrantState::Active, now).await?;
+            out.restored += 1;
+            about(
+                id,
+                "restore",
+                "the fact is back within the grace period".into(),
+            )
+        }
+        Action::Pend { id, revoke_after } => {
+            set_state(db, id, GrantState::Pending(revoke_after), now).await?;
+            out.pending += 1;
+            about(
+                id,
+                "pending",
+                format!(
+                    "the fact is gone; revoked on {} unless it comes back",
+                    revoke_after.format("%Y-%m-%d")
+                ),
+            )
+        }
+        Action::Revoke(id) => {
+            revoke(db, id, now).await?;
+            out.revoked += 1;
+            about(id, "revoke", "the grace period ended".into())
+        }
+    })
+}
+
+/// The state a stored grant moves to: active again, or pending until it is revoked.
+enum GrantState {
+    Active,
+    Pending(DateTime<Utc>),
+}
+
+async fn set_state<C: ConnectionTrait>(
+    db: &C,
+    id: i64,
+    state: GrantState,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let (name, pending_since, revoke_after) = match state {
+        GrantState::Active => ("active", None, None),
+        GrantState::Pending(at) => ("pending", Some(now), Some(at)),
+    };
+    access_grant::Entity::update_many()
+        .col_expr(access_grant::Column::State, Expr::value(name))
+        .col_expr(
+            access_grant::Column::PendingSince,
+            Expr::value(pending_since),
+        )
+        .col_expr(access_grant::Column::RevokeAfter, Expr::value(revoke_after))
+        .col_expr(access_grant::Column::ChangedAt, Expr::value(now))
+        .filter(access_grant::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// Mark persons as changed at `now` (their `dateLastModified` for apps).

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::entities::{change_entry, held_change, membership, person, roster_group};
 use crate::model::Link;
-use crate::sync::brakes::HeldRemoval;
+use crate::model::held::{HeldRemoval, Kind};
 
 pub use held_change::Model as HeldChange;
 
@@ -111,123 +111,146 @@ pub struct Approved {
     pub applied: bool,
 }
 
+/// When a removal is approved, and by whom: the approval's own run, its time, who approved
+/// it, and until when the tombstones it makes are kept.
+pub struct Approval<'a> {
+    pub run: i64,
+    pub now: DateTime<Utc>,
+    pub purge_after: DateTime<Utc>,
+    pub by: &'a str,
+}
+
 /// Apply the held removals of `run` as of `now`; mark them approved by `by`.
 /// Records that came back in the meantime are left alone (and reported as such).
 pub async fn approve<C: ConnectionTrait>(
     db: &C,
     rows: Vec<HeldChange>,
-    approval_run: i64,
-    now: DateTime<Utc>,
-    purge_after: DateTime<Utc>,
-    by: &str,
+    approval: &Approval<'_>,
 ) -> Result<Vec<Approved>, DbErr> {
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
-        let id = row.entity_id.unwrap_or_default();
-        let (applied, link) = match row.kind.as_str() {
-            "pupils" | "staff" => {
-                let r = person::Entity::update_many()
-                    .col_expr(person::Column::RemovedAt, Expr::value(now))
-                    .col_expr(person::Column::PurgeAfter, Expr::value(purge_after))
-                    .col_expr(person::Column::UpdatedAt, Expr::value(now))
-                    .filter(person::Column::Id.eq(id))
-                    .filter(person::Column::RemovedAt.is_null())
-                    .exec(db)
-                    .await?;
-                (r.rows_affected > 0, None)
-            }
-            "groups" => {
-                let r = roster_group::Entity::update_many()
-                    .col_expr(roster_group::Column::RemovedAt, Expr::value(now))
-                    .col_expr(roster_group::Column::PurgeAfter, Expr::value(purge_after))
-                    .col_expr(roster_group::Column::UpdatedAt, Expr::value(now))
-                    .filter(roster_group::Column::Id.eq(id))
-                    .filter(roster_group::Column::RemovedAt.is_null())
-                    .exec(db)
-                    .await?;
-                (r.rows_affected > 0, None)
-            }
-            _ => {
-                let detail: Detail = serde_json::from_str(&row.detail).unwrap_or(Detail {
-                    group: None,
-                    role: None,
-                });
-                let (Some(group), Some(role)) = (detail.group, detail.role) else {
-                    out.push(Approved {
-                        row,
-                        link: None,
-                        applied: false,
-                    });
-                    continue;
-                };
-                let group_id = roster_group::Entity::find()
-                    .filter(roster_group::Column::SchoolId.eq(row.school_id.as_str()))
-                    .filter(roster_group::Column::Key.eq(group.as_str()))
-                    .one(db)
-                    .await?
-                    .map(|g| g.id);
-                let applied = match group_id {
-                    Some(g) => {
-                        membership::Entity::delete_many()
-                            .filter(membership::Column::PersonId.eq(id))
-                            .filter(membership::Column::GroupId.eq(g))
-                            .filter(membership::Column::Role.eq(role.as_str()))
-                            .exec(db)
-                            .await?
-                            .rows_affected
-                            > 0
-                    }
-                    None => false,
-                };
-                (applied, Some(Link { group, role }))
-            }
-        };
+        let (applied, link) = apply_held(db, &row, approval).await?;
         if applied {
-            let (entity, person_id, field, old) = match row.kind.as_str() {
-                "pupils" => ("pupil", Some(id), None, None),
-                "staff" => ("staff", Some(id), None, None),
-                "groups" => ("group", None, None, None),
-                _ => (
-                    "person",
-                    Some(id),
-                    link.as_ref().map(|l| l.group.clone()),
-                    link.as_ref().map(|l| l.role.clone()),
-                ),
-            };
-            change_entry::Entity::insert(change_entry::ActiveModel {
-                run_id: Set(Some(approval_run)),
-                school_id: Set(row.school_id.clone()),
-                entity: Set(entity.to_owned()),
-                entity_id: Set(Some(id)),
-                person_id: Set(person_id),
-                operation: Set(if row.kind == "memberships" {
-                    "leave"
-                } else {
-                    "remove"
-                }
-                .to_owned()),
-                field: Set(field),
-                old_value: Set(old),
-                new_value: Set(None),
-                source: Set("local".to_owned()),
-                rule: Set(format!(
-                    "held by the brakes in run {}; approved by {by}",
-                    row.run_id
-                )),
-                at: Set(now),
-                ..Default::default()
-            })
-            .exec(db)
-            .await?;
+            journal_approved(db, &row, link.as_ref(), approval).await?;
         }
         held_change::Entity::update_many()
             .col_expr(held_change::Column::State, Expr::value(APPROVED))
-            .col_expr(held_change::Column::DecidedAt, Expr::value(now))
-            .col_expr(held_change::Column::DecidedBy, Expr::value(by))
+            .col_expr(held_change::Column::DecidedAt, Expr::value(approval.now))
+            .col_expr(held_change::Column::DecidedBy, Expr::value(approval.by))
             .filter(held_change::Column::Id.eq(row.id))
             .exec(db)
             .await?;
         out.push(Approved { row, link, applied });
     }
     Ok(out)
+}
+
+/// Apply one held removal: whether it still applied (the record was still there), and for a
+/// membership its group and role.
+async fn apply_held<C: ConnectionTrait>(
+    db: &C,
+    row: &HeldChange,
+    approval: &Approval<'_>,
+) -> Result<(bool, Option<Link>), DbErr> {
+    let id = row.entity_id.unwrap_or_default();
+    let (now, purge_after) = (approval.now, approval.purge_after);
+    match Kind::parse(&row.kind) {
+        Some(Kind::Pupils | Kind::Staff) => {
+            let r = person::Entity::update_many()
+                .col_expr(person::Column::RemovedAt, Expr::value(now))
+                .col_expr(person::Column::PurgeAfter, Expr::value(purge_after))
+                .col_expr(person::Column::UpdatedAt, Expr::value(now))
+                .filter(person::Column::Id.eq(id))
+                .filter(person::Column::RemovedAt.is_null())
+                .exec(db)
+                .await?;
+            Ok((r.rows_affected > 0, None))
+        }
+        Some(Kind::Groups) => {
+            let r = roster_group::Entity::update_many()
+                .col_expr(roster_group::Column::RemovedAt, Expr::value(now))
+                .col_expr(roster_group::Column::PurgeAfter, Expr::value(purge_after))
+                .col_expr(roster_group::Column::UpdatedAt, Expr::value(now))
+                .filter(roster_group::Column::Id.eq(id))
+                .filter(roster_group::Column::RemovedAt.is_null())
+                .exec(db)
+                .await?;
+            Ok((r.rows_affected > 0, None))
+        }
+        Some(Kind::Memberships) | None => leave_held_group(db, row, id).await,
+    }
+}
+
+/// A held membership removal: the person leaves the group in the role the detail names.
+async fn leave_held_group<C: ConnectionTrait>(
+    db: &C,
+    row: &HeldChange,
+    person: i64,
+) -> Result<(bool, Option<Link>), DbErr> {
+    let detail: Detail = serde_json::from_str(&row.detail).unwrap_or(Detail {
+        group: None,
+        role: None,
+    });
+    let (Some(group), Some(role)) = (detail.group, detail.role) else {
+        return Ok((false, None));
+    };
+    let group_id = roster_group::Entity::find()
+        .filter(roster_group::Column::SchoolId.eq(row.school_id.as_str()))
+        .filter(roster_group::Column::Key.eq(group.as_str()))
+        .one(db)
+        .await?
+        .map(|g| g.id);
+    let applied = match group_id {
+        Some(g) => {
+            membership::Entity::delete_many()
+                .filter(membership::Column::PersonId.eq(person))
+                .filter(membership::Column::GroupId.eq(g))
+                .filter(membership::Column::Role.eq(role.as_str()))
+                .exec(db)
+                .await?
+                .rows_affected
+                > 0
+        }
+        None => false,
+    };
+    Ok((applied, Some(Link { group, role })))
+}
+
+/// The journal row of an approved removal, in the approval's run.
+async fn journal_approved<C: ConnectionTrait>(
+    db: &C,
+    row: &HeldChange,
+    link: Option<&Link>,
+    approval: &Approval<'_>,
+) -> Result<(), DbErr> {
+    let id = row.entity_id.unwrap_or_default();
+    let kind = Kind::parse(&row.kind);
+    let (entity, person_id) = match kind {
+        Some(Kind::Pupils) => ("pupil", Some(id)),
+        Some(Kind::Staff) => ("staff", Some(id)),
+        Some(Kind::Groups) => ("group", None),
+        Some(Kind::Memberships) | None => ("person", Some(id)),
+    };
+    let leaves = kind == Some(Kind::Memberships);
+    change_entry::Entity::insert(change_entry::ActiveModel {
+        run_id: Set(Some(approval.run)),
+        school_id: Set(row.school_id.clone()),
+        entity: Set(entity.to_owned()),
+        entity_id: Set(Some(id)),
+        person_id: Set(person_id),
+        operation: Set(if leaves { "leave" } else { "remove" }.to_owned()),
+        field: Set(link.map(|l| l.group.clone())),
+        old_value: Set(link.map(|l| l.role.clone())),
+        new_value: Set(None),
+        source: Set("local".to_owned()),
+        rule: Set(format!(
+            "held by the brakes in run {}; approved by {}",
+            row.run_id, approval.by
+        )),
+        at: Set(approval.now),
+        ..Default::default()
+    })
+    .exec(db)
+    .await?;
+    Ok(())
 }

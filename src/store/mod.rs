@@ -8,6 +8,7 @@ pub mod held;
 pub mod journal;
 pub mod local;
 pub mod oneroster;
+pub mod queue;
 pub mod roster;
 pub mod runs;
 pub mod schools;

@@ -14,8 +14,9 @@ use sea_orm::{
 use serde::Serialize;
 
 use super::entities::{change_entry, membership, person, person_key, person_role, roster_group};
+use crate::model::journal;
+use crate::model::plan::{Plan, StoredGroup, StoredPerson};
 use crate::model::{Field, GroupState, Link, Owned, Owner, PersonKind, PersonState, Role};
-use crate::sync::diff::{Plan, StoredGroup, StoredPerson};
 
 /// Rows per multi-row insert: far below SQLite's and PostgreSQL's bind-parameter limits.
 const CHUNK: usize = 500;
@@ -85,97 +86,62 @@ pub async fn load<C: ConnectionTrait>(
         .await?;
     let key_of_group: HashMap<i64, String> =
         group_rows.iter().map(|g| (g.id, g.key.clone())).collect();
-    let groups = group_rows
-        .into_iter()
-        .map(|g| {
-            let owner = parse_owners(&g.owners)
-                .get("group")
-                .copied()
-                .unwrap_or(Owner::Las);
-            StoredGroup {
-                id: g.id,
-                removed: g.removed_at.is_some(),
-                state: GroupState {
-                    key: g.key,
-                    name: g.name,
-                    kind: GroupKind::from_name(&g.kind),
-                    year_group: g.year_group,
-                    department: g.department,
-                    owner,
-                },
-            }
-        })
-        .collect();
+    let groups = group_rows.into_iter().map(stored_group).collect();
+    let persons = load_persons(db, school, &key_of_group).await?;
+    Ok((groups, persons))
+}
 
+fn stored_group(g: roster_group::Model) -> StoredGroup {
+    let owner = parse_owners(&g.owners)
+        .get("group")
+        .copied()
+        .unwrap_or(Owner::Las);
+    StoredGroup {
+        id: g.id,
+        removed: g.removed_at.is_some(),
+        state: GroupState {
+            key: g.key,
+            name: g.name,
+            kind: GroupKind::from_name(&g.kind),
+            year_group: g.year_group,
+            department: g.department,
+            owner,
+        },
+    }
+}
+
+/// The school's persons with their keys, links (by group key) and roles.
+async fn load_persons<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+    key_of_group: &HashMap<i64, String>,
+) -> Result<Vec<StoredPerson>, DbErr> {
     let persons_of_school = Query::select()
         .column(person::Column::Id)
         .from(person::Entity)
         .and_where(person::Column::SchoolId.eq(school))
         .to_owned();
-    let person_rows = person::Entity::find()
+    let mut by_id: BTreeMap<i64, StoredPerson> = person::Entity::find()
         .filter(person::Column::SchoolId.eq(school))
         .all(db)
-        .await?;
-    let keys = person_key::Entity::find()
+        .await?
+        .into_iter()
+        .map(|row| (row.id, stored_person(row)))
+        .collect();
+    for k in person_key::Entity::find()
         .filter(person_key::Column::SchoolId.eq(school))
         .all(db)
-        .await?;
-    let links = membership::Entity::find()
+        .await?
+    {
+        if let Some(p) = by_id.get_mut(&k.person_id) {
+            p.state.keys.set(&k.kind, k.value);
+        }
+    }
+    for m in membership::Entity::find()
         .filter(membership::Column::PersonId.in_subquery(persons_of_school.clone()))
         .all(db)
-        .await?;
-    let roles = person_role::Entity::find()
-        .filter(person_role::Column::PersonId.in_subquery(persons_of_school))
-        .all(db)
-        .await?;
-
-    let mut by_id: BTreeMap<i64, StoredPerson> = BTreeMap::new();
-    for row in person_rows {
-        let owners = parse_owners(&row.owners);
-        let owner_of = |f: Field| owners.get(f.as_str()).copied().unwrap_or(Owner::Las);
-        let mut fields = BTreeMap::new();
-        for (f, v) in [
-            (Field::FamilyName, row.family_name),
-            (Field::Prefix, row.prefix),
-            (Field::GivenName, row.given_name),
-            (Field::Email, row.email),
-            (Field::YearGroup, row.year_group),
-            (Field::EndDate, row.end_date.map(|d| d.to_string())),
-        ] {
-            if let Some(value) = v {
-                fields.insert(
-                    f,
-                    Owned {
-                        value,
-                        owner: owner_of(f),
-                    },
-                );
-            }
-        }
-        by_id.insert(
-            row.id,
-            StoredPerson {
-                id: row.id,
-                removed: row.removed_at.is_some(),
-                local: row.origin == "local",
-                state: PersonState {
-                    kind: person_kind(&row.kind),
-                    keys: PersonKeys::default(),
-                    fields,
-                    links: BTreeSet::new(),
-                    links_owner: owners.get("links").copied().unwrap_or(Owner::Las),
-                    roles: BTreeSet::new(),
-                },
-            },
-        );
-    }
-    for k in keys {
-        let Some(p) = by_id.get_mut(&k.person_id) else {
-            continue;
-        };
-        p.state.keys.set(&k.kind, k.value);
-    }
-    for m in links {
+        .await?
+    {
         if let (Some(p), Some(group)) = (by_id.get_mut(&m.person_id), key_of_group.get(&m.group_id))
         {
             p.state.links.insert(Link {
@@ -184,7 +150,11 @@ pub async fn load<C: ConnectionTrait>(
             });
         }
     }
-    for r in roles {
+    for r in person_role::Entity::find()
+        .filter(person_role::Column::PersonId.in_subquery(persons_of_school))
+        .all(db)
+        .await?
+    {
         if let Some(p) = by_id.get_mut(&r.person_id) {
             p.state.roles.insert(Role {
                 name: r.role,
@@ -193,7 +163,45 @@ pub async fn load<C: ConnectionTrait>(
             });
         }
     }
-    Ok((groups, by_id.into_values().collect()))
+    Ok(by_id.into_values().collect())
+}
+
+/// A person row with its fields and who owns each; keys, links and roles come separately.
+fn stored_person(row: person::Model) -> StoredPerson {
+    let owners = parse_owners(&row.owners);
+    let owner_of = |f: Field| owners.get(f.as_str()).copied().unwrap_or(Owner::Las);
+    let mut fields = BTreeMap::new();
+    for (f, v) in [
+        (Field::FamilyName, row.family_name),
+        (Field::Prefix, row.prefix),
+        (Field::GivenName, row.given_name),
+        (Field::Email, row.email),
+        (Field::YearGroup, row.year_group),
+        (Field::EndDate, row.end_date.map(|d| d.to_string())),
+    ] {
+        if let Some(value) = v {
+            fields.insert(
+                f,
+                Owned {
+                    value,
+                    owner: owner_of(f),
+                },
+            );
+        }
+    }
+    StoredPerson {
+        id: row.id,
+        removed: row.removed_at.is_some(),
+        local: row.origin == "local",
+        state: PersonState {
+            kind: person_kind(&row.kind),
+            keys: PersonKeys::default(),
+            fields,
+            links: BTreeSet::new(),
+            links_owner: owners.get("links").copied().unwrap_or(Owner::Las),
+            roles: BTreeSet::new(),
+        },
+    }
 }
 
 /// Where and when an apply happens.
@@ -418,43 +426,8 @@ impl Facets {
     }
 }
 
-/// The journal entry of an identity conflict. A changed ECK-iD names its person and both
-/// values, so `person relink --accept-source` can take the new one.
-fn identity_conflict_entry(c: &crate::sync::diff::IdentityConflict) -> Entry<'_> {
-    match &c.eckid {
-        Some(change) => Entry {
-            entity: "person",
-            entity_id: c.person,
-            person_id: c.person,
-            operation: "conflict",
-            field: Some(ECKID_CONFLICT),
-            old: Some(change.old.clone()),
-            new: Some(change.new.clone()),
-            source: Owner::Las,
-            rule: format!(
-                "{}: {}; nothing merged until a person decides (`rostersync person relink {} \
-                 --accept-source` if it is the same person)",
-                c.subject,
-                c.reason,
-                c.person.unwrap_or_default()
-            ),
-        },
-        None => Entry {
-            entity: "person",
-            entity_id: c.person,
-            person_id: c.person,
-            operation: "conflict",
-            field: None,
-            old: Some(c.subject.clone()),
-            new: Some(c.reason.clone()),
-            source: Owner::Las,
-            rule: "keys disagree about who this is; nothing merged".into(),
-        },
-    }
-}
-
 /// The journal's field name of a changed-ECK-iD conflict.
-pub const ECKID_CONFLICT: &str = "eckid";
+pub use crate::model::journal::ECKID_CONFLICT;
 
 /// Give `person` a new ECK-iD (the same person, a new personal number behind it).
 pub async fn replace_eckid<C: ConnectionTrait>(
@@ -473,23 +446,78 @@ pub async fn replace_eckid<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Write `plan` for `ctx.school`. `stored` is what the diff compared against.
+/// Write `plan` for `ctx.school`, with its journal `entries` (the engine words them:
+/// `sync::journal::entries`). `stored` is what the diff compared against.
 pub async fn apply<C: ConnectionTrait>(
     db: &C,
     ctx: &ApplyContext<'_>,
     plan: &Plan,
     stored: &[StoredPerson],
+    entries: &[journal::Entry],
 ) -> Result<Applied, DbErr> {
-    let purge_after = ctx.now + ctx.retention;
+    let group_id = write_groups(db, ctx, plan).await?;
+    let mut facets = Facets::new();
+    let created = write_creates(db, ctx, plan, &group_id, &mut facets).await?;
+    write_updates(db, ctx, plan, stored, &group_id, &mut facets).await?;
+    facets.write(db).await?;
+    write_removals(db, ctx, plan).await?;
     let mut journal = Journal::new(ctx);
-    insert_chunked(
-        db,
-        plan.group_creates
-            .iter()
-            .map(|g| group_row(ctx, g))
-            .collect(),
-    )
-    .await?;
+    for e in entries {
+        journal.add(resolved(e, &group_id, &created));
+    }
+    journal.write(db).await?;
+    Ok(Applied {
+        groups_created: plan.group_creates.len(),
+        groups_updated: plan.group_updates.len(),
+        groups_removed: plan.group_removals.len(),
+        persons_created: plan.person_creates.len(),
+        persons_updated: plan.person_updates.len(),
+        persons_removed: plan.person_removals.len(),
+    })
+}
+
+/// A journal entry as a row: new groups and persons get the ids they were given.
+fn resolved<'a>(
+    e: &'a journal::Entry,
+    group_id: &HashMap<String, i64>,
+    created: &[i64],
+) -> Entry<'a> {
+    let (entity_id, person_id) = match &e.subject {
+        journal::Subject::Group(id) => (Some(*id), None),
+        journal::Subject::NewGroup(key) => (group_id.get(key).copied(), None),
+        journal::Subject::Person { id, .. } => (Some(*id), Some(*id)),
+        journal::Subject::NewPerson { index, .. } => {
+            let id = created.get(*index).copied();
+            (id, id)
+        }
+        journal::Subject::Conflict(person) => (*person, *person),
+    };
+    Entry {
+        entity: e.subject.entity(),
+        entity_id,
+        person_id,
+        operation: e.operation,
+        field: e.field.as_deref(),
+        old: e.old.clone(),
+        new: e.new.clone(),
+        source: e.source,
+        rule: e.rule.clone(),
+    }
+}
+
+/// Groups: new ones in batches, changed ones row by row, removed ones tombstoned in batches.
+/// Returns every group's id by key, new ones included, for the links.
+async fn write_groups<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    plan: &Plan,
+) -> Result<HashMap<String, i64>, DbErr> {
+    let rows = plan
+        .group_creates
+        .iter()
+        .map(|g| group_row(ctx, g))
+        .collect();
+    insert_chunked(db, rows).await?;
     for u in &plan.group_updates {
         // A group added by hand that a source now supplies becomes the source's.
         let mut row = group_row(ctx, &u.state);
@@ -497,33 +525,8 @@ pub async fn apply<C: ConnectionTrait>(
         row.created_at = NotSet;
         row.sourced_id = NotSet;
         roster_group::Entity::update(row).exec(db).await?;
-        for c in &u.changes {
-            journal.add(Entry {
-                entity: "group",
-                entity_id: Some(u.id),
-                person_id: None,
-                operation: "update",
-                field: Some(c.field),
-                old: c.old.clone(),
-                new: c.new.clone(),
-                source: u.state.owner,
-                rule: format!("{} states it", u.state.owner.as_str()),
-            });
-        }
-        if u.restored {
-            journal.add(Entry {
-                entity: "group",
-                entity_id: Some(u.id),
-                person_id: None,
-                operation: "restore",
-                field: None,
-                old: None,
-                new: Some(u.state.key.clone()),
-                source: u.state.owner,
-                rule: "back in the source".into(),
-            });
-        }
     }
+    let purge_after = ctx.now + ctx.retention;
     for chunk in plan.group_removals.chunks(CHUNK) {
         roster_group::Entity::update_many()
             .col_expr(roster_group::Column::RemovedAt, Expr::value(ctx.now))
@@ -532,58 +535,30 @@ pub async fn apply<C: ConnectionTrait>(
             .exec(db)
             .await?;
     }
-    // Group ids by key, new ones included, for the links below.
-    let group_id: HashMap<String, i64> = roster_group::Entity::find()
+    Ok(roster_group::Entity::find()
         .filter(roster_group::Column::SchoolId.eq(ctx.school))
         .all(db)
         .await?
         .into_iter()
         .map(|g| (g.key, g.id))
-        .collect();
-    for g in &plan.group_creates {
-        journal.add(Entry {
-            entity: "group",
-            entity_id: group_id.get(&g.key).copied(),
-            person_id: None,
-            operation: "create",
-            field: None,
-            old: None,
-            new: Some(g.key.clone()),
-            source: g.owner,
-            rule: "new in the source".into(),
-        });
-    }
-    for id in &plan.group_removals {
-        journal.add(Entry {
-            entity: "group",
-            entity_id: Some(*id),
-            person_id: None,
-            operation: "remove",
-            field: None,
-            old: None,
-            new: None,
-            source: Owner::Las,
-            rule: "absent from the source; tombstoned until purge".into(),
-        });
-    }
+        .collect())
+}
 
-    let mut facets = Facets::new();
+/// New persons, one row at a time (each new id is needed for its keys, links and roles,
+/// which go in batches with `facets`). Returns the new ids in the plan's order.
+async fn write_creates<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    plan: &Plan,
+    group_id: &HashMap<String, i64>,
+    facets: &mut Facets,
+) -> Result<Vec<i64>, DbErr> {
+    let mut ids = Vec::with_capacity(plan.person_creates.len());
     for p in &plan.person_creates {
-        // One row at a time: the new id is needed for the keys, links and roles.
         let id = person::Entity::insert(person_row(ctx, p))
             .exec(db)
             .await?
             .last_insert_id;
-        journal.add(
-            Entry::person(
-                p.kind,
-                id,
-                "create",
-                p.links_owner,
-                "new identity in the source".into(),
-            )
-            .about(None, None, Some(p.keys.label())),
-        );
         for (kind, v) in p.keys.entries() {
             facets.key(ctx, id, kind, v, p.links_owner);
         }
@@ -595,9 +570,25 @@ pub async fn apply<C: ConnectionTrait>(
         for r in &p.roles {
             facets.role(ctx, id, r);
         }
+        ids.push(id);
     }
+    Ok(ids)
+}
 
+/// Changed persons: each row as the update leaves it, new keys, links and roles in batches
+/// with `facets`; links left and links whose owner changed in one statement per group and
+/// role, and per owner.
+async fn write_updates<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    plan: &Plan,
+    stored: &[StoredPerson],
+    group_id: &HashMap<String, i64>,
+    facets: &mut Facets,
+) -> Result<(), DbErr> {
     let before: HashMap<i64, &StoredPerson> = stored.iter().map(|p| (p.id, p)).collect();
+    let mut left: BTreeMap<(i64, &str), Vec<i64>> = BTreeMap::new();
+    let mut owned_by: BTreeMap<Owner, Vec<i64>> = BTreeMap::new();
     for u in &plan.person_updates {
         let Some(have) = before.get(&u.id) else {
             return Err(DbErr::Custom(format!(
@@ -607,109 +598,8 @@ pub async fn apply<C: ConnectionTrait>(
         };
         let mut state = have.state.clone();
         u.apply_to(&mut state);
-        let matched = format!("matched by {}", u.matched_by);
-        for c in &u.fields {
-            let source = c
-                .new
-                .as_ref()
-                .or(c.old.as_ref())
-                .map(|o| o.owner)
-                .unwrap_or(Owner::Las);
-            journal.add(
-                Entry::person(
-                    u.kind,
-                    u.id,
-                    "update",
-                    source,
-                    format!("{matched}; {} owns {}", source.as_str(), c.field.as_str()),
-                )
-                .about(
-                    Some(c.field.as_str()),
-                    c.old.as_ref().map(|o| o.value.clone()),
-                    c.new.as_ref().map(|o| o.value.clone()),
-                ),
-            );
-        }
-        for (kind, v) in u.new_keys.entries() {
-            journal.add(
-                Entry::person(
-                    u.kind,
-                    u.id,
-                    "link-key",
-                    state.links_owner,
-                    format!("{matched}; a key that appears later links to the same person"),
-                )
-                .about(Some(kind), None, Some(v.to_owned())),
-            );
-        }
-        for l in &u.links_added {
-            journal.add(
-                Entry::person(u.kind, u.id, "join", state.links_owner, matched.clone()).about(
-                    Some(l.group.as_str()),
-                    None,
-                    Some(l.role.clone()),
-                ),
-            );
-        }
-        for l in &u.links_removed {
-            journal.add(
-                Entry::person(u.kind, u.id, "leave", state.links_owner, matched.clone()).about(
-                    Some(l.group.as_str()),
-                    Some(l.role.clone()),
-                    None,
-                ),
-            );
-        }
-        for r in &u.roles_added {
-            journal.add(
-                Entry::person(u.kind, u.id, "role-add", r.owner, matched.clone()).about(
-                    Some(r.name.as_str()),
-                    None,
-                    Some(r.scope.clone()),
-                ),
-            );
-        }
-        for r in &u.roles_removed {
-            journal.add(
-                Entry::person(u.kind, u.id, "role-remove", r.owner, matched.clone()).about(
-                    Some(r.name.as_str()),
-                    Some(r.scope.clone()),
-                    None,
-                ),
-            );
-        }
-        if u.restored {
-            journal.add(
-                Entry::person(
-                    u.kind,
-                    u.id,
-                    "restore",
-                    state.links_owner,
-                    "back in the source".into(),
-                )
-                .about(None, None, None),
-            );
-        }
-        if u.adopted {
-            journal.add(Entry::person(u.kind, u.id, "adopt", state.links_owner, format!(
-                    "{matched}; the local record keeps its id and its source fields become locked"
-                )).about(None, None, None));
-        }
         if let Some(c) = &u.eckid_changed {
             replace_eckid(db, ctx.school, u.id, &c.new).await?;
-            journal.add(
-                Entry::person(
-                    u.kind,
-                    u.id,
-                    "relink",
-                    Owner::Broker,
-                    format!(
-                        "{matched}; the LAS and the broker both send this new ECK-iD, and the \
-                         LAS key and broker id both name this person"
-                    ),
-                )
-                .about(Some("eckid"), Some(c.old.clone()), Some(c.new.clone())),
-            );
         }
         let mut row = person_row(ctx, &state);
         row.id = Set(u.id);
@@ -721,12 +611,7 @@ pub async fn apply<C: ConnectionTrait>(
         }
         for l in &u.links_removed {
             if let Some(g) = group_id.get(&l.group) {
-                membership::Entity::delete_many()
-                    .filter(membership::Column::PersonId.eq(u.id))
-                    .filter(membership::Column::GroupId.eq(*g))
-                    .filter(membership::Column::Role.eq(l.role.as_str()))
-                    .exec(db)
-                    .await?;
+                left.entry((*g, l.role.as_str())).or_default().push(u.id);
             }
         }
         for l in &u.links_added {
@@ -735,60 +620,76 @@ pub async fn apply<C: ConnectionTrait>(
             }
         }
         if u.links_owner.is_some() {
-            membership::Entity::update_many()
-                .col_expr(
-                    membership::Column::Source,
-                    Expr::value(state.links_owner.as_str()),
-                )
-                .filter(membership::Column::PersonId.eq(u.id))
-                .exec(db)
-                .await?;
+            owned_by.entry(state.links_owner).or_default().push(u.id);
         }
-        for r in &u.roles_removed {
-            person_role::Entity::delete_many()
-                .filter(person_role::Column::PersonId.eq(u.id))
-                .filter(person_role::Column::Role.eq(r.name.as_str()))
-                .filter(person_role::Column::Source.eq(r.owner.as_str()))
-                .filter(person_role::Column::Scope.eq(r.scope.as_str()))
-                .exec(db)
-                .await?;
-        }
+        remove_roles(db, u.id, &u.roles_removed).await?;
         for r in &u.roles_added {
             facets.role(ctx, u.id, r);
         }
     }
-    facets.write(db).await?;
+    leave_groups(db, &left).await?;
+    relabel_links(db, &owned_by).await
+}
 
-    // A removal is the doing of the source that supplied the person: its highest owner.
-    let supplier: HashMap<i64, Owner> = stored
-        .iter()
-        .map(|p| {
-            let owner = p
-                .state
-                .fields
-                .values()
-                .map(|o| o.owner)
-                .chain([p.state.links_owner])
-                .max()
-                .unwrap_or(Owner::Las);
-            (p.id, owner)
-        })
-        .collect();
-    for (id, kind) in &plan.person_removals {
-        journal.add(
-            Entry::person(
-                *kind,
-                *id,
-                "remove",
-                supplier.get(id).copied().unwrap_or(Owner::Las),
-                "absent from the sources; tombstoned until purge".into(),
-            )
-            .about(None, None, None),
-        );
+/// Links left, one statement per group and role for all who left it.
+async fn leave_groups<C: ConnectionTrait>(
+    db: &C,
+    left: &BTreeMap<(i64, &str), Vec<i64>>,
+) -> Result<(), DbErr> {
+    for ((group, role), persons) in left {
+        for chunk in persons.chunks(CHUNK) {
+            membership::Entity::delete_many()
+                .filter(membership::Column::GroupId.eq(*group))
+                .filter(membership::Column::Role.eq(*role))
+                .filter(membership::Column::PersonId.is_in(chunk.iter().copied()))
+                .exec(db)
+                .await?;
+        }
     }
-    for c in &plan.conflicts {
-        journal.add(identity_conflict_entry(c));
+    Ok(())
+}
+
+/// The links of persons whose links changed owner now name their new owner.
+async fn relabel_links<C: ConnectionTrait>(
+    db: &C,
+    owned_by: &BTreeMap<Owner, Vec<i64>>,
+) -> Result<(), DbErr> {
+    for (owner, persons) in owned_by {
+        for chunk in persons.chunks(CHUNK) {
+            membership::Entity::update_many()
+                .col_expr(membership::Column::Source, Expr::value(owner.as_str()))
+                .filter(membership::Column::PersonId.is_in(chunk.iter().copied()))
+                .exec(db)
+                .await?;
+        }
     }
+    Ok(())
+}
+
+async fn remove_roles<C: ConnectionTrait>(
+    db: &C,
+    person: i64,
+    roles: &[Role],
+) -> Result<(), DbErr> {
+    for r in roles {
+        person_role::Entity::delete_many()
+            .filter(person_role::Column::PersonId.eq(person))
+            .filter(person_role::Column::Role.eq(r.name.as_str()))
+            .filter(person_role::Column::Source.eq(r.owner.as_str()))
+            .filter(person_role::Column::Scope.eq(r.scope.as_str()))
+            .exec(db)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Removed persons: tombstoned in batches until the purge.
+async fn write_removals<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    plan: &Plan,
+) -> Result<(), DbErr> {
+    let purge_after = ctx.now + ctx.retention;
     let removals: Vec<i64> = plan.person_removals.iter().map(|(id, _)| *id).collect();
     for chunk in removals.chunks(CHUNK) {
         person::Entity::update_many()
@@ -799,15 +700,7 @@ pub async fn apply<C: ConnectionTrait>(
             .exec(db)
             .await?;
     }
-    journal.write(db).await?;
-    Ok(Applied {
-        groups_created: plan.group_creates.len(),
-        groups_updated: plan.group_updates.len(),
-        groups_removed: plan.group_removals.len(),
-        persons_created: plan.person_creates.len(),
-        persons_updated: plan.person_updates.len(),
-        persons_removed: plan.person_removals.len(),
-    })
+    Ok(())
 }
 
 /// Journal what the source sent but could not be used (a pupil without a key, a duplicate
@@ -842,7 +735,7 @@ pub async fn journal_rejects<C: ConnectionTrait>(
 pub async fn journal_conflicts<C: ConnectionTrait>(
     db: &C,
     ctx: &ApplyContext<'_>,
-    conflicts: &[crate::sync::merge::Conflict],
+    conflicts: &[crate::model::plan::Conflict],
 ) -> Result<(), DbErr> {
     let mut journal = Journal::new(ctx);
     for c in conflicts {

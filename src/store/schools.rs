@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::entities::{person, roster_group, school, school_secret};
 use super::sealing::{MasterKey, SealError, Sealed};
 use super::{Store, StoreError, WriteKind};
+use crate::model::SchoolStatus;
 use crate::settings::Settings;
 
 /// The kind of sealed secret that holds a school's LAS authorization key.
@@ -199,7 +200,7 @@ pub async fn add(
         las: Set(new.las),
         broker_id: Set(new.broker_id),
         zermelo_portal: Set(None),
-        state: Set("active".into()),
+        state: Set(SchoolStatus::Active.as_str().into()),
         state_reason: Set(None),
         state_since: Set(Some(now)),
         school_year: Set(None),
@@ -256,10 +257,10 @@ pub async fn set_key(
     .await
     .map_err(db_err)?;
     // A new key is the operator's answer to a rejected one: un-park the school.
-    if row.state == "parked" {
+    if row.state == SchoolStatus::Parked.as_str() {
         school::Entity::update(school::ActiveModel {
             id: Set(sid.clone()),
-            state: Set("active".into()),
+            state: Set(SchoolStatus::Active.as_str().into()),
             state_reason: Set(None),
             state_since: Set(Some(Utc::now())),
             updated_at: Set(Utc::now()),
@@ -411,7 +412,7 @@ async fn ensure_config_row<C: sea_orm::ConnectionTrait>(
         las: Set(s.las.clone()),
         broker_id: Set(s.broker_id),
         zermelo_portal: Set(s.zermelo.as_ref().map(|z| z.portal.to_string())),
-        state: Set("active".into()),
+        state: Set(SchoolStatus::Active.as_str().into()),
         state_reason: Set(None),
         state_since: Set(Some(now)),
         school_year: Set(None),
@@ -466,20 +467,20 @@ pub async fn set_frozen(store: &Store, id: &SchoolId, by: Option<&str>) -> Resul
     let now = Utc::now();
     let (state, reason) = match by {
         Some(who) => (
-            "frozen",
+            SchoolStatus::Frozen,
             Some(format!(
                 "frozen by {who} on {}: its roster is kept as it is; `rostersync school \
                  unfreeze {sid}` lets it be synced again",
                 now.format("%Y-%m-%d")
             )),
         ),
-        None => ("active", None),
+        None => (SchoolStatus::Active, None),
     };
     school::Entity::update(school::ActiveModel {
         id: Set(sid),
         frozen_by: Set(by.map(str::to_owned)),
         frozen_at: Set(by.map(|_| now)),
-        state: Set(state.into()),
+        state: Set(state.as_str().into()),
         state_reason: Set(reason),
         state_since: Set(Some(now)),
         updated_at: Set(now),
@@ -557,9 +558,8 @@ pub async fn follow_merger<C: sea_orm::ConnectionTrait>(
 }
 
 /// What a run learned about the school as a whole.
-pub struct SchoolState<'a> {
-    /// `active`, `frozen`, `parked`, `awaiting_consent`, `offboarding`.
-    pub state: &'a str,
+pub struct SchoolState {
+    pub state: SchoolStatus,
     pub reason: Option<String>,
     /// The school year and name the source gave, when it gave them.
     pub school_year: Option<String>,
@@ -569,7 +569,7 @@ pub struct SchoolState<'a> {
 pub async fn set_state<C: sea_orm::ConnectionTrait>(
     db: &C,
     id: &str,
-    new: SchoolState<'_>,
+    new: SchoolState,
 ) -> Result<(), sea_orm::DbErr> {
     let Some(row) = school::Entity::find_by_id(id.to_owned()).one(db).await? else {
         return Ok(());
@@ -577,12 +577,12 @@ pub async fn set_state<C: sea_orm::ConnectionTrait>(
     let now = Utc::now();
     let mut update = school::ActiveModel {
         id: Set(id.to_owned()),
-        state: Set(new.state.to_owned()),
+        state: Set(new.state.as_str().to_owned()),
         state_reason: Set(new.reason),
         updated_at: Set(now),
         ..Default::default()
     };
-    if row.state != new.state {
+    if row.state != new.state.as_str() {
         update.state_since = Set(Some(now));
     }
     if new.school_year.is_some() {

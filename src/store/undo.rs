@@ -400,21 +400,101 @@ async fn keys_and_roles<C: ConnectionTrait>(
     rule: &str,
     journal: &mut Journal<'_>,
 ) -> Result<bool, DbErr> {
-    let (person, kind, operation, field, old, new, owner): (
-        i64,
-        PersonKind,
-        &str,
-        &str,
-        Option<String>,
-        Option<String>,
-        Owner,
-    ) = match r {
+    let Some(said) = key_or_role_said(r) else {
+        return Ok(false);
+    };
+    write_key_or_role(db, ctx, r).await?;
+    journal.add(
+        Entry::person(
+            said.kind,
+            said.person,
+            said.operation,
+            said.owner,
+            rule.to_owned(),
+        )
+        .about(Some(said.field), said.old, said.new),
+    );
+    Ok(true)
+}
+
+/// How a key or role put back reads in the journal.
+struct Said<'a> {
+    person: i64,
+    kind: PersonKind,
+    operation: &'static str,
+    field: &'a str,
+    old: Option<String>,
+    new: Option<String>,
+    owner: Owner,
+}
+
+/// The journal's words for a key or role revert; `None` for any other revert.
+fn key_or_role_said(r: &Revert) -> Option<Said<'_>> {
+    let (person, kind, owner) = match r {
         Revert::AddKey {
             person,
             kind,
+            owner,
+            ..
+        }
+        | Revert::RemoveKey {
+            person,
+            kind,
+            owner,
+            ..
+        }
+        | Revert::SetEckid {
+            person,
+            kind,
+            owner,
+            ..
+        }
+        | Revert::AddRole {
+            person,
+            kind,
+            owner,
+            ..
+        }
+        | Revert::RemoveRole {
+            person,
+            kind,
+            owner,
+            ..
+        } => (*person, *kind, *owner),
+        _ => return None,
+    };
+    let (operation, field, old, new) = match r {
+        Revert::AddKey { key, value, .. } => ("link-key", key.as_str(), None, Some(value)),
+        Revert::RemoveKey { key, value, .. } => ("unlink-key", key.as_str(), Some(value), None),
+        Revert::SetEckid { from, to, .. } => ("relink", "eckid", Some(from), Some(to)),
+        Revert::AddRole { role, scope, .. } => ("role-add", role.as_str(), None, Some(scope)),
+        Revert::RemoveRole { role, scope, .. } => ("role-remove", role.as_str(), Some(scope), None),
+        _ => return None,
+    };
+    Some(Said {
+        person,
+        kind,
+        operation,
+        field,
+        old: old.cloned(),
+        new: new.cloned(),
+        owner,
+    })
+}
+
+/// The one statement that puts a key or role back (or takes it away again).
+async fn write_key_or_role<C: ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    r: &Revert,
+) -> Result<(), DbErr> {
+    match r {
+        Revert::AddKey {
+            person,
             key,
             value,
             owner,
+            ..
         } => {
             person_key::Entity::insert(person_key::ActiveModel {
                 school_id: Set(ctx.school.to_owned()),
@@ -426,22 +506,9 @@ async fn keys_and_roles<C: ConnectionTrait>(
             })
             .exec(db)
             .await?;
-            (
-                *person,
-                *kind,
-                "link-key",
-                key,
-                None,
-                Some(value.clone()),
-                *owner,
-            )
         }
         Revert::RemoveKey {
-            person,
-            kind,
-            key,
-            value,
-            owner,
+            person, key, value, ..
         } => {
             person_key::Entity::delete_many()
                 .filter(person_key::Column::PersonId.eq(*person))
@@ -449,33 +516,16 @@ async fn keys_and_roles<C: ConnectionTrait>(
                 .filter(person_key::Column::Value.eq(value.as_str()))
                 .exec(db)
                 .await?;
-            (
-                *person,
-                *kind,
-                "unlink-key",
-                key,
-                Some(value.clone()),
-                None,
-                *owner,
-            )
         }
-        Revert::SetEckid {
-            person,
-            kind,
-            from,
-            to,
-            owner,
-        } => {
+        Revert::SetEckid { person, to, .. } => {
             roster::replace_eckid(db, ctx.school, *person, to).await?;
-            let (old, new) = (Some(from.clone()), Some(to.clone()));
-            (*person, *kind, "relink", "eckid", old, new, *owner)
         }
         Revert::AddRole {
             person,
-            kind,
             role,
             scope,
             owner,
+            ..
         } => {
             person_role::Entity::insert(person_role::ActiveModel {
                 person_id: Set(*person),
@@ -486,22 +536,13 @@ async fn keys_and_roles<C: ConnectionTrait>(
             })
             .exec(db)
             .await?;
-            (
-                *person,
-                *kind,
-                "role-add",
-                role,
-                None,
-                Some(scope.clone()),
-                *owner,
-            )
         }
         Revert::RemoveRole {
             person,
-            kind,
             role,
             scope,
             owner,
+            ..
         } => {
             person_role::Entity::delete_many()
                 .filter(person_role::Column::PersonId.eq(*person))
@@ -510,20 +551,8 @@ async fn keys_and_roles<C: ConnectionTrait>(
                 .filter(person_role::Column::Scope.eq(scope.as_str()))
                 .exec(db)
                 .await?;
-            (
-                *person,
-                *kind,
-                "role-remove",
-                role,
-                Some(scope.clone()),
-                None,
-                *owner,
-            )
         }
-        _ => return Ok(false),
-    };
-    journal.add(
-        Entry::person(kind, person, operation, owner, rule.to_owned()).about(Some(field), old, new),
-    );
-    Ok(true)
+        _ => {}
+    }
+    Ok(())
 }

@@ -4,29 +4,10 @@
 
 use serde::Serialize;
 
-use crate::model::{Link, PersonKind};
+use crate::model::PersonKind;
 use crate::sync::diff::{Plan, StoredGroup, StoredPerson};
 
-/// What the brakes guard, each on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Pupils,
-    Staff,
-    Groups,
-    Memberships,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Pupils => "pupils",
-            Kind::Staff => "staff",
-            Kind::Groups => "groups",
-            Kind::Memberships => "memberships",
-        }
-    }
-}
+pub use crate::model::held::{HeldRemoval, Kind};
 
 /// Removals are held when they exceed both `max_share` of what is stored and `max_count`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,16 +71,6 @@ pub fn decide(
         };
     }
     Decision::Apply
-}
-
-/// A removal the brakes took out of a plan, to be stored and approved later.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HeldRemoval {
-    pub kind: Kind,
-    /// The person or group that would be removed, or the person who would leave a group.
-    pub entity_id: i64,
-    /// For a membership: the group key and the role in it.
-    pub link: Option<Link>,
 }
 
 /// How much of each kind the school has stored now (live records only).

@@ -18,10 +18,10 @@ use crate::store::roster::{self, Purged};
 use crate::store::schools::{self, LAS_KEY};
 use crate::store::sealing::{KeyUse, MasterKey};
 use crate::store::{Store, StoreError};
-use crate::sync::apply::{
+use crate::sync::report::Outcome;
+use crate::sync::run::{
     self, BROKER, LAS, PORTAL, Rules, RunOptions, SchoolReport, Source, Target,
 };
-use crate::sync::report::Outcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
@@ -114,7 +114,7 @@ impl Connectors {
         let certificate = settings
             .broker
             .as_ref()
-            .map(|b| b.client_certificate.to_string());
+            .map(|b| b.basispoort().client_certificate.to_string());
         self.checked_problem(THE_BROKER, connector, certificate)
             .await
     }
@@ -125,7 +125,7 @@ impl Connectors {
         let connector = self.get(settings, las).ok()?;
         let certificate = settings
             .las(las)
-            .and_then(|l| l.client_certificate.as_ref())
+            .and_then(|l| l.client_certificate())
             .map(ToString::to_string);
         self.checked_problem(&las_connection(las), connector, certificate)
             .await
@@ -283,7 +283,7 @@ impl Connectors {
                 )),
                 Some(l) => sources::las_connector(l)
                     .map(|c| {
-                        Arc::new(sources::Limited::new(c, l.max_concurrent)) as Arc<dyn Connector>
+                        Arc::new(sources::Limited::new(c, l.max_concurrent())) as Arc<dyn Connector>
                     })
                     .map_err(|e| e.to_string()),
             })
@@ -324,71 +324,70 @@ pub async fn targets(
         },
         None => schools::rows(store).await?,
     };
-    let mut master = Master {
-        settings,
+    let mut gather = Gather {
         store,
-        key: None,
+        settings,
+        connectors,
+        master: Master {
+            settings,
+            store,
+            key: None,
+        },
+        broker_asked: false,
+        asked_las: std::collections::BTreeSet::new(),
     };
     let (mut out, mut skipped) = (Vec::new(), Vec::new());
-    let mut broker_asked = false;
-    let mut asked_las = std::collections::BTreeSet::new();
     for row in rows {
         let Ok(id) = row.id.parse::<SchoolId>() else {
             continue;
         };
-        let config = settings.configured_school(&id);
+        match gather.target(&row, id).await {
+            Ok(t) => out.push(t),
+            Err(s) => skipped.push(s),
+        }
+    }
+    gather.record_problems().await;
+    Ok((out, skipped))
+}
+
+/// Builds a cycle's targets, and remembers which connections it asked about.
+struct Gather<'a> {
+    store: &'a Store,
+    settings: &'a Settings,
+    connectors: &'a mut Connectors,
+    master: Master<'a>,
+    broker_asked: bool,
+    asked_las: std::collections::BTreeSet<String>,
+}
+
+impl Gather<'_> {
+    /// One school's target, or why it is skipped this time.
+    async fn target(
+        &mut self,
+        row: &crate::store::entities::school::Model,
+        id: SchoolId,
+    ) -> Result<Target, Skipped> {
+        let config = self.settings.configured_school(&id);
         if row.origin == "config" && config.is_none() {
-            skipped.push(Skipped {
+            return Err(Skipped {
                 school: row.id.clone(),
                 reason: "no longer in the configuration file; its stored data is kept \
                          (remove it with `rostersync school remove` after re-adding it, or \
                          put its [[school]] block back)"
                     .into(),
             });
-            continue;
         }
         let mut sources = Vec::new();
-        if let Some(las) = row.las.clone() {
-            asked_las.insert(las.clone());
-            let connection = las_connection(&las);
-            if connectors.las_problem(settings, &las).await.is_some() {
-                skipped.push(waiting(&row.id, &connection));
-                continue;
-            }
-            sources.push(Source {
-                name: LAS,
-                connector: connectors.get(settings, &las),
-                credential: Some(las_credential(store, config, &mut master, &id).await),
-                remote_id: None,
-                certificate: settings
-                    .las(&las)
-                    .and_then(|l| l.client_certificate.as_ref())
-                    .map(ToString::to_string),
-                connection,
-            });
+        if let Some(las) = &row.las {
+            sources.push(self.las(row, las, config, &id).await?);
         }
         if let Some(broker_id) = row.broker_id {
-            broker_asked = true;
-            if connectors.broker_problem(settings).await.is_some() {
-                skipped.push(waiting(&row.id, THE_BROKER));
-                continue;
-            }
-            sources.push(Source {
-                name: BROKER,
-                connector: connectors.broker(settings),
-                credential: None,
-                remote_id: Some(broker_id.to_string()),
-                connection: THE_BROKER.to_owned(),
-                certificate: settings
-                    .broker
-                    .as_ref()
-                    .map(|b| b.client_certificate.to_string()),
-            });
+            sources.push(self.broker(row, broker_id).await?);
         }
         if let Some(z) = config.and_then(|c| c.zermelo.as_ref()) {
             sources.push(Source {
                 name: PORTAL,
-                connector: connectors.portal(&row.id, z),
+                connector: self.connectors.portal(&row.id, z),
                 credential: Some(z.token.load_string().map_err(|e| e.to_string())),
                 remote_id: None,
                 connection: format!("the Zermelo portal of school {}", row.id),
@@ -396,29 +395,96 @@ pub async fn targets(
             });
         }
         if sources.is_empty() {
-            skipped.push(Skipped {
+            return Err(Skipped {
                 school: row.id.clone(),
                 reason: "no LAS connection and no broker id: nothing to ask yet".into(),
             });
-            continue;
         }
-        out.push(Target {
+        Ok(Target {
             sources,
             id,
             fence: None,
             frozen_by: row.frozen_by.clone(),
-        });
+        })
     }
-    if broker_asked {
-        // `status` shows it beside the schools that wait.
-        let problem = connectors.broker_problem(settings).await;
-        record_problem(store, THE_BROKER, problem.as_deref()).await;
+
+    /// The school's LAS, unless its connection has a problem the school must wait out.
+    async fn las(
+        &mut self,
+        row: &crate::store::entities::school::Model,
+        las: &str,
+        config: Option<&crate::settings::SchoolSettings>,
+        id: &SchoolId,
+    ) -> Result<Source, Skipped> {
+        self.asked_las.insert(las.to_owned());
+        let connection = las_connection(las);
+        if self
+            .connectors
+            .las_problem(self.settings, las)
+            .await
+            .is_some()
+        {
+            return Err(waiting(&row.id, &connection));
+        }
+        Ok(Source {
+            name: LAS,
+            connector: self.connectors.get(self.settings, las),
+            credential: Some(las_credential(self.store, config, &mut self.master, id).await),
+            remote_id: None,
+            certificate: self
+                .settings
+                .las(las)
+                .and_then(|l| l.client_certificate())
+                .map(ToString::to_string),
+            connection,
+        })
     }
-    for las in asked_las {
-        let connection = las_connection(&las);
-        record_problem(store, &connection, connectors.problem(&connection)).await;
+
+    /// The broker, unless its connection has a problem the school must wait out.
+    async fn broker(
+        &mut self,
+        row: &crate::store::entities::school::Model,
+        broker_id: i64,
+    ) -> Result<Source, Skipped> {
+        self.broker_asked = true;
+        if self
+            .connectors
+            .broker_problem(self.settings)
+            .await
+            .is_some()
+        {
+            return Err(waiting(&row.id, THE_BROKER));
+        }
+        Ok(Source {
+            name: BROKER,
+            connector: self.connectors.broker(self.settings),
+            credential: None,
+            remote_id: Some(broker_id.to_string()),
+            connection: THE_BROKER.to_owned(),
+            certificate: self
+                .settings
+                .broker
+                .as_ref()
+                .map(|b| b.basispoort().client_certificate.to_string()),
+        })
     }
-    Ok((out, skipped))
+
+    /// `status` shows each asked connection's problem beside the schools that wait for it.
+    async fn record_problems(self) {
+        if self.broker_asked {
+            let problem = self.connectors.broker_problem(self.settings).await;
+            record_problem(self.store, THE_BROKER, problem.as_deref()).await;
+        }
+        for las in &self.asked_las {
+            let connection = las_connection(las);
+            record_problem(
+                self.store,
+                &connection,
+                self.connectors.problem(&connection),
+            )
+            .await;
+        }
+    }
 }
 
 /// A school that waits for its connection's problem to be fixed (the problem itself is said
@@ -482,14 +548,14 @@ async fn sync_patiently(
     opts: &RunOptions,
 ) -> SchoolReport {
     let mut wait = STORE_RETRY_WAIT;
-    let mut report = apply::sync_school(store, target, rules, opts).await;
+    let mut report = run::sync_school(store, target, rules, opts).await;
     for _ in 0..STORE_RETRIES {
         if !report.store_busy {
             break;
         }
         tokio::time::sleep(wait).await;
         wait *= 2;
-        report = apply::sync_school(store, target, rules, opts).await;
+        report = run::sync_school(store, target, rules, opts).await;
     }
     report
 }

@@ -5,161 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use connector_api::PersonKeys;
-use serde::Serialize;
 
-use crate::model::{
-    Field, GroupState, Link, Owned, Owner, PersonKind, PersonState, Role, RosterState,
-};
+use crate::model::{Field, GroupState, Link, Owner, PersonKind, PersonState, Role, RosterState};
 use crate::sync::identity::{KeyIndex, KnownKeys, Match};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredGroup {
-    pub id: i64,
-    pub state: GroupState,
-    pub removed: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredPerson {
-    pub id: i64,
-    pub state: PersonState,
-    /// Tombstoned by an earlier run (kept until the retention period ends).
-    pub removed: bool,
-    /// Created locally (`person add`): a sync adopts it but never removes it.
-    pub local: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldChange {
-    pub field: Field,
-    pub old: Option<Owned>,
-    pub new: Option<Owned>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GroupChange {
-    pub field: &'static str,
-    pub old: Option<String>,
-    pub new: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GroupUpdate {
-    pub id: i64,
-    pub state: GroupState,
-    pub changes: Vec<GroupChange>,
-    pub restored: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PersonUpdate {
-    pub id: i64,
-    pub kind: PersonKind,
-    /// Which key matched, for the journal (`eckid`, `las_key`, ...).
-    pub matched_by: &'static str,
-    pub fields: Vec<FieldChange>,
-    /// Keys the stored person did not have yet (an ECK-iD that arrived, a broker id).
-    pub new_keys: PersonKeys,
-    /// A changed ECK-iD that both the LAS and the broker confirm.
-    pub eckid_changed: Option<KeyChange>,
-    pub links_added: Vec<Link>,
-    pub links_removed: Vec<Link>,
-    pub roles_added: Vec<Role>,
-    pub roles_removed: Vec<Role>,
-    /// The new owner of the person's group links, when it changed.
-    pub links_owner: Option<Owner>,
-    /// The person was tombstoned and is back.
-    pub restored: bool,
-    /// A local record that a source now supplies: it keeps its id and becomes locked.
-    pub adopted: bool,
-}
-
-impl PersonUpdate {
-    /// An update that changes nothing yet (the caller adds what changes).
-    fn nothing(id: i64, kind: PersonKind, via: &'static str) -> PersonUpdate {
-        PersonUpdate {
-            id,
-            kind,
-            matched_by: via,
-            fields: Vec::new(),
-            new_keys: PersonKeys::default(),
-            eckid_changed: None,
-            links_added: Vec::new(),
-            links_removed: Vec::new(),
-            roles_added: Vec::new(),
-            roles_removed: Vec::new(),
-            links_owner: None,
-            restored: false,
-            adopted: false,
-        }
-    }
-
-    /// The person as stored after this update (the store writes exactly this).
-    pub fn apply_to(&self, state: &mut PersonState) {
-        for c in &self.fields {
-            match &c.new {
-                Some(v) => state.fields.insert(c.field, v.clone()),
-                None => state.fields.remove(&c.field),
-            };
-        }
-        for (kind, v) in self.new_keys.entries() {
-            state.keys.set(kind, v.to_owned());
-        }
-        if let Some(c) = &self.eckid_changed {
-            state.keys.eckid = Some(c.new.clone());
-        }
-        for l in &self.links_removed {
-            state.links.remove(l);
-        }
-        state.links.extend(self.links_added.iter().cloned());
-        for r in &self.roles_removed {
-            state.roles.remove(r);
-        }
-        state.roles.extend(self.roles_added.iter().cloned());
-        if let Some(owner) = self.links_owner {
-            state.links_owner = owner;
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct IdentityConflict {
-    pub subject: String,
-    pub reason: String,
-    /// The stored person it is about, when there is exactly one.
-    pub person: Option<i64>,
-    /// A changed ECK-iD: the stored one and the one the source sends now.
-    pub eckid: Option<KeyChange>,
-}
-
-/// A key of a person replaced by another value.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct KeyChange {
-    pub old: String,
-    pub new: String,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Plan {
-    pub group_creates: Vec<GroupState>,
-    pub group_updates: Vec<GroupUpdate>,
-    pub group_removals: Vec<i64>,
-    pub person_creates: Vec<PersonState>,
-    pub person_updates: Vec<PersonUpdate>,
-    pub person_removals: Vec<(i64, PersonKind)>,
-    pub conflicts: Vec<IdentityConflict>,
-}
-
-impl Plan {
-    pub fn is_empty(&self) -> bool {
-        self.group_creates.is_empty()
-            && self.group_updates.is_empty()
-            && self.group_removals.is_empty()
-            && self.person_creates.is_empty()
-            && self.person_updates.is_empty()
-            && self.person_removals.is_empty()
-    }
-}
+pub use crate::model::plan::{
+    FieldChange, GroupChange, GroupUpdate, IdentityConflict, KeyChange, PersonUpdate, Plan,
+    StoredGroup, StoredPerson,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct DiffOptions {
@@ -320,8 +173,26 @@ pub fn diff(
 ) -> Plan {
     let mut plan = Plan::default();
     diff_groups(desired, stored_groups, options.frozen, &mut plan);
+    let known = known_keys(stored_persons);
+    let matcher = Matcher {
+        index: KeyIndex::new(known.iter()),
+        by_id: stored_persons.iter().map(|p| (p.id, p)).collect(),
+        options,
+    };
+    // Stored persons that must stay: matched, in conflict, or protected.
+    let mut keep: HashSet<i64> = HashSet::new();
+    for want in &desired.persons {
+        matcher.person(want, &mut keep, &mut plan);
+    }
+    if !options.frozen {
+        plan.person_removals = removals(stored_persons, &keep, options);
+    }
+    plan
+}
 
-    let known: Vec<KnownKeys> = stored_persons
+/// The keys each stored person can be found by.
+fn known_keys(stored_persons: &[StoredPerson]) -> Vec<KnownKeys> {
+    stored_persons
         .iter()
         .map(|p| KnownKeys {
             id: p.id,
@@ -332,19 +203,47 @@ pub fn diff(
                 .then(|| p.state.fields.get(&Field::Email).map(|e| e.value.clone()))
                 .flatten(),
         })
-        .collect();
-    let index = KeyIndex::new(known.iter());
-    let by_id: BTreeMap<i64, &StoredPerson> = stored_persons.iter().map(|p| (p.id, p)).collect();
-    // Stored persons that must stay: matched, in conflict, or protected.
-    let mut keep: HashSet<i64> = HashSet::new();
-    for want in &desired.persons {
+        .collect()
+}
+
+/// Stored persons no source sends any more, except those added by hand, those whose record
+/// the source rejected, and those kept (matched or in conflict).
+fn removals(
+    stored_persons: &[StoredPerson],
+    keep: &HashSet<i64>,
+    options: &DiffOptions,
+) -> Vec<(i64, PersonKind)> {
+    stored_persons
+        .iter()
+        .filter(|p| {
+            let protected = p
+                .state
+                .keys
+                .las_key
+                .as_ref()
+                .is_some_and(|k| options.protected_las_keys.contains(k));
+            !p.removed && !p.local && !protected && !keep.contains(&p.id)
+        })
+        .map(|p| (p.id, p.state.kind))
+        .collect()
+}
+
+/// Finds the stored person a desired one is, and says what changes.
+struct Matcher<'a> {
+    index: KeyIndex,
+    by_id: BTreeMap<i64, &'a StoredPerson>,
+    options: &'a DiffOptions,
+}
+
+impl Matcher<'_> {
+    fn person(&self, want: &PersonState, keep: &mut HashSet<i64>, plan: &mut Plan) {
         let email = want.fields.get(&Field::Email).map(|e| e.value.as_str());
-        let staff_email = options.match_staff_email && want.kind == PersonKind::Staff;
-        match index.resolve(&want.keys, email, staff_email) {
+        let staff_email = self.options.match_staff_email && want.kind == PersonKind::Staff;
+        match self.index.resolve(&want.keys, email, staff_email) {
             Match::New => plan.person_creates.push(want.clone()),
             Match::Conflict { reason } => {
                 // Everyone the disagreeing keys point at stays as stored.
-                keep.extend(index.ids_for(&want.keys));
+                keep.extend(self.index.ids_for(&want.keys));
                 plan.conflicts.push(IdentityConflict {
                     subject: want.keys.label(),
                     reason,
@@ -354,78 +253,86 @@ pub fn diff(
             }
             Match::EckidChanged { id, via, stored } => {
                 keep.insert(id);
-                let Some(have) = by_id.get(&id) else { continue };
-                let change = KeyChange {
-                    old: stored,
-                    new: want.keys.eckid.clone().unwrap_or_default(),
-                };
-                if eckid_change_confirmed(&index, want, id, options) {
-                    let mut update = person_update(have, want, via)
-                        .unwrap_or_else(|| PersonUpdate::nothing(have.id, want.kind, via));
-                    update.eckid_changed = Some(change);
-                    plan.person_updates.push(update);
-                } else {
-                    plan.conflicts.push(IdentityConflict {
-                        subject: want.keys.label(),
-                        reason: format!(
-                            "its {via} belongs to person {id}, who has another ECK-iD: the \
-                             ECK-iD changed, or the key was handed to someone else"
-                        ),
-                        person: Some(id),
-                        eckid: Some(change),
-                    });
-                }
+                self.eckid_changed(want, id, via, stored, plan);
             }
-            Match::Existing { id, via } => {
-                let Some(have) = by_id.get(&id) else { continue };
-                if have.state.kind != want.kind {
-                    plan.conflicts.push(IdentityConflict {
-                        subject: want.keys.label(),
-                        reason: format!(
-                            "its {via} belongs to person {id}, who is {} here, not {}",
-                            have.state.kind.as_str(),
-                            want.kind.as_str()
-                        ),
-                        person: Some(id),
-                        eckid: None,
-                    });
-                    keep.insert(id);
-                    continue;
-                }
-                if !keep.insert(id) {
-                    plan.conflicts.push(IdentityConflict {
-                        subject: want.keys.label(),
-                        reason: format!("two records of the source match person {id}"),
-                        person: Some(id),
-                        eckid: None,
-                    });
-                    continue;
-                }
-                if let Some(update) = person_update(have, want, via) {
-                    plan.person_updates.push(update);
-                }
-            }
+            Match::Existing { id, via } => self.existing(want, id, via, keep, plan),
         }
     }
-    if !options.frozen {
-        for p in stored_persons {
-            let protected = p
-                .state
-                .keys
-                .las_key
-                .as_ref()
-                .is_some_and(|k| options.protected_las_keys.contains(k));
-            if !p.removed && !p.local && !protected && !keep.contains(&p.id) {
-                plan.person_removals.push((p.id, p.state.kind));
-            }
+
+    /// The desired person's keys name a stored person with another ECK-iD: the same person
+    /// with a new ECK-iD when two sources confirm it, else a conflict for a person to decide.
+    fn eckid_changed(
+        &self,
+        want: &PersonState,
+        id: i64,
+        via: &'static str,
+        stored: String,
+        plan: &mut Plan,
+    ) {
+        let Some(have) = self.by_id.get(&id) else {
+            return;
+        };
+        let change = KeyChange {
+            old: stored,
+            new: want.keys.eckid.clone().unwrap_or_default(),
+        };
+        if eckid_change_confirmed(&self.index, want, id, self.options) {
+            let mut update = person_update(have, want, via)
+                .unwrap_or_else(|| PersonUpdate::nothing(have.id, want.kind, via));
+            update.eckid_changed = Some(change);
+            plan.person_updates.push(update);
+        } else {
+            plan.conflicts.push(IdentityConflict {
+                subject: want.keys.label(),
+                reason: format!(
+                    "its {via} belongs to person {id}, who has another ECK-iD: the ECK-iD                      changed, or the key was handed to someone else"
+                ),
+                person: Some(id),
+                eckid: Some(change),
+            });
         }
     }
-    plan
+
+    /// The desired person is stored person `id`: what changed, unless the kinds differ or
+    /// two desired persons match the same stored one.
+    fn existing(
+        &self,
+        want: &PersonState,
+        id: i64,
+        via: &'static str,
+        keep: &mut HashSet<i64>,
+        plan: &mut Plan,
+    ) {
+        let Some(have) = self.by_id.get(&id) else {
+            return;
+        };
+        let conflict = |reason: String| IdentityConflict {
+            subject: want.keys.label(),
+            reason,
+            person: Some(id),
+            eckid: None,
+        };
+        if have.state.kind != want.kind {
+            plan.conflicts.push(conflict(format!(
+                "its {via} belongs to person {id}, who is {} here, not {}",
+                have.state.kind.as_str(),
+                want.kind.as_str()
+            )));
+            keep.insert(id);
+        } else if !keep.insert(id) {
+            plan.conflicts.push(conflict(format!(
+                "two records of the source match person {id}"
+            )));
+        } else if let Some(update) = person_update(have, want, via) {
+            plan.person_updates.push(update);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Owned;
     use crate::sync::merge::merge;
     use chrono::NaiveDate;
     use connector_api::{Snapshot, SourceKind};

@@ -5,23 +5,12 @@
 use std::collections::{BTreeSet, HashMap};
 
 use connector_api::{PersonName, RoleScope, Snapshot, StaffRole};
-use serde::Serialize;
 
 use crate::model::{
     Field, GroupState, Link, Owned, Owner, PersonKind, PersonState, Role, RosterState,
 };
 
-/// Two sources disagree about one thing; the owner's value is kept.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Conflict {
-    /// A non-personal label of who it is about (`las:L1001`, `group:G8A`).
-    pub subject: String,
-    pub field: String,
-    pub kept: String,
-    pub kept_owner: Owner,
-    pub other: String,
-    pub other_owner: Owner,
-}
+pub use crate::model::plan::Conflict;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Merged {

@@ -1,8 +1,7 @@
 //! The sync engine. The pure core (plain data in, verdicts and plans out, no I/O): health
 //! judges each source's answer; merge, diff, brakes and grants follow it; report counts it.
-//! The shell: apply runs one school against the store, cycle runs many schools.
+//! The shell: run runs one school against the store, cycle runs many schools.
 
-pub mod apply;
 pub mod brakes;
 pub mod connection;
 pub mod cycle;
@@ -11,6 +10,9 @@ pub mod digest;
 pub mod explain;
 pub mod health;
 pub mod identity;
+pub mod journal;
 pub mod merge;
+pub mod permissions;
 pub mod report;
+pub mod run;
 pub mod undo;

@@ -11,9 +11,9 @@ use crate::model::{Field, Owner, PersonKind};
 use crate::store::journal::{self, Change};
 use crate::store::roster::ApplyContext;
 use crate::store::undo::{self as writer, Obstacles};
-use crate::store::{Store, StoreError, WriteKind, grants, runs, schools, source_state};
-use crate::sync::apply::Rules;
+use crate::store::{Store, StoreError, WriteKind, runs, schools, source_state};
 use crate::sync::report::{Counts, KindCounts, Outcome};
+use crate::sync::run::Rules;
 
 /// What to undo, and how.
 #[derive(Debug, Clone)]
@@ -180,9 +180,10 @@ async fn write_undo(
         .await
         .map_err(db_err)?;
     report.counts = counts(&report.plan.reverts, &done);
-    report.counts.grants = grants::refresh(&txn, &school, Some(run), &rules.rights, false, now)
-        .await
-        .map_err(db_err)?;
+    report.counts.grants =
+        crate::sync::permissions::refresh(&txn, &school, Some(run), &rules.rights, false, now)
+            .await
+            .map_err(db_err)?;
     // The roster is no longer what the sources said: the next run compares it in full.
     schools::set_digest(&txn, &school, None)
         .await
@@ -295,21 +296,8 @@ pub fn plan(changes: &[Change]) -> UndoPlan {
 /// `Err(None)`: nothing to put back (a conflict, a rejected record, a grant, which is derived
 /// again); `Err(Some(why))`: something an undo does not touch, said in the plan.
 fn revert_of(c: &Change) -> Result<Revert, Option<String>> {
-    let owner = Owner::parse(&c.source).unwrap_or(Owner::Las);
-    let op = c.operation.as_str();
     if c.entity == "group" {
-        let group = c.entity_id.ok_or(None)?;
-        return match op {
-            "create" | "restore" => Ok(Revert::RemoveGroup { group }),
-            "remove" => Ok(Revert::RestoreGroup { group }),
-            "update" => Ok(Revert::SetGroupField {
-                group,
-                field: c.field.clone().ok_or(None)?,
-                from: c.new_value.clone(),
-                to: c.old_value.clone(),
-            }),
-            _ => Err(None),
-        };
+        return group_revert(c);
     }
     if c.entity == "school" {
         return Err(Some(format!(
@@ -320,78 +308,59 @@ fn revert_of(c: &Change) -> Result<Revert, Option<String>> {
     let Some(person) = c.person_id else {
         return Err(None);
     };
-    let kind = kind_of(&c.entity);
-    let person_kind = || kind.ok_or(None);
-    let field = || c.field.clone().ok_or(None);
-    match op {
+    match c.operation.as_str() {
+        "link-key" | "unlink-key" | "join" | "leave" | "role-add" | "role-remove" => {
+            facet_revert(c, person)
+        }
+        _ => person_revert(c, person),
+    }
+}
+
+fn group_revert(c: &Change) -> Result<Revert, Option<String>> {
+    let group = c.entity_id.ok_or(None)?;
+    match c.operation.as_str() {
+        "create" | "restore" => Ok(Revert::RemoveGroup { group }),
+        "remove" => Ok(Revert::RestoreGroup { group }),
+        "update" => Ok(Revert::SetGroupField {
+            group,
+            field: c.field.clone().ok_or(None)?,
+            from: c.new_value.clone(),
+            to: c.old_value.clone(),
+        }),
+        _ => Err(None),
+    }
+}
+
+/// A person's record as a whole, its fields and its ECK-iD.
+fn person_revert(c: &Change, person: i64) -> Result<Revert, Option<String>> {
+    let owner = Owner::parse(&c.source).unwrap_or(Owner::Las);
+    let kind = || kind_of(&c.entity).ok_or(None);
+    let eckid = |kind| -> Result<Revert, Option<String>> {
+        Ok(Revert::SetEckid {
+            person,
+            kind,
+            from: c.new_value.clone().ok_or(None)?,
+            to: c.old_value.clone().ok_or(None)?,
+            owner,
+        })
+    };
+    match c.operation.as_str() {
         "create" | "restore" => Ok(Revert::RemovePerson {
             person,
-            kind: person_kind()?,
+            kind: kind()?,
         }),
         "remove" => Ok(Revert::RestorePerson {
             person,
-            kind: person_kind()?,
+            kind: kind()?,
         }),
-        "update" | "edit" if c.field.as_deref() == Some("eckid") => Ok(Revert::SetEckid {
-            person,
-            kind: person_kind()?,
-            from: c.new_value.clone().ok_or(None)?,
-            to: c.old_value.clone().ok_or(None)?,
-            owner,
-        }),
+        "update" | "edit" if c.field.as_deref() == Some("eckid") => eckid(kind()?),
+        "relink" => eckid(kind()?),
         "update" | "edit" => Ok(Revert::SetField {
             person,
-            kind: person_kind()?,
-            field: Field::from_name(&field()?).ok_or(None)?,
+            kind: kind()?,
+            field: Field::from_name(c.field.as_deref().ok_or(None)?).ok_or(None)?,
             from: c.new_value.clone(),
             to: c.old_value.clone(),
-            owner,
-        }),
-        "relink" => Ok(Revert::SetEckid {
-            person,
-            kind: person_kind()?,
-            from: c.new_value.clone().ok_or(None)?,
-            to: c.old_value.clone().ok_or(None)?,
-            owner,
-        }),
-        "link-key" => Ok(Revert::RemoveKey {
-            person,
-            kind: person_kind()?,
-            key: field()?,
-            value: c.new_value.clone().ok_or(None)?,
-            owner,
-        }),
-        "unlink-key" => Ok(Revert::AddKey {
-            person,
-            kind: person_kind()?,
-            key: field()?,
-            value: c.old_value.clone().ok_or(None)?,
-            owner,
-        }),
-        "join" => Ok(Revert::Leave {
-            person,
-            group: field()?,
-            role: c.new_value.clone().ok_or(None)?,
-            owner,
-        }),
-        "leave" => Ok(Revert::Join {
-            person,
-            group: field()?,
-            role: c.old_value.clone().ok_or(None)?,
-            owner,
-        }),
-        "role-add" => Ok(Revert::RemoveRole {
-            person,
-            kind: person_kind()?,
-            role: field()?,
-            scope: c.new_value.clone().unwrap_or_default(),
-            owner,
-        }),
-        "role-remove" => Ok(Revert::AddRole {
-            person,
-            kind: person_kind()?,
-            role: field()?,
-            scope: c.old_value.clone().unwrap_or_default(),
             owner,
         }),
         "adopt" => Err(Some(format!(
@@ -399,6 +368,57 @@ fn revert_of(c: &Change) -> Result<Revert, Option<String>> {
         ))),
         _ => Err(None),
     }
+}
+
+/// A person's keys, group links and roles.
+fn facet_revert(c: &Change, person: i64) -> Result<Revert, Option<String>> {
+    let owner = Owner::parse(&c.source).unwrap_or(Owner::Las);
+    let kind = || kind_of(&c.entity).ok_or(None);
+    let field = || c.field.clone().ok_or(None);
+    let (old, new) = (|| c.old_value.clone(), || c.new_value.clone());
+    Ok(match c.operation.as_str() {
+        "link-key" => Revert::RemoveKey {
+            person,
+            kind: kind()?,
+            key: field()?,
+            value: new().ok_or(None)?,
+            owner,
+        },
+        "unlink-key" => Revert::AddKey {
+            person,
+            kind: kind()?,
+            key: field()?,
+            value: old().ok_or(None)?,
+            owner,
+        },
+        "join" => Revert::Leave {
+            person,
+            group: field()?,
+            role: new().ok_or(None)?,
+            owner,
+        },
+        "leave" => Revert::Join {
+            person,
+            group: field()?,
+            role: old().ok_or(None)?,
+            owner,
+        },
+        "role-add" => Revert::RemoveRole {
+            person,
+            kind: kind()?,
+            role: field()?,
+            scope: new().unwrap_or_default(),
+            owner,
+        },
+        "role-remove" => Revert::AddRole {
+            person,
+            kind: kind()?,
+            role: field()?,
+            scope: old().unwrap_or_default(),
+            owner,
+        },
+        _ => return Err(None),
+    })
 }
 
 #[cfg(test)]

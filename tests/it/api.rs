@@ -110,7 +110,7 @@ fn world(days_start: chrono::NaiveDate) -> World {
 /// configured with two clients: `lp` sees everything, `one` only school 11XA00.
 async fn start(token_seconds: u64) -> (SimEnv, rostersync::store::Store) {
     let (sim, store) =
-        SimEnv::start_linked(world(rostersync::sync::apply::today()), true, false).await;
+        SimEnv::start_linked(world(rostersync::sync::run::today()), true, false).await;
     let lp = sim.env.write("lp-secret", "lp-s3cret\n");
     let one = sim.env.write("one-secret", "one-s3cret\n");
     sim.configure(&format!(

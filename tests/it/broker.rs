@@ -16,7 +16,7 @@ fn id(s: &str) -> SchoolId {
 }
 
 async fn broker() -> SimServer {
-    let mut w = World::new(5, rostersync::sync::apply::today());
+    let mut w = World::new(5, rostersync::sync::run::today());
     w.add_school(id("10XA00"), SchoolKind::Primary, 60);
     w.add_school(id("11XA00"), SchoolKind::Primary, 30);
     SimServer::start(w, 0).await.expect("simulator starts")
@@ -40,7 +40,7 @@ fn request(sim: &SimServer, school: &str, marker: Option<String>) -> FetchReques
     let remote = sim.with_world(|w| w.broker_id(&id(school)));
     FetchRequest {
         school: id(school),
-        school_year: SchoolYear::containing(rostersync::sync::apply::today()),
+        school_year: SchoolYear::containing(rostersync::sync::run::today()),
         credential: None,
         remote_id: remote.map(|r| r.to_string()),
         last_received: None,
@@ -248,7 +248,7 @@ use rostersync::sync::report::Outcome;
 use crate::support::{SimEnv, count, set_time};
 
 async fn linked(schools: &[(&str, usize)]) -> (SimEnv, Store) {
-    let mut w = World::new(9, rostersync::sync::apply::today());
+    let mut w = World::new(9, rostersync::sync::run::today());
     for (s, pupils) in schools {
         w.add_school(id(s), SchoolKind::Primary, *pupils);
     }
@@ -258,7 +258,7 @@ async fn linked(schools: &[(&str, usize)]) -> (SimEnv, Store) {
 fn result<'a>(
     report: &'a rostersync::sync::cycle::CycleReport,
     school: &str,
-) -> &'a rostersync::sync::apply::SchoolReport {
+) -> &'a rostersync::sync::run::SchoolReport {
     report
         .schools
         .iter()

@@ -11,7 +11,7 @@ use sea_orm::sqlx::{Connection, Executor};
 use crate::support::{Run, SimEnv, count};
 
 fn world(schools: usize, pupils: usize) -> World {
-    let mut w = World::new(77, rostersync::sync::apply::today());
+    let mut w = World::new(77, rostersync::sync::run::today());
     for n in 0..schools {
         let id = format!("{:02}XB00", 10 + n);
         w.add_school(id.parse().expect("id"), SchoolKind::Primary, pupils);

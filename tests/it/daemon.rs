@@ -117,7 +117,7 @@ impl Drop for Daemon {
 }
 
 fn world(schools: usize, pupils: usize) -> World {
-    let mut w = World::new(21, rostersync::sync::apply::today());
+    let mut w = World::new(21, rostersync::sync::run::today());
     for n in 0..schools {
         let id = format!("{:02}XA00", 10 + n);
         w.add_school(id.parse().expect("id"), SchoolKind::Primary, pupils);
@@ -328,7 +328,7 @@ async fn the_daemon_runs_the_cycle_once_catches_up_and_answers_admins() {
             store.backend(),
             format!(
                 "UPDATE store_meta SET value = '{}' WHERE key = 'last_cycle'",
-                rostersync::sync::apply::today()
+                rostersync::sync::run::today()
                     .pred_opt()
                     .expect("yesterday")
                     .pred_opt()

@@ -111,7 +111,7 @@ async fn pipe(client: TcpStream, upstream: SocketAddr, how: Misbehave) {
 }
 
 fn world() -> World {
-    let mut w = World::new(31, rostersync::sync::apply::today());
+    let mut w = World::new(31, rostersync::sync::run::today());
     w.add_school("10XA00".parse().expect("id"), SchoolKind::Primary, 60);
     w
 }

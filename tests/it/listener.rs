@@ -105,7 +105,7 @@ async fn half_sent_requests_are_cut_off_and_excess_connections_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_leaves_a_file_that_is_not_a_socket_alone() {
     let sim = SimEnv::start(
-        connector_sim::World::new(3, rostersync::sync::apply::today()),
+        connector_sim::World::new(3, rostersync::sync::run::today()),
         "",
     )
     .await;

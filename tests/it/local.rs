@@ -20,7 +20,7 @@ fn add_person(sim: &SimEnv, kind: &str, rest: &[&str]) -> crate::support::Run {
 
 /// A primary school with the broker and a secondary school with its LAS only.
 async fn schools() -> (SimEnv, Store) {
-    let mut w = World::new(13, rostersync::sync::apply::today());
+    let mut w = World::new(13, rostersync::sync::run::today());
     w.add_school(id("10XA00"), SchoolKind::Primary, 30);
     w.add_school(id("20XA00"), SchoolKind::Secondary, 30);
     SimEnv::start_linked(w, true, false).await

@@ -15,7 +15,7 @@ fn id(s: &str) -> connector_api::SchoolId {
 }
 
 async fn school() -> (SimEnv, Store) {
-    let mut w = World::new(17, rostersync::sync::apply::today());
+    let mut w = World::new(17, rostersync::sync::run::today());
     w.add_school(id(SCHOOL), SchoolKind::Primary, 80);
     SimEnv::start_linked(w, true, false).await
 }

@@ -60,7 +60,8 @@ async fn sync(store: &Store, s: &Snapshot, options: &DiffOptions) -> Plan {
         retention: Duration::days(30),
         run: Some(run),
     };
-    roster::apply(&txn, &ctx, &plan, &persons)
+    let entries = rostersync::sync::journal::entries(&plan, &persons);
+    roster::apply(&txn, &ctx, &plan, &persons, &entries)
         .await
         .expect("apply");
     txn.commit().await.expect("commit");

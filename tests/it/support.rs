@@ -437,7 +437,7 @@ impl SimEnv {
             &self.env.settings(),
             &rostersync::sync::cycle::CycleOptions {
                 only: None,
-                run: rostersync::sync::apply::RunOptions {
+                run: rostersync::sync::run::RunOptions {
                     trigger: "test".into(),
                     dry_run: false,
                     allow_removals,

@@ -18,7 +18,7 @@ fn id(s: &str) -> SchoolId {
 }
 
 fn world(schools: &[(&str, SchoolKind, usize)]) -> World {
-    let mut w = World::new(7, rostersync::sync::apply::today());
+    let mut w = World::new(7, rostersync::sync::run::today());
     for (s, kind, pupils) in schools {
         w.add_school(id(s), *kind, *pupils);
     }
@@ -65,11 +65,7 @@ async fn a_first_sync_loads_each_school_and_exports_the_contract() {
     assert_eq!(e.school.dependance, "00");
     assert_eq!(
         e.school.school_year.as_deref(),
-        Some(
-            rostersync::sync::apply::expected_year()
-                .to_string()
-                .as_str()
-        )
+        Some(rostersync::sync::run::expected_year().to_string().as_str())
     );
     let name = sim
         .server
@@ -453,7 +449,7 @@ async fn a_dry_run_computes_everything_and_writes_no_roster() {
         &sim.env.settings(),
         &rostersync::sync::cycle::CycleOptions {
             only: Some(id("99XA00")),
-            run: rostersync::sync::apply::RunOptions {
+            run: rostersync::sync::run::RunOptions {
                 trigger: "test".into(),
                 dry_run: true,
                 allow_removals: false,

@@ -182,7 +182,7 @@ async fn a_las_that_refuses_our_certificate_is_one_problem_for_each_alert() {
 async fn a_server_certificate_we_do_not_trust_names_the_ca_to_add() {
     // The broker's CA is not the one configured: rostersync refuses the broker.
     let (sim, _store) =
-        SimEnv::start_linked(World::new(5, rostersync::sync::apply::today()), true, false).await;
+        SimEnv::start_linked(World::new(5, rostersync::sync::run::today()), true, false).await;
     sim.server.with_world(|w| {
         for id in SCHOOLS {
             w.add_school(

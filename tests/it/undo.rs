@@ -11,7 +11,7 @@ use crate::support::{SimEnv, count};
 const SCHOOL: &str = "10XA00";
 
 fn world() -> World {
-    let mut w = World::new(55, rostersync::sync::apply::today());
+    let mut w = World::new(55, rostersync::sync::run::today());
     w.add_school(SCHOOL.parse().expect("id"), SchoolKind::Primary, 60);
     w
 }

@@ -22,7 +22,7 @@ fn id(s: &str) -> SchoolId {
 }
 
 fn world() -> World {
-    let mut w = World::new(23, rostersync::sync::apply::today());
+    let mut w = World::new(23, rostersync::sync::run::today());
     // Three classes per leerjaar: the first's mentor is team leader, the last's dean.
     w.add_school(id(SCHOOL), SchoolKind::Secondary, 360);
     w
@@ -44,7 +44,7 @@ fn request(sim: &SimServer) -> FetchRequest {
     let token = sim.with_world(|w| w.portal.tokens[&id(SCHOOL)].token.clone());
     FetchRequest {
         school: id(SCHOOL),
-        school_year: SchoolYear::containing(rostersync::sync::apply::today()),
+        school_year: SchoolYear::containing(rostersync::sync::run::today()),
         credential: Some(SecretString::from(token)),
         remote_id: None,
         last_received: None,

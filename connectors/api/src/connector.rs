@@ -57,3 +57,25 @@ pub trait Connector: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 }
+
+/// A shared connector is a connector: wrappers (a concurrency limit) take either.
+impl<T: Connector + ?Sized> Connector for std::sync::Arc<T> {
+    fn kind(&self) -> SourceKind {
+        (**self).kind()
+    }
+
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        request: &'a FetchRequest,
+    ) -> BoxFuture<'a, Result<FetchOutcome, ConnectorError>> {
+        (**self).fetch(request)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), ConnectorError>> {
+        (**self).check()
+    }
+}

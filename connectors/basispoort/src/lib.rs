@@ -4,6 +4,7 @@
 //! institution's overview. Errors say whether the school, the broker or our certificate is
 //! the problem; a rejected certificate is one problem of the connection, not of each school.
 
+pub mod config;
 mod snapshot;
 mod wire;
 
@@ -14,6 +15,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::SecretBox;
 use serde::de::DeserializeOwned;
 
+pub use config::BasispoortSettings;
 pub use snapshot::snapshot;
 
 /// Where and how to reach the broker.

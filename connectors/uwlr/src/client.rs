@@ -18,12 +18,15 @@ use crate::integrity;
 use crate::parse::{Answer, ParseError, Parsed, parse_answer};
 use crate::request::{self, GroupRef, Operation};
 
-/// How a LAS hands over a school.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a LAS hands over a school (`transfer` in the configuration).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub enum Transfer {
     /// `HaalLeerlinggegevens`: everything in one answer.
+    #[default]
+    #[serde(rename = "alles-in-een")]
     AllInOne,
     /// `HaalStructuur`, then `HaalLeerlingen` and `HaalLeerkrachten` for its groups.
+    #[serde(rename = "getrapt")]
     Getrapt,
 }
 

@@ -7,7 +7,9 @@ pub mod parse;
 
 pub use parse::{Answer, ParseError, Parsed, parse_answer};
 pub mod client;
+pub mod config;
 pub mod fault;
 pub mod request;
 
 pub use client::{Transfer, UwlrConnector, UwlrSettings};
+pub use config::UwlrConfig;

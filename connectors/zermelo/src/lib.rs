@@ -3,6 +3,7 @@
 //! Every request names its `fields` (partner tokens see only the fields the school granted);
 //! pupils are asked per department, so no single request risks the portal's 60 s cut-off.
 
+pub mod config;
 mod snapshot;
 mod wire;
 
@@ -13,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
+pub use config::ZermeloSettings;
 pub use snapshot::{Portal, snapshot};
 
 const SISY_FIELDS: &str = "id,schoolName,archived";

@@ -12,15 +12,50 @@ use sea_orm::{
     QueryOrder, Statement,
 };
 
-use crate::store::entities::{school, store_meta, sync_job};
+use crate::store::entities::{daemon_instance, school, store_meta, sync_job};
 use crate::store::{Store, WriteKind};
 
 pub use sync_job::Model as Job;
 
-pub const PENDING: &str = "pending";
-pub const RUNNING: &str = "running";
-pub const DONE: &str = "done";
-pub const FAILED: &str = "failed";
+/// Where a job is in its life; its `state` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Pending,
+    Running,
+    Done,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        [
+            JobState::Pending,
+            JobState::Running,
+            JobState::Done,
+            JobState::Failed,
+        ]
+        .into_iter()
+        .find(|j| j.as_str() == s)
+    }
+
+    /// A job in this state will not run again.
+    pub fn is_closed(self) -> bool {
+        matches!(self, JobState::Done | JobState::Failed)
+    }
+}
+
+const PENDING: &str = "pending";
+const RUNNING: &str = "running";
+const FAILED: &str = "failed";
 
 /// The store_meta key holding the local date of the last cycle that was enqueued.
 const LAST_CYCLE: &str = "last_cycle";
@@ -236,17 +271,18 @@ pub async fn heartbeat<C: ConnectionTrait>(
     Ok(r.rows_affected > 0)
 }
 
-/// Close `owner`'s job: `done` or `failed`, with the run it produced.
+/// Close `owner`'s job: `done` or `failed`, with the run it produced. False when the job is
+/// no longer `owner`'s (its lease expired and another worker has it).
 pub async fn finish<C: ConnectionTrait>(
     db: &C,
     job: i64,
     owner: &str,
-    state: &str,
+    state: JobState,
     run: Option<i64>,
     error: Option<String>,
 ) -> Result<bool, DbErr> {
     let r = sync_job::Entity::update_many()
-        .col_expr(sync_job::Column::State, Expr::value(state))
+        .col_expr(sync_job::Column::State, Expr::value(state.as_str()))
         .col_expr(sync_job::Column::RunId, Expr::value(run))
         .col_expr(sync_job::Column::LastError, Expr::value(error))
         .col_expr(sync_job::Column::FinishedAt, Expr::value(Utc::now()))
@@ -291,6 +327,69 @@ pub async fn reap<C: ConnectionTrait>(db: &C, max_attempts: i32) -> Result<u64, 
         .await?
         .rows_affected;
     Ok(failed + requeued)
+}
+
+/// A retry carries the attempts of the job it follows, so the retries of one cycle are
+/// bounded.
+pub async fn carry_attempts<C: ConnectionTrait>(
+    db: &C,
+    job: i64,
+    attempts: i32,
+) -> Result<(), DbErr> {
+    sync_job::Entity::update_many()
+        .col_expr(sync_job::Column::Attempts, Expr::value(attempts))
+        .filter(sync_job::Column::Id.eq(job))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Say that instance `id` (on `host`, process `pid`) is alive now: `status` and `resync` ask
+/// whether a daemon answers on this store.
+pub async fn instance_alive<C: ConnectionTrait>(
+    db: &C,
+    id: &str,
+    host: &str,
+    pid: u32,
+) -> Result<(), DbErr> {
+    use sea_orm::sea_query::OnConflict;
+    let now = Utc::now();
+    daemon_instance::Entity::insert(daemon_instance::ActiveModel {
+        id: Set(id.to_owned()),
+        hostname: Set(host.to_owned()),
+        pid: Set(i32::try_from(pid).unwrap_or(i32::MAX)),
+        started_at: Set(now),
+        heartbeat_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(daemon_instance::Column::Id)
+            .update_column(daemon_instance::Column::HeartbeatAt)
+            .to_owned(),
+    )
+    .exec(db)
+    .await?;
+    Ok(())
+}
+
+/// Instance `id` stopped: `resync` must not wait for it.
+pub async fn instance_gone<C: ConnectionTrait>(db: &C, id: &str) -> Result<(), DbErr> {
+    daemon_instance::Entity::delete_by_id(id.to_owned())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The instance that said it was alive most recently, within `within` of now.
+pub async fn live_instance<C: ConnectionTrait>(
+    db: &C,
+    within: Duration,
+) -> Result<Option<daemon_instance::Model>, DbErr> {
+    let since = Utc::now() - chrono_dur(within);
+    daemon_instance::Entity::find()
+        .filter(daemon_instance::Column::HeartbeatAt.gte(since))
+        .order_by_desc(daemon_instance::Column::HeartbeatAt)
+        .one(db)
+        .await
 }
 
 pub async fn get<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<Job>, DbErr> {

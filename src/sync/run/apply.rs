@@ -1,0 +1,230 @@
+//! The trusted path's writer: everything from loading the stored roster to the run record
+//! happens in one transaction, so a crash at any point leaves the school as it was. When the
+//! sources say exactly what they said at the last full apply, loading and diffing are skipped.
+
+use chrono::{DateTime, Utc};
+use connector_api::Snapshot;
+
+use super::decide::{Decided, received_counts};
+use super::write::{RunCtx, active};
+use super::{RunError, finish};
+use crate::store::roster::{self, ApplyContext};
+use crate::store::source_state::{self, Received};
+use crate::store::{WriteTxn, held, runs, schools};
+use crate::sync::brakes::{self, HeldRemoval, Stored};
+use crate::sync::diff::{DiffOptions, Plan, StoredPerson, diff};
+use crate::sync::digest;
+use crate::sync::merge::{Conflict, merge};
+use crate::sync::report::{Counts, Outcome};
+
+/// What applying the snapshots to the stored roster would do: the plan after the brakes, what
+/// they held, the decision, and the stored persons the plan was computed against.
+struct Computed {
+    plan: Plan,
+    held: Vec<HeldRemoval>,
+    decided: Decided,
+    stored: Vec<StoredPerson>,
+    /// Where the sources disagreed; the owner's value is in the plan.
+    conflicts: Vec<Conflict>,
+}
+
+/// Merge, diff and brake against what is stored, in the run's transaction.
+async fn compute(
+    txn: &WriteTxn,
+    rc: &RunCtx<'_>,
+    snapshots: &[&Snapshot],
+) -> Result<Computed, RunError> {
+    let (groups, persons) = roster::load(txn, rc.school).await?;
+    let merged = merge(snapshots);
+    let mut plan = diff(
+        &merged.state,
+        &groups,
+        &persons,
+        &DiffOptions {
+            frozen: false,
+            protected_las_keys: merged.protected_las_keys.clone(),
+            match_staff_email: true,
+            confirmed_eckids: merged.confirmed_eckids.clone(),
+        },
+    );
+    let (held, decisions) = brakes::hold(
+        &mut plan,
+        Stored::of(&groups, &persons),
+        &rc.rules.brakes,
+        rc.opts.allow_removals,
+    );
+    let counts = Counts::of(
+        &plan,
+        &held,
+        received_counts(snapshots),
+        merged.conflicts.len(),
+    );
+    let reasons: Vec<String> = decisions
+        .into_iter()
+        .filter_map(|(_, d)| match d {
+            brakes::Decision::Hold { reason, .. } => Some(reason),
+            brakes::Decision::Apply => None,
+        })
+        .collect();
+    let decided = applied(rc.school, rc.run, counts, !held.is_empty(), &reasons);
+    Ok(Computed {
+        plan,
+        held,
+        decided,
+        stored: persons,
+        conflicts: merged.conflicts,
+    })
+}
+
+/// The record of an applied run: ok, or held by the brakes (their reasons), and what needs a
+/// person's eye (identity conflicts, rejected records).
+fn applied(school: &str, run: i64, counts: Counts, held: bool, held_because: &[String]) -> Decided {
+    let mut d = Decided::new(if held { Outcome::Held } else { Outcome::Ok });
+    d.counts = counts;
+    if !held_because.is_empty() {
+        let reasons = held_because
+            .join("; ")
+            .replace("--run N", &format!("--run {run}"));
+        return d.because("brakes", format!("school {school}: {reasons}"));
+    }
+    if counts.identity_conflicts > 0 {
+        d.message = Some(format!(
+            "school {school}: {} person(s) the sources name differently than what is stored \
+             (a changed ECK-iD, or keys of two people); nothing was merged for them. See \
+             `rostersync changes --run {run}`; if an ECK-iD changed for the same person, \
+             `rostersync person relink PERSON --accept-source`",
+            counts.identity_conflicts
+        ));
+    } else if counts.received.rejected > 0 {
+        d.message = Some(format!(
+            "school {school}: the source sent {} record(s) that could not be used (see \
+             `rostersync changes --run {run}`); what is stored for them was kept",
+            counts.received.rejected
+        ));
+    }
+    d
+}
+
+/// Apply trusted full answers: the roster, the journal, the grants, the held removals, each
+/// source's new baseline, the school's state and the run record, committed together.
+pub(super) async fn apply_snapshots(
+    rc: &RunCtx<'_>,
+    sources: &[(&'static str, Snapshot)],
+    asked_at: DateTime<Utc>,
+    notes: &[String],
+) -> Result<Decided, RunError> {
+    let snapshots: Vec<&Snapshot> = sources.iter().map(|(_, s)| s).collect();
+    let txn = rc.write_txn().await?;
+    let digest = digest::of(&snapshots);
+    let same = schools::digest(&txn, rc.school).await?.as_deref() == Some(digest.as_str());
+    let computed = if same {
+        tracing::debug!(
+            school = rc.school,
+            "The sources say what they said at the last full apply; skipping load and diff."
+        );
+        let mut d = Decided::new(Outcome::Ok);
+        d.counts.received = received_counts(&snapshots);
+        Computed {
+            plan: Plan::default(),
+            held: Vec::new(),
+            decided: d,
+            stored: Vec::new(),
+            conflicts: Vec::new(),
+        }
+    } else {
+        compute(&txn, rc, &snapshots).await?
+    };
+    let mut d = computed.decided.clone();
+    if rc.opts.dry_run {
+        txn.rollback().await?;
+        rc.say_merger(&mut d);
+        runs::finish(rc.store.writer(), rc.run, finish(&d)).await?;
+        return Ok(d);
+    }
+    let now = Utc::now();
+    let ctx = ApplyContext {
+        school: rc.school,
+        now,
+        retention: rc.rules.retention,
+        run: Some(rc.run),
+    };
+    if !same {
+        write_roster(&txn, &ctx, &computed, &snapshots).await?;
+    }
+    rc.refresh_grants(&txn, false, &mut d).await?;
+    // Only a run applied in full may be skipped next time; a held one must decide again, and
+    // so must one with identity conflicts (they are said on every run until resolved).
+    let complete = d.outcome == Outcome::Ok && d.counts.identity_conflicts == 0;
+    schools::set_digest(&txn, rc.school, complete.then_some(digest)).await?;
+    if computed.held.is_empty() {
+        held::supersede(&txn, rc.school).await?;
+    } else {
+        held::hold(&txn, rc.run, rc.school, &computed.held).await?;
+    }
+    record_sources(&txn, &ctx, sources, asked_at, &d).await?;
+    say_notes(rc.school, notes, &mut d);
+    rc.record_merger(&txn, &mut d).await?;
+    runs::finish(&txn, rc.run, finish(&d)).await?;
+    #[cfg(debug_assertions)]
+    super::pause_before_commit().await;
+    txn.commit().await?;
+    Ok(d)
+}
+
+/// The plan's rows and journal, the records the sources rejected, and where they disagreed.
+async fn write_roster(
+    txn: &WriteTxn,
+    ctx: &ApplyContext<'_>,
+    computed: &Computed,
+    snapshots: &[&Snapshot],
+) -> Result<(), sea_orm::DbErr> {
+    let entries = crate::sync::journal::entries(&computed.plan, &computed.stored);
+    roster::apply(txn, ctx, &computed.plan, &computed.stored, &entries).await?;
+    for s in snapshots {
+        roster::journal_rejects(txn, ctx, s.source.into(), &s.rejects).await?;
+    }
+    roster::journal_conflicts(txn, ctx, &computed.conflicts).await
+}
+
+/// Each source's new baseline (what it sent, its marker), and the school as the sources
+/// describe it (its year, its name).
+async fn record_sources(
+    txn: &WriteTxn,
+    ctx: &ApplyContext<'_>,
+    sources: &[(&'static str, Snapshot)],
+    asked_at: DateTime<Utc>,
+    d: &Decided,
+) -> Result<(), sea_orm::DbErr> {
+    for (name, snapshot) in sources {
+        let received = Received {
+            asked_at,
+            pupils: snapshot.pupils.len(),
+            staff: snapshot.staff.len(),
+            groups: snapshot.groups.len(),
+            school_year: snapshot.school_year.clone(),
+            marker: snapshot.marker.clone(),
+        };
+        source_state::record_received(txn, ctx.school, name, &received, ctx.now).await?;
+    }
+    if d.counts.identity_conflicts > 0 {
+        // Ask in full next time, so the conflict is decided (and said) again, not hidden
+        // behind "nothing changed".
+        source_state::forget_markers(txn, ctx.school).await?;
+    }
+    let year = sources.iter().find_map(|(_, s)| s.school_year.clone());
+    let name = sources.first().and_then(|(_, s)| s.school_name.clone());
+    schools::set_state(txn, ctx.school, active(year, name)).await
+}
+
+/// Notes of the run (a credential expiring soon) come first in its message.
+fn say_notes(school: &str, notes: &[String], d: &mut Decided) {
+    if notes.is_empty() {
+        return;
+    }
+    let said = d
+        .message
+        .take()
+        .map(|m| format!("; {m}"))
+        .unwrap_or_default();
+    d.message = Some(format!("school {school}: {}{said}", notes.join("; ")));
+}
