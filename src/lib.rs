@@ -14,7 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod jobs;
 pub mod model;
-pub mod rights;
+pub mod permissions;
 pub mod server;
 pub mod settings;
 #[cfg(any(test, feature = "simulator"))]

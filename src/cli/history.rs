@@ -484,7 +484,7 @@ pub async fn approve(settings: &Settings, args: ApproveArgs) -> Result<(), Failu
         .await
         .map_err(&db_err)?;
     // Whoever left stops seeing pupils the usual way: their grants wait out the grace period.
-    let rights = crate::rights::Rights::from_settings(&settings.rights);
+    let rights = crate::permissions::Rights::from_settings(&settings.rights);
     let grant_changes = crate::sync::permissions::refresh(
         &txn,
         &run.school_id,

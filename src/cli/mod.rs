@@ -13,7 +13,7 @@ mod demo;
 mod history;
 mod init;
 mod local;
-mod rights;
+mod permissions;
 mod school;
 #[cfg(feature = "simulator")]
 mod simulate;
@@ -91,13 +91,13 @@ pub enum Command {
         action: local::GroupCommand,
     },
     /// Each group a person can see, at which level, and why (rule, source fact, since when).
-    Permissions(rights::PermissionsArgs),
+    Permissions(permissions::PermissionsArgs),
     /// Can this staff member see this pupil? yes (exit 0) or no (exit 1), with the reason.
-    Can(rights::CanArgs),
+    Can(permissions::CanArgs),
     /// Grants made by hand: kept by every sync.
     Grant {
         #[command(subcommand)]
-        action: rights::GrantCommand,
+        action: permissions::GrantCommand,
     },
     /// Sync every school (or one) now, in this process, and print what changed.
     Sync(sync::SyncArgs),
@@ -227,9 +227,9 @@ pub async fn run(
         Command::School { action } => school::run(&settings, action).await,
         Command::Person { action } => local::person(&settings, action).await,
         Command::Group { action } => local::group(&settings, action).await,
-        Command::Permissions(args) => rights::permissions(&settings, args).await,
-        Command::Can(args) => rights::can(&settings, args).await,
-        Command::Grant { action } => rights::grant(&settings, action).await,
+        Command::Permissions(args) => permissions::permissions(&settings, args).await,
+        Command::Can(args) => permissions::can(&settings, args).await,
+        Command::Grant { action } => permissions::grant(&settings, action).await,
         Command::Sync(args) => sync::run(&settings, args).await,
         Command::Export(args) => history::export(&settings, args).await,
         Command::Runs(args) => history::runs(&settings, args).await,

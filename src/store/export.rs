@@ -201,20 +201,20 @@ pub async fn export<C: ConnectionTrait>(db: &C, school: &str) -> Result<Option<E
         &persons,
     );
     let live: std::collections::HashSet<&str> = out.staff.iter().map(|s| s.id.as_str()).collect();
-    let refs = super::grants::groups(db, school).await?;
+    let refs = super::permissions::groups(db, school).await?;
     let key_of: BTreeMap<i64, &str> = refs.iter().map(|g| (g.id, g.key.as_str())).collect();
-    for (person, holdings) in super::grants::of_school(db, school).await? {
+    for (person, holdings) in super::permissions::of_school(db, school).await? {
         let id = person.to_string();
         if !live.contains(id.as_str()) {
             continue;
         }
-        let Some(level) = crate::rights::top_level(&holdings) else {
+        let Some(level) = crate::permissions::top_level(&holdings) else {
             continue;
         };
         out.grants.push(GrantOut {
             staff: id,
             level: level.as_str().to_owned(),
-            groups: crate::rights::effective(&holdings, &refs)
+            groups: crate::permissions::effective(&holdings, &refs)
                 .iter()
                 .filter_map(|v| key_of.get(&v.group).map(|k| (*k).to_owned()))
                 .collect(),
@@ -225,6 +225,6 @@ pub async fn export<C: ConnectionTrait>(db: &C, school: &str) -> Result<Option<E
 }
 
 /// A grant in words: "teacher: broker: linked to group G8A as Leerkracht".
-pub fn reason(h: &crate::rights::Holding) -> String {
-    crate::rights::reason_words(&h.rule, &h.fact, h.state, h.revoke_after)
+pub fn reason(h: &crate::permissions::Holding) -> String {
+    crate::permissions::reason_words(&h.rule, &h.fact, h.state, h.revoke_after)
 }

@@ -3,11 +3,11 @@
 
 pub mod entities;
 pub mod export;
-pub mod grants;
 pub mod held;
 pub mod journal;
 pub mod local;
 pub mod oneroster;
+pub mod permissions;
 pub mod queue;
 pub mod roster;
 pub mod runs;

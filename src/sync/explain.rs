@@ -8,9 +8,9 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use serde::Serialize;
 
-use crate::rights::{self, Level};
+use crate::permissions::{self, Level};
 use crate::store::entities::{membership, person};
-use crate::store::grants;
+use crate::store::permissions as stored;
 
 /// One reason a person sees something: a grant.
 #[derive(Debug, Clone, Serialize)]
@@ -20,7 +20,7 @@ pub struct Reason {
     pub source: String,
     pub fact: String,
     /// `active`, or `pending` (its fact is gone; revoked at `revoke_after` unless it returns).
-    pub state: rights::State,
+    pub state: permissions::State,
     pub since: DateTime<Utc>,
     pub revoke_after: Option<DateTime<Utc>>,
 }
@@ -28,11 +28,11 @@ pub struct Reason {
 impl Reason {
     /// The reason as a table or a sentence says it.
     pub fn said(&self) -> String {
-        rights::reason_words(&self.rule, &self.fact, self.state, self.revoke_after)
+        permissions::reason_words(&self.rule, &self.fact, self.state, self.revoke_after)
     }
 }
 
-fn reason(h: &rights::Holding) -> Reason {
+fn reason(h: &permissions::Holding) -> Reason {
     Reason {
         grant: h.id,
         rule: h.rule.clone(),
@@ -73,14 +73,14 @@ pub async fn visibility<C: ConnectionTrait>(
     db: &C,
     p: &person::Model,
 ) -> Result<Visibility, DbErr> {
-    let holdings = grants::holdings(db, p.id).await?;
-    let groups = grants::groups(db, &p.school_id).await?;
+    let holdings = stored::holdings(db, p.id).await?;
+    let groups = stored::groups(db, &p.school_id).await?;
     let key_of: BTreeMap<i64, &str> = groups.iter().map(|g| (g.id, g.key.as_str())).collect();
-    let visible = rights::effective(&holdings, &groups);
+    let visible = permissions::effective(&holdings, &groups);
     Ok(Visibility {
         person: p.id,
         school: p.school_id.clone(),
-        level: rights::top_level(&holdings).map(Level::as_str),
+        level: permissions::top_level(&holdings).map(Level::as_str),
         of_groups: groups.len(),
         groups: visible
             .iter()
@@ -172,7 +172,7 @@ pub async fn can<C: ConnectionTrait>(
             reasons: v.reasons.clone(),
         });
     }
-    let groups = grants::groups(db, &pupil.school_id).await?;
+    let groups = stored::groups(db, &pupil.school_id).await?;
     let key_of: BTreeMap<i64, &str> = groups.iter().map(|g| (g.id, g.key.as_str())).collect();
     let named = |keys: Vec<&str>| {
         if keys.is_empty() {

@@ -1,5 +1,6 @@
 //! The sync engine. The pure core (plain data in, verdicts and plans out, no I/O): health
-//! judges each source's answer; merge, diff, brakes and grants follow it; report counts it.
+//! judges each source's answer; merge, diff, brakes and permissions follow it; journal words
+//! the changes; report counts them.
 //! The shell: run runs one school against the store, cycle runs many schools.
 
 pub mod brakes;

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbErr};
 
-use crate::rights::{self, GrantChanges, Rights};
-use crate::store::grants;
+use crate::permissions::{self, GrantChanges, Rights};
+use crate::store::permissions as stored;
 use crate::store::roster::ApplyContext;
 
 /// Derive the school's grants from the stored roster and bring the stored derived grants in
@@ -20,9 +20,9 @@ pub async fn refresh<C: ConnectionTrait>(
     frozen: bool,
     now: DateTime<Utc>,
 ) -> Result<GrantChanges, DbErr> {
-    let standing = grants::standing(db, school).await?;
-    let derived = rights::derive(&standing.facts, &standing.groups, &rights.rules);
-    let actions = rights::reconcile(&standing.stored, &derived, now, rights.grace, frozen);
+    let standing = stored::standing(db, school).await?;
+    let derived = permissions::derive(&standing.facts, &standing.groups, &rights.rules);
+    let actions = permissions::reconcile(&standing.stored, &derived, now, rights.grace, frozen);
     if actions.is_empty() {
         return Ok(GrantChanges::default());
     }
@@ -32,5 +32,5 @@ pub async fn refresh<C: ConnectionTrait>(
         retention: chrono::Duration::zero(),
         run,
     };
-    grants::write_actions(db, &ctx, &standing, actions).await
+    stored::write_actions(db, &ctx, &standing, actions).await
 }

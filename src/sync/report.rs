@@ -50,7 +50,7 @@ pub struct Counts {
     /// (`person relink`), so they need attention.
     pub identity_conflicts: usize,
     /// What the refresh of the school's grants changed.
-    pub grants: crate::rights::GrantChanges,
+    pub grants: crate::permissions::GrantChanges,
 }
 
 impl Counts {

@@ -17,7 +17,7 @@ use sea_orm::DbErr;
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::rights::Rights;
+use crate::permissions::Rights;
 use crate::store::{Store, runs};
 use crate::sync::brakes::BrakeRules;
 use crate::sync::health::{Baseline, HealthRules};

@@ -1,6 +1,6 @@
-//! Grants in the store: the facts rights are derived from (staff links and roles), the
-//! derived and manual grants, refreshing them in the apply's transaction, and the questions
-//! `permissions`, `can` and `export` ask.
+//! Permissions in the store: the facts grants are derived from (staff links and roles), the
+//! derived and manual grants (table `access_grant`), writing the changes the engine decided
+//! in the apply's transaction, and the questions `permissions`, `can` and `export` ask.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,7 +12,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use super::entities::{access_grant, membership, person, person_role};
 use super::roster::{self, ApplyContext, Entry, Journal};
 use crate::model::Owner;
-use crate::rights::{
+use crate::permissions::{
     Action, Derived, GrantChanges, GroupRef, Holding, Level, LinkFact, RoleFact, StaffFacts, State,
     Stored,
 };

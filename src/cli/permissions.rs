@@ -5,9 +5,10 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
 use super::{Failure, OutputFormat, one_person, operator, print_json, table};
-use crate::rights::Level;
+use crate::permissions::Level;
 use crate::settings::Settings;
-use crate::store::{OpenMode, Store, grants};
+use crate::store::permissions as stored;
+use crate::store::{OpenMode, Store};
 use crate::sync::explain;
 
 #[derive(Debug, Args)]
@@ -154,7 +155,7 @@ pub async fn grant(settings: &Settings, command: GrantCommand) -> Result<(), Fai
             let (level, group) = match (school_wide, group) {
                 (true, _) => (Level::School, None),
                 (false, Some(key)) => {
-                    let groups = grants::groups(store.db(), &p.school_id)
+                    let groups = stored::groups(store.db(), &p.school_id)
                         .await
                         .map_err(db_err)?;
                     let Some(g) = groups.into_iter().find(|g| g.key == key) else {
@@ -173,7 +174,7 @@ pub async fn grant(settings: &Settings, command: GrantCommand) -> Result<(), Fai
                 .begin_write(crate::store::WriteKind::Edit)
                 .await
                 .map_err(db_err)?;
-            let id = grants::add_manual(
+            let id = stored::add_manual(
                 &txn,
                 &p.school_id,
                 p.id,
@@ -199,10 +200,10 @@ pub async fn grant(settings: &Settings, command: GrantCommand) -> Result<(), Fai
                 .begin_write(crate::store::WriteKind::Edit)
                 .await
                 .map_err(db_err)?;
-            let removed = grants::remove_manual(&txn, id, &operator()).await;
+            let removed = stored::remove_manual(&txn, id, &operator()).await;
             let g = match removed {
                 Ok(g) => g,
-                Err(grants::RemoveError::Db(e)) => return Err(db_err(e)),
+                Err(stored::RemoveError::Db(e)) => return Err(db_err(e)),
                 Err(e) => return Err(Failure::failed(e.into())),
             };
             txn.commit().await.map_err(db_err)?;

@@ -1,7 +1,9 @@
-//! Group-scoped rights, the pure core: which grants the facts of the sources call for
-//! (`derive`), what that means for the grants already stored (`reconcile`, with the grace
-//! period), and what a person may see in the end (`effective`). The store and the commands
-//! are the shell around it.
+//! Permissions (who may see which groups), the pure core: which grants the facts of the
+//! sources call for (`derive`), what that means for the grants already stored (`reconcile`,
+//! with the grace period), and what a person may see in the end (`effective`). One word for
+//! one concept: a person's *permissions* are the union of their *grants* (rows of the
+//! `access_grant` table); `[rights]` in the configuration holds the rules. The engine
+//! (`sync::permissions`), the store (`store::permissions`) and the commands are the shell.
 
 use std::collections::{BTreeMap, BTreeSet};
 
