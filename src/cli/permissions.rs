@@ -174,17 +174,16 @@ pub async fn grant(settings: &Settings, command: GrantCommand) -> Result<(), Fai
                 .begin_write(crate::store::WriteKind::Edit)
                 .await
                 .map_err(db_err)?;
-            let id = stored::add_manual(
-                &txn,
-                &p.school_id,
-                p.id,
+            let grant = stored::ManualGrant {
+                school: &p.school_id,
+                person: p.id,
                 level,
-                group.as_ref().map(|(id, k)| (*id, k.as_str())),
-                &operator(),
+                group: group.as_ref().map(|(id, k)| (*id, k.as_str())),
                 note,
-            )
-            .await
-            .map_err(db_err)?;
+            };
+            let id = stored::add_manual(&txn, grant, &operator())
+                .await
+                .map_err(db_err)?;
             txn.commit().await.map_err(db_err)?;
             println!(
                 "Granted {} to person {} as grant {id}; syncs keep it until `rostersync grant remove {id}`.",

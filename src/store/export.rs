@@ -89,75 +89,19 @@ pub fn shape(school: SchoolOut, groups: &[StoredGroup], persons: &[StoredPerson]
         .filter(|g| !g.removed)
         .map(|g| (g.state.key.as_str(), g))
         .collect();
-    let is_stamgroep = |key: &str| {
-        live_groups
-            .get(key)
-            .is_some_and(|g| g.state.kind == connector_api::GroupKind::Stamgroep)
-    };
     let mut pupils = Vec::new();
     let mut staff = Vec::new();
     for p in persons.iter().filter(|p| !p.removed) {
-        let s = &p.state;
-        let group_keys: BTreeSet<&str> = s
+        let group_keys: BTreeSet<&str> = p
+            .state
             .links
             .iter()
             .map(|l| l.group.as_str())
             .filter(|k| live_groups.contains_key(k))
             .collect();
-        match s.kind {
-            PersonKind::Pupil => {
-                let group = group_keys
-                    .iter()
-                    .find(|k| is_stamgroep(k))
-                    .map(|k| k.to_string());
-                pupils.push(PupilOut {
-                    id: p.id.to_string(),
-                    las_key: s.keys.las_key.clone(),
-                    eckid: s.keys.eckid.clone(),
-                    family_name: field(s, Field::FamilyName),
-                    prefix: field(s, Field::Prefix),
-                    given_name: field(s, Field::GivenName),
-                    year_group: field(s, Field::YearGroup),
-                    subgroups: group_keys
-                        .iter()
-                        .filter(|k| Some(k.to_string()) != group)
-                        .map(|k| k.to_string())
-                        .collect(),
-                    group,
-                });
-            }
-            PersonKind::Staff => {
-                // School-wide roles and the roles held in a group (a teacher's LRK in 8A).
-                let roles: BTreeSet<String> = s
-                    .roles
-                    .iter()
-                    .map(|r| r.name.clone())
-                    .chain(
-                        s.links
-                            .iter()
-                            .flat_map(|l| l.role.split('+'))
-                            .filter(|r| *r != "staff")
-                            .map(str::to_owned),
-                    )
-                    .collect();
-                staff.push(StaffOut {
-                    id: p.id.to_string(),
-                    las_key: s.keys.las_key.clone(),
-                    eckid: s.keys.eckid.clone(),
-                    family_name: field(s, Field::FamilyName),
-                    prefix: field(s, Field::Prefix),
-                    given_name: field(s, Field::GivenName),
-                    email: field(s, Field::Email),
-                    roles: roles.into_iter().collect(),
-                    groups: group_keys.iter().map(|k| k.to_string()).collect(),
-                    locked_fields: s
-                        .fields
-                        .iter()
-                        .filter(|(_, o)| o.owner != Owner::Local)
-                        .map(|(f, _)| f.as_str().to_owned())
-                        .collect(),
-                });
-            }
+        match p.state.kind {
+            PersonKind::Pupil => pupils.push(pupil_out(p, &group_keys, &live_groups)),
+            PersonKind::Staff => staff.push(staff_out(p, &group_keys)),
         }
     }
     let order = |las: &Option<String>, id: &str| (las.clone().unwrap_or_default(), id.to_owned());
@@ -177,6 +121,74 @@ pub fn shape(school: SchoolOut, groups: &[StoredGroup], persons: &[StoredPerson]
         pupils,
         staff,
         grants: Vec::new(),
+    }
+}
+
+/// A pupil with their main group (the stamgroep they are linked to) and other groups.
+fn pupil_out(
+    p: &StoredPerson,
+    group_keys: &BTreeSet<&str>,
+    live_groups: &BTreeMap<&str, &StoredGroup>,
+) -> PupilOut {
+    let s = &p.state;
+    let is_stamgroep = |key: &str| {
+        live_groups
+            .get(key)
+            .is_some_and(|g| g.state.kind == connector_api::GroupKind::Stamgroep)
+    };
+    let group = group_keys
+        .iter()
+        .find(|k| is_stamgroep(k))
+        .map(|k| k.to_string());
+    PupilOut {
+        id: p.id.to_string(),
+        las_key: s.keys.las_key.clone(),
+        eckid: s.keys.eckid.clone(),
+        family_name: field(s, Field::FamilyName),
+        prefix: field(s, Field::Prefix),
+        given_name: field(s, Field::GivenName),
+        year_group: field(s, Field::YearGroup),
+        subgroups: group_keys
+            .iter()
+            .filter(|k| Some(k.to_string()) != group)
+            .map(|k| k.to_string())
+            .collect(),
+        group,
+    }
+}
+
+/// A staff member with their roles (school-wide, and held in a group: a teacher's LRK in
+/// 8A), groups and the fields a source locks.
+fn staff_out(p: &StoredPerson, group_keys: &BTreeSet<&str>) -> StaffOut {
+    let s = &p.state;
+    let roles: BTreeSet<String> = s
+        .roles
+        .iter()
+        .map(|r| r.name.clone())
+        .chain(
+            s.links
+                .iter()
+                .flat_map(|l| l.role.split('+'))
+                .filter(|r| *r != "staff")
+                .map(str::to_owned),
+        )
+        .collect();
+    StaffOut {
+        id: p.id.to_string(),
+        las_key: s.keys.las_key.clone(),
+        eckid: s.keys.eckid.clone(),
+        family_name: field(s, Field::FamilyName),
+        prefix: field(s, Field::Prefix),
+        given_name: field(s, Field::GivenName),
+        email: field(s, Field::Email),
+        roles: roles.into_iter().collect(),
+        groups: group_keys.iter().map(|k| k.to_string()).collect(),
+        locked_fields: s
+            .fields
+            .iter()
+            .filter(|(_, o)| o.owner != Owner::Local)
+            .map(|(f, _)| f.as_str().to_owned())
+            .collect(),
     }
 }
 

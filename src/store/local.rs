@@ -134,11 +134,11 @@ pub async fn add_person(store: &Store, p: &NewPerson, who: &str) -> Result<i64, 
         return Err(not_linked(&p.school));
     }
     for (kind, value) in p.keys.entries() {
-        if let Some(k) =
-            person_key::Entity::find_by_id((p.school.clone(), kind.to_owned(), value.to_owned()))
-                .one(&txn)
-                .await
-                .map_err(db_err)?
+        let key = (p.school.clone(), kind.to_owned(), value.to_owned());
+        if let Some(k) = person_key::Entity::find_by_id(key)
+            .one(&txn)
+            .await
+            .map_err(db_err)?
         {
             return Err(EditError::Invalid(format!(
                 "this {kind} already belongs to person {} of school {}",
@@ -152,37 +152,53 @@ pub async fn add_person(store: &Store, p: &NewPerson, who: &str) -> Result<i64, 
         .into_iter()
         .map(|g| (g.key, g.id))
         .collect();
+    let linked = p
+        .groups
+        .iter()
+        .map(|g| {
+            groups.get(g).copied().ok_or_else(|| {
+                EditError::Invalid(format!(
+                    "school {} has no group '{g}' (see `rostersync export --school {}`)",
+                    p.school, p.school
+                ))
+            })
+        })
+        .collect::<Result<Vec<i64>, EditError>>()?;
+    let ctx = ApplyContext::by_hand(&p.school);
+    let id = insert_local_person(&txn, &ctx, p, &linked)
+        .await
+        .map_err(db_err)?;
+    let mut journal = Journal::new(&ctx);
+    journal.add(entry(p.kind.as_str(), id, Some(id), "create", who).about(
+        None,
+        None,
+        Some(p.keys.label()),
+    ));
+    journal.write(&txn).await.map_err(db_err)?;
+    txn.commit().await.map_err(db_err)?;
+    Ok(id)
+}
+
+/// The rows a sync would write for `p`, every value owned locally: the person, its keys and
+/// its links to the `linked` groups.
+async fn insert_local_person<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    ctx: &ApplyContext<'_>,
+    p: &NewPerson,
+    linked: &[i64],
+) -> Result<i64, DbErr> {
     let role = match p.kind {
         PersonKind::Pupil => "member",
         PersonKind::Staff => "staff",
     };
-    let mut linked = Vec::new();
-    for g in &p.groups {
-        let Some(id) = groups.get(g) else {
-            return Err(EditError::Invalid(format!(
-                "school {} has no group '{g}' (see `rostersync export --school {}`)",
-                p.school, p.school
-            )));
-        };
-        linked.push(*id);
-    }
-    // The same rows a sync writes, every value owned locally.
+    let local = |value: &String| Owned {
+        value: value.clone(),
+        owner: Owner::Local,
+    };
     let state = PersonState {
         kind: p.kind,
         keys: p.keys.clone(),
-        fields: p
-            .fields
-            .iter()
-            .map(|(f, v)| {
-                (
-                    *f,
-                    Owned {
-                        value: v.clone(),
-                        owner: Owner::Local,
-                    },
-                )
-            })
-            .collect(),
+        fields: p.fields.iter().map(|(f, v)| (*f, local(v))).collect(),
         links: p
             .groups
             .iter()
@@ -194,30 +210,17 @@ pub async fn add_person(store: &Store, p: &NewPerson, who: &str) -> Result<i64, 
         links_owner: Owner::Local,
         roles: BTreeSet::new(),
     };
-    let ctx = ApplyContext::by_hand(&p.school);
-    let mut row = roster::person_row(&ctx, &state);
+    let mut row = roster::person_row(ctx, &state);
     row.origin = Set("local".into());
-    let id = person::Entity::insert(row)
-        .exec(&txn)
-        .await
-        .map_err(db_err)?
-        .last_insert_id;
+    let id = person::Entity::insert(row).exec(db).await?.last_insert_id;
     let mut facets = Facets::new();
     for (kind, value) in p.keys.entries() {
-        facets.key(&ctx, id, kind, value, Owner::Local);
+        facets.key(ctx, id, kind, value, Owner::Local);
     }
     for group in linked {
-        facets.link(&ctx, id, group, role, Owner::Local);
+        facets.link(ctx, id, *group, role, Owner::Local);
     }
-    facets.write(&txn).await.map_err(db_err)?;
-    let mut journal = Journal::new(&ctx);
-    journal.add(entry(p.kind.as_str(), id, Some(id), "create", who).about(
-        None,
-        None,
-        Some(p.keys.label()),
-    ));
-    journal.write(&txn).await.map_err(db_err)?;
-    txn.commit().await.map_err(db_err)?;
+    facets.write(db).await?;
     Ok(id)
 }
 
@@ -311,7 +314,7 @@ pub async fn set_person(
         .exec(&txn)
         .await
         .map_err(db_err)?;
-    journal_edits(&txn, &row.school_id, &row.kind, id, Some(id), &edited, who)
+    journal_edits(&txn, &person_record(&row), &edited, who)
         .await
         .map_err(db_err)?;
     txn.commit().await.map_err(db_err)?;
@@ -442,26 +445,40 @@ pub async fn set_group(
         .exec(&txn)
         .await
         .map_err(db_err)?;
-    journal_edits(&txn, school, "group", row.id, None, &edited, who)
+    let record = EditedRecord {
+        school,
+        entity: "group",
+        id: row.id,
+        person: None,
+    };
+    journal_edits(&txn, &record, &edited, who)
         .await
         .map_err(db_err)?;
     txn.commit().await.map_err(db_err)?;
     Ok(edited)
 }
 
+/// The record an edit by hand is about, as the journal names it.
+struct EditedRecord<'a> {
+    school: &'a str,
+    /// `pupil`, `staff` or `group`.
+    entity: &'a str,
+    id: i64,
+    /// The person, when the record is one.
+    person: Option<i64>,
+}
+
 /// One journal row per field edited by hand.
 async fn journal_edits<C: sea_orm::ConnectionTrait>(
     db: &C,
-    school: &str,
-    entity: &str,
-    id: i64,
-    person: Option<i64>,
+    record: &EditedRecord<'_>,
     edited: &[Edited],
     who: &str,
 ) -> Result<(), DbErr> {
-    let ctx = ApplyContext::by_hand(school);
+    let ctx = ApplyContext::by_hand(record.school);
     let mut journal = Journal::new(&ctx);
     for e in edited {
+        let (entity, id, person) = (record.entity, record.id, record.person);
         journal.add(entry(entity, id, person, "edit", who).about(
             Some(e.field),
             e.old.clone(),
@@ -469,6 +486,16 @@ async fn journal_edits<C: sea_orm::ConnectionTrait>(
         ));
     }
     journal.write(db).await
+}
+
+/// A person row as the journal of an edit names it.
+fn person_record(row: &person::Model) -> EditedRecord<'_> {
+    EditedRecord {
+        school: &row.school_id,
+        entity: &row.kind,
+        id: row.id,
+        person: Some(row.id),
+    }
 }
 
 /// The new ECK-iD `person relink` gives.
@@ -555,7 +582,7 @@ pub async fn relink_eckid(
         old: old.clone(),
         new: Some(new.clone()),
     }];
-    journal_edits(&txn, &row.school_id, &row.kind, id, Some(id), &edited, who)
+    journal_edits(&txn, &person_record(&row), &edited, who)
         .await
         .map_err(db_err)?;
     txn.commit().await.map_err(db_err)?;

@@ -190,15 +190,13 @@ async fn write_action<'a, C: ConnectionTrait>(
     // A stored grant's journal entry, with why its state changed.
     let about = |id: i64, operation: &'static str, why: String| {
         standing.rows.get(&id).map(|g| {
-            entry(
-                id,
-                g.person_id,
-                &g.level,
-                standing.group_key(g.group_id),
-                operation,
-                &g.source,
-                format!("{}: {why}", g.rule),
-            )
+            let granted = Granted {
+                grant: id,
+                person: g.person_id,
+                level: &g.level,
+                group: standing.group_key(g.group_id),
+            };
+            entry(granted, operation, &g.source, format!("{}: {why}", g.rule))
         })
     };
     Ok(match action {
@@ -208,11 +206,14 @@ async fn write_action<'a, C: ConnectionTrait>(
                 .await?
                 .last_insert_id;
             out.granted += 1;
+            let granted = Granted {
+                grant: id,
+                person: d.person,
+                level: d.level.as_str(),
+                group: standing.group_key(d.group),
+            };
             Some(entry(
-                id,
-                d.person,
-                d.level.as_str(),
-                standing.group_key(d.group),
+                granted,
                 "grant",
                 &d.source,
                 format!("{}: {}", d.rule, d.fact),
@@ -296,30 +297,30 @@ pub(super) async fn touch_persons<C: ConnectionTrait>(
 
 /// A grant's journal entry: the level as the field, the group it reaches (or the level) as
 /// the value.
-fn entry<'a>(
-    grant: i64,
-    person: i64,
-    level: &'a str,
-    group: Option<&str>,
-    operation: &'a str,
-    source: &str,
-    rule: String,
-) -> Entry<'a> {
+fn entry<'a>(g: Granted<'a>, operation: &'a str, source: &str, rule: String) -> Entry<'a> {
     Entry {
         entity: "grant",
-        entity_id: Some(grant),
-        person_id: Some(person),
+        entity_id: Some(g.grant),
+        person_id: Some(g.person),
         operation,
-        field: Some(level),
+        field: Some(g.level),
         old: None,
         new: Some(
-            group
+            g.group
                 .map(|k| format!("group {k}"))
-                .unwrap_or_else(|| level.to_owned()),
+                .unwrap_or_else(|| g.level.to_owned()),
         ),
         source: Owner::parse(source).unwrap_or(Owner::Local),
         rule,
     }
+}
+
+/// A grant as its journal entry names it: which, whose, how far, and which group.
+struct Granted<'a> {
+    grant: i64,
+    person: i64,
+    level: &'a str,
+    group: Option<&'a str>,
 }
 
 /// A new grant's row.
@@ -407,46 +408,46 @@ pub async fn of_school<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// A grant an operator gives by hand.
+pub struct ManualGrant<'a> {
+    pub school: &'a str,
+    pub person: i64,
+    pub level: Level,
+    /// The group it reaches (id and key), or none for the whole school.
+    pub group: Option<(i64, &'a str)>,
+    pub note: Option<String>,
+}
+
 /// Add a grant by hand. Derivation never touches it; only `remove_manual` does.
 pub async fn add_manual<C: ConnectionTrait>(
     db: &C,
-    school: &str,
-    person: i64,
-    level: Level,
-    group: Option<(i64, &str)>,
+    m: ManualGrant<'_>,
     who: &str,
-    note: Option<String>,
 ) -> Result<i64, DbErr> {
-    let ctx = ApplyContext::by_hand(school);
+    let ctx = ApplyContext::by_hand(m.school);
     let grant = Derived {
-        person,
-        level,
-        group: group.map(|(id, _)| id),
+        person: m.person,
+        level: m.level,
+        group: m.group.map(|(id, _)| id),
         rule: MANUAL.into(),
         source: "local".into(),
         fact: format!("granted by hand by {who}"),
     };
-    let id = access_grant::Entity::insert(grant_row(
-        school,
-        &grant,
-        MANUAL,
-        ctx.now,
-        Some((who, note)),
-    ))
-    .exec(db)
-    .await?
-    .last_insert_id;
-    touch_persons(db, &[person], ctx.now).await?;
+    let row = grant_row(m.school, &grant, MANUAL, ctx.now, Some((who, m.note)));
+    let id = access_grant::Entity::insert(row)
+        .exec(db)
+        .await?
+        .last_insert_id;
+    touch_persons(db, &[m.person], ctx.now).await?;
     let mut journal = Journal::new(&ctx);
-    journal.add(entry(
-        id,
-        person,
-        level.as_str(),
-        group.map(|(_, k)| k),
-        "grant",
-        "local",
-        format!("manual: by hand, by {who}"),
-    ));
+    let granted = Granted {
+        grant: id,
+        person: m.person,
+        level: m.level.as_str(),
+        group: m.group.map(|(_, k)| k),
+    };
+    let rule = format!("manual: by hand, by {who}");
+    journal.add(entry(granted, "grant", "local", rule));
     journal.write(db).await?;
     Ok(id)
 }
@@ -495,17 +496,16 @@ pub async fn remove_manual<C: ConnectionTrait>(
     touch_persons(db, &[g.person_id], Utc::now()).await?;
     let ctx = ApplyContext::by_hand(&g.school_id);
     let mut journal = Journal::new(&ctx);
+    let granted = Granted {
+        grant: id,
+        person: g.person_id,
+        level: &g.level,
+        group: None,
+    };
+    let rule = format!("manual: removed by hand, by {who}");
     journal.add(Entry {
         new: None,
-        ..entry(
-            id,
-            g.person_id,
-            &g.level,
-            None,
-            "revoke",
-            "local",
-            format!("manual: removed by hand, by {who}"),
-        )
+        ..entry(granted, "revoke", "local", rule)
     });
     journal.write(db).await?;
     Ok(g)
