@@ -590,58 +590,13 @@ pub async fn run(
         return Err(e).context("cannot register this instance in the store");
     }
 
-    // The ticker: once a minute in UTC, it only sends a tick; all decisions are ours.
-    let (tick_tx, mut ticks) = tokio::sync::mpsc::channel::<()>(4);
-    let mut scheduler = tokio_cron_scheduler::JobScheduler::new()
-        .await
-        .context("cannot start the ticker")?;
-    let tx = tick_tx.clone();
-    scheduler
-        .add(
-            tokio_cron_scheduler::Job::new_async("0 * * * * *", move |_, _| {
-                let tx = tx.clone();
-                Box::pin(async move {
-                    let _ = tx.try_send(());
-                })
-            })
-            .context("cannot create the ticker's job")?,
-        )
-        .await
-        .context("cannot add the ticker's job")?;
-    scheduler.start().await.context("cannot start the ticker")?;
-
-    let ticker = {
-        let d = daemon.clone();
-        tokio::spawn(async move {
-            // The first tick now: catch up on a cycle missed while we were down.
-            d.tick().await;
-            while ticks.recv().await.is_some() {
-                d.tick().await;
-            }
-        })
-    };
+    let (mut scheduler, ticker) = start_ticker(&daemon).await?;
     let mut pool = tokio::task::JoinSet::new();
     for n in 0..workers {
         pool.spawn(daemon.clone().work(n));
     }
     let reaper = tokio::spawn(daemon.clone().reap());
-    // The watchdog is fed only while the ticker really ticks.
-    let watchdog = {
-        let d = daemon.clone();
-        if let Some(timeout) = sd_notify::watchdog_enabled() {
-            let every = timeout / 2;
-            Some(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    if d.ticking() {
-                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-                    }
-                }
-            }))
-        } else {
-            None
-        }
-    };
+    let watchdog = spawn_watchdog(&daemon);
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(instance = %daemon.instance, workers, socket = %admin.path.display(), "rostersync is running.");
     daemon.status().await;
@@ -679,6 +634,60 @@ pub async fn run(
     }
     tracing::info!("rostersync stopped.");
     Ok(())
+}
+
+/// The ticker: once a minute in UTC it only sends a tick; all decisions are the daemon's
+/// (local due times with chrono-tz). The first tick is now: a cycle missed while the daemon
+/// was down is caught up. Returns the scheduler and the task that handles the ticks.
+async fn start_ticker(
+    daemon: &Arc<Daemon>,
+) -> anyhow::Result<(
+    tokio_cron_scheduler::JobScheduler,
+    tokio::task::JoinHandle<()>,
+)> {
+    use anyhow::Context;
+    let (tick_tx, mut ticks) = tokio::sync::mpsc::channel::<()>(4);
+    let scheduler = tokio_cron_scheduler::JobScheduler::new()
+        .await
+        .context("cannot start the ticker")?;
+    scheduler
+        .add(
+            tokio_cron_scheduler::Job::new_async("0 * * * * *", move |_, _| {
+                let tx = tick_tx.clone();
+                Box::pin(async move {
+                    // A full channel means ticks are queued already: dropping one is fine.
+                    let _ = tx.try_send(());
+                })
+            })
+            .context("cannot create the ticker's job")?,
+        )
+        .await
+        .context("cannot add the ticker's job")?;
+    scheduler.start().await.context("cannot start the ticker")?;
+    let d = daemon.clone();
+    let ticker = tokio::spawn(async move {
+        d.tick().await;
+        while ticks.recv().await.is_some() {
+            d.tick().await;
+        }
+    });
+    Ok((scheduler, ticker))
+}
+
+/// systemd's watchdog, fed only while the ticker really ticks (so a hung daemon is restarted).
+fn spawn_watchdog(daemon: &Arc<Daemon>) -> Option<tokio::task::JoinHandle<()>> {
+    let timeout = sd_notify::watchdog_enabled()?;
+    let every = timeout / 2;
+    let d = daemon.clone();
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if d.ticking() {
+                // Nothing to do if systemd cannot be told: it restarts us when it misses it.
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    }))
 }
 
 fn fastrand_u16() -> u16 {
