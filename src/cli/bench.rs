@@ -46,6 +46,11 @@ pub struct BenchArgs {
     /// Pupils per school in part 2.
     #[arg(long, default_value_t = 300)]
     school_pupils: usize,
+    /// Days in part 2: day 1 is the initial load; each later day the simulator moves one
+    /// day on (joiners, leavers, moves, name fixes; one school in a hundred misbehaves) and
+    /// the whole cycle runs again: the nightly steady state.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=365))]
+    days: u32,
     /// Pupils of the school whose API pages are timed in part 3 (0 skips that part).
     #[arg(long, default_value_t = 5000)]
     api_pupils: usize,
@@ -105,6 +110,33 @@ struct ManySchools {
     /// The OneRoster delta an app asks for after the cycle: what the last 2% of the schools
     /// changed, and a poll that finds nothing new.
     api_delta: Vec<Latency>,
+    /// Each day's cycle: day 1 the initial load, then the nights.
+    days: Vec<Day>,
+    /// The store on disk after the last day (SQLite: the file and its WAL), per live pupil.
+    store_bytes_per_pupil: f64,
+}
+
+/// One day's full cycle in part 2.
+#[derive(Debug, Serialize)]
+struct Day {
+    day: u32,
+    seconds: f64,
+    schools: usize,
+    ok: usize,
+    unchanged: usize,
+    frozen: usize,
+    failed: usize,
+    /// Pupils the sources sent.
+    pupils: usize,
+    schools_per_second: f64,
+    pupils_per_second: f64,
+    /// Peak RSS of this (the syncing) process during the day's cycle.
+    peak_rss_mib: f64,
+    /// Records created, updated and removed, and memberships added and removed.
+    changed: usize,
+    /// The store on disk after the day, and its journal rows.
+    store_bytes: u64,
+    journal_rows: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -344,6 +376,7 @@ async fn many_schools(
                 &args.school_pupils.to_string(),
                 "--seed",
                 "5",
+                "--daily-faults",
                 "--write-config",
             ])
             .arg(&sim_dir)
@@ -422,8 +455,23 @@ async fn many_schools(
     .map_err(super::sync::cycle_failure)?;
     progress.done();
     let seconds = started.elapsed().as_secs_f64();
-    let store_settings = sqlite_pragmas(&store).await;
+    let mut days = vec![day_of(1, &report, seconds, &store).await?];
+    // The delta an app asks after the first night, before later days add to it.
     let api_delta = api_delta(args, &settings, store.clone(), dir, since).await?;
+    for day in 2..=args.days {
+        child.pass_day(&sim_dir, day - 1).await?;
+        reset_peak_rss()?;
+        let started = Instant::now();
+        let report = cycle::run(&store, &settings, &bench_cycle(), |done, total, r| {
+            progress.school(done, total, r)
+        })
+        .await
+        .map_err(super::sync::cycle_failure)?;
+        progress.done();
+        days.push(day_of(day, &report, started.elapsed().as_secs_f64(), &store).await?);
+    }
+    let store_bytes_per_pupil = bytes_per_pupil(&store).await?;
+    let store_settings = sqlite_pragmas(&store).await;
     Ok(ManySchools {
         schools: report.schools.len(),
         pupils_per_school: args.school_pupils,
@@ -439,7 +487,154 @@ async fn many_schools(
         store_writes: store.write_stats().snapshot(),
         store_settings,
         api_delta,
+        days,
+        store_bytes_per_pupil,
     })
+}
+
+/// Part 2 day by day: the initial load, then the nights.
+fn days_table(days: &[Day]) -> String {
+    let mut t = super::table::Table::new(&[
+        "DAY",
+        "SECONDS",
+        "SCHOOLS/S",
+        "PUPILS/S",
+        "OK",
+        "UNCHANGED",
+        "FROZEN",
+        "FAILED",
+        "CHANGED",
+        "PEAK RSS",
+        "STORE",
+        "JOURNAL",
+    ]);
+    for d in days {
+        t.row(vec![
+            d.day.to_string(),
+            format!("{:.1}", d.seconds),
+            format!("{:.1}", d.schools_per_second),
+            format!("{:.0}", d.pupils_per_second),
+            d.ok.to_string(),
+            d.unchanged.to_string(),
+            d.frozen.to_string(),
+            d.failed.to_string(),
+            d.changed.to_string(),
+            format!("{:.1} MiB", d.peak_rss_mib),
+            format!("{:.1} MiB", d.store_bytes as f64 / 1_048_576.0),
+            d.journal_rows.to_string(),
+        ]);
+    }
+    format!("\n{}", t.render())
+}
+
+/// How the bench asks for a cycle.
+fn bench_cycle() -> CycleOptions {
+    CycleOptions {
+        only: None,
+        run: RunOptions {
+            trigger: "bench".into(),
+            dry_run: false,
+            allow_removals: false,
+        },
+    }
+}
+
+impl Simulator {
+    /// Ask the simulator for the next day (SIGUSR1) and wait until it says `passed` days
+    /// have passed.
+    async fn pass_day(&mut self, dir: &Path, passed: u32) -> Result<(), Failure> {
+        let pid = rustix::process::Pid::from_raw(self.0.id() as i32)
+            .ok_or_else(|| Failure::failed(anyhow!("the simulator has no process id")))?;
+        rustix::process::kill_process(pid, rustix::process::Signal::USR1)
+            .context("cannot signal the simulator")
+            .map_err(Failure::failed)?;
+        let started = Instant::now();
+        let file = dir.join("day");
+        loop {
+            let said = std::fs::read_to_string(&file).unwrap_or_default();
+            if said.trim() == passed.to_string() {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Err(Failure::failed(anyhow!("the simulator stopped ({status})")));
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                return Err(Failure::failed(anyhow!(
+                    "the simulator did not pass a day within 5 minutes"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A day's figures from its cycle report.
+async fn day_of(
+    day: u32,
+    report: &cycle::CycleReport,
+    seconds: f64,
+    store: &crate::store::Store,
+) -> Result<Day, Failure> {
+    let by = |o: Outcome| report.schools.iter().filter(|r| r.outcome == o).count();
+    let pupils: usize = report
+        .schools
+        .iter()
+        .map(|r| r.counts.received.pupils)
+        .sum();
+    let changed: usize = report.schools.iter().map(|r| r.counts.changed()).sum();
+    let per_second = |n: usize| ((n as f64 / seconds.max(1e-9)) * 10.0).round() / 10.0;
+    Ok(Day {
+        day,
+        seconds: (seconds * 100.0).round() / 100.0,
+        schools: report.schools.len(),
+        ok: by(Outcome::Ok),
+        unchanged: by(Outcome::Unchanged),
+        frozen: by(Outcome::Frozen),
+        failed: by(Outcome::Failed),
+        pupils,
+        schools_per_second: per_second(report.schools.len()),
+        pupils_per_second: per_second(pupils),
+        peak_rss_mib: peak_rss_mib(),
+        changed,
+        store_bytes: store_bytes(store).await?,
+        journal_rows: count_rows(store, "SELECT COUNT(*) FROM change_entry").await?,
+    })
+}
+
+/// The store's size on disk: SQLite's file and WAL; PostgreSQL's database.
+async fn store_bytes(store: &crate::store::Store) -> Result<u64, Failure> {
+    if store.backend() == sea_orm::DbBackend::Postgres {
+        let n = count_rows(store, "SELECT pg_database_size(current_database())").await?;
+        return Ok(u64::try_from(n).unwrap_or(0));
+    }
+    let file = |suffix: &str| {
+        std::fs::metadata(format!("{}{suffix}", store.shown()))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    Ok(file("") + file("-wal"))
+}
+
+/// Store bytes per live pupil.
+async fn bytes_per_pupil(store: &crate::store::Store) -> Result<f64, Failure> {
+    let pupils = count_rows(
+        store,
+        "SELECT COUNT(*) FROM person WHERE kind = 'pupil' AND removed_at IS NULL",
+    )
+    .await?;
+    let bytes = store_bytes(store).await? as f64;
+    Ok((bytes / pupils.max(1) as f64).round())
+}
+
+async fn count_rows(store: &crate::store::Store, sql: &str) -> Result<i64, Failure> {
+    use sea_orm::ConnectionTrait;
+    let row = store
+        .db()
+        .query_one_raw(sea_orm::Statement::from_string(store.backend(), sql))
+        .await
+        .map_err(|e| Failure::failed(store.db_error(e).into()))?;
+    row.and_then(|r| r.try_get_by_index::<i64>(0).ok())
+        .ok_or_else(|| Failure::failed(anyhow!("`{sql}` gave no number")))
 }
 
 /// Time the deltas an app asks for after the night: since `since` (the last 2% of schools
@@ -717,6 +912,12 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         println!("SQLite: {}.", pragmas.join(", "));
+        print!("{}", days_table(&m.days));
+        println!(
+            "Store after day {}: {:.0} bytes per live pupil (file and WAL).",
+            m.days.len(),
+            m.store_bytes_per_pupil
+        );
         if !m.api_delta.is_empty() {
             println!(
                 "\nThe OneRoster delta over these {} schools after the night:",

@@ -35,6 +35,10 @@ pub struct SimulateArgs {
     /// Let one simulated day pass every this many seconds (joiners, leavers, moves, ...).
     #[arg(long, value_name = "SECONDS")]
     day_every: Option<u64>,
+    /// On each SIGUSR1 (a day passes, see below), one school in a hundred answers with
+    /// broken XML that day (its sync freezes it; the others carry on): the benchmark's days.
+    #[arg(long)]
+    daily_faults: bool,
     /// Write rostersync.toml and key files for this simulator into DIR.
     #[arg(long, value_name = "DIR")]
     write_config: Option<PathBuf>,
@@ -230,6 +234,11 @@ pub async fn run(args: SimulateArgs) -> Result<(), Failure> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")
         .map_err(Failure::failed)?;
+    // SIGUSR1: a day passes now (what `rostersync bench --days` sends between its cycles).
+    let mut usr1 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+        .context("cannot listen for SIGUSR1")
+        .map_err(Failure::failed)?;
+    let mut passed = 0;
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
@@ -238,9 +247,47 @@ pub async fn run(args: SimulateArgs) -> Result<(), Failure> {
                 let report = server.with_world(|w| w.advance_day());
                 tracing::info!(joined = report.joined, left = report.left, moved = report.moved, rollover = report.rollover, "Simulated day passed.");
             }
+            _ = usr1.recv() => {
+                passed += 1;
+                pass_day(&server, &args, passed).map_err(Failure::failed)?;
+            }
         }
     }
     tracing::info!("Simulator stopped.");
+    Ok(())
+}
+
+/// A day passes on request: the world moves on, one school in a hundred misbehaves today
+/// with `--daily-faults`, and `DIR/day` (with `--write-config DIR`) says how many days have
+/// passed, written last, so a waiting benchmark knows the day is ready.
+fn pass_day(server: &SimServer, args: &SimulateArgs, passed: u32) -> anyhow::Result<()> {
+    let report = server.with_world(|w| {
+        let report = w.advance_day();
+        if args.daily_faults {
+            let ids: Vec<SchoolId> = w.schools.keys().cloned().collect();
+            for (i, id) in ids.iter().enumerate() {
+                // A different school each day, one in a hundred (at least one).
+                let faulty = i % 100 == passed as usize % 100 % ids.len().max(1);
+                let plan = faulty.then_some(FaultPlan {
+                    fault: Fault::Malformed,
+                    remaining: None,
+                });
+                w.set_fault(id, plan);
+            }
+        }
+        report
+    });
+    tracing::info!(
+        day = passed,
+        joined = report.joined,
+        left = report.left,
+        moved = report.moved,
+        "Simulated day passed on request."
+    );
+    if let Some(dir) = &args.write_config {
+        write_private(&dir.join("day"), &format!("{passed}\n"))
+            .with_context(|| format!("cannot write {}", dir.join("day").display()))?;
+    }
     Ok(())
 }
 

@@ -210,6 +210,13 @@ pub fn render(report: &CycleReport) -> String {
         if parts.is_empty() { "" } else { ": " },
         parts.join(", ")
     ));
+    let h = &report.history;
+    if h.runs + h.journal > 0 {
+        out.push_str(&format!(
+            "Forgot {} run record(s) and {} journal entries older than sync.journal_days.\n",
+            h.runs, h.journal
+        ));
+    }
     if report.purged.persons + report.purged.groups > 0 {
         out.push_str(&format!(
             "Purged {} person(s) and {} group(s) whose retention period ended.\n",

@@ -418,16 +418,27 @@ impl Daemon {
         if !self.cycle_open.swap(false, Ordering::Relaxed) {
             return;
         }
-        // The cycle is worked off: leavers whose retention ended go for good now.
-        match crate::store::roster::purge(&self.store, Utc::now()).await {
-            Ok(p) if p.persons + p.groups > 0 => {
-                tracing::info!(
-                    persons = p.persons,
-                    groups = p.groups,
-                    "Purged tombstones whose retention ended."
-                )
+        // The cycle is worked off: leavers whose retention ended go for good now, and so does
+        // history older than sync.journal_days.
+        let settings = self.settings().await;
+        match cycle::purge(&self.store, &settings).await {
+            Ok((p, h)) => {
+                if p.persons + p.groups > 0 {
+                    tracing::info!(
+                        persons = p.persons,
+                        groups = p.groups,
+                        "Purged tombstones whose retention ended."
+                    );
+                }
+                if h.runs + h.journal + h.jobs > 0 {
+                    tracing::info!(
+                        runs = h.runs,
+                        journal = h.journal,
+                        jobs = h.jobs,
+                        "Forgot history older than sync.journal_days."
+                    );
+                }
             }
-            Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %self.store.db_error(e), "Cannot purge expired tombstones; the next cycle tries again.")
             }

@@ -90,6 +90,9 @@ pub struct SyncSettings {
     pub concurrency: usize,
     /// Days a removed pupil, teacher or group keeps its tombstone before it is purged.
     pub retention_days: u32,
+    /// Days run records and the journal of living records are kept (`undo` and `changes`
+    /// reach this far back); a school's latest run is always kept.
+    pub journal_days: u32,
     /// Brakes: removals of one kind are held above this share of what is stored ...
     pub brake_max_share: f64,
     /// ... and above this many records.
@@ -541,6 +544,12 @@ impl Settings {
         let sync = &self.sync;
         if !(1..=256).contains(&sync.concurrency) {
             return Err("sync.concurrency must be between 1 and 256".into());
+        }
+        if !(31..=3650).contains(&sync.journal_days) {
+            return Err(
+                "sync.journal_days must be between 31 and 3650 (400 is a school year and a summer)"
+                    .into(),
+            );
         }
         if !(0.0..=1.0).contains(&sync.brake_max_share) {
             return Err("sync.brake_max_share must be between 0.0 and 1.0 (0.1 is 10%)".into());

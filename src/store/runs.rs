@@ -86,3 +86,120 @@ pub fn shown_outcome(run: &Run) -> &str {
         (None, _) => "interrupted",
     }
 }
+
+/// What a history purge deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HistoryPurged {
+    /// Run records (with their journal and held changes).
+    pub runs: u64,
+    /// Journal entries, of those runs and of edits by hand.
+    pub journal: u64,
+    /// Finished jobs.
+    pub jobs: u64,
+}
+
+/// Rows a history purge deletes per transaction: short write locks, never one huge delete.
+const HISTORY_CHUNK: u64 = 500;
+
+/// Forget history older than `before`: run records with their journal and held changes, the
+/// journal of edits by hand, and finished jobs. A school's latest run is always kept, however
+/// old (`status` shows it). Chunked per transaction, like the tombstone purge.
+pub async fn purge_history(
+    store: &super::Store,
+    before: chrono::DateTime<Utc>,
+) -> Result<HistoryPurged, DbErr> {
+    let mut out = HistoryPurged::default();
+    // Run ids grow with their start, so everything older is at or below one id.
+    let Some(last_old) = sync_run::Entity::find()
+        .select_only()
+        .column_as(sync_run::Column::Id.max(), "id")
+        .filter(sync_run::Column::StartedAt.lt(before))
+        .into_tuple::<Option<i64>>()
+        .one(store.db())
+        .await?
+        .flatten()
+    else {
+        return forget_edits_and_jobs(store, before, out).await;
+    };
+    let latest: std::collections::HashSet<i64> = sync_run::Entity::find()
+        .select_only()
+        .column_as(sync_run::Column::Id.max(), "id")
+        .group_by(sync_run::Column::SchoolId)
+        .into_tuple::<Option<i64>>()
+        .all(store.db())
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut after = 0;
+    loop {
+        let ids: Vec<i64> = sync_run::Entity::find()
+            .select_only()
+            .column(sync_run::Column::Id)
+            .filter(sync_run::Column::Id.gt(after))
+            .filter(sync_run::Column::Id.lte(last_old))
+            // Ids grow with time only as far as the clock did: the date decides.
+            .filter(sync_run::Column::StartedAt.lt(before))
+            .order_by_asc(sync_run::Column::Id)
+            .limit(HISTORY_CHUNK)
+            .into_tuple()
+            .all(store.db())
+            .await?;
+        let Some(&last) = ids.last() else { break };
+        after = last;
+        let doomed: Vec<i64> = ids.into_iter().filter(|id| !latest.contains(id)).collect();
+        let (runs, journal) = forget_runs(store, &doomed).await?;
+        out.runs += runs;
+        out.journal += journal;
+    }
+    forget_edits_and_jobs(store, before, out).await
+}
+
+/// Delete `runs` with their journal and held changes, in one short transaction.
+async fn forget_runs(store: &super::Store, runs: &[i64]) -> Result<(u64, u64), DbErr> {
+    use super::entities::{change_entry, held_change};
+    if runs.is_empty() {
+        return Ok((0, 0));
+    }
+    let txn = store.begin_write(super::WriteKind::Purge).await?;
+    let journal = change_entry::Entity::delete_many()
+        .filter(change_entry::Column::RunId.is_in(runs.iter().copied()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    held_change::Entity::delete_many()
+        .filter(held_change::Column::RunId.is_in(runs.iter().copied()))
+        .exec(&txn)
+        .await?;
+    let deleted = sync_run::Entity::delete_many()
+        .filter(sync_run::Column::Id.is_in(runs.iter().copied()))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    txn.commit().await?;
+    Ok((deleted, journal))
+}
+
+/// The journal of edits by hand (no run) and the finished jobs older than `before`.
+async fn forget_edits_and_jobs(
+    store: &super::Store,
+    before: chrono::DateTime<Utc>,
+    mut out: HistoryPurged,
+) -> Result<HistoryPurged, DbErr> {
+    use super::entities::{change_entry, sync_job};
+    let txn = store.begin_write(super::WriteKind::Purge).await?;
+    out.journal += change_entry::Entity::delete_many()
+        .filter(change_entry::Column::RunId.is_null())
+        .filter(change_entry::Column::At.lt(before))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    out.jobs += sync_job::Entity::delete_many()
+        .filter(sync_job::Column::State.is_in(["done", "failed"]))
+        .filter(sync_job::Column::FinishedAt.lt(before))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    txn.commit().await?;
+    Ok(out)
+}

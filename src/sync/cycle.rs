@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::settings::Settings;
 use crate::sources;
 use crate::store::roster::{self, Purged};
+use crate::store::runs::{self, HistoryPurged};
 use crate::store::schools::{self, LAS_KEY};
 use crate::store::sealing::{KeyUse, MasterKey};
 use crate::store::{Store, StoreError};
@@ -61,6 +62,8 @@ pub struct CycleReport {
     /// and its schools are skipped.
     pub problems: Vec<String>,
     pub purged: Purged,
+    /// History older than `sync.journal_days` that this cycle forgot.
+    pub history: HistoryPurged,
     #[serde(serialize_with = "seconds")]
     pub elapsed: Duration,
 }
@@ -607,10 +610,10 @@ pub async fn run(
     let problems = connectors.record_problems(store).await;
     reports.sort_by(|a, b| a.school.cmp(&b.school));
     skipped.sort_by(|a, b| a.school.cmp(&b.school));
-    let purged = if opts.run.dry_run {
-        Purged::default()
+    let (purged, history) = if opts.run.dry_run {
+        (Purged::default(), HistoryPurged::default())
     } else {
-        roster::purge(store, chrono::Utc::now())
+        purge(store, settings)
             .await
             .map_err(|e| store.db_error(e))?
     };
@@ -619,8 +622,22 @@ pub async fn run(
         skipped,
         problems,
         purged,
+        history,
         elapsed: started.elapsed(),
     })
+}
+
+/// What a cycle forgets when it is done: tombstones whose retention ended, and history older
+/// than `sync.journal_days`.
+pub async fn purge(
+    store: &Store,
+    settings: &Settings,
+) -> Result<(Purged, HistoryPurged), sea_orm::DbErr> {
+    let now = chrono::Utc::now();
+    let purged = roster::purge(store, now).await?;
+    let before = now - chrono::Duration::days(i64::from(settings.sync.journal_days));
+    let history = runs::purge_history(store, before).await?;
+    Ok((purged, history))
 }
 
 /// One school of a cycle: its run, or why it waited.

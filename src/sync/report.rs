@@ -54,6 +54,17 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Records created, updated and removed, and memberships added and removed: what a run
+    /// changed in the roster.
+    pub fn changed(&self) -> usize {
+        let kind = |k: &KindCounts| k.created + k.updated + k.removed;
+        kind(&self.pupils)
+            + kind(&self.staff)
+            + kind(&self.groups)
+            + self.memberships.added
+            + self.memberships.removed
+    }
+
     /// The counts of `plan` (after the brakes took `held` out of it).
     pub fn of(
         plan: &Plan,

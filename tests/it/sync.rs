@@ -802,3 +802,103 @@ fn the_bench_measures_both_parts() {
         assert!(p["p99_ms"].as_f64().expect("ms") >= p["p50_ms"].as_f64().expect("ms"));
     }
 }
+
+#[tokio::test]
+async fn history_older_than_journal_days_is_forgotten_but_each_schools_latest_run_stays() {
+    let sim = SimEnv::start(
+        world(&[
+            ("99XA00", SchoolKind::Primary, 20),
+            ("99XB00", SchoolKind::Primary, 20),
+        ]),
+        "[sync]\njournal_days = 400\n",
+    )
+    .await;
+    let store = sim.store().await;
+    sim.sync(&store, false).await;
+    sim.sync(&store, false).await;
+    let runs_before = count(&store, "SELECT COUNT(*) FROM sync_run").await;
+    assert_eq!(runs_before, 4);
+    let old = chrono::Utc::now() - chrono::Duration::days(401);
+    // The first cycle (both schools) is 401 days old; so is 99XB00's second run, which is
+    // that school's latest and must stay.
+    crate::support::set_time(
+        &store,
+        "UPDATE sync_run SET started_at = {at} WHERE id IN (SELECT MIN(id) FROM sync_run GROUP BY school_id) OR school_id = '99XB00'",
+        old,
+    )
+    .await;
+    crate::support::set_time(
+        &store,
+        "UPDATE change_entry SET at = {at} WHERE run_id IN (SELECT MIN(id) FROM sync_run GROUP BY school_id)",
+        old,
+    )
+    .await;
+    let first_runs: Vec<i64> = vec![
+        count(
+            &store,
+            "SELECT MIN(id) FROM sync_run WHERE school_id = '99XA00'",
+        )
+        .await,
+        count(
+            &store,
+            "SELECT MIN(id) FROM sync_run WHERE school_id = '99XB00'",
+        )
+        .await,
+    ];
+    let latest_b = count(
+        &store,
+        "SELECT MAX(id) FROM sync_run WHERE school_id = '99XB00'",
+    )
+    .await;
+    let journal_of_first = count(
+        &store,
+        &format!(
+            "SELECT COUNT(*) FROM change_entry WHERE run_id IN ({}, {})",
+            first_runs[0], first_runs[1]
+        ),
+    )
+    .await;
+    assert!(journal_of_first > 0, "the first cycle created the roster");
+    let (_, history) = rostersync::sync::cycle::purge(&store, &sim.env.settings())
+        .await
+        .expect("purge");
+    assert_eq!(history.runs, 2, "{history:?}");
+    assert_eq!(history.journal as i64, journal_of_first);
+    for run in &first_runs {
+        assert_eq!(
+            count(
+                &store,
+                &format!("SELECT COUNT(*) FROM sync_run WHERE id = {run}")
+            )
+            .await,
+            0,
+            "run {run} is older than journal_days"
+        );
+    }
+    // 99XB00's second run is old too, but it is the school's latest: kept. 99XA00's second
+    // run is recent: kept.
+    assert_eq!(
+        count(
+            &store,
+            &format!("SELECT COUNT(*) FROM sync_run WHERE id = {latest_b}")
+        )
+        .await,
+        1
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM sync_run").await, 2);
+    // The next cycle purges too, and says so: 99XB00's old run goes once it is no longer
+    // the school's latest.
+    let report = sim.sync(&store, false).await;
+    assert_eq!(report.history.runs, 1, "{:?}", report.history);
+    assert_eq!(
+        count(
+            &store,
+            &format!("SELECT COUNT(*) FROM sync_run WHERE id = {latest_b}")
+        )
+        .await,
+        0
+    );
+    // What a person was is still explained by what remains: the roster itself is untouched.
+    let exported = export_of(&store, "99XA00").await;
+    assert_eq!(exported.pupils.len(), 20);
+}
