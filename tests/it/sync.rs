@@ -781,6 +781,15 @@ fn the_bench_measures_both_parts() {
     assert_eq!(many["schools"], 6);
     assert_eq!(many["outcomes_ok"], 6);
     assert!(!many["checkpoints"].as_array().expect("marks").is_empty());
+    // Two days by default: the initial load, then a night of changes with every school
+    // synced again; the store's size per pupil is reported.
+    let days = many["days"].as_array().expect("days");
+    assert_eq!(days.len(), 2, "{many}");
+    assert_eq!(days[1]["day"], 2);
+    assert_eq!(days[1]["schools"], 6);
+    assert!(days[1]["changed"].as_u64().expect("n") > 0, "{}", days[1]);
+    assert!(days[1]["changed"].as_u64() < days[0]["changed"].as_u64());
+    assert!(many["store_bytes_per_pupil"].as_f64().expect("bytes") > 0.0);
     // The API part: the night's delta found the last school's records, the quiet poll none,
     // and the single school was paged to the end, every page timed.
     let delta = many["api_delta"].as_array().expect("delta probes");

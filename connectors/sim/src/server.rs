@@ -231,7 +231,8 @@ fn decide(w: &mut World, req: &uwlr::Request) -> (Reply, Option<std::time::Durat
         Some(Fault::Truncated) => Reply::Truncated(data()),
         Some(Fault::Malformed) => {
             let mut body = data();
-            body.truncate(body.len() / 2);
+            // Half of it, cut between characters (names carry accents: é is two bytes).
+            body.truncate(body.floor_char_boundary(body.len() / 2));
             body.push_str("<leerling key=\"kapot\"></groep>");
             Reply::Xml(StatusCode::OK, body)
         }
