@@ -23,6 +23,7 @@ pub mod sources;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod token;
 
 /// The version and the git commit this binary was built from.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -71,17 +71,7 @@ impl Client {
     }
 }
 
-/// Equal in constant time: how long it takes says nothing about where they differ.
-pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    let len = a.len().max(b.len());
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..len {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= x ^ y;
-    }
-    diff == 0
-}
+use crate::token::{digest, same_secret};
 
 /// What a valid token stands for.
 #[derive(Debug, Clone)]
@@ -165,7 +155,7 @@ impl Auth {
             }
             asked
         };
-        let token = random_token().ok_or(Refusal::NoRandom)?;
+        let token = crate::token::random().ok_or(Refusal::NoRandom)?;
         let grant = Grant {
             client: client.id.clone(),
             scopes: scopes.clone(),
@@ -226,21 +216,6 @@ impl Auth {
     }
 }
 
-/// The token is kept only as its digest: a memory dump does not hand out live tokens.
-fn digest(token: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-fn random_token() -> Option<String> {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut bytes).ok()?;
-    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,15 +233,6 @@ mod tests {
     }
 
     const API_CORE: &str = "https://purl.imsglobal.org/spec/or/v1p2/scope/roster-core.readonly";
-
-    #[test]
-    fn secrets_compare_equal_only_when_equal() {
-        assert!(same_secret(b"abc", b"abc"));
-        assert!(!same_secret(b"abc", b"abd"));
-        assert!(!same_secret(b"abc", b"abcd"));
-        assert!(!same_secret(b"", b"a"));
-        assert!(same_secret(b"", b""));
-    }
 
     #[test]
     fn a_token_is_issued_checked_and_failures_are_limited_per_client_and_address() {

@@ -11,7 +11,6 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 
 use super::{Failure, OutputFormat, table};
 use crate::jobs::daemon;
-use crate::model::SchoolStatus;
 use crate::settings::Settings;
 use crate::store::queue;
 use crate::store::{OpenMode, Store, runs, status};
@@ -254,25 +253,10 @@ pub async fn status(settings: &Settings, args: StatusArgs) -> Result<(), Failure
         );
     }
     print!("{}", t.render());
-    for s in list
-        .iter()
-        .filter(|s| s.state != SchoolStatus::Active.as_str())
-    {
-        if let Some(r) = &s.reason {
-            println!("{} {}: {r}", s.id, s.state);
+    for s in &list {
+        for said in s.attention() {
+            println!("{} {said}", s.id);
         }
-    }
-    for s in list.iter().filter(|s| s.identity_conflicts > 0) {
-        println!(
-            "{} needs attention: {} identity conflict(s) in its last run (`rostersync changes \
-             --run {}`); a changed ECK-iD of the same person is accepted with `rostersync person \
-             relink PERSON --accept-source`",
-            s.id,
-            s.identity_conflicts,
-            s.identity_conflicts_run
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "N".into())
-        );
     }
     match daemon::alive(&store).await {
         Ok(Some(d)) => println!(

@@ -12,7 +12,7 @@ use crate::settings::Settings;
 use crate::store::journal::{self, Change};
 use crate::store::runs::{self, Run};
 use crate::store::{OpenMode, Store, export, held};
-use crate::sync::report::{Counts, Outcome};
+use crate::sync::report::Counts;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -425,127 +425,17 @@ pub async fn changes(settings: &Settings, args: ChangesArgs) -> Result<(), Failu
 }
 
 pub async fn approve(settings: &Settings, args: ApproveArgs) -> Result<(), Failure> {
+    use crate::sync::approve::{ApproveError, approve};
     let store = open(settings).await?;
-    let id = args.run;
-    let Some(run) = runs::get(store.db(), id)
-        .await
-        .map_err(db_failure(&store))?
-    else {
-        return Err(Failure::usage(anyhow!(
-            "there is no run {id} (see `rostersync runs`)"
-        )));
-    };
-    let rows = held::of_run(store.db(), id)
-        .await
-        .map_err(db_failure(&store))?;
-    let waiting: Vec<_> = rows
-        .iter()
-        .filter(|h| h.state == held::HELD)
-        .cloned()
-        .collect();
-    if waiting.is_empty() {
-        let why = if rows.is_empty() {
-            format!("run {id} held nothing")
-        } else if rows.iter().any(|h| h.state == held::SUPERSEDED) {
-            format!(
-                "run {id}'s held removals were superseded by a later run of school {}; \
-                 approve that run instead (`rostersync runs --school {}`)",
-                run.school_id, run.school_id
-            )
-        } else {
-            format!("run {id}'s held removals were already approved")
-        };
-        return Err(Failure::usage(anyhow!(why)));
+    let rules = crate::sync::run::Rules::from_settings(settings);
+    match approve(&store, &rules, args.run, &super::operator()).await {
+        Ok(done) => {
+            println!("{}", done.said());
+            Ok(())
+        }
+        Err(ApproveError::Store(e)) => Err(Failure::store(e)),
+        Err(e) => Err(Failure::usage(e.into())),
     }
-    let who = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "cli".into());
-    let retention = chrono::Duration::days(i64::from(settings.sync.retention_days));
-    let now = Utc::now();
-    let db_err = db_failure(&store);
-    let txn = store
-        .begin_write(crate::store::WriteKind::Edit)
-        .await
-        .map_err(&db_err)?;
-    // The school's row lock first, as every writer of a school takes it.
-    crate::store::schools::lock_for_apply(&txn, &run.school_id, None)
-        .await
-        .map_err(&db_err)?;
-    let approval = runs::start(&txn, &run.school_id, "approve", false)
-        .await
-        .map_err(&db_err)?;
-    let stamp = held::Approval {
-        run: approval,
-        now,
-        purge_after: now + retention,
-        by: &who,
-    };
-    let done = held::approve(&txn, waiting, &stamp)
-        .await
-        .map_err(&db_err)?;
-    // Whoever left stops seeing pupils the usual way: their grants wait out the grace period.
-    let rights = crate::permissions::Rights::from_settings(&settings.rights);
-    let grant_changes = crate::sync::permissions::refresh(
-        &txn,
-        &run.school_id,
-        Some(approval),
-        &rights,
-        false,
-        now,
-    )
-    .await
-    .map_err(&db_err)?;
-    // The roster changed outside a sync: the next run must look at everything again.
-    crate::store::schools::set_digest(&txn, &run.school_id, None)
-        .await
-        .map_err(&db_err)?;
-    let mut counts = Counts {
-        grants: grant_changes,
-        ..Counts::default()
-    };
-    let mut skipped = 0;
-    for a in &done {
-        if !a.applied {
-            skipped += 1;
-            continue;
-        }
-        match a.row.kind.as_str() {
-            "pupils" => counts.pupils.removed += 1,
-            "staff" => counts.staff.removed += 1,
-            "groups" => counts.groups.removed += 1,
-            _ => counts.memberships.removed += 1,
-        }
-    }
-    let message = format!(
-        "applied the removals held in run {id}{}",
-        if skipped > 0 {
-            format!("; {skipped} were no longer applicable (the record came back or was gone)")
-        } else {
-            String::new()
-        }
-    );
-    runs::finish(
-        &txn,
-        approval,
-        runs::Finish {
-            outcome: Outcome::Ok.as_str(),
-            error_class: None,
-            message: Some(message.clone()),
-            counts: serde_json::to_value(counts).unwrap_or_default(),
-        },
-    )
-    .await
-    .map_err(&db_err)?;
-    txn.commit().await.map_err(&db_err)?;
-    tracing::info!(school = %run.school_id, run = id, approval, applied = done.len() - skipped, skipped, "Held removals approved.");
-    println!(
-        "Run {approval} {message}: {} pupil(s), {} staff, {} group(s), {} membership(s) removed.",
-        counts.pupils.removed,
-        counts.staff.removed,
-        counts.groups.removed,
-        counts.memberships.removed
-    );
-    Ok(())
 }
 
 pub async fn export(settings: &Settings, args: ExportArgs) -> Result<(), Failure> {

@@ -72,16 +72,7 @@ fn render(r: &UndoReport) -> String {
         out.push_str(&format!("left as it is: {left}\n"));
     }
     for later in &r.obstacles.later {
-        out.push_str(&match later.run {
-            Some(run) => format!(
-                "later: run {run} changed {} of these records since\n",
-                later.changes
-            ),
-            None => format!(
-                "later: {} edit(s) by hand to these records since\n",
-                later.changes
-            ),
-        });
+        out.push_str(&format!("later: {}\n", later.said()));
     }
     match r.run {
         Some(run) => out.push_str(&format!("Run {run} {}.\n", r.message)),

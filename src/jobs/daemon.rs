@@ -13,8 +13,8 @@ use connector_api::SchoolId;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Mutex, RwLock, watch};
 
-use super::schedule::Daily;
 use crate::model::SchoolStatus;
+use crate::model::schedule::Daily;
 use crate::settings::Settings;
 use crate::store::entities::daemon_instance;
 use crate::store::queue::{self, Job, JobState};
@@ -75,11 +75,7 @@ impl Daemon {
     }
 
     fn daily(settings: &Settings) -> Option<Daily> {
-        Some(Daily {
-            at: settings.schedule.daily.0,
-            tz: settings.schedule.timezone.0,
-            window: Duration::from_secs(u64::from(settings.schedule.window_minutes) * 60),
-        })
+        Some(settings.schedule.cycle())
     }
 
     /// Schools that granted the broker's sync permission today are synced now, not at the

@@ -1,5 +1,4 @@
-//! The daemon's work: when the daily cycle is due (schedule), and the running daemon that
-//! ticks, claims jobs from the job table (`store::queue`) and syncs (daemon).
+//! The daemon: it ticks (when the cycle is due is `model::schedule`), and the running daemon
+//! claims jobs from the job table (`store::queue`) and syncs.
 
 pub mod daemon;
-pub mod schedule;

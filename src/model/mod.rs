@@ -6,6 +6,7 @@ pub mod held;
 pub mod journal;
 pub mod plan;
 pub mod revert;
+pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -199,6 +200,13 @@ impl Field {
 pub struct Owned {
     pub value: String,
     pub owner: Owner,
+}
+
+impl Owned {
+    /// A value a source supplies is locked: a local edit of it is refused, naming the owner.
+    pub fn locked(&self) -> bool {
+        self.owner != Owner::Local
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

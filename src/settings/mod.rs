@@ -82,6 +82,17 @@ pub struct ScheduleSettings {
     pub retries: u32,
 }
 
+impl ScheduleSettings {
+    /// The daily cycle these settings describe.
+    pub fn cycle(&self) -> crate::model::schedule::Daily {
+        crate::model::schedule::Daily {
+            at: self.daily.0,
+            tz: self.timezone.0,
+            window: std::time::Duration::from_secs(u64::from(self.window_minutes) * 60),
+        }
+    }
+}
+
 /// The safety rules of a sync: how a source's answer is judged and how much it may remove.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

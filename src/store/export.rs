@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::entities::school;
 use super::roster;
 use crate::model::plan::{StoredGroup, StoredPerson};
-use crate::model::{Field, Owner, PersonKind, PersonState};
+use crate::model::{Field, PersonKind, PersonState};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Export {
@@ -186,7 +186,7 @@ fn staff_out(p: &StoredPerson, group_keys: &BTreeSet<&str>) -> StaffOut {
         locked_fields: s
             .fields
             .iter()
-            .filter(|(_, o)| o.owner != Owner::Local)
+            .filter(|(_, o)| o.locked())
             .map(|(f, _)| f.as_str().to_owned())
             .collect(),
     }

@@ -35,6 +35,78 @@ pub struct SchoolStatus {
     pub identity_conflicts_run: Option<i64>,
 }
 
+/// How much a school needs an admin, most first: the console lists schools in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concern {
+    /// Nothing is synced: its credential was refused, or its last run failed.
+    Broken,
+    /// Its roster is held as it is (frozen, offboarding).
+    Stopped,
+    /// Synced, but something waits for a person: held removals, identity conflicts.
+    Waiting,
+    /// Not linked in the broker yet: the school's own step.
+    Pending,
+    Fine,
+}
+
+impl SchoolStatus {
+    pub fn concern(&self) -> Concern {
+        let state = self.state.as_str();
+        if state == crate::model::SchoolStatus::Parked.as_str()
+            || self.last_outcome.as_deref() == Some("failed")
+        {
+            Concern::Broken
+        } else if state == crate::model::SchoolStatus::Frozen.as_str()
+            || state == crate::model::SchoolStatus::Offboarding.as_str()
+        {
+            Concern::Stopped
+        } else if self.held > 0 || self.identity_conflicts > 0 {
+            Concern::Waiting
+        } else if state != crate::model::SchoolStatus::Active.as_str() {
+            Concern::Pending
+        } else {
+            Concern::Fine
+        }
+    }
+
+    /// What needs attention, each a sentence that says what to do, to follow the school's id:
+    /// `status` prints them and the console shows them, in the same words.
+    pub fn attention(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.state != crate::model::SchoolStatus::Active.as_str()
+            && let Some(r) = &self.reason
+        {
+            out.push(format!("{}: {r}", self.state));
+        }
+        if let (Some("failed"), Some(run)) = (self.last_outcome.as_deref(), self.last_run) {
+            out.push(format!(
+                "failed in its last run ({run}): `rostersync runs show {run}` says why and what \
+                 to do"
+            ));
+        }
+        if let Some(run) = self.held_run.filter(|_| self.held > 0) {
+            out.push(format!(
+                "has {} removal(s) held by the brakes in run {run}; if they are real: \
+                 `rostersync approve --run {run}`",
+                self.held
+            ));
+        }
+        if self.identity_conflicts > 0 {
+            out.push(format!(
+                "needs attention: {} identity conflict(s) in its last run (`rostersync changes \
+                 --run {}`); a changed ECK-iD of the same person is accepted with `rostersync \
+                 person relink PERSON --accept-source`",
+                self.identity_conflicts,
+                self.identity_conflicts_run
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "N".into())
+            ));
+        }
+        out
+    }
+}
+
 async fn counts<C: ConnectionTrait>(
     db: &C,
     sql: &str,
@@ -234,4 +306,77 @@ pub async fn problems<C: ConnectionTrait>(db: &C) -> Result<Vec<ConnectionProble
             }
         })
         .collect())
+}
+
+/// A school's status with a run that went well, for tests of what is shown.
+#[cfg(test)]
+pub(crate) fn sample(id: &str, state: &str) -> SchoolStatus {
+    SchoolStatus {
+        id: id.into(),
+        name: None,
+        state: state.into(),
+        reason: None,
+        last_run: Some(7),
+        last_outcome: Some("ok".into()),
+        last_run_at: None,
+        last_success_at: None,
+        pupils: 10,
+        staff: 2,
+        groups: 1,
+        held: 0,
+        held_run: None,
+        identity_conflicts: 0,
+        identity_conflicts_run: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn school(state: &str) -> SchoolStatus {
+        sample("99XX00", state)
+    }
+
+    #[test]
+    fn schools_rank_by_what_they_need_and_say_what_to_do() {
+        let fine = school("active");
+        assert_eq!(fine.concern(), Concern::Fine);
+        assert!(fine.attention().is_empty());
+        let frozen = SchoolStatus {
+            reason: Some("the LAS answered for 2025-2026; settles by itself".into()),
+            ..school("frozen")
+        };
+        assert_eq!(frozen.concern(), Concern::Stopped);
+        assert_eq!(
+            frozen.attention(),
+            ["frozen: the LAS answered for 2025-2026; settles by itself"]
+        );
+        let failed = SchoolStatus {
+            last_outcome: Some("failed".into()),
+            ..school("active")
+        };
+        assert_eq!(failed.concern(), Concern::Broken);
+        assert!(failed.attention()[0].contains("`rostersync runs show 7`"));
+        let held = SchoolStatus {
+            held: 3,
+            held_run: Some(7),
+            ..school("active")
+        };
+        assert_eq!(held.concern(), Concern::Waiting);
+        assert!(held.attention()[0].contains("`rostersync approve --run 7`"));
+        let mut all = [fine, held, frozen, failed, school("awaiting_consent")];
+        all.sort_by_key(SchoolStatus::concern);
+        let order: Vec<Concern> = all.iter().map(SchoolStatus::concern).collect();
+        assert_eq!(
+            order,
+            [
+                Concern::Broken,
+                Concern::Stopped,
+                Concern::Waiting,
+                Concern::Pending,
+                Concern::Fine
+            ]
+        );
+    }
 }

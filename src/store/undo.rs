@@ -24,6 +24,16 @@ pub struct Later {
     pub changes: i64,
 }
 
+impl Later {
+    /// In words, as `undo` and the console say it.
+    pub fn said(&self) -> String {
+        match self.run {
+            Some(run) => format!("run {run} changed {} of these records since", self.changes),
+            None => format!("{} edit(s) by hand to these records since", self.changes),
+        }
+    }
+}
+
 /// What stands in an undo's way.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Obstacles {

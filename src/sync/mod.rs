@@ -3,6 +3,7 @@
 //! the changes; report counts them.
 //! The shell: run runs one school against the store, cycle runs many schools.
 
+pub mod approve;
 pub mod brakes;
 pub mod connection;
 pub mod cycle;
