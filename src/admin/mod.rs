@@ -1,6 +1,9 @@
 //! The admin API: a unix socket in the runtime directory (file permissions are the access
 //! control), and optionally TCP with a bearer token. `/healthz`, `/readyz`, `/metrics`
 //! (Prometheus), `/schools`, `/runs`, `POST /schools/{id}/resync`, `POST /runs/{id}/undo`.
+//! On TCP the same API takes any admin's token, and `/` is the admin console (`console`).
+
+pub mod console;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use connector_api::SchoolId;
 use metrics_exporter_prometheus::PrometheusHandle;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::RwLock;
 
 use crate::settings::Settings;
@@ -138,7 +141,11 @@ async fn list_runs(State(d): State<Shared>) -> Response {
     }
 }
 
-async fn resync(State(d): State<Shared>, UrlPath(id): UrlPath<String>) -> Response {
+async fn resync(
+    State(d): State<Shared>,
+    op: Option<axum::Extension<Operator>>,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
     let id = match id.parse::<SchoolId>() {
         Ok(id) => id.to_string(),
         Err(e) => return failure(StatusCode::BAD_REQUEST, e.to_string()),
@@ -155,7 +162,7 @@ async fn resync(State(d): State<Shared>, UrlPath(id): UrlPath<String>) -> Respon
         &id,
         "manual",
         chrono::Utc::now(),
-        Some("admin-api"),
+        Some(&asked_by(op.as_deref())),
     )
     .await
     {
@@ -184,6 +191,7 @@ struct UndoQuery {
 /// to undo), with the reason.
 async fn undo(
     State(d): State<Shared>,
+    op: Option<axum::Extension<Operator>>,
     UrlPath(id): UrlPath<i64>,
     axum::extract::Query(q): axum::extract::Query<UndoQuery>,
 ) -> Response {
@@ -193,7 +201,7 @@ async fn undo(
         run: id,
         dry_run: q.dry_run,
         force: q.force,
-        by: "admin-api".into(),
+        by: asked_by(op.as_deref()),
     };
     match crate::sync::undo::undo(
         &d.store,
@@ -209,28 +217,50 @@ async fn undo(
     }
 }
 
-/// The TCP listener's guard: every request carries `Authorization: Bearer <token>`.
-async fn bearer(State(token): State<Arc<String>>, req: Request, next: Next) -> Response {
+/// Who asked, on the TCP listener: the admin whose token it was.
+#[derive(Debug, Clone)]
+pub struct Operator(pub String);
+
+/// Who asked, for the job table and the journal: the admin on TCP, else the socket's user.
+fn asked_by(op: Option<&Operator>) -> String {
+    match op {
+        Some(Operator(name)) => format!("{name} (admin API)"),
+        None => "admin-api".into(),
+    }
+}
+
+/// The TCP listener's guard: every request carries `Authorization: Bearer <token>` of one of
+/// the admins.
+async fn bearer(
+    State(users): State<Arc<Vec<(String, SecretString)>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    // Compared in constant time: the token is a secret.
-    let ok = given.is_some_and(|g| {
-        g.len() == token.len()
-            && g.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if ok {
-        next.run(req).await
-    } else {
-        failure(
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Every token is compared, in constant time: the timing says nothing about which.
+    let mut who = None;
+    for (name, token) in users.iter() {
+        if crate::token::same_secret(given.as_bytes(), token.expose_secret().as_bytes())
+            && !given.is_empty()
+            && who.is_none()
+        {
+            who = Some(name.clone());
+        }
+    }
+    match who {
+        Some(name) => {
+            req.extensions_mut().insert(Operator(name));
+            next.run(req).await
+        }
+        None => failure(
             StatusCode::UNAUTHORIZED,
-            "a bearer token is required (admin.token)".into(),
-        )
+            "a bearer token is required (admin.token or an [[admin.user]] token)".into(),
+        ),
     }
 }
 
@@ -253,7 +283,40 @@ impl AdminSocket {
 /// Start the daemon's admin listeners.
 pub async fn serve(d: Shared, settings: &Settings) -> anyhow::Result<AdminSocket> {
     let home = d.store.home().to_owned();
-    listen(router(d), settings, &home).await
+    let console = match settings.admin.listen {
+        Some(_) => {
+            let users = admin_users(settings)?;
+            let idle =
+                std::time::Duration::from_secs(u64::from(settings.admin.session_minutes) * 60);
+            let tls = settings.admin.certificate.is_some();
+            Some(console::router(Arc::new(console::Console::new(
+                d.clone(),
+                users,
+                idle,
+                tls,
+            ))))
+        }
+        None => None,
+    };
+    listen(router(d), console, settings, &home).await
+}
+
+/// Every admin's name and token, read.
+fn admin_users(settings: &Settings) -> anyhow::Result<Vec<(String, SecretString)>> {
+    settings
+        .admin
+        .users()
+        .into_iter()
+        .map(|(name, token)| {
+            let t = token
+                .load_string()
+                .with_context(|| format!("the token of admin '{name}' cannot be read"))?;
+            Ok((
+                name.to_owned(),
+                SecretString::from(t.expose_secret().trim().to_owned()),
+            ))
+        })
+        .collect()
 }
 
 /// What `rostersync serve` (the API without scheduler or workers) answers on the admin
@@ -287,7 +350,12 @@ pub fn replica_router(store: crate::store::Store, metrics: PrometheusHandle) -> 
 
 /// Start the listeners for `app`: the unix socket, and TCP when configured (TLS when
 /// configured). Both are served by [`crate::server`], with its timeouts and limits.
-pub async fn listen(app: Router, settings: &Settings, home: &Path) -> anyhow::Result<AdminSocket> {
+pub async fn listen(
+    app: Router,
+    console: Option<Router>,
+    settings: &Settings,
+    home: &Path,
+) -> anyhow::Result<AdminSocket> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let path = socket_path(settings, home);
     take_stale_socket(&path)?;
@@ -305,12 +373,8 @@ pub async fn listen(app: Router, settings: &Settings, home: &Path) -> anyhow::Re
         app.clone(),
         limits,
     );
-    if let (Some(addr), Some(token)) = (settings.admin.listen, &settings.admin.token) {
-        let token = token
-            .load_string()
-            .context("admin.token cannot be read")?
-            .expose_secret()
-            .to_owned();
+    if let Some(addr) = settings.admin.listen {
+        let users = admin_users(settings)?;
         let tls = admin_tls(settings)?;
         if tls.is_none() && !crate::server::is_loopback(&addr) {
             tracing::warn!(%addr, "The admin TCP listener serves plain HTTP beyond this machine (admin.insecure_listen): its token crosses the network in clear text.");
@@ -319,14 +383,18 @@ pub async fn listen(app: Router, settings: &Settings, home: &Path) -> anyhow::Re
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
         let secure = tls.is_some();
-        let app = app.layer(middleware::from_fn_with_state(Arc::new(token), bearer));
+        let api = app.layer(middleware::from_fn_with_state(Arc::new(users), bearer));
+        let app = match console {
+            Some(console) => console.merge(api),
+            None => api,
+        };
         crate::server::spawn(
             "admin-tcp",
             crate::server::Bound::Tcp(tcp, tls),
             app,
             limits,
         );
-        tracing::info!(%addr, tls = secure, "Admin API listening on TCP (bearer token required).");
+        tracing::info!(%addr, tls = secure, "Admin API and console listening on TCP (admin token required).");
     }
     Ok(AdminSocket { path, inode })
 }

@@ -81,6 +81,7 @@ pub async fn serve(settings: Settings) -> Result<(), Failure> {
     let home = store.home().to_owned();
     let socket = crate::admin::listen(
         crate::admin::replica_router(store.clone(), metrics),
+        None,
         &settings,
         &home,
     )

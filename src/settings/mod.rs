@@ -160,6 +160,28 @@ pub struct AdminSettings {
     /// in clear text: only behind a TLS-terminating proxy on a trusted network).
     #[serde(default)]
     pub insecure_listen: bool,
+    /// Named admins, each with a token of their own, so the journal and the job table say who
+    /// approved, undid or resynced (`token` above signs in as `admin`).
+    #[serde(default)]
+    pub user: Vec<AdminUser>,
+    /// A console session ends after this many minutes without a request (and after twelve
+    /// hours in any case).
+    #[serde(default = "default_session_minutes")]
+    pub session_minutes: u32,
+}
+
+fn default_session_minutes() -> u32 {
+    60
+}
+
+/// One named admin of the console and the TCP admin API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminUser {
+    /// Shown in the journal: letters, digits, `.`, `_`, `-` (no e-mail addresses: a log line
+    /// names them).
+    pub name: String,
+    pub token: SecretRef,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -406,12 +428,15 @@ impl AdminSettings {
     /// The TCP listener needs a token, and TLS unless only this machine can reach it (or
     /// the operator says a proxy in front of it does TLS).
     fn check(&self) -> Result<(), String> {
+        self.check_users()?;
         let Some(addr) = self.listen else {
             return Ok(());
         };
-        if self.token.is_none() {
+        if self.token.is_none() && self.user.is_empty() {
             return Err(
-                "admin.listen needs admin.token: the TCP listener requires a bearer token".into(),
+                "admin.listen needs admin.token or [[admin.user]]: the TCP listener \
+                 requires a token"
+                    .into(),
             );
         }
         let tls = match (&self.certificate, &self.private_key) {
@@ -432,6 +457,51 @@ impl AdminSettings {
             ));
         }
         Ok(())
+    }
+
+    fn check_users(&self) -> Result<(), String> {
+        if !(5..=1440).contains(&self.session_minutes) {
+            return Err(format!(
+                "admin.session_minutes = {} is out of range: use 5 to 1440",
+                self.session_minutes
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for u in &self.user {
+            let fine = !u.name.is_empty()
+                && u.name.len() <= 64
+                && u.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !fine {
+                return Err(format!(
+                    "admin.user name '{}' is not allowed: use 1 to 64 letters, digits, '.', '_' \
+                     or '-'",
+                    u.name
+                ));
+            }
+            if u.name == "admin" && self.token.is_some() {
+                return Err(
+                    "admin.user 'admin' clashes with admin.token, which signs in as \
+                     'admin': rename the user or drop admin.token"
+                        .into(),
+                );
+            }
+            if !seen.insert(u.name.as_str()) {
+                return Err(format!("admin.user '{}' is listed twice", u.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every admin who may sign in: `admin` for `token`, then the named users.
+    pub fn users(&self) -> Vec<(&str, &SecretRef)> {
+        let mut out: Vec<(&str, &SecretRef)> = Vec::new();
+        if let Some(t) = &self.token {
+            out.push(("admin", t));
+        }
+        out.extend(self.user.iter().map(|u| (u.name.as_str(), &u.token)));
+        out
     }
 }
 
@@ -657,6 +727,9 @@ impl Settings {
         let mut refs = Vec::new();
         if let Some(t) = &self.admin.token {
             refs.push(("admin.token".to_owned(), t));
+        }
+        for (i, u) in self.admin.user.iter().enumerate() {
+            refs.push((format!("admin.user[{i}].token"), &u.token));
         }
         if let Some(c) = &self.admin.certificate {
             refs.push(("admin.certificate".to_owned(), c));

@@ -190,3 +190,8 @@ pub async fn forget_markers<C: ConnectionTrait>(db: &C, school: &str) -> Result<
         .await?;
     Ok(())
 }
+
+/// Every school's state per source (the console's connections page).
+pub async fn all<C: ConnectionTrait>(db: &C) -> Result<Vec<source_state::Model>, DbErr> {
+    source_state::Entity::find().all(db).await
+}

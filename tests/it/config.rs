@@ -227,6 +227,38 @@ async fn the_admin_tcp_listener_stays_on_loopback_without_tls() {
     assert!(line.contains("go together"), "{line}");
 }
 
+#[tokio::test]
+async fn named_admins_are_checked_when_the_configuration_is_read() {
+    let env = Env::new().await;
+    let token = env.write("anna-token", "anna-t0ken-t0ken\n");
+    let users = |extra: &str, names: &[&str]| {
+        let mut text = format!("[admin]\nlisten = \"127.0.0.1:8710\"\n{extra}");
+        for n in names {
+            text.push_str(&format!(
+                "[[admin.user]]\nname = \"{n}\"\ntoken = {{ file = \"{}\" }}\n",
+                token.display()
+            ));
+        }
+        env.write_config(&text);
+    };
+    // Users alone are enough for the TCP listener; check-config shows their token's reference.
+    users("", &["anna", "piet.de-vries"]);
+    let out = env.run(&["check-config"]).ok().stdout.clone();
+    assert!(!out.contains("anna-t0ken"), "{out}");
+    users("", &[]);
+    let line = env.run(&["check-config"]).fails_with(2);
+    assert!(line.contains("admin.token or [[admin.user]]"), "{line}");
+    users("", &["anna", "anna"]);
+    let line = env.run(&["check-config"]).fails_with(2);
+    assert!(line.contains("listed twice"), "{line}");
+    users("", &["anna@school.example"]);
+    let line = env.run(&["check-config"]).fails_with(2);
+    assert!(line.contains("is not allowed"), "{line}");
+    users("session_minutes = 2\n", &["anna"]);
+    let line = env.run(&["check-config"]).fails_with(2);
+    assert!(line.contains("session_minutes"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_commands_create_no_master_key() {
     let env = Env::on(true).await;

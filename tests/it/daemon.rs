@@ -2,8 +2,7 @@
 //! catch-up, resync --wait, the admin socket, SIGTERM, and (on PostgreSQL) two instances
 //! sharing the work and taking over from each other.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use connector_sim::{SchoolKind, World};
@@ -11,110 +10,7 @@ use rostersync::store::{Store, runs};
 use sea_orm::{ConnectionTrait, Statement};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{SimEnv, count};
-
-/// A daemon process; killed when dropped.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(sim: &SimEnv, name: &str, vars: &[(&str, &str)]) -> Daemon {
-        let log = sim.env.path(&format!("{name}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rostersync"));
-        cmd.arg("run")
-            .env("ROSTERSYNC_CONFIG", &sim.env.config)
-            .env("RUST_LOG", "info")
-            // Today's slot is past and the schools are not spread: whatever the time of day
-            // the tests run, a cycle that is due runs now.
-            .env("ROSTERSYNC__SCHEDULE__DAILY", "00:00")
-            .env("ROSTERSYNC__SCHEDULE__WINDOW_MINUTES", "0")
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("RUNTIME_DIRECTORY")
-            .current_dir(sim.env.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"));
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        Daemon {
-            child: cmd.spawn().expect("daemon starts"),
-            log,
-        }
-    }
-
-    /// Wait until it says it is running (registered, ticker and socket up).
-    async fn running(&self) {
-        let started = Instant::now();
-        while !self.log().contains("rostersync is running.") {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the daemon did not start:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Wait until its log says `what`.
-    async fn said(&self, what: &str) {
-        let started = Instant::now();
-        while !self.log().contains(what) {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the daemon never said {what:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    /// SIGTERM, and the exit code once it has stopped.
-    async fn stop(mut self) -> i32 {
-        self.signal("-TERM");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                let code = status.code().unwrap_or(-1);
-                if code != 0 {
-                    eprintln!(
-                        "daemon {} exited with {code}:\n{}",
-                        self.log.display(),
-                        self.log()
-                    );
-                }
-                return code;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(90),
-                "the daemon did not stop:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::{Daemon, SimEnv, count};
 
 fn world(schools: usize, pupils: usize) -> World {
     let mut w = World::new(21, rostersync::sync::run::today());

@@ -5,6 +5,7 @@
 mod api;
 mod broker;
 mod config;
+mod console;
 mod contention;
 mod daemon;
 mod faults;

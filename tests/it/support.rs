@@ -3,8 +3,9 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use rostersync::settings::Settings;
 use sea_orm::{ConnectionTrait, Database};
@@ -500,4 +501,107 @@ pub async fn set_time(
         ))
         .await
         .expect("set a time");
+}
+
+/// A daemon process; killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(sim: &SimEnv, name: &str, vars: &[(&str, &str)]) -> Daemon {
+        let log = sim.env.path(&format!("{name}.log"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rostersync"));
+        cmd.arg("run")
+            .env("ROSTERSYNC_CONFIG", &sim.env.config)
+            .env("RUST_LOG", "info")
+            // Today's slot is past and the schools are not spread: whatever the time of day
+            // the tests run, a cycle that is due runs now.
+            .env("ROSTERSYNC__SCHEDULE__DAILY", "00:00")
+            .env("ROSTERSYNC__SCHEDULE__WINDOW_MINUTES", "0")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("RUNTIME_DIRECTORY")
+            .current_dir(sim.env.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        Daemon {
+            child: cmd.spawn().expect("daemon starts"),
+            log,
+        }
+    }
+
+    /// Wait until it says it is running (registered, ticker and socket up).
+    pub async fn running(&self) {
+        let started = Instant::now();
+        while !self.log().contains("rostersync is running.") {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the daemon did not start:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until its log says `what`.
+    pub async fn said(&self, what: &str) {
+        let started = Instant::now();
+        while !self.log().contains(what) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the daemon never said {what:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// SIGTERM, and the exit code once it has stopped.
+    pub async fn stop(mut self) -> i32 {
+        self.signal("-TERM");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                let code = status.code().unwrap_or(-1);
+                if code != 0 {
+                    eprintln!(
+                        "daemon {} exited with {code}:\n{}",
+                        self.log.display(),
+                        self.log()
+                    );
+                }
+                return code;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "the daemon did not stop:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -217,9 +217,13 @@ impl ZermeloConnector {
 
 /// The token's expiry as the last good run saw it.
 fn known_expiry(request: &FetchRequest) -> Option<chrono::DateTime<Utc>> {
-    request
-        .last_marker
-        .as_deref()
+    token_expiry(request.last_marker.as_deref())
+}
+
+/// The portal token's expiry from the marker a good run left (the portal has no change
+/// marker, so the expiry is kept in its place).
+pub fn token_expiry(marker: Option<&str>) -> Option<chrono::DateTime<Utc>> {
+    marker
         .and_then(|m| chrono::DateTime::parse_from_rfc3339(m).ok())
         .map(|d| d.with_timezone(&Utc))
 }
