@@ -13,6 +13,78 @@ use connector_zermelo::ZermeloConnector;
 
 use crate::settings::{BrokerSettings, LasSettings, SecretError};
 
+/// How the broker connection is named in problems, `status` and the console.
+pub const THE_BROKER: &str = "the broker connection";
+
+/// How a LAS connection is named in problems, `status` and the console.
+pub fn las_connection(name: &str) -> String {
+    format!("the LAS connection '{name}'")
+}
+
+/// Within this many days of its end a client certificate is a problem to say.
+pub const CERTIFICATE_WARNING_DAYS: i64 = 30;
+
+/// A connection's client certificate and until when it is valid (or why that is unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub connection: String,
+    pub valid_until: Result<chrono::DateTime<chrono::Utc>, String>,
+}
+
+impl ClientCertificate {
+    /// What an operator should know about it at `now`, if anything.
+    pub fn problem(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+        let until = match &self.valid_until {
+            Ok(t) => *t,
+            Err(why) => return Some(format!("{}'s client certificate: {why}", self.connection)),
+        };
+        let days = (until - now).num_days();
+        if until <= now {
+            Some(format!(
+                "{}'s client certificate expired on {}: install the renewed one (every request \
+                 is refused until then)",
+                self.connection,
+                until.format("%Y-%m-%d")
+            ))
+        } else if days < CERTIFICATE_WARNING_DAYS {
+            Some(format!(
+                "{}'s client certificate expires on {} (in {days} days): renew it before then",
+                self.connection,
+                until.format("%Y-%m-%d")
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+/// Every client certificate the configuration names (LAS connections with mutual TLS, the
+/// broker), read to learn their end dates.
+pub fn client_certificates(settings: &crate::settings::Settings) -> Vec<ClientCertificate> {
+    let mut refs = Vec::new();
+    for las in &settings.las {
+        let LasSettings::Uwlr(c) = las;
+        if let Some(r) = &c.client_certificate {
+            refs.push((las_connection(&c.name), r));
+        }
+    }
+    if let Some(b) = &settings.broker {
+        refs.push((THE_BROKER.to_owned(), &b.basispoort().client_certificate));
+    }
+    refs.into_iter()
+        .map(|(connection, r)| ClientCertificate {
+            connection,
+            valid_until: match r.load_bytes() {
+                Ok(pem) => {
+                    connector_api::tls::pem_expiry(secrecy::ExposeSecret::expose_secret(&pem))
+                        .ok_or_else(|| "it holds no readable PEM certificate".to_owned())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        })
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("{connection}: {source}")]
@@ -166,5 +238,53 @@ mod tests {
                 .all(|r| matches!(r, Ok(FetchOutcome::Unchanged)))
         );
         assert_eq!(limited.inner.most.load(Ordering::SeqCst), 2);
+    }
+}
+
+#[cfg(test)]
+mod certificate_tests {
+    use super::*;
+    use chrono::{Duration, TimeZone, Utc};
+
+    #[test]
+    fn a_certificate_is_said_when_it_nears_its_end_or_is_past_it() {
+        let now = Utc
+            .with_ymd_and_hms(2026, 12, 1, 12, 0, 0)
+            .single()
+            .expect("time");
+        let cert = |until| ClientCertificate {
+            connection: THE_BROKER.into(),
+            valid_until: Ok(until),
+        };
+        assert_eq!(cert(now + Duration::days(90)).problem(now), None);
+        let soon = cert(now + Duration::days(12)).problem(now).expect("soon");
+        assert!(
+            soon.contains("expires on 2026-12-13 (in 12 days)"),
+            "{soon}"
+        );
+        let past = cert(now - Duration::days(1)).problem(now).expect("past");
+        assert!(past.contains("expired on 2026-11-30"), "{past}");
+        let unread = ClientCertificate {
+            connection: las_connection("esis"),
+            valid_until: Err("it holds no readable PEM certificate".into()),
+        };
+        assert!(
+            unread
+                .problem(now)
+                .expect("unread")
+                .starts_with("the LAS connection 'esis'")
+        );
+    }
+
+    #[test]
+    fn the_end_date_is_read_from_the_identitys_own_certificate() {
+        let pki = connector_sim::pki::Pki::generate().expect("pki");
+        let pem = pki
+            .client_identity(connector_sim::ClientCert::Valid)
+            .expect("identity");
+        let until = connector_api::tls::pem_expiry(pem.as_bytes()).expect("an end date");
+        let days = (until - Utc::now()).num_days();
+        assert!((363..=365).contains(&days), "{until}");
+        assert_eq!(connector_api::tls::pem_expiry(b"not a certificate"), None);
     }
 }

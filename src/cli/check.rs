@@ -49,6 +49,18 @@ pub async fn run(settings: &Settings, online: bool) -> Result<(), Failure> {
             "no broker"
         }
     );
+    let now = chrono::Utc::now();
+    for cert in crate::sources::client_certificates(settings) {
+        match (cert.problem(now), &cert.valid_until) {
+            (Some(problem), _) => eprintln!("WARNING: {problem}."),
+            (None, Ok(until)) => eprintln!(
+                "{}'s client certificate is valid until {}.",
+                cert.connection,
+                until.format("%Y-%m-%d")
+            ),
+            (None, Err(_)) => {}
+        }
+    }
     if online {
         check_online(settings).await
     } else {

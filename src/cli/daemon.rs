@@ -253,6 +253,12 @@ pub async fn status(settings: &Settings, args: StatusArgs) -> Result<(), Failure
             p.problem
         );
     }
+    for problem in crate::sources::client_certificates(settings)
+        .iter()
+        .filter_map(|c| c.problem(Utc::now()))
+    {
+        println!("PROBLEM: {problem}");
+    }
     print!("{}", t.render());
     for s in &list {
         for said in s.attention() {

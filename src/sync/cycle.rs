@@ -99,12 +99,7 @@ pub struct Connectors {
 const CHECK_EVERY: Duration = Duration::from_secs(600);
 
 /// How the broker connection is named in problems and `status`.
-pub const THE_BROKER: &str = "the broker connection";
-
-/// How a LAS connection is named in problems and `status`.
-pub fn las_connection(name: &str) -> String {
-    format!("the LAS connection '{name}'")
-}
+pub use crate::sources::{THE_BROKER, las_connection};
 
 impl Connectors {
     /// What is wrong with the broker connection itself (our client certificate refused,

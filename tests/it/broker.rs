@@ -652,6 +652,13 @@ async fn a_refused_certificate_is_said_once_and_its_schools_wait() {
         .client_identity(ClientCert::Expired)
         .expect("identity");
     sim.env.write("broker.pem", &expired);
+    // check-config reads the certificate's end date: expired yesterday.
+    let check = sim.env.run(&["check-config"]);
+    let said = check.ok().stderr.clone();
+    assert!(
+        said.contains("WARNING: the broker connection's client certificate expired on"),
+        "{said}"
+    );
     let out = sim.env.run(&["sync"]);
     let line = out.fails_with(1);
     assert!(
@@ -687,12 +694,28 @@ async fn a_refused_certificate_is_said_once_and_its_schools_wait() {
         "{}",
         status.stdout
     );
+    assert!(
+        status
+            .stdout
+            .contains("PROBLEM: the broker connection's client certificate expired on"),
+        "{}",
+        status.stdout
+    );
     let valid = sim
         .server
         .pki
         .client_identity(ClientCert::Valid)
         .expect("identity");
     sim.env.write("broker.pem", &valid);
+    let check = sim.env.run(&["check-config"]);
+    let until = (chrono::Utc::now() + chrono::Duration::days(365)).format("%Y-%m-%d");
+    assert!(
+        check.ok().stderr.contains(&format!(
+            "the broker connection's client certificate is valid until {until}"
+        )),
+        "{}",
+        check.stderr
+    );
     sim.env.run(&["sync"]).ok();
     let status = sim.env.run(&["status"]);
     assert!(!status.stdout.contains("PROBLEM"), "{}", status.stdout);

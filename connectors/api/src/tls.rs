@@ -353,6 +353,56 @@ pub(crate) fn issuer_name(der: &[u8]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// When a DER certificate stops being valid (its `notAfter`).
+pub fn not_after(der: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, cert, _) = der_element(der)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = der_element(cert)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    let (tag, _, after) = der_element(rest)?;
+    if tag == 0xa0 {
+        rest = after;
+    }
+    // Serial number, signature algorithm, issuer, then the validity.
+    for _ in 0..3 {
+        rest = der_element(rest)?.2;
+    }
+    let (SEQUENCE, validity, _) = der_element(rest)? else {
+        return None;
+    };
+    let (_, _, rest) = der_element(validity)?; // notBefore
+    let (tag, text, _) = der_element(rest)?;
+    let text = std::str::from_utf8(text).ok()?;
+    // UTCTime has two digits of year (50..99 are 19xx), GeneralizedTime four.
+    let full = match tag {
+        0x17 if text.len() == 13 => {
+            let century = if text[..2].parse::<u32>().ok()? >= 50 {
+                "19"
+            } else {
+                "20"
+            };
+            format!("{century}{text}")
+        }
+        0x18 if text.len() == 15 => text.to_owned(),
+        _ => return None,
+    };
+    chrono::NaiveDateTime::parse_from_str(&full, "%Y%m%d%H%M%SZ")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// When the first certificate of a PEM file (a client identity's own, which comes first)
+/// expires; `None` when it holds no readable certificate.
+pub fn pem_expiry(pem: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
+    use rustls::pki_types::pem::PemObject;
+    let first = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    not_after(first.as_ref())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

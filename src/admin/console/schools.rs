@@ -12,6 +12,7 @@ use super::page::{self, Frame, or_dash, tag};
 use super::{Shared, Signed, render, store_trouble};
 use crate::model::schedule::Daily;
 use crate::settings::Settings;
+use crate::sources::{ClientCertificate, THE_BROKER, las_connection};
 use crate::store::schools::SchoolLink;
 use crate::store::source_state::SourceState;
 use crate::store::status::{self, Concern, ConnectionProblem, SchoolStatus};
@@ -53,6 +54,8 @@ pub struct SchoolsView<'a> {
     pub schools: Vec<&'a SchoolStatus>,
     pub total: usize,
     pub problems: &'a [ConnectionProblem],
+    /// Client certificates that end soon or ended (as `status` says them).
+    pub certificates: Vec<String>,
     pub filter: &'a Filter,
     /// The next daily cycle and the schedule, for each school's next sync.
     pub next_cycle: DateTime<Utc>,
@@ -129,6 +132,9 @@ pub fn schools_page(frame: &Frame, v: &SchoolsView<'_>) -> Markup {
                 &p.problem,
             ))
         }
+        @for p in &v.certificates {
+            (page::problem(p, "See the connections page for every certificate's end date."))
+        }
         (filter_form(v.filter))
         p.muted { (v.schools.len()) " of " (v.total) " schools; problems first." }
         table #schools {
@@ -166,6 +172,10 @@ pub async fn list(
         schools: select(&all, &filter),
         total: all.len(),
         problems: &problems,
+        certificates: crate::sources::client_certificates(&settings)
+            .iter()
+            .filter_map(|k| k.problem(Utc::now()))
+            .collect(),
         filter: &filter,
         next_cycle: daily.next(Utc::now()),
         daily,
@@ -187,6 +197,8 @@ pub struct Connection {
     pub problem: Option<ConnectionProblem>,
     /// A token's expiry (portals say it).
     pub expires: Option<DateTime<Utc>>,
+    /// Its client certificate (mutual TLS), when it has one.
+    pub certificate: Option<ClientCertificate>,
 }
 
 /// Every connection of the configuration with what the store knows of it. Pure.
@@ -195,6 +207,7 @@ pub fn connections(
     links: &[SchoolLink],
     states: &[SourceState],
     problems: &[ConnectionProblem],
+    certificates: &[ClientCertificate],
 ) -> Vec<Connection> {
     let mut by_source: BTreeMap<(&str, &str), &SourceState> = BTreeMap::new();
     for s in states {
@@ -213,6 +226,10 @@ pub fn connections(
         c.problem = problems
             .iter()
             .find(|p| p.connection == connection)
+            .cloned();
+        c.certificate = certificates
+            .iter()
+            .find(|k| k.connection == connection)
             .cloned();
         c
     };
@@ -234,8 +251,9 @@ pub fn connections(
             parked: Vec::new(),
             problem: None,
             expires: None,
+            certificate: None,
         };
-        out.push(fill(c, "las", &crate::sync::cycle::las_connection(&name)));
+        out.push(fill(c, "las", &las_connection(&name)));
     }
     if let Some(b) = &settings.broker {
         let c = Connection {
@@ -251,8 +269,9 @@ pub fn connections(
             parked: Vec::new(),
             problem: None,
             expires: None,
+            certificate: None,
         };
-        out.push(fill(c, "broker", crate::sync::cycle::THE_BROKER));
+        out.push(fill(c, "broker", THE_BROKER));
     }
     for s in links {
         let Some(portal) = &s.zermelo_portal else {
@@ -269,6 +288,7 @@ pub fn connections(
             parked: Vec::new(),
             problem: None,
             expires: state.and_then(|s| connector_zermelo::token_expiry(s.marker.as_deref())),
+            certificate: None,
         };
         out.push(fill(c, "portal", &format!("the portal of {id}")));
     }
@@ -276,8 +296,10 @@ pub fn connections(
 }
 
 fn connection_row(frame: &Frame, c: &Connection, now: DateTime<Utc>) -> Markup {
+    let cert_problem = c.certificate.as_ref().and_then(|k| k.problem(now));
+    let fine = c.problem.is_none() && c.parked.is_empty() && cert_problem.is_none();
     html! {
-        tr.attention[c.problem.is_some() || !c.parked.is_empty()] {
+        tr.attention[!fine] data-connection=(c.name) {
             td { (c.kind) }
             td { (c.name) }
             td { code { (c.endpoint) } }
@@ -296,7 +318,12 @@ fn connection_row(frame: &Frame, c: &Connection, now: DateTime<Utc>) -> Markup {
                         " (in " ((at - now).num_days()) " days)"
                     }
                 }
-                @if c.problem.is_none() && c.parked.is_empty() && c.expires.is_none() {
+                @match (&cert_problem, c.certificate.as_ref().map(|k| &k.valid_until)) {
+                    (Some(p), _) => p.said.problem { (p) },
+                    (None, Some(Ok(until))) => p.said { "Client certificate valid until " (until.format("%Y-%m-%d")) },
+                    _ => {}
+                }
+                @if fine && c.expires.is_none() && c.certificate.is_none() {
                     (or_dash(None::<&str>))
                 }
             }
@@ -316,7 +343,8 @@ pub async fn connections_page(State(c): State<Shared>, signed: Signed) -> Respon
         Err(e) => return store_trouble(&frame, e),
     };
     let problems = status::problems(db).await.unwrap_or_default();
-    let list = connections(&settings, &links, &states, &problems);
+    let certificates = crate::sources::client_certificates(&settings);
+    let list = connections(&settings, &links, &states, &problems, &certificates);
     let now = Utc::now();
     let body = html! {
         h1 { "Connections" }
@@ -400,6 +428,7 @@ mod tests {
             schools: select(&all, &Filter::default()),
             total: 1,
             problems: &[],
+            certificates: Vec::new(),
             filter: &Filter::default(),
             next_cycle: Utc::now(),
             daily,
