@@ -211,6 +211,7 @@ async fn one_cycle(store: &Store, settings: &Settings) -> Result<CycleReport, Fa
                 trigger: "bench".into(),
                 dry_run: false,
                 allow_removals: true,
+                today: crate::sync::run::today(),
             },
         },
         |_, _, _| {},
@@ -436,6 +437,7 @@ async fn many_schools(
                 trigger: "bench".into(),
                 dry_run: false,
                 allow_removals: false,
+                today: crate::sync::run::today(),
             },
         },
         |done, total, r| {
@@ -537,6 +539,7 @@ fn bench_cycle() -> CycleOptions {
             trigger: "bench".into(),
             dry_run: false,
             allow_removals: false,
+            today: crate::sync::run::today(),
         },
     }
 }

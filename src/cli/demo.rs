@@ -169,6 +169,7 @@ async fn sync(
                 trigger: "demo".into(),
                 dry_run: false,
                 allow_removals: false,
+                today: crate::sync::run::today(),
             },
         },
         |done, total, r| progress.school(done, total, r),

@@ -91,6 +91,7 @@ pub async fn run(settings: &Settings, args: SyncArgs) -> Result<(), Failure> {
                 trigger: "cli".into(),
                 dry_run: args.dry_run,
                 allow_removals: args.allow_removals,
+                today: crate::sync::run::today(),
             },
         },
         |done, total, r| progress.school(done, total, r),

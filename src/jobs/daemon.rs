@@ -340,6 +340,7 @@ impl Daemon {
                 trigger: job.trigger.clone(),
                 dry_run: false,
                 allow_removals: false,
+                today: crate::sync::run::today(),
             },
         )
         .await;

@@ -6,6 +6,7 @@ pub mod held;
 pub mod journal;
 pub mod plan;
 pub mod revert;
+pub mod rollover;
 pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};

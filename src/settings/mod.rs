@@ -44,6 +44,77 @@ pub struct Settings {
     pub broker: Option<BrokerSettings>,
     #[serde(default)]
     pub school: Vec<SchoolSettings>,
+    /// The summer: when next year is asked for and when it goes live.
+    #[serde(default)]
+    pub rollover: RolloverSettings,
+}
+
+/// `[rollover]`: days of the year, local time.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloverSettings {
+    /// From this day on, each daily cycle also asks every LAS for next school year.
+    #[serde(default = "default_prepare_from")]
+    pub prepare_from: Day,
+    /// On this day next school year becomes the live one.
+    #[serde(default = "default_switch_on")]
+    pub switch_on: Day,
+}
+
+fn default_prepare_from() -> Day {
+    Day(crate::model::rollover::Calendar::default().prepare_from)
+}
+
+fn default_switch_on() -> Day {
+    Day(crate::model::rollover::Calendar::default().switch_on)
+}
+
+impl Default for RolloverSettings {
+    fn default() -> Self {
+        RolloverSettings {
+            prepare_from: default_prepare_from(),
+            switch_on: default_switch_on(),
+        }
+    }
+}
+
+impl RolloverSettings {
+    pub fn calendar(&self) -> crate::model::rollover::Calendar {
+        crate::model::rollover::Calendar {
+            prepare_from: self.prepare_from.0,
+            switch_on: self.switch_on.0,
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.prepare_from.0 >= self.switch_on.0 {
+            return Err(format!(
+                "rollover.prepare_from ({}) must come before rollover.switch_on ({}) in the \
+                 year",
+                self.prepare_from.0, self.switch_on.0
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A day of the year written `MM-DD`, checked when the file is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Day(pub crate::model::rollover::MonthDay);
+
+impl<'de> Deserialize<'de> for Day {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse()
+            .map(Day)
+            .map_err(|e: String| serde::de::Error::custom(format!("rollover: {e}")))
+    }
+}
+
+impl Serialize for Day {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -620,6 +691,7 @@ impl Settings {
             return Err("schedule.retry_minutes must be at least 1".into());
         }
         self.admin.check()?;
+        self.rollover.check()?;
         self.api.check()?;
         check_store_tls(&self.store)?;
         let sync = &self.sync;

@@ -32,6 +32,19 @@ pub async fn start<C: ConnectionTrait>(
     Ok(sync_run::Entity::insert(row).exec(db).await?.last_insert_id)
 }
 
+/// Record what a run turned out to be (a school-year switch is recorded as `rollover`).
+pub async fn set_trigger<C: ConnectionTrait>(db: &C, run: i64, trigger: &str) -> Result<(), DbErr> {
+    sync_run::Entity::update_many()
+        .col_expr(
+            sync_run::Column::Trigger,
+            sea_orm::sea_query::Expr::value(trigger),
+        )
+        .filter(sync_run::Column::Id.eq(run))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// How a run ended.
 pub struct Finish<'a> {
     pub outcome: &'a str,

@@ -2,6 +2,8 @@
 //! right. Removals of a kind above the threshold are held for approval; everything else (and
 //! every create and update) goes through.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
 use crate::model::PersonKind;
@@ -112,6 +114,17 @@ impl Stored {
 /// Every decision of one run, per kind, for the run record.
 pub type Decisions = Vec<(Kind, Decision)>;
 
+/// Removals a run expects: they go through whatever their number and do not count towards
+/// a brake. At a school-year switch: the leavers of the last year group, the groups that
+/// end, the memberships the new year regroups (see `sync::rollover`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expected {
+    pub persons: BTreeSet<i64>,
+    pub groups: BTreeSet<i64>,
+    /// Persons whose removed memberships are expected.
+    pub memberships_of: BTreeSet<i64>,
+}
+
 /// Take the removals of every kind whose brake trips out of `plan`; the rest of the plan
 /// (creates, updates, removals of other kinds) is left to apply.
 pub fn hold(
@@ -119,22 +132,29 @@ pub fn hold(
     stored: Stored,
     rules: &BrakeRules,
     allow: bool,
+    expected: &Expected,
 ) -> (Vec<HeldRemoval>, Decisions) {
     let person_removals = |kind: PersonKind| {
         plan.person_removals
             .iter()
-            .filter(|(_, k)| *k == kind)
+            .filter(|(id, k)| *k == kind && !expected.persons.contains(id))
             .count()
     };
     let links_removed: usize = plan
         .person_updates
         .iter()
+        .filter(|u| !expected.memberships_of.contains(&u.id))
         .map(|u| u.links_removed.len())
         .sum();
+    let group_removals = plan
+        .group_removals
+        .iter()
+        .filter(|id| !expected.groups.contains(id))
+        .count();
     let removals = [
         (Kind::Pupils, person_removals(PersonKind::Pupil)),
         (Kind::Staff, person_removals(PersonKind::Staff)),
-        (Kind::Groups, plan.group_removals.len()),
+        (Kind::Groups, group_removals),
         (Kind::Memberships, links_removed),
     ];
     let decisions: Decisions = removals
@@ -148,7 +168,7 @@ pub fn hold(
         PersonKind::Staff => held(Kind::Staff),
     };
     plan.person_removals.retain(|(id, k)| {
-        if person_kind_held(*k) {
+        if person_kind_held(*k) && !expected.persons.contains(id) {
             out.push(HeldRemoval {
                 kind: if *k == PersonKind::Pupil {
                     Kind::Pupils
@@ -164,7 +184,12 @@ pub fn hold(
         }
     });
     if held(Kind::Groups) {
-        out.extend(plan.group_removals.drain(..).map(|id| HeldRemoval {
+        let (kept, taken): (Vec<i64>, Vec<i64>) = plan
+            .group_removals
+            .drain(..)
+            .partition(|id| expected.groups.contains(id));
+        plan.group_removals = kept;
+        out.extend(taken.into_iter().map(|id| HeldRemoval {
             kind: Kind::Groups,
             entity_id: id,
             link: None,
@@ -172,6 +197,9 @@ pub fn hold(
     }
     if held(Kind::Memberships) {
         for u in &mut plan.person_updates {
+            if expected.memberships_of.contains(&u.id) {
+                continue;
+            }
             out.extend(u.links_removed.drain(..).map(|l| HeldRemoval {
                 kind: Kind::Memberships,
                 entity_id: u.id,
@@ -221,6 +249,53 @@ mod tests {
         };
         assert!(reason.contains("40 of 100 memberships"), "{reason}");
         assert!(reason.contains("rostersync approve --run N"), "{reason}");
+    }
+
+    #[test]
+    fn expected_removals_pass_and_do_not_count_towards_a_brake() {
+        let stored = Stored {
+            pupils: 100,
+            staff: 10,
+            groups: 8,
+            memberships: 110,
+        };
+        let plan = || Plan {
+            person_removals: (1..=12).map(|id| (id, PersonKind::Pupil)).collect(),
+            group_removals: vec![501],
+            ..Plan::default()
+        };
+        // Twelve pupils of a hundred: held without expectations.
+        let mut p = plan();
+        let (held, _) = hold(
+            &mut p,
+            stored,
+            &BrakeRules::default(),
+            false,
+            &Expected::default(),
+        );
+        assert_eq!(held.len(), 12);
+        // Ten of them expected (last year's leavers): the other two are under the brake.
+        let expected = Expected {
+            persons: (1..=10).collect(),
+            ..Expected::default()
+        };
+        let mut p = plan();
+        let (held, _) = hold(&mut p, stored, &BrakeRules::default(), false, &expected);
+        assert!(held.is_empty());
+        assert_eq!(p.person_removals.len(), 12);
+        // Thirty vanish where ten were expected: the twenty beyond are held, the ten go.
+        let mut p = Plan {
+            person_removals: (1..=30).map(|id| (id, PersonKind::Pupil)).collect(),
+            ..Plan::default()
+        };
+        let (held, _) = hold(&mut p, stored, &BrakeRules::default(), false, &expected);
+        assert_eq!(held.len(), 20);
+        assert_eq!(p.person_removals.len(), 10);
+        assert!(
+            p.person_removals
+                .iter()
+                .all(|(id, _)| expected.persons.contains(id))
+        );
     }
 
     #[test]

@@ -9,6 +9,30 @@ use serde::Serialize;
 pub struct Baseline {
     pub pupils: Option<u32>,
     pub staff: Option<u32>,
+    /// The school year of the source's last good answer: an answer never goes back before it.
+    pub school_year: Option<SchoolYear>,
+}
+
+/// Which school years an answer may be for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Years {
+    /// The live year (the one asked for).
+    pub live: SchoolYear,
+    /// In the weeks before the switch, next year too: a LAS that rolled over early.
+    pub early: Option<SchoolYear>,
+}
+
+impl Years {
+    pub fn live(year: SchoolYear) -> Years {
+        Years {
+            live: year,
+            early: None,
+        }
+    }
+
+    fn accepts(&self, year: SchoolYear) -> bool {
+        year == self.live || Some(year) == self.early
+    }
 }
 
 /// Thresholds of the health check.
@@ -108,7 +132,7 @@ pub enum Verdict {
 pub fn judge(
     fetched: &Result<FetchOutcome, ConnectorError>,
     baseline: Baseline,
-    expected_year: SchoolYear,
+    years: Years,
     rules: &HealthRules,
 ) -> Verdict {
     let snapshot = match fetched {
@@ -128,25 +152,22 @@ pub fn judge(
         }
         Ok(FetchOutcome::Snapshot(s)) => s,
     };
-    judge_snapshot(snapshot, baseline, expected_year, rules)
+    judge_snapshot(snapshot, baseline, years, rules)
 }
 
-fn judge_snapshot(
-    s: &Snapshot,
-    baseline: Baseline,
-    expected_year: SchoolYear,
-    rules: &HealthRules,
-) -> Verdict {
-    // A source that does not say its year is not held against it; one that names another is.
+fn judge_snapshot(s: &Snapshot, baseline: Baseline, years: Years, rules: &HealthRules) -> Verdict {
+    // A source that does not say its year is not held against it; one that names another is,
+    // and so is one that goes back to a year before the one the school already moved to.
     if let Some(got) = &s.school_year {
-        match got.parse::<SchoolYear>() {
-            Ok(year) if year == expected_year => {}
-            _ => {
-                return Verdict::Untrustworthy(Distrust::WrongYear {
-                    expected: expected_year.to_string(),
-                    got: got.clone(),
-                });
-            }
+        let year = got.parse::<SchoolYear>().ok();
+        let known = baseline.school_year;
+        let backwards = year.zip(known).is_some_and(|(y, k)| y < k);
+        if backwards || !year.is_some_and(|y| years.accepts(y)) {
+            let expected = known.filter(|_| backwards).unwrap_or(years.live);
+            return Verdict::Untrustworthy(Distrust::WrongYear {
+                expected: expected.to_string(),
+                got: got.clone(),
+            });
         }
     }
     let now = u32::try_from(s.pupils.len()).unwrap_or(u32::MAX);
@@ -169,8 +190,8 @@ mod tests {
     use chrono::Utc;
     use connector_api::{PersonKeys, PersonName, PupilRecord, SourceKind};
 
-    fn year() -> SchoolYear {
-        SchoolYear::starting(2025)
+    fn year() -> Years {
+        Years::live(SchoolYear::starting(2025))
     }
 
     fn snapshot(pupils: usize, year: Option<&str>) -> Result<FetchOutcome, ConnectorError> {
@@ -195,6 +216,7 @@ mod tests {
         Baseline {
             pupils: Some(pupils),
             staff: None,
+            school_year: None,
         }
     }
 
@@ -306,5 +328,31 @@ mod tests {
             garbage,
             Verdict::Untrustworthy(Distrust::WrongYear { .. })
         ));
+    }
+
+    #[test]
+    fn next_year_is_taken_in_the_summer_and_no_answer_goes_back_a_year() {
+        let summer = Years {
+            live: SchoolYear::starting(2025),
+            early: Some(SchoolYear::starting(2026)),
+        };
+        let rules = HealthRules::default();
+        let early = judge(&snapshot(100, Some("2026-2027")), base(100), summer, &rules);
+        assert_eq!(early, Verdict::Trusted, "a LAS that rolled over early");
+        let autumn = judge(&snapshot(100, Some("2026-2027")), base(100), year(), &rules);
+        assert!(matches!(
+            autumn,
+            Verdict::Untrustworthy(Distrust::WrongYear { .. })
+        ));
+        // Switched early; the LAS then answers for the old year again: not taken.
+        let moved = Baseline {
+            school_year: Some(SchoolYear::starting(2026)),
+            ..base(100)
+        };
+        let back = judge(&snapshot(100, Some("2025-2026")), moved, summer, &rules);
+        let Verdict::Untrustworthy(Distrust::WrongYear { expected, .. }) = back else {
+            unreachable!("going back a year is refused: {back:?}");
+        };
+        assert_eq!(expected, "2026-2027");
     }
 }

@@ -16,5 +16,6 @@ pub mod journal;
 pub mod merge;
 pub mod permissions;
 pub mod report;
+pub mod rollover;
 pub mod run;
 pub mod undo;

@@ -14,6 +14,7 @@ mod install;
 mod listener;
 mod local;
 mod rights;
+mod rollover;
 mod roster;
 mod school_links;
 mod simulate;

@@ -433,6 +433,18 @@ impl SimEnv {
         store: &rostersync::store::Store,
         allow_removals: bool,
     ) -> rostersync::sync::cycle::CycleReport {
+        self.sync_on(store, allow_removals, rostersync::sync::run::today())
+            .await
+    }
+
+    /// One cycle as if it were `today` (which school year is live, whether next year is
+    /// asked for).
+    pub async fn sync_on(
+        &self,
+        store: &rostersync::store::Store,
+        allow_removals: bool,
+        today: chrono::NaiveDate,
+    ) -> rostersync::sync::cycle::CycleReport {
         rostersync::sync::cycle::run(
             store,
             &self.env.settings(),
@@ -442,6 +454,7 @@ impl SimEnv {
                     trigger: "test".into(),
                     dry_run: false,
                     allow_removals,
+                    today,
                 },
             },
             |_, _, _| {},

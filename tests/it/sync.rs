@@ -65,7 +65,12 @@ async fn a_first_sync_loads_each_school_and_exports_the_contract() {
     assert_eq!(e.school.dependance, "00");
     assert_eq!(
         e.school.school_year.as_deref(),
-        Some(rostersync::sync::run::expected_year().to_string().as_str())
+        Some(
+            rostersync::model::rollover::Calendar::default()
+                .live_year(rostersync::sync::run::today())
+                .to_string()
+                .as_str()
+        )
     );
     let name = sim
         .server
@@ -453,6 +458,7 @@ async fn a_dry_run_computes_everything_and_writes_no_roster() {
                 trigger: "test".into(),
                 dry_run: true,
                 allow_removals: false,
+                today: rostersync::sync::run::today(),
             },
         },
         |_, _, _| {},

@@ -17,4 +17,6 @@ pub mod world;
 pub use pki::ClientCert;
 pub use school::{SchoolKind, SimSchool};
 pub use server::SimServer;
-pub use world::{DayReport, Fault, FaultPlan, SchoolAccess, TERMINAL_ATTACK, World};
+pub use world::{
+    Answering, DayReport, Fault, FaultPlan, SchoolAccess, Summer, TERMINAL_ATTACK, World,
+};

@@ -194,6 +194,9 @@ fn decide(w: &mut World, req: &uwlr::Request) -> (Reply, Option<std::time::Durat
             );
         }
     };
+    let asked: Option<connector_api::SchoolYear> =
+        req.school_year.as_deref().and_then(|y| y.parse().ok());
+    let which = w.answering(&id, asked);
     let Some(state) = w.schools.get_mut(&id) else {
         return (
             Reply::Xml(
@@ -204,8 +207,7 @@ fn decide(w: &mut World, req: &uwlr::Request) -> (Reply, Option<std::time::Durat
         );
     };
     state.requests += 1;
-    let op = req.operation.unwrap_or(Operation::AllInOne);
-    let version = req.xsd_version.clone().unwrap_or_else(|| "2.2".into());
+    let op = op_of(req);
     let fault = match &mut state.fault {
         Some(plan) => {
             let f = plan.fault.clone();
@@ -221,7 +223,10 @@ fn decide(w: &mut World, req: &uwlr::Request) -> (Reply, Option<std::time::Durat
         None => None,
     };
     let mut delay = None;
-    let data = || uwlr::envelope(&uwlr::answer(&state.school, op, &version, &req.groups));
+    let data = || match state.as_answered(which) {
+        Some(school) => uwlr::envelope(&uwlr::answer(&school, op, &version_of(req), &req.groups)),
+        None => uwlr::envelope(&uwlr::empty_answer(op, "geengegevens")),
+    };
     let reply = match fault {
         Some(Fault::Soap(code)) => Reply::Xml(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -258,6 +263,8 @@ fn decide(w: &mut World, req: &uwlr::Request) -> (Reply, Option<std::time::Durat
             delay = Some(d);
             Reply::Xml(StatusCode::OK, data())
         }
+        // Next year not prepared: geengegevens, whatever "since" says.
+        None if which == crate::world::Answering::NoData => Reply::Xml(StatusCode::OK, data()),
         None if uwlr::unchanged_since(req, state.changed_at) => Reply::Xml(
             StatusCode::OK,
             uwlr::envelope(&uwlr::empty_answer(op, "geenwijzigingen")),
@@ -265,4 +272,12 @@ fn decide(w: &mut World, req: &uwlr::Request) -> (Reply, Option<std::time::Durat
         None => Reply::Xml(StatusCode::OK, data()),
     };
     (reply, delay)
+}
+
+fn op_of(req: &uwlr::Request) -> Operation {
+    req.operation.unwrap_or(Operation::AllInOne)
+}
+
+fn version_of(req: &uwlr::Request) -> String {
+    req.xsd_version.clone().unwrap_or_else(|| "2.2".into())
 }

@@ -44,8 +44,55 @@ pub struct FaultPlan {
     pub remaining: Option<u32>,
 }
 
+/// How a school's LAS goes through the summer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Summer {
+    /// Rolls over on 1 August.
+    #[default]
+    OnTime,
+    /// Rolled over early: from this day (before 1 August) it answers every request with next
+    /// year's data.
+    Early(NaiveDate),
+    /// Rolls over late: until this day (after 1 August) it answers every request with the old
+    /// year's data.
+    Late(NaiveDate),
+}
+
+/// Which data a LAS answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answering {
+    ThisYear,
+    /// Next year's (prepared, or rolled over early).
+    NextYear,
+    /// The old year's (rolling over late).
+    LastYear,
+    /// `geengegevens`: next year asked for and not prepared.
+    NoData,
+}
+
+impl SimSchoolState {
+    /// The school as `which` answers it; `None` for no data.
+    pub fn as_answered(&self, which: Answering) -> Option<std::borrow::Cow<'_, SimSchool>> {
+        use std::borrow::Cow;
+        match which {
+            Answering::ThisYear => Some(Cow::Borrowed(&self.school)),
+            Answering::NextYear => Some(Cow::Owned(next_year(&self.school))),
+            Answering::LastYear => Some(Cow::Borrowed(
+                self.last_year.as_ref().unwrap_or(&self.school),
+            )),
+            Answering::NoData => None,
+        }
+    }
+}
+
 pub struct SimSchoolState {
     pub school: SimSchool,
+    /// How its LAS goes through the summer.
+    pub summer: Summer,
+    /// From this day on the LAS has next year prepared and answers a request for it.
+    pub prepared_from: Option<NaiveDate>,
+    /// The old year, kept while a late LAS still answers with it.
+    pub last_year: Option<SimSchool>,
     /// The school's autorisatiesleutel.
     pub key: String,
     pub fault: Option<FaultPlan>,
@@ -131,11 +178,49 @@ impl World {
         }
         self.schools.entry(id).or_insert(SimSchoolState {
             school,
+            summer: Summer::OnTime,
+            prepared_from: None,
+            last_year: None,
             key,
             fault: None,
             changed_at: Utc::now(),
             requests: 0,
         })
+    }
+
+    /// How a school's LAS goes through the summer: when it has next year prepared (answers a
+    /// request for it), and whether it rolls over early or late.
+    pub fn set_summer(&mut self, id: &SchoolId, summer: Summer, prepared_from: Option<NaiveDate>) {
+        if let Some(s) = self.schools.get_mut(id) {
+            s.summer = summer;
+            s.prepared_from = prepared_from;
+        }
+    }
+
+    /// What a school's LAS answers today to a request for school year `asked`.
+    pub fn answering(&self, id: &SchoolId, asked: Option<SchoolYear>) -> Answering {
+        let Some(state) = self.schools.get(id) else {
+            return Answering::NoData;
+        };
+        let today = self.today();
+        match (state.summer, &state.last_year) {
+            (Summer::Late(until), Some(_)) if today < until => return Answering::LastYear,
+            (Summer::Early(from), _)
+                if today >= from && self.school_year() == state.school.year =>
+            {
+                return Answering::NextYear;
+            }
+            _ => {}
+        }
+        if asked == Some(state.school.year.next()) {
+            let prepared = state.prepared_from.is_some_and(|p| today >= p);
+            return if prepared {
+                Answering::NextYear
+            } else {
+                Answering::NoData
+            };
+        }
+        Answering::ThisYear
     }
 
     pub fn set_fault(&mut self, id: &SchoolId, fault: Option<FaultPlan>) {
@@ -173,11 +258,19 @@ impl World {
         let day_seed = self.seed ^ (u64::from(self.day) << 32);
         for (i, state) in self.schools.values_mut().enumerate() {
             let mut rng = fastrand::Rng::with_seed(day_seed.wrapping_add(i as u64));
-            let s = &mut state.school;
-            s.year = year;
+            if rollover && matches!(state.summer, Summer::Late(_)) {
+                state.last_year = Some(state.school.clone());
+            }
+            if let Summer::Late(until) = state.summer
+                && after >= until
+            {
+                state.last_year = None;
+            }
             if rollover {
-                roll_over(s, &mut rng);
+                state.school = next_year(&state.school);
             } else {
+                let s = &mut state.school;
+                s.year = year;
                 mutate(s, &mut rng, &mut report);
             }
             state.changed_at = Utc::now();
@@ -294,6 +387,23 @@ fn mutate(s: &mut SimSchool, rng: &mut fastrand::Rng, report: &mut DayReport) {
 }
 
 /// The summer: everyone moves up a year; the oldest leave; a new first year arrives.
+/// The school as it will be next school year: everyone moves up, the last year group leaves,
+/// a new first year group arrives, two teachers swap groups. Deterministic for a school and
+/// year, so a LAS that has next year prepared in June answers what 1 August brings.
+pub fn next_year(school: &SimSchool) -> SimSchool {
+    let mut s = school.clone();
+    // FNV-1a of the school and the year: stable, unlike std's hasher.
+    let mut seed: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{}{}", s.id, s.year).bytes() {
+        seed ^= u64::from(b);
+        seed = seed.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut rng = fastrand::Rng::with_seed(seed);
+    s.year = s.year.next();
+    roll_over(&mut s, &mut rng);
+    s
+}
+
 fn roll_over(s: &mut SimSchool, rng: &mut fastrand::Rng) {
     let (last, first, first_group): (&str, &str, Option<String>) = match s.kind {
         SchoolKind::Primary => (
@@ -341,6 +451,15 @@ fn roll_over(s: &mut SimSchool, rng: &mut fastrand::Rng) {
         for _ in 0..leaving.max(1) {
             s.enrol(rng, &group, first, 0.8);
         }
+    }
+    // Two group teachers swap groups: the other teachers keep theirs.
+    let with_group: Vec<usize> = (0..s.teachers.len())
+        .filter(|i| s.teachers[*i].groups.len() == 1)
+        .collect();
+    if let [a, b, ..] = with_group[..] {
+        let ga = std::mem::take(&mut s.teachers[a].groups);
+        let gb = std::mem::replace(&mut s.teachers[b].groups, ga);
+        s.teachers[a].groups = gb;
     }
 }
 

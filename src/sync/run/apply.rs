@@ -11,11 +11,15 @@ use super::{RunError, finish};
 use crate::store::roster::{self, ApplyContext};
 use crate::store::source_state::{self, Received};
 use crate::store::{WriteTxn, held, runs, schools};
-use crate::sync::brakes::{self, HeldRemoval, Stored};
+use crate::sync::brakes::{self, Expected, HeldRemoval, Stored};
 use crate::sync::diff::{DiffOptions, Plan, StoredPerson, diff};
 use crate::sync::digest;
 use crate::sync::merge::{Conflict, merge};
 use crate::sync::report::{Counts, Outcome};
+use crate::sync::rollover;
+
+/// The trigger a school-year switch is recorded with.
+pub const ROLLOVER: &str = "rollover";
 
 /// What applying the snapshots to the stored roster would do: the plan after the brakes, what
 /// they held, the decision, and the stored persons the plan was computed against.
@@ -26,6 +30,8 @@ struct Computed {
     stored: Vec<StoredPerson>,
     /// Where the sources disagreed; the owner's value is in the plan.
     conflicts: Vec<Conflict>,
+    /// The school year this run switches the school to, when it does.
+    switch: Option<connector_api::SchoolYear>,
 }
 
 /// Merge, diff and brake against what is stored, in the run's transaction.
@@ -35,6 +41,11 @@ async fn compute(
     snapshots: &[&Snapshot],
 ) -> Result<Computed, RunError> {
     let (groups, persons) = roster::load(txn, rc.school).await?;
+    let stored_year = schools::row_in(txn, rc.school)
+        .await?
+        .and_then(|r| r.school_year);
+    let answered = snapshots.iter().find_map(|s| s.school_year.as_deref());
+    let switch = rollover::is_switch(stored_year.as_deref(), answered);
     let merged = merge(snapshots);
     let mut plan = diff(
         &merged.state,
@@ -47,11 +58,17 @@ async fn compute(
             confirmed_eckids: merged.confirmed_eckids.clone(),
         },
     );
+    let expected = match switch {
+        Some(_) => rollover::expected_at_switch(&persons, &plan),
+        None => Expected::default(),
+    };
+    let switched = switch.map(|year| rollover::said(year, &plan, &expected));
     let (held, decisions) = brakes::hold(
         &mut plan,
         Stored::of(&groups, &persons),
         &rc.rules.brakes,
         rc.opts.allow_removals,
+        &expected,
     );
     let counts = Counts::of(
         &plan,
@@ -66,13 +83,21 @@ async fn compute(
             brakes::Decision::Apply => None,
         })
         .collect();
-    let decided = applied(rc.school, rc.run, counts, !held.is_empty(), &reasons);
+    let mut decided = applied(rc.school, rc.run, counts, !held.is_empty(), &reasons);
+    if let Some(said) = switched {
+        let school = rc.school;
+        decided.message = Some(match decided.message.take() {
+            Some(m) => format!("{m}; {said}"),
+            None => format!("school {school}: {said}"),
+        });
+    }
     Ok(Computed {
         plan,
         held,
         decided,
         stored: persons,
         conflicts: merged.conflicts,
+        switch,
     })
 }
 
@@ -130,6 +155,7 @@ pub(super) async fn apply_snapshots(
             decided: d,
             stored: Vec::new(),
             conflicts: Vec::new(),
+            switch: None,
         }
     } else {
         compute(&txn, rc, &snapshots).await?
@@ -150,6 +176,10 @@ pub(super) async fn apply_snapshots(
     };
     if !same {
         write_roster(&txn, &ctx, &computed, &snapshots).await?;
+    }
+    if computed.switch.is_some() {
+        // The switch is a run of its own kind in the history: `runs` shows it as such.
+        runs::set_trigger(&txn, rc.run, ROLLOVER).await?;
     }
     rc.refresh_grants(&txn, false, &mut d).await?;
     // Only a run applied in full may be skipped next time; a held one must decide again, and

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use connector_api::{Connector, ConnectorError, FetchOutcome, FetchRequest};
+use connector_api::{Connector, ConnectorError, FetchOutcome, FetchRequest, SchoolYear};
 use secrecy::ExposeSecret;
 
 use super::decide::{self, Decided, Parked};
 use super::write::Merger;
-use super::{LAS, RunError, Source, Target, expected_year};
+use super::{LAS, RunError, Source, Target};
 use crate::store::Store;
 use crate::store::source_state::{self, SourceState};
 use crate::sync::health::Baseline;
@@ -40,6 +40,11 @@ impl Ask<'_> {
         Baseline {
             pupils: count(self.state.as_ref().and_then(|s| s.pupil_count)),
             staff: count(self.state.as_ref().and_then(|s| s.staff_count)),
+            school_year: self
+                .state
+                .as_ref()
+                .and_then(|s| s.school_year.as_deref())
+                .and_then(|y| y.parse().ok()),
         }
     }
 
@@ -57,6 +62,7 @@ pub(super) async fn prepare<'a>(
     store: &Store,
     target: &'a Target,
     school: &str,
+    year: SchoolYear,
 ) -> Result<Result<Vec<Ask<'a>>, Decided>, RunError> {
     if let Some(who) = &target.frozen_by {
         return Ok(Err(decide::frozen_by_operator(school, who)));
@@ -67,7 +73,7 @@ pub(super) async fn prepare<'a>(
     let mut asks = Vec::with_capacity(target.sources.len());
     for source in &target.sources {
         let state = source_state::load(store.db(), school, source.name).await?;
-        match ask(target, source, state, school) {
+        match ask(target, source, state, school, year) {
             Ok(a) => asks.push(a),
             Err(stop) => return Ok(Err(*stop)),
         }
@@ -81,6 +87,7 @@ fn ask<'a>(
     source: &'a Source,
     state: Option<SourceState>,
     school: &str,
+    year: SchoolYear,
 ) -> Result<Ask<'a>, Box<Decided>> {
     let connector = source
         .connector
@@ -106,7 +113,7 @@ fn ask<'a>(
     }
     let request = FetchRequest {
         school: target.id.clone(),
-        school_year: expected_year(),
+        school_year: year,
         credential,
         remote_id: source.remote_id.clone(),
         last_received: state.as_ref().and_then(|s| s.last_received_at),

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use connector_api::{ConnectorError, FetchOutcome, SchoolYear, Snapshot};
+use connector_api::{ConnectorError, FetchOutcome, Snapshot};
 
 use crate::model::SchoolStatus;
-use crate::sync::health::{self, Baseline, Distrust, HealthRules, Verdict};
+use crate::sync::health::{self, Baseline, Distrust, HealthRules, Verdict, Years};
 use crate::sync::report::{Counts, Outcome, ReceivedCounts};
 
 use super::{ConnectionProblem, PORTAL};
@@ -73,14 +73,14 @@ pub fn decide<'a>(
 pub fn verdicts(
     fetched: &[Result<FetchOutcome, ConnectorError>],
     baselines: &[Baseline],
-    year: SchoolYear,
+    years: Years,
     rules: &HealthRules,
     allow_removals: bool,
 ) -> Vec<Verdict> {
     fetched
         .iter()
         .zip(baselines)
-        .map(|(f, b)| match health::judge(f, *b, year, rules) {
+        .map(|(f, b)| match health::judge(f, *b, years, rules) {
             Verdict::Untrustworthy(Distrust::Collapsed { .. } | Distrust::Empty { .. })
                 if allow_removals =>
             {
@@ -349,8 +349,10 @@ mod tests {
     use chrono::TimeZone;
     use connector_api::{PersonKeys, PersonName, PupilRecord, SourceKind};
 
-    fn year() -> SchoolYear {
-        SchoolYear::containing(chrono::NaiveDate::from_ymd_opt(2026, 11, 30).expect("date"))
+    fn year() -> connector_api::SchoolYear {
+        connector_api::SchoolYear::containing(
+            chrono::NaiveDate::from_ymd_opt(2026, 11, 30).expect("date"),
+        )
     }
 
     fn snapshot(pupils: usize) -> Result<FetchOutcome, ConnectorError> {
@@ -380,10 +382,17 @@ mod tests {
             Baseline {
                 pupils: Some(before),
                 staff: None,
+                school_year: None,
             };
             fetched.len()
         ];
-        verdicts(fetched, &baselines, year(), &HealthRules::default(), false)
+        verdicts(
+            fetched,
+            &baselines,
+            Years::live(year()),
+            &HealthRules::default(),
+            false,
+        )
     }
 
     #[test]
@@ -423,8 +432,15 @@ mod tests {
         let baselines = [Baseline {
             pupils: Some(100),
             staff: None,
+            school_year: None,
         }];
-        let allowed = verdicts(&fetched, &baselines, year(), &HealthRules::default(), true);
+        let allowed = verdicts(
+            &fetched,
+            &baselines,
+            Years::live(year()),
+            &HealthRules::default(),
+            true,
+        );
         assert_eq!(decide(&fetched, &allowed), Decision::Apply);
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use connector_api::{Connector, FetchOutcome, SchoolId, SchoolYear, Snapshot};
+use connector_api::{Connector, FetchOutcome, SchoolId, Snapshot};
 use sea_orm::DbErr;
 use secrecy::SecretString;
 use serde::Serialize;
@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::permissions::Rights;
 use crate::store::{Store, runs};
 use crate::sync::brakes::BrakeRules;
-use crate::sync::health::{Baseline, HealthRules};
+use crate::sync::health::{Baseline, HealthRules, Years};
 use crate::sync::report::{Counts, Outcome};
 use ask::Ask;
 use decide::{Decided, Decision};
@@ -44,6 +44,8 @@ pub struct Rules {
     pub offboarding: chrono::Duration,
     /// How staff rights are derived.
     pub rights: Rights,
+    /// When next year is asked for and goes live.
+    pub calendar: crate::model::rollover::Calendar,
 }
 
 impl Rules {
@@ -66,6 +68,7 @@ impl Rules {
                 max_count: s.brake_max_count,
             },
             retention: chrono::Duration::days(i64::from(s.retention_days)),
+            calendar: settings.rollover.calendar(),
         }
     }
 }
@@ -79,6 +82,9 @@ pub struct RunOptions {
     pub dry_run: bool,
     /// Release the brakes and the collapse check for this run (the operator checked).
     pub allow_removals: bool,
+    /// The local date the run counts as today (which school year is live); `today()`
+    /// except in tests that walk through a summer.
+    pub today: chrono::NaiveDate,
 }
 
 /// One source of a school's roster.
@@ -182,11 +188,6 @@ pub fn today() -> chrono::NaiveDate {
     Utc::now()
         .with_timezone(&chrono_tz::Europe::Amsterdam)
         .date_naive()
-}
-
-/// The school year a source should answer for today.
-pub fn expected_year() -> SchoolYear {
-    SchoolYear::containing(today())
 }
 
 /// Sync one school. Never fails: every failure ends up in the report and, where the store
@@ -369,7 +370,11 @@ async fn run(
     pause_before_run().await;
     let run = runs::start(store.writer(), &school, &opts.trigger, opts.dry_run).await?;
     report.run = Some(run);
-    let mut asks = match ask::prepare(store, target, &school).await? {
+    let years = Years {
+        live: rules.calendar.live_year(opts.today),
+        early: rules.calendar.early_year(opts.today),
+    };
+    let mut asks = match ask::prepare(store, target, &school, years.live).await? {
         Ok(asks) => asks,
         Err(stop) => return end(store, run, stop).await,
     };
@@ -387,13 +392,10 @@ async fn run(
         merger,
     };
     let baselines: Vec<Baseline> = asks.iter().map(Ask::baseline).collect();
-    let year = asks
-        .first()
-        .map_or_else(expected_year, |a| a.request.school_year);
     let verdicts = decide::verdicts(
         &fetched,
         &baselines,
-        year,
+        years,
         &rules.health,
         opts.allow_removals,
     );

@@ -1,0 +1,287 @@
+//! The summer, with the simulator's date walked through it: the switch on 1 August (group 8
+//! leaves without a brake, group 1 arrives, everyone who moves up keeps their id, teachers'
+//! grants follow their groups), a LAS that rolls over late (frozen, then switched when its
+//! answer turns) and one that rolls over early (switched early).
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use connector_sim::{SchoolKind, Summer, World};
+use rostersync::store::Store;
+use rostersync::store::export::Export;
+use rostersync::sync::report::Outcome;
+
+use crate::support::{SimEnv, count, set_time};
+
+const PRIMARY: &str = "10XA00";
+const SECONDARY: &str = "20XB00";
+
+fn day(m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(2027, m, d).expect("date")
+}
+
+fn world(start: NaiveDate) -> World {
+    let mut w = World::new(5, start);
+    w.add_school(PRIMARY.parse().expect("id"), SchoolKind::Primary, 120);
+    w.add_school(SECONDARY.parse().expect("id"), SchoolKind::Secondary, 180);
+    w
+}
+
+async fn export(store: &Store, school: &str) -> Export {
+    rostersync::store::export::export(store.db(), school)
+        .await
+        .expect("export")
+        .expect("school")
+}
+
+/// The simulator's world moves on to `to`, a night at a time.
+fn walk(sim: &SimEnv, to: NaiveDate) {
+    sim.server.with_world(|w| {
+        while w.today() < to {
+            w.advance_day();
+        }
+    });
+}
+
+/// Each pupil's id by LAS key, with their year group.
+fn pupils(e: &Export) -> BTreeMap<String, (String, Option<String>)> {
+    e.pupils
+        .iter()
+        .map(|p| {
+            (
+                p.las_key.clone().expect("las key"),
+                (p.id.clone(), p.year_group.clone()),
+            )
+        })
+        .collect()
+}
+
+fn top_year(e: &Export) -> u32 {
+    e.pupils
+        .iter()
+        .filter_map(|p| p.year_group.as_deref()?.parse().ok())
+        .max()
+        .expect("year groups")
+}
+
+async fn run_of(store: &Store, school: &str) -> (String, String) {
+    let trigger = crate::support::one(
+        store,
+        &format!(
+            "SELECT trigger FROM sync_run WHERE school_id = '{school}' ORDER BY id DESC LIMIT 1"
+        ),
+    )
+    .await
+    .expect("a run");
+    let outcome = crate::support::one(
+        store,
+        &format!(
+            "SELECT outcome FROM sync_run WHERE school_id = '{school}' ORDER BY id DESC LIMIT 1"
+        ),
+    )
+    .await
+    .expect("a run");
+    (trigger, outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_1_august_last_years_leavers_go_without_a_brake_and_everyone_else_moves_up() {
+    let sim = SimEnv::start(world(day(7, 30)), "").await;
+    let store = sim.store().await;
+    sim.sync_on(&store, false, day(7, 30)).await;
+    // Until the switch the live year is the old one, whatever the LAS has prepared.
+    walk(&sim, day(7, 31));
+    let r = sim.sync_on(&store, false, day(7, 31)).await;
+    assert!(
+        r.schools.iter().all(|s| s.outcome == Outcome::Ok),
+        "{:?}",
+        r.schools
+    );
+    let mut before = BTreeMap::new();
+    for school in [PRIMARY, SECONDARY] {
+        let e = export(&store, school).await;
+        assert_eq!(e.school.school_year.as_deref(), Some("2026-2027"));
+        before.insert(school, e);
+    }
+    // The night of 31 July the LAS rolls over.
+    walk(&sim, day(8, 1));
+    let r = sim.sync_on(&store, false, day(8, 1)).await;
+    for s in &r.schools {
+        assert_eq!(s.outcome, Outcome::Ok, "{s:?}");
+        assert_eq!(s.counts.pupils.held, 0, "{s:?}");
+        assert!(
+            s.message
+                .as_deref()
+                .is_some_and(|m| m.contains("school year 2027-2028 began")),
+            "{s:?}"
+        );
+    }
+    for school in [PRIMARY, SECONDARY] {
+        let (was, now) = (&before[school], export(&store, school).await);
+        assert_eq!(now.school.school_year.as_deref(), Some("2027-2028"));
+        assert_eq!(run_of(&store, school).await.0, "rollover");
+        let leaving = top_year(was).to_string();
+        let (old, new) = (pupils(was), pupils(&now));
+        let leavers: Vec<&String> = old
+            .iter()
+            .filter(|(_, (_, y))| y.as_deref() == Some(leaving.as_str()))
+            .map(|(k, _)| k)
+            .collect();
+        assert!(!leavers.is_empty(), "{school} has a last year group");
+        for key in &leavers {
+            assert!(!new.contains_key(*key), "{school}: leaver {key} is gone");
+        }
+        for (key, (id, year)) in old.iter().filter(|(k, _)| !leavers.contains(k)) {
+            let (id_now, year_now) = new
+                .get(key)
+                .unwrap_or_else(|| panic!("{school}: {key} stays"));
+            assert_eq!(id_now, id, "{school}: {key} keeps their id");
+            let up = year
+                .as_deref()
+                .and_then(|y| y.parse::<u32>().ok())
+                .map(|y| (y + 1).to_string());
+            assert_eq!(year_now, &up, "{school}: {key} moved up a year");
+        }
+        let arrivals = new.keys().filter(|k| !old.contains_key(*k)).count();
+        assert!(arrivals > 0, "{school}: a new first year arrived");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teachers_grants_follow_their_groups_through_the_switch() {
+    let sim = SimEnv::start(world(day(7, 31)), "").await;
+    let store = sim.store().await;
+    sim.sync_on(&store, false, day(7, 31)).await;
+    let before = export(&store, PRIMARY).await;
+    walk(&sim, day(8, 1));
+    sim.sync_on(&store, false, day(8, 1)).await;
+    let after = export(&store, PRIMARY).await;
+    let groups = |e: &Export, id: &str| -> Vec<String> {
+        e.staff
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.groups.clone())
+            .unwrap_or_default()
+    };
+    let moved: Vec<&str> = before
+        .staff
+        .iter()
+        .filter(|t| t.groups.len() == 1 && groups(&after, &t.id) != t.groups)
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(moved.len(), 2, "two teachers swapped groups");
+    let grants = |e: &Export, id: &str| {
+        e.grants
+            .iter()
+            .find(|g| g.staff == id)
+            .cloned()
+            .expect("grants")
+    };
+    for t in &moved {
+        let (old, new) = (groups(&before, t), groups(&after, t));
+        let g = grants(&after, t);
+        // The new group at once, the old one still, while it waits out the grace period.
+        assert!(
+            g.groups.contains(&new[0]) && g.groups.contains(&old[0]),
+            "{g:?}"
+        );
+        assert!(g.reasons.iter().any(|r| r.contains("pending")), "{g:?}");
+    }
+    let kept = before
+        .staff
+        .iter()
+        .find(|t| t.groups.len() == 1 && !moved.contains(&t.id.as_str()))
+        .expect("a teacher who keeps their group");
+    let g = grants(&after, &kept.id);
+    assert_eq!(g.groups, kept.groups, "no gap and nothing extra");
+    assert!(!g.reasons.iter().any(|r| r.contains("pending")), "{g:?}");
+    // After the grace period the old group is gone.
+    set_time(
+        &store,
+        "UPDATE access_grant SET revoke_after = {at} WHERE state = 'pending'",
+        chrono::Utc::now() - chrono::Duration::hours(1),
+    )
+    .await;
+    sim.sync_on(&store, false, day(8, 1)).await;
+    let later = export(&store, PRIMARY).await;
+    for t in &moved {
+        assert_eq!(
+            grants(&later, t).groups,
+            groups(&after, t),
+            "only the new group"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_school_stays_frozen_until_its_answer_turns_and_an_early_one_switches_early() {
+    let sim = SimEnv::start(world(day(7, 20)), "").await;
+    sim.server.with_world(|w| {
+        w.set_summer(
+            &PRIMARY.parse().expect("id"),
+            Summer::Late(day(8, 10)),
+            None,
+        );
+        w.set_summer(
+            &SECONDARY.parse().expect("id"),
+            Summer::Early(day(7, 25)),
+            None,
+        );
+    });
+    let store = sim.store().await;
+    sim.sync_on(&store, false, day(7, 20)).await;
+    // The early school answers for next year from 25 July: it switches then.
+    walk(&sim, day(7, 25));
+    sim.sync_on(&store, false, day(7, 25)).await;
+    assert_eq!(
+        run_of(&store, SECONDARY).await,
+        ("rollover".into(), "ok".into())
+    );
+    assert_eq!(
+        export(&store, SECONDARY)
+            .await
+            .school
+            .school_year
+            .as_deref(),
+        Some("2027-2028")
+    );
+    assert_eq!(
+        export(&store, PRIMARY).await.school.school_year.as_deref(),
+        Some("2026-2027")
+    );
+    // Its later answers (still before 1 August) are next year's too: taken, not frozen.
+    walk(&sim, day(7, 28));
+    sim.sync_on(&store, false, day(7, 28)).await;
+    assert_eq!(run_of(&store, SECONDARY).await.1, "ok");
+    // The late school answers for the old year after 1 August: frozen, settles by itself.
+    walk(&sim, day(8, 2));
+    let r = sim.sync_on(&store, false, day(8, 2)).await;
+    let late = r
+        .schools
+        .iter()
+        .find(|s| s.school == PRIMARY)
+        .expect("late school");
+    assert_eq!(late.outcome, Outcome::Frozen, "{late:?}");
+    assert!(
+        late.message
+            .as_deref()
+            .is_some_and(|m| m.contains("settles by itself")),
+        "{late:?}"
+    );
+    assert_eq!(
+        export(&store, PRIMARY).await.school.school_year.as_deref(),
+        Some("2026-2027")
+    );
+    // Its answer turns on 10 August: switched then.
+    walk(&sim, day(8, 10));
+    sim.sync_on(&store, false, day(8, 10)).await;
+    assert_eq!(
+        run_of(&store, PRIMARY).await,
+        ("rollover".into(), "ok".into())
+    );
+    assert_eq!(
+        export(&store, PRIMARY).await.school.school_year.as_deref(),
+        Some("2027-2028")
+    );
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM held_change").await, 0);
+}
