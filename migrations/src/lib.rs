@@ -7,6 +7,7 @@ mod m20261122_000001_initial;
 mod m20261122_000002_digest_and_jobs;
 mod m20261130_000003_school_freeze;
 mod m20261130_000004_oneroster;
+mod m20261201_000005_prepared_year;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_digest_and_jobs::Migration),
             Box::new(m20261130_000003_school_freeze::Migration),
             Box::new(m20261130_000004_oneroster::Migration),
+            Box::new(m20261201_000005_prepared_year::Migration),
         ]
     }
 }

@@ -131,6 +131,7 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     if table {
         print!("{}", render(&second));
         explain(&store, &second).await?;
+        summer(&dir).await?;
         match &temp {
             Some(_) => println!(
                 "\nThe store was in a temporary directory and is gone now; `rostersync demo --dir DIR` keeps it \
@@ -154,10 +155,65 @@ pub async fn run(args: DemoArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The summer in a few lines: one school on 31 July of this school year, its LAS with next
+/// year prepared; `rollover status`; the switch on 1 August.
+async fn summer(dir: &std::path::Path) -> Result<(), Failure> {
+    use crate::sync::summer::Standing;
+    let calendar = crate::model::rollover::Calendar::default();
+    let end = calendar.live_year(crate::sync::run::today()).start_year() + 1;
+    let day = |m, d| chrono::NaiveDate::from_ymd_opt(end, m, d).unwrap_or_default();
+    let mut world = World::new(7, day(7, 31));
+    let id = sim_school_id(SchoolKind::Primary, 0);
+    world.add_school(id.clone(), SchoolKind::Primary, 120);
+    world.set_summer(&id, connector_sim::Summer::OnTime, Some(day(6, 1)));
+    let server = SimServer::start(world, 0)
+        .await
+        .context("cannot start the simulated LAS on 127.0.0.1")
+        .map_err(Failure::failed)?;
+    let config = write_config(&dir.join("summer"), &server).map_err(Failure::failed)?;
+    let settings = Settings::load(Some(&config)).map_err(|e| Failure::failed(e.into()))?;
+    let store = Store::open(&settings.store, OpenMode::Create)
+        .await
+        .map_err(Failure::store)?;
+    store.migrate().await.map_err(Failure::store)?;
+    sync_on(&store, &settings, OutputFormat::Json, day(7, 31)).await?;
+    let list = crate::sync::summer::status(&store, &calendar, day(7, 31), None)
+        .await
+        .map_err(|e| Failure::store(store.db_error(e)))?;
+    if let Some(Standing::Prepared { changes: c, .. }) = list.first().map(|s| &s.standing) {
+        println!(
+            "\nThe summer: on 31 July {end} school {id}'s LAS has next year prepared. \
+             `rostersync rollover status`: {} pupils move up, {} leave, {} arrive, {} teachers \
+             get another group.",
+            c.moving_up, c.leaving, c.arriving, c.teachers_with_new_groups
+        );
+    }
+    server.with_world(|w| w.advance_day());
+    let switch = sync_on(&store, &settings, OutputFormat::Json, day(8, 1)).await?;
+    if let Some(r) = switch.schools.first() {
+        println!(
+            "1 August: run {} ({}) {}",
+            r.run.unwrap_or_default(),
+            r.outcome.as_str(),
+            r.message.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
 async fn sync(
     store: &Store,
     settings: &Settings,
     format: OutputFormat,
+) -> Result<CycleReport, Failure> {
+    sync_on(store, settings, format, crate::sync::run::today()).await
+}
+
+async fn sync_on(
+    store: &Store,
+    settings: &Settings,
+    format: OutputFormat,
+    today: chrono::NaiveDate,
 ) -> Result<CycleReport, Failure> {
     let progress = Progress::new(format, "syncing");
     let report = cycle::run(
@@ -169,7 +225,7 @@ async fn sync(
                 trigger: "demo".into(),
                 dry_run: false,
                 allow_removals: false,
-                today: crate::sync::run::today(),
+                today,
             },
         },
         |done, total, r| progress.school(done, total, r),

@@ -14,6 +14,7 @@ mod history;
 mod init;
 mod local;
 mod permissions;
+mod rollover;
 mod school;
 #[cfg(feature = "simulator")]
 mod simulate;
@@ -111,6 +112,9 @@ pub enum Command {
     Approve(history::ApproveArgs),
     /// Put back what a run applied, as a run of its own (the journal says what).
     Undo(undo::UndoArgs),
+    /// The summer: per school, next school year prepared or not and what the switch will
+    /// change.
+    Rollover(rollover::RolloverArgs),
     /// Serve simulated schools as a real LAS on 127.0.0.1 (for trying out, tests and support).
     #[cfg(feature = "simulator")]
     Simulate(simulate::SimulateArgs),
@@ -236,6 +240,7 @@ pub async fn run(
         Command::Changes(args) => history::changes(&settings, args).await,
         Command::Approve(args) => history::approve(&settings, args).await,
         Command::Undo(args) => undo::run(&settings, args).await,
+        Command::Rollover(args) => rollover::run(&settings, args).await,
         #[cfg(feature = "simulator")]
         Command::Simulate(args) => simulate::run(args).await,
         #[cfg(feature = "simulator")]

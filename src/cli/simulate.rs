@@ -10,6 +10,8 @@ use clap::Args;
 use connector_api::SchoolId;
 use connector_sim::{Fault, FaultPlan, SchoolKind, SimServer, World};
 
+use crate::model::rollover::MonthDay;
+
 use super::{Failure, table};
 
 #[derive(Debug, Args)]
@@ -47,6 +49,44 @@ pub struct SimulateArgs {
     /// malformed, geengegevens or geenwijzigingen. May be repeated.
     #[arg(long, value_name = "SCHOOL=FAULT", value_parser = parse_fault)]
     fault: Vec<(SchoolId, Fault)>,
+    /// The summer: the share of schools whose LAS has next school year prepared (answers a
+    /// request for it) from `--prepared-from`.
+    #[arg(long, default_value_t = 0.5, value_name = "SHARE")]
+    prepared_share: f64,
+    /// From this day (MM-DD) the prepared schools answer for next year.
+    #[arg(long, default_value = "06-01", value_name = "MM-DD")]
+    prepared_from: MonthDay,
+    /// The share of schools whose LAS rolls over late: it answers for the old year until
+    /// `--late-until` (then rostersync keeps them frozen, "settles by itself").
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    late_share: f64,
+    #[arg(long, default_value = "08-15", value_name = "MM-DD")]
+    late_until: MonthDay,
+    /// The share of schools whose LAS rolls over early, answering for next year from
+    /// `--early-from`.
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    early_share: f64,
+    #[arg(long, default_value = "07-15", value_name = "MM-DD")]
+    early_from: MonthDay,
+}
+
+/// The summer's days of the school year the simulator is in.
+fn summer(args: &SimulateArgs, year: connector_api::SchoolYear) -> connector_sim::SummerMix {
+    // 29 February in a year without it is the day after 28 February.
+    let on = |d: MonthDay| {
+        let y = year.start_year() + 1;
+        chrono::NaiveDate::from_ymd_opt(y, d.month, d.day)
+            .or_else(|| chrono::NaiveDate::from_ymd_opt(y, 3, 1))
+            .unwrap_or_default()
+    };
+    connector_sim::SummerMix {
+        late: args.late_share,
+        late_until: on(args.late_until),
+        early: args.early_share,
+        early_from: on(args.early_from),
+        prepared: args.prepared_share,
+        prepared_from: on(args.prepared_from),
+    }
 }
 
 fn parse_fault(text: &str) -> Result<(SchoolId, Fault), String> {
@@ -182,6 +222,7 @@ pub async fn run(args: SimulateArgs) -> Result<(), Failure> {
             args.pupils,
         );
     }
+    world.mix_summer(summer(&args, world.school_year()));
     for (school, fault) in &args.fault {
         if !world.schools.contains_key(school) {
             return Err(Failure::usage(anyhow::anyhow!(

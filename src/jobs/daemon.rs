@@ -253,6 +253,15 @@ impl Daemon {
             })
             .unwrap_or(0);
         metrics::gauge!("rostersync_jobs_open").set(open as f64);
+        let next_year = settings
+            .rollover
+            .calendar()
+            .live_year(crate::sync::run::today())
+            .next()
+            .to_string();
+        if let Ok(n) = crate::store::prepared::count(self.store.db(), &next_year).await {
+            metrics::gauge!("rostersync_schools_prepared").set(n as f64);
+        }
         let text = if open > 0 {
             format!("syncing: {open} school(s) queued or running; {failing} frozen or parked")
         } else {

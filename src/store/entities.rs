@@ -395,3 +395,25 @@ pub mod daemon_instance {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod prepared_year {
+    use sea_orm::entity::prelude::*;
+
+    /// Next school year as a school's LAS has it prepared (the LAS answer as JSON).
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "prepared_year")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub school_id: String,
+        pub school_year: String,
+        /// When the LAS first answered with this year.
+        pub prepared_since: DateTimeUtc,
+        /// Its latest answer.
+        pub received_at: DateTimeUtc,
+        #[sea_orm(column_type = "Text")]
+        pub snapshot: String,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -85,6 +85,18 @@ pub async fn of_run<C: ConnectionTrait>(db: &C, run: i64) -> Result<Vec<HeldChan
         .await
 }
 
+/// The removals of `school` still waiting for approval.
+pub async fn waiting_of<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+) -> Result<Vec<HeldChange>, DbErr> {
+    held_change::Entity::find()
+        .filter(held_change::Column::SchoolId.eq(school))
+        .filter(held_change::Column::State.eq(HELD))
+        .all(db)
+        .await
+}
+
 /// How many changes are waiting for approval, per school.
 pub async fn waiting<C: ConnectionTrait>(db: &C) -> Result<Vec<(String, i64, usize)>, DbErr> {
     let rows = held_change::Entity::find()

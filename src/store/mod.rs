@@ -8,6 +8,7 @@ pub mod journal;
 pub mod local;
 pub mod oneroster;
 pub mod permissions;
+pub mod prepared;
 pub mod queue;
 pub mod roster;
 pub mod runs;

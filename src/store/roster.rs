@@ -801,6 +801,7 @@ pub async fn offboard<C: ConnectionTrait>(db: &C, school: &str) -> Result<Purged
         .filter(source_state::Column::SchoolId.eq(school))
         .exec(db)
         .await?;
+    super::prepared::forget(db, school).await?;
     super::schools::set_digest(db, school, None).await?;
     Ok(Purged { persons, groups })
 }

@@ -18,4 +18,5 @@ pub mod permissions;
 pub mod report;
 pub mod rollover;
 pub mod run;
+pub mod summer;
 pub mod undo;

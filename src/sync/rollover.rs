@@ -3,11 +3,14 @@
 //! and the memberships the new year regroups are expected and pass the brakes; anything
 //! else (pupils of other year groups vanishing, staff leaving) is still braked.
 
-use connector_api::SchoolYear;
+use connector_api::{SchoolYear, Snapshot};
+use serde::Serialize;
 
-use crate::model::PersonKind;
-use crate::model::plan::{Plan, StoredPerson};
+use crate::model::plan::{Plan, StoredGroup, StoredPerson};
+use crate::model::{Field, PersonKind};
 use crate::sync::brakes::Expected;
+use crate::sync::diff::{DiffOptions, diff};
+use crate::sync::merge::merge;
 
 /// Whether an answer for `answered` over a school stored for `stored` is the year switch.
 pub fn is_switch(stored: Option<&str>, answered: Option<&str>) -> Option<SchoolYear> {
@@ -53,8 +56,129 @@ pub fn expected_at_switch(persons: &[StoredPerson], plan: &Plan) -> Expected {
     Expected {
         persons: leavers,
         groups: plan.group_removals.iter().copied().collect(),
-        memberships_of: plan.person_updates.iter().map(|u| u.id).collect(),
+        memberships_of: regrouped(plan),
     }
+}
+
+/// What the prepared year would do to the stored roster: the engine's own merge and diff, so
+/// a pupil who moves up is matched by the same keys and keeps their id.
+pub fn plan_for(prepared: &Snapshot, groups: &[StoredGroup], persons: &[StoredPerson]) -> Plan {
+    let merged = merge(&[prepared]);
+    diff(
+        &merged.state,
+        groups,
+        persons,
+        &DiffOptions {
+            frozen: false,
+            protected_las_keys: merged.protected_las_keys,
+            match_staff_email: true,
+            confirmed_eckids: merged.confirmed_eckids,
+        },
+    )
+}
+
+/// What the switch expects when next year was prepared: exactly the removals the prepared
+/// year makes (its leavers, its ended groups) and the regrouping of everyone in `plan`.
+pub fn expected_from_prepared(prepared: &Plan, plan: &Plan) -> Expected {
+    Expected {
+        persons: prepared.person_removals.iter().map(|(id, _)| *id).collect(),
+        groups: prepared.group_removals.iter().copied().collect(),
+        memberships_of: regrouped(plan),
+    }
+}
+
+/// `expected` without the removals a brake held before and nobody approved yet: those stay
+/// for an approval, switch or not.
+pub fn without_held(
+    mut expected: Expected,
+    waiting: &[crate::store::held::HeldChange],
+) -> Expected {
+    for h in waiting {
+        let Some(id) = h.entity_id else { continue };
+        match h.kind.as_str() {
+            "groups" => {
+                expected.groups.remove(&id);
+            }
+            "memberships" => {
+                expected.memberships_of.remove(&id);
+            }
+            _ => {
+                expected.persons.remove(&id);
+            }
+        }
+    }
+    expected
+}
+
+/// What the switch to a prepared year will change, in the words of `rollover status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Preview {
+    /// Pupils who stay, in another year group.
+    pub moving_up: usize,
+    /// Pupils who leave (the last year group, and anyone else gone next year).
+    pub leaving: usize,
+    /// Pupils who are new next year (the first year group, and new pupils in others).
+    pub arriving: usize,
+    /// Staff who teach a group next year they do not teach now.
+    pub teachers_with_new_groups: usize,
+    pub groups_ending: usize,
+    pub groups_beginning: usize,
+    /// Pupils next year.
+    pub pupils: usize,
+}
+
+/// Staff in `plan` who get a group they are not linked to now (a link that only changes its
+/// role or its source is no new group).
+fn with_new_groups(plan: &Plan, persons: &[StoredPerson]) -> usize {
+    plan.person_updates
+        .iter()
+        .filter(|u| u.kind == PersonKind::Staff)
+        .filter(|u| {
+            let now: std::collections::BTreeSet<&str> = persons
+                .iter()
+                .find(|p| p.id == u.id)
+                .map(|p| p.state.links.iter().map(|l| l.group.as_str()).collect())
+                .unwrap_or_default();
+            u.links_added
+                .iter()
+                .any(|l| !now.contains(l.group.as_str()))
+        })
+        .count()
+}
+
+/// Count what the prepared year's `plan` changes to the stored `persons`.
+pub fn preview(plan: &Plan, prepared: &Snapshot, persons: &[StoredPerson]) -> Preview {
+    let pupils = |kind: PersonKind| kind == PersonKind::Pupil;
+    Preview {
+        moving_up: plan
+            .person_updates
+            .iter()
+            .filter(|u| pupils(u.kind) && u.fields.iter().any(|f| f.field == Field::YearGroup))
+            .count(),
+        leaving: plan
+            .person_removals
+            .iter()
+            .filter(|(_, k)| pupils(*k))
+            .count(),
+        arriving: plan
+            .person_creates
+            .iter()
+            .filter(|p| pupils(p.kind))
+            .count(),
+        teachers_with_new_groups: with_new_groups(plan, persons),
+        groups_ending: plan.group_removals.len(),
+        groups_beginning: plan.group_creates.len(),
+        pupils: prepared.pupils.len(),
+    }
+}
+
+/// Everyone in `plan` who leaves a group.
+fn regrouped(plan: &Plan) -> std::collections::BTreeSet<i64> {
+    plan.person_updates
+        .iter()
+        .filter(|u| !u.links_removed.is_empty())
+        .map(|u| u.id)
+        .collect()
 }
 
 /// The switch in one sentence for the run record.
@@ -100,5 +224,33 @@ mod tests {
             "a first run is no switch"
         );
         assert_eq!(is_switch(y("2026-2027"), y("volgend jaar")), None);
+    }
+
+    #[test]
+    fn removals_a_brake_held_stay_held_at_the_switch() {
+        let expected = Expected {
+            persons: [1, 2, 3].into(),
+            groups: [7].into(),
+            memberships_of: [1, 4].into(),
+        };
+        let held = |kind: &str, id: i64| crate::store::held::HeldChange {
+            id: 0,
+            run_id: 9,
+            school_id: "99XX00".into(),
+            kind: kind.into(),
+            operation: "remove".into(),
+            entity_id: Some(id),
+            detail: "{}".into(),
+            state: crate::store::held::HELD.into(),
+            decided_at: None,
+            decided_by: None,
+        };
+        let left = without_held(
+            expected,
+            &[held("pupils", 2), held("groups", 7), held("memberships", 4)],
+        );
+        assert_eq!(left.persons, [1, 3].into());
+        assert!(left.groups.is_empty());
+        assert_eq!(left.memberships_of, [1].into());
     }
 }

@@ -285,3 +285,101 @@ async fn a_late_school_stays_frozen_until_its_answer_turns_and_an_early_one_swit
     );
     assert_eq!(count(&store, "SELECT COUNT(*) FROM held_change").await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_year_is_prepared_in_june_shown_by_rollover_status_and_goes_live_on_1_august() {
+    use rostersync::sync::run::prepare::Preparing;
+    use rostersync::sync::summer::{self, Standing};
+    let sim = SimEnv::start(world(day(6, 10)), "").await;
+    sim.server.with_world(|w| {
+        w.set_summer(
+            &PRIMARY.parse().expect("id"),
+            Summer::OnTime,
+            Some(day(6, 15)),
+        );
+    });
+    let store = sim.store().await;
+    let calendar = rostersync::model::rollover::Calendar::default();
+    let r = sim.sync_on(&store, false, day(6, 10)).await;
+    assert!(
+        r.schools
+            .iter()
+            .all(|s| s.prepared == Some(Preparing::NotYet)),
+        "{:?}",
+        r.schools
+    );
+    walk(&sim, day(6, 15));
+    let r = sim.sync_on(&store, false, day(6, 15)).await;
+    let prepared = |school: &str| {
+        r.schools
+            .iter()
+            .find(|s| s.school == school)
+            .and_then(|s| s.prepared.clone())
+    };
+    assert!(
+        matches!(prepared(PRIMARY), Some(Preparing::Prepared { .. })),
+        "{:?}",
+        prepared(PRIMARY)
+    );
+    assert_eq!(prepared(SECONDARY), Some(Preparing::NotYet));
+    // The live roster is this year's: what the LAS has prepared changes nothing in it.
+    let live = export(&store, PRIMARY).await;
+    assert_eq!(live.school.school_year.as_deref(), Some("2026-2027"));
+    let (sim_pupils, leavers) = sim.server.with_world(|w| {
+        let s = &w.schools[&PRIMARY.parse().expect("id")].school;
+        (
+            s.pupils.len(),
+            s.pupils.iter().filter(|p| p.year == "8").count(),
+        )
+    });
+    assert_eq!(live.pupils.len(), sim_pupils);
+    assert!(leavers > 0);
+    // rollover status: prepared since today, and what the switch will change.
+    let list = summer::status(&store, &calendar, day(6, 15), None)
+        .await
+        .expect("status");
+    let primary = list.iter().find(|s| s.school == PRIMARY).expect("primary");
+    assert_eq!(primary.next_year, "2027-2028");
+    let Standing::Prepared { changes, .. } = &primary.standing else {
+        panic!("{primary:?}");
+    };
+    assert_eq!(changes.leaving, leavers, "{changes:?}");
+    assert_eq!(changes.arriving, leavers, "{changes:?}");
+    assert_eq!(changes.moving_up, sim_pupils - leavers, "{changes:?}");
+    assert_eq!(changes.teachers_with_new_groups, 2, "{changes:?}");
+    let secondary = list
+        .iter()
+        .find(|s| s.school == SECONDARY)
+        .expect("secondary");
+    assert_eq!(secondary.standing, Standing::NotPrepared);
+    // The command says the same (its date is today's: the prepared year is still next year's).
+    let out = sim.env.run(&["rollover", "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&out.ok().stdout).expect("JSON");
+    assert_eq!(json.as_array().expect("list").len(), 2);
+    let shown = sim.env.run(&["rollover", "status", "--school", PRIMARY]);
+    assert!(shown.ok().stdout.contains("prepared"), "{}", shown.stdout);
+    // The days until the switch are synced as every day (the prepared year is refreshed).
+    let mut date = day(6, 15);
+    while date < day(7, 31) {
+        date = date.succ_opt().expect("date");
+        walk(&sim, date);
+        let r = sim.sync_on(&store, false, date).await;
+        assert!(
+            r.schools.iter().all(|s| s.outcome == Outcome::Ok),
+            "{date}: {:?}",
+            r.schools
+        );
+    }
+    // 1 August: the prepared year goes live in a run of its own, and is no longer "prepared".
+    walk(&sim, day(8, 1));
+    let r = sim.sync_on(&store, false, day(8, 1)).await;
+    assert!(
+        r.schools.iter().all(|s| s.outcome == Outcome::Ok),
+        "{:?}",
+        r.schools
+    );
+    assert_eq!(run_of(&store, PRIMARY).await.0, "rollover");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM prepared_year").await, 0);
+    let now = export(&store, PRIMARY).await;
+    assert_eq!(now.school.school_year.as_deref(), Some("2027-2028"));
+}

@@ -18,5 +18,5 @@ pub use pki::ClientCert;
 pub use school::{SchoolKind, SimSchool};
 pub use server::SimServer;
 pub use world::{
-    Answering, DayReport, Fault, FaultPlan, SchoolAccess, Summer, TERMINAL_ATTACK, World,
+    Answering, DayReport, Fault, FaultPlan, SchoolAccess, Summer, SummerMix, TERMINAL_ATTACK, World,
 };

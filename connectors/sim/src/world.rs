@@ -58,6 +58,19 @@ pub enum Summer {
     Late(NaiveDate),
 }
 
+/// How the schools of a world go through the summer, as shares of them (taken in school
+/// order, so the same seed gives the same schools): some roll over late (and have nothing
+/// prepared), some early, and of the rest a share has next year prepared.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SummerMix {
+    pub late: f64,
+    pub late_until: NaiveDate,
+    pub early: f64,
+    pub early_from: NaiveDate,
+    pub prepared: f64,
+    pub prepared_from: NaiveDate,
+}
+
 /// Which data a LAS answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answering {
@@ -221,6 +234,25 @@ impl World {
             };
         }
         Answering::ThisYear
+    }
+
+    /// Give every school its summer from `mix`.
+    pub fn mix_summer(&mut self, mix: SummerMix) {
+        let n = self.schools.len() as f64;
+        let count = |share: f64| (share.clamp(0.0, 1.0) * n).round() as usize;
+        let (late, early) = (count(mix.late), count(mix.early));
+        let prepared = count(mix.prepared);
+        for (i, state) in self.schools.values_mut().enumerate() {
+            (state.summer, state.prepared_from) = if i < late {
+                (Summer::Late(mix.late_until), None)
+            } else if i < late + early {
+                (Summer::Early(mix.early_from), Some(mix.prepared_from))
+            } else if i < late + early + prepared {
+                (Summer::OnTime, Some(mix.prepared_from))
+            } else {
+                (Summer::OnTime, None)
+            };
+        }
     }
 
     pub fn set_fault(&mut self, id: &SchoolId, fault: Option<FaultPlan>) {

@@ -12,7 +12,7 @@ use crate::store::roster::{self, ApplyContext};
 use crate::store::source_state::{self, Received};
 use crate::store::{WriteTxn, held, runs, schools};
 use crate::sync::brakes::{self, Expected, HeldRemoval, Stored};
-use crate::sync::diff::{DiffOptions, Plan, StoredPerson, diff};
+use crate::sync::diff::{DiffOptions, Plan, StoredGroup, StoredPerson, diff};
 use crate::sync::digest;
 use crate::sync::merge::{Conflict, merge};
 use crate::sync::report::{Counts, Outcome};
@@ -59,7 +59,7 @@ async fn compute(
         },
     );
     let expected = match switch {
-        Some(_) => rollover::expected_at_switch(&persons, &plan),
+        Some(year) => switch_expects(txn, rc.school, year, (&groups, &persons), &plan).await?,
         None => Expected::default(),
     };
     let switched = switch.map(|year| rollover::said(year, &plan, &expected));
@@ -99,6 +99,30 @@ async fn compute(
         conflicts: merged.conflicts,
         switch,
     })
+}
+
+/// What the switch to `year` expects: what the prepared year removes when the LAS prepared
+/// it, else last year's leavers and the groups that end.
+async fn switch_expects(
+    txn: &WriteTxn,
+    school: &str,
+    year: connector_api::SchoolYear,
+    (groups, persons): (&[StoredGroup], &[StoredPerson]),
+    plan: &Plan,
+) -> Result<Expected, RunError> {
+    let prepared = crate::store::prepared::load(txn, school)
+        .await?
+        .filter(|p| p.school_year == year.to_string());
+    let expected = match prepared {
+        Some(p) => rollover::expected_from_prepared(
+            &rollover::plan_for(&p.snapshot, groups, persons),
+            plan,
+        ),
+        None => rollover::expected_at_switch(persons, plan),
+    };
+    // What a brake held before stays held: the switch is no way around an approval.
+    let waiting = held::waiting_of(txn, school).await?;
+    Ok(rollover::without_held(expected, &waiting))
 }
 
 /// The record of an applied run: ok, or held by the brakes (their reasons), and what needs a
@@ -178,8 +202,10 @@ pub(super) async fn apply_snapshots(
         write_roster(&txn, &ctx, &computed, &snapshots).await?;
     }
     if computed.switch.is_some() {
-        // The switch is a run of its own kind in the history: `runs` shows it as such.
+        // The switch is a run of its own kind in the history: `runs` shows it as such. What
+        // was prepared is live now.
         runs::set_trigger(&txn, rc.run, ROLLOVER).await?;
+        crate::store::prepared::forget(&txn, rc.school).await?;
     }
     rc.refresh_grants(&txn, false, &mut d).await?;
     // Only a run applied in full may be skipped next time; a held one must decide again, and

@@ -6,6 +6,7 @@
 mod apply;
 mod ask;
 pub mod decide;
+pub mod prepare;
 mod write;
 
 use std::sync::Arc;
@@ -160,6 +161,9 @@ pub struct SchoolReport {
     /// The part of `engine_time` spent deriving and storing the school's grants.
     #[serde(serialize_with = "millis")]
     pub rights_time: Duration,
+    /// In the weeks before the switch: what asking the LAS for next year gave.
+    #[serde(skip)]
+    pub prepared: Option<prepare::Preparing>,
 }
 
 /// A problem of a whole source connection, found by one school's run.
@@ -214,6 +218,7 @@ pub async fn sync_school(
         fetch_time: Duration::ZERO,
         engine_time: Duration::ZERO,
         rights_time: Duration::ZERO,
+        prepared: None,
     };
     let decided = match run(store, target, rules, opts, &mut report).await {
         Ok(d) => d,
@@ -224,6 +229,16 @@ pub async fn sync_school(
             d
         }
     };
+    // Next year is asked for only of a LAS that answered well today.
+    if matches!(
+        decided.outcome,
+        Outcome::Ok | Outcome::Held | Outcome::Unchanged
+    ) {
+        let asked = Instant::now();
+        report.prepared = prepare::next_year(store, target, rules, opts).await;
+        // Asking is fetching: the engine's time stays the engine's.
+        report.fetch_time += asked.elapsed();
+    }
     report.outcome = decided.outcome;
     report.counts = decided.counts;
     report.error_class = decided.error_class;

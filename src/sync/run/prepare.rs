@@ -1,0 +1,82 @@
+//! In the weeks before the switch (`rollover.prepare_from` until `switch_on`), after a
+//! school's run its LAS is also asked for next school year. What a LAS has prepared is kept
+//! (`store::prepared`); `geengegevens` or an answer for the live year means "not prepared
+//! yet", never an error, and no answer changes the live roster.
+
+use connector_api::{FetchOutcome, FetchRequest, SchoolYear};
+
+use super::{LAS, Rules, RunOptions, Target};
+use crate::store::Store;
+
+/// What asking for next year gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preparing {
+    /// The LAS has next year prepared: kept, with this many pupils.
+    Prepared { year: SchoolYear, pupils: usize },
+    /// Not yet (no data, or an answer for the live year).
+    NotYet,
+    /// The LAS could not be asked or the answer not kept (the error's class); the live run
+    /// is not affected and tomorrow asks again.
+    Failed(String),
+}
+
+/// Ask `target`'s LAS for next year, when the calendar says so.
+pub(super) async fn next_year(
+    store: &Store,
+    target: &Target,
+    rules: &Rules,
+    opts: &RunOptions,
+) -> Option<Preparing> {
+    if opts.dry_run || !rules.calendar.preparing(opts.today) {
+        return None;
+    }
+    let las = target.sources.iter().find(|s| s.name == LAS)?;
+    let connector = las.connector.as_ref().ok()?.clone();
+    let credential = match &las.credential {
+        Some(Ok(c)) => Some(c.clone()),
+        Some(Err(_)) => return None,
+        None => None,
+    };
+    let next = rules.calendar.live_year(opts.today).next();
+    let request = FetchRequest {
+        school: target.id.clone(),
+        school_year: next,
+        credential,
+        remote_id: las.remote_id.clone(),
+        // The whole of next year, every time: nothing of it is stored as a baseline.
+        last_received: None,
+        last_marker: None,
+    };
+    let school = target.id.to_string();
+    let said = match connector.fetch(&request).await {
+        Ok(FetchOutcome::Snapshot(s)) if s.school_year.as_deref() == Some(&next.to_string()) => {
+            let pupils = s.pupils.len();
+            match crate::store::prepared::save(
+                store.writer(),
+                &school,
+                &next.to_string(),
+                &s,
+                chrono::Utc::now(),
+            )
+            .await
+            {
+                Ok(()) => Preparing::Prepared { year: next, pupils },
+                Err(e) => Preparing::Failed(format!("store: {}", store.db_error(e))),
+            }
+        }
+        Ok(_) => Preparing::NotYet,
+        Err(e) => Preparing::Failed(e.class().to_owned()),
+    };
+    match &said {
+        Preparing::Prepared { year, pupils } => {
+            tracing::info!(school, year = %year, pupils, "Next school year is prepared in the LAS.");
+        }
+        Preparing::NotYet => {
+            tracing::debug!(school, year = %next, "Next school year is not prepared in the LAS yet.");
+        }
+        Preparing::Failed(class) => {
+            tracing::warn!(school, year = %next, error_class = %class, "Asking the LAS for next school year failed; the live roster is not affected, tomorrow asks again.");
+        }
+    }
+    Some(said)
+}
