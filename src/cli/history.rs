@@ -63,6 +63,10 @@ pub struct ApproveArgs {
 pub struct ExportArgs {
     #[arg(long, value_name = "ID")]
     school: String,
+    /// A school year such as 2027-2028: the live one (the default), or next year as the LAS
+    /// has it prepared in the summer (not live: ids of pupils who are new then are `new:KEY`).
+    #[arg(long, value_name = "YEAR")]
+    school_year: Option<String>,
     /// The only format: JSON as documented in ARCHITECTURE.md.
     #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
     format: ExportFormat,
@@ -446,6 +450,15 @@ pub async fn export(settings: &Settings, args: ExportArgs) -> Result<(), Failure
         .map_err(|e| Failure::usage(e.into()))?
         .to_string();
     let store = open(settings).await?;
+    if let Some(year) = &args.school_year {
+        return match crate::sync::summer::export_year(&store, &school, year)
+            .await
+            .map_err(db_failure(&store))?
+        {
+            Ok(e) => super::print_json(&e),
+            Err(why) => Err(Failure::usage(anyhow!(why))),
+        };
+    }
     match export::export(store.db(), &school)
         .await
         .map_err(db_failure(&store))?

@@ -6,8 +6,13 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::DbErr;
 use serde::Serialize;
 
+use connector_api::Snapshot;
+
+use crate::model::plan::{StoredGroup, StoredPerson};
 use crate::model::rollover::Calendar;
+use crate::store::export::{Export, SchoolOut};
 use crate::store::{Store, prepared, roster, schools};
+use crate::sync::identity::{KeyIndex, KnownKeys, Match};
 use crate::sync::rollover::{self, Preview};
 
 /// Where a school stands.
@@ -84,4 +89,107 @@ async fn prepared_standing(store: &Store, school: &str, next: &str) -> Result<St
         received_at: p.received_at,
         changes: rollover::preview(&plan, &p.snapshot, &persons),
     })
+}
+
+/// Next year's roster as the LAS prepared it, in `export`'s shape, with the engine's matching:
+/// whoever is here now keeps their id; someone new next year is `new:` and their LAS key (an
+/// id is given when the switch makes them live). Grants are derived at the switch.
+pub fn next_year_roster(
+    school: SchoolOut,
+    prepared: &Snapshot,
+    groups: &[StoredGroup],
+    persons: &[StoredPerson],
+) -> Export {
+    let merged = crate::sync::merge::merge(&[prepared]).state;
+    let known: Vec<KnownKeys> = persons
+        .iter()
+        .filter(|p| !p.removed)
+        .map(|p| KnownKeys {
+            id: p.id,
+            keys: p.state.keys.clone(),
+            email: None,
+        })
+        .collect();
+    let index = KeyIndex::new(known.iter());
+    // Records of next year that have no id yet get a negative stand-in, named below.
+    let mut unborn = 0;
+    let mut stand_in = || {
+        unborn -= 1;
+        unborn
+    };
+    let next_groups: Vec<StoredGroup> = merged
+        .groups
+        .values()
+        .map(|g| StoredGroup {
+            id: groups
+                .iter()
+                .find(|s| s.state.key == g.key)
+                .map_or_else(&mut stand_in, |s| s.id),
+            state: g.clone(),
+            removed: false,
+        })
+        .collect();
+    let next_persons: Vec<StoredPerson> = merged
+        .persons
+        .iter()
+        .map(|p| StoredPerson {
+            id: match index.resolve(&p.keys, None, false) {
+                Match::Existing { id, .. } | Match::EckidChanged { id, .. } => id,
+                Match::New | Match::Conflict { .. } => stand_in(),
+            },
+            state: p.clone(),
+            removed: false,
+            local: false,
+        })
+        .collect();
+    let mut out = crate::store::export::shape(school, &next_groups, &next_persons);
+    let name = |id: &mut String, las: &Option<String>, eckid: &Option<String>| {
+        if id.starts_with('-') {
+            *id = format!("new:{}", las.as_deref().or(eckid.as_deref()).unwrap_or("?"));
+        }
+    };
+    for p in &mut out.pupils {
+        name(&mut p.id, &p.las_key, &p.eckid);
+    }
+    for p in &mut out.staff {
+        name(&mut p.id, &p.las_key, &p.eckid);
+    }
+    out
+}
+
+/// `export --school-year`: the live roster for the live year, the prepared one for next year.
+pub async fn export_year(
+    store: &Store,
+    school: &str,
+    year: &str,
+) -> Result<Result<Export, String>, DbErr> {
+    let Some(row) = schools::row_in(store.db(), school).await? else {
+        return Ok(Err(format!(
+            "school {school} is not linked (see `rostersync school list`)"
+        )));
+    };
+    if row.school_year.as_deref() == Some(year) {
+        return Ok(crate::store::export::export(store.db(), school)
+            .await?
+            .ok_or_else(|| format!("school {school} has no data in the store yet")));
+    }
+    let Some(p) = prepared::load(store.db(), school)
+        .await?
+        .filter(|p| p.school_year == year)
+    else {
+        return Ok(Err(format!(
+            "school {school} has no roster for {year}: its live year is {}, and its LAS has \
+             not prepared {year} (see `rostersync rollover status`)",
+            row.school_year.as_deref().unwrap_or("not known yet")
+        )));
+    };
+    let (groups, persons) = roster::load(store.db(), school).await?;
+    let out = SchoolOut {
+        id: row.id,
+        brin: row.brin,
+        dependance: row.dependance,
+        name: row.name,
+        school_year: Some(p.school_year.clone()),
+    };
+    Ok(Ok(next_year_roster(out, &p.snapshot, &groups, &persons)))
 }

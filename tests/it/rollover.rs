@@ -358,6 +358,48 @@ async fn next_year_is_prepared_in_june_shown_by_rollover_status_and_goes_live_on
     assert_eq!(json.as_array().expect("list").len(), 2);
     let shown = sim.env.run(&["rollover", "status", "--school", PRIMARY]);
     assert!(shown.ok().stdout.contains("prepared"), "{}", shown.stdout);
+    // Next year's roster as prepared: who stays keeps their id and moves up; who is new
+    // has no id yet; the live export is untouched.
+    let out = sim
+        .env
+        .run(&["export", "--school", PRIMARY, "--school-year", "2027-2028"]);
+    let next: serde_json::Value = serde_json::from_str(&out.ok().stdout).expect("JSON");
+    assert_eq!(next["school"]["school_year"], "2027-2028");
+    let then: BTreeMap<String, (String, Option<String>)> = next["pupils"]
+        .as_array()
+        .expect("pupils")
+        .iter()
+        .map(|p| {
+            let text = |f: &str| p[f].as_str().map(str::to_owned);
+            (
+                text("las_key").expect("key"),
+                (text("id").expect("id"), text("year_group")),
+            )
+        })
+        .collect();
+    assert_eq!(then.len(), sim_pupils);
+    let now = pupils(&live);
+    let stayer = live
+        .pupils
+        .iter()
+        .find(|p| p.year_group.as_deref() == Some("3"))
+        .expect("a pupil in group 3");
+    let key = stayer.las_key.clone().expect("key");
+    assert_eq!(then[&key], (stayer.id.clone(), Some("4".into())));
+    let new = then
+        .values()
+        .filter(|(id, _)| id.starts_with("new:"))
+        .count();
+    assert_eq!(new, leavers);
+    assert!(
+        now.iter()
+            .filter(|(_, (_, y))| y.as_deref() == Some("8"))
+            .all(|(k, _)| !then.contains_key(k))
+    );
+    let refused = sim
+        .env
+        .run(&["export", "--school", PRIMARY, "--school-year", "2030-2031"]);
+    assert!(refused.fails_with(2).contains("has not prepared 2030-2031"));
     // The days until the switch are synced as every day (the prepared year is refreshed).
     let mut date = day(6, 15);
     while date < day(7, 31) {
