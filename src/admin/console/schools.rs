@@ -201,21 +201,50 @@ pub struct Connection {
     pub certificate: Option<ClientCertificate>,
 }
 
-/// Every connection of the configuration with what the store knows of it. Pure.
-pub fn connections(
-    settings: &Settings,
-    links: &[SchoolLink],
-    states: &[SourceState],
-    problems: &[ConnectionProblem],
-    certificates: &[ClientCertificate],
-) -> Vec<Connection> {
-    let mut by_source: BTreeMap<(&str, &str), &SourceState> = BTreeMap::new();
-    for s in states {
-        by_source.insert((s.source.as_str(), s.school_id.as_str()), s);
+impl Connection {
+    fn new(kind: &'static str, name: String, endpoint: String, schools: Vec<String>) -> Self {
+        Connection {
+            kind,
+            name,
+            endpoint,
+            schools,
+            last_contact: None,
+            parked: Vec::new(),
+            problem: None,
+            expires: None,
+            certificate: None,
+        }
     }
-    let fill = |mut c: Connection, source: &str, connection: &str| {
+}
+
+/// What the store and the configuration know of the connections.
+pub struct Known<'a> {
+    by_source: BTreeMap<(&'a str, &'a str), &'a SourceState>,
+    problems: &'a [ConnectionProblem],
+    certificates: &'a [ClientCertificate],
+}
+
+impl<'a> Known<'a> {
+    pub fn new(
+        states: &'a [SourceState],
+        problems: &'a [ConnectionProblem],
+        certificates: &'a [ClientCertificate],
+    ) -> Known<'a> {
+        let by_source = states
+            .iter()
+            .map(|s| ((s.source.as_str(), s.school_id.as_str()), s))
+            .collect();
+        Known {
+            by_source,
+            problems,
+            certificates,
+        }
+    }
+
+    /// `c` with its last contact, parked schools, problem and certificate.
+    fn fill(&self, mut c: Connection, source: &str, connection: &str) -> Connection {
         for school in &c.schools {
-            let Some(s) = by_source.get(&(source, school.as_str())) else {
+            let Some(s) = self.by_source.get(&(source, school.as_str())) else {
                 continue;
             };
             c.last_contact = c.last_contact.max(s.last_success_at);
@@ -223,74 +252,67 @@ pub fn connections(
                 c.parked.push((school.clone(), r.clone()));
             }
         }
-        c.problem = problems
+        c.problem = self
+            .problems
             .iter()
             .find(|p| p.connection == connection)
             .cloned();
-        c.certificate = certificates
+        c.certificate = self
+            .certificates
             .iter()
             .find(|k| k.connection == connection)
             .cloned();
         c
-    };
+    }
+}
+
+/// Every connection of the configuration with what the store knows of it. Pure.
+pub fn connections(
+    settings: &Settings,
+    links: &[SchoolLink],
+    known: &Known<'_>,
+) -> Vec<Connection> {
     let mut out = Vec::new();
     for las in &settings.las {
-        let name = las.name().to_owned();
         let crate::settings::LasSettings::Uwlr(cfg) = las;
         let schools = links
             .iter()
-            .filter(|s| s.las.as_deref() == Some(name.as_str()))
+            .filter(|s| s.las.as_deref() == Some(cfg.name.as_str()))
             .map(|s| s.id.clone())
             .collect();
-        let c = Connection {
-            kind: "LAS (UWLR)",
-            endpoint: cfg.endpoint.to_string(),
-            name: name.clone(),
+        let c = Connection::new(
+            "LAS (UWLR)",
+            cfg.name.clone(),
+            cfg.endpoint.to_string(),
             schools,
-            last_contact: None,
-            parked: Vec::new(),
-            problem: None,
-            expires: None,
-            certificate: None,
-        };
-        out.push(fill(c, "las", &las_connection(&name)));
+        );
+        out.push(known.fill(c, "las", &las_connection(&cfg.name)));
     }
     if let Some(b) = &settings.broker {
-        let c = Connection {
-            kind: "broker (Basispoort)",
-            name: "broker".into(),
-            endpoint: b.basispoort().endpoint.to_string(),
-            schools: links
-                .iter()
-                .filter(|s| s.broker_id.is_some())
-                .map(|s| s.id.clone())
-                .collect(),
-            last_contact: None,
-            parked: Vec::new(),
-            problem: None,
-            expires: None,
-            certificate: None,
-        };
-        out.push(fill(c, "broker", THE_BROKER));
+        let schools = links
+            .iter()
+            .filter(|s| s.broker_id.is_some())
+            .map(|s| s.id.clone())
+            .collect();
+        let endpoint = b.basispoort().endpoint.to_string();
+        let c = Connection::new("broker (Basispoort)", "broker".into(), endpoint, schools);
+        out.push(known.fill(c, "broker", THE_BROKER));
     }
     for s in links {
         let Some(portal) = &s.zermelo_portal else {
             continue;
         };
-        let id = s.id.clone();
-        let state = by_source.get(&("portal", id.as_str()));
-        let c = Connection {
-            kind: "portal (Zermelo)",
-            name: id.clone(),
-            endpoint: portal.clone(),
-            schools: vec![id.clone()],
-            last_contact: None,
-            parked: Vec::new(),
-            problem: None,
-            expires: state.and_then(|s| connector_zermelo::token_expiry(s.marker.as_deref())),
-            certificate: None,
-        };
-        out.push(fill(c, "portal", &format!("the portal of {id}")));
+        let mut c = Connection::new(
+            "portal (Zermelo)",
+            s.id.clone(),
+            portal.clone(),
+            vec![s.id.clone()],
+        );
+        c.expires = known
+            .by_source
+            .get(&("portal", s.id.as_str()))
+            .and_then(|st| connector_zermelo::token_expiry(st.marker.as_deref()));
+        out.push(known.fill(c, "portal", &format!("the portal of {}", s.id)));
     }
     out
 }
@@ -344,7 +366,11 @@ pub async fn connections_page(State(c): State<Shared>, signed: Signed) -> Respon
     };
     let problems = status::problems(db).await.unwrap_or_default();
     let certificates = crate::sources::client_certificates(&settings);
-    let list = connections(&settings, &links, &states, &problems, &certificates);
+    let list = connections(
+        &settings,
+        &links,
+        &Known::new(&states, &problems, &certificates),
+    );
     let now = Utc::now();
     let body = html! {
         h1 { "Connections" }
