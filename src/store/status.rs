@@ -107,15 +107,30 @@ impl SchoolStatus {
     }
 }
 
+/// `template` for every school, or for one: `{and}` becomes ` AND school_id = ?` and
+/// `{where}` ` WHERE school_id = ?` (bound, never spliced) when `only` is given.
+fn scoped(backend: sea_orm::DbBackend, template: &str, only: Option<&str>) -> Statement {
+    let Some(school) = only else {
+        let sql = template.replace("{and}", "").replace("{where}", "");
+        return Statement::from_string(backend, sql);
+    };
+    let mark = match backend {
+        sea_orm::DbBackend::Postgres => "$1",
+        _ => "?",
+    };
+    let sql = template
+        .replace("{and}", &format!(" AND school_id = {mark}"))
+        .replace("{where}", &format!(" WHERE school_id = {mark}"));
+    Statement::from_sql_and_values(backend, sql, [school.into()])
+}
+
 async fn counts<C: ConnectionTrait>(
     db: &C,
     sql: &str,
+    only: Option<&str>,
 ) -> Result<HashMap<(String, String), i64>, DbErr> {
     let rows = db
-        .query_all_raw(Statement::from_string(
-            db.get_database_backend(),
-            sql.to_owned(),
-        ))
+        .query_all_raw(scoped(db.get_database_backend(), sql, only))
         .await?;
     let mut out = HashMap::new();
     for r in rows {
@@ -128,8 +143,27 @@ async fn counts<C: ConnectionTrait>(
 }
 
 pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<SchoolStatus>, DbErr> {
-    let schools = school::Entity::find().all(db).await?;
-    let success: HashMap<String, DateTime<Utc>> = source_state::Entity::find()
+    select(db, None).await
+}
+
+/// One school's status, with queries for that school alone (the console's school page).
+pub async fn of<C: ConnectionTrait>(db: &C, school: &str) -> Result<Option<SchoolStatus>, DbErr> {
+    Ok(select(db, Some(school)).await?.pop())
+}
+
+async fn select<C: ConnectionTrait>(
+    db: &C,
+    only: Option<&str>,
+) -> Result<Vec<SchoolStatus>, DbErr> {
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let mut find = school::Entity::find();
+    let mut states = source_state::Entity::find();
+    if let Some(id) = only {
+        find = find.filter(school::Column::Id.eq(id));
+        states = states.filter(source_state::Column::SchoolId.eq(id));
+    }
+    let schools = find.all(db).await?;
+    let success: HashMap<String, DateTime<Utc>> = states
         .all(db)
         .await?
         .into_iter()
@@ -143,22 +177,24 @@ pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<SchoolStatus>, DbErr
         });
     let persons = counts(
         db,
-        "SELECT school_id, kind, COUNT(*) FROM person WHERE removed_at IS NULL \
+        "SELECT school_id, kind, COUNT(*) FROM person WHERE removed_at IS NULL{and} \
          GROUP BY school_id, kind",
+        only,
     )
     .await?;
     let groups = counts(
         db,
-        "SELECT school_id, 'group', COUNT(*) FROM roster_group WHERE removed_at IS NULL \
+        "SELECT school_id, 'group', COUNT(*) FROM roster_group WHERE removed_at IS NULL{and} \
          GROUP BY school_id",
+        only,
     )
     .await?;
     let last_runs = db
-        .query_all_raw(Statement::from_string(
+        .query_all_raw(scoped(
             db.get_database_backend(),
             "SELECT school_id, id, outcome, started_at FROM sync_run WHERE id IN \
-             (SELECT MAX(id) FROM sync_run GROUP BY school_id)"
-                .to_owned(),
+             (SELECT MAX(id) FROM sync_run{where} GROUP BY school_id)",
+            only,
         ))
         .await?;
     let mut last: HashMap<String, (i64, Option<String>, DateTime<Utc>)> = HashMap::new();
@@ -173,7 +209,7 @@ pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<SchoolStatus>, DbErr
             ),
         );
     }
-    let conflicts = identity_conflicts(db).await?;
+    let conflicts = identity_conflicts(db, only).await?;
     let waiting: HashMap<String, (i64, usize)> = held::waiting(db)
         .await?
         .into_iter()
@@ -213,13 +249,14 @@ pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<SchoolStatus>, DbErr
 /// Per school, the identity conflicts of its last run that compared the roster (ok or held).
 async fn identity_conflicts<C: ConnectionTrait>(
     db: &C,
+    only: Option<&str>,
 ) -> Result<HashMap<String, (i64, usize)>, DbErr> {
     let rows = db
-        .query_all_raw(Statement::from_string(
+        .query_all_raw(scoped(
             db.get_database_backend(),
             "SELECT school_id, counts, id FROM sync_run WHERE id IN (SELECT MAX(id) FROM sync_run \
-             WHERE outcome IN ('ok', 'held') AND dry_run = false GROUP BY school_id)"
-                .to_owned(),
+             WHERE outcome IN ('ok', 'held') AND dry_run = false{and} GROUP BY school_id)",
+            only,
         ))
         .await?;
     let mut out = HashMap::new();

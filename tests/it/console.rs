@@ -536,5 +536,16 @@ async fn the_console_in_a_browser_and_its_defences() {
         c.close().await.expect("browser closes");
     }
     over_http(&base, &store, &daemon).await;
+    // The school page's own query says what the list says, for each school.
+    let all = rostersync::store::status::list(store.db())
+        .await
+        .expect("list");
+    for s in &all {
+        let one = rostersync::store::status::of(store.db(), &s.id)
+            .await
+            .expect("of");
+        assert_eq!(one.as_ref(), Some(s));
+    }
+    assert!(all.iter().any(|s| s.state == "frozen") && all.iter().all(|s| s.last_run.is_some()));
     assert_eq!(daemon.stop().await, 0);
 }

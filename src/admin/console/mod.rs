@@ -13,6 +13,7 @@ mod run;
 mod school;
 mod schools;
 mod session;
+mod summer;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
@@ -103,6 +104,7 @@ pub fn router(console: Shared) -> Router {
     Router::new()
         .route("/", get(schools::list))
         .route("/connections", get(schools::connections_page))
+        .route("/summer", get(summer::show))
         .route("/console.css", get(stylesheet))
         .route("/sign-in", get(sign_in_page).post(sign_in))
         .route("/sign-out", post(sign_out))

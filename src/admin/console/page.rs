@@ -77,6 +77,7 @@ pub fn page(frame: &Frame, shell: Shell<'_>, body: Markup) -> Markup {
                     nav {
                         a href="/" { "Schools" }
                         a href="/connections" { "Connections" }
+                        a href="/summer" { "Summer" }
                     }
                     form.inline.who method="post" action="/sign-out" {
                         (frame.csrf_field())

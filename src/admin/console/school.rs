@@ -244,11 +244,11 @@ pub async fn show(
     };
     let store = &c.admin.store;
     let db = store.db();
-    let all = match status::list(db).await {
-        Ok(all) => all,
+    let found = match status::of(db, &id).await {
+        Ok(found) => found,
         Err(e) => return store_trouble(&frame, store.db_error(e)),
     };
-    let Some(s) = all.iter().find(|s| s.id == id) else {
+    let Some(s) = found.as_ref() else {
         return trouble(
             &frame,
             StatusCode::NOT_FOUND,
