@@ -60,6 +60,11 @@ pub struct BenchArgs {
     /// Keep the stores in DIR instead of a temporary directory.
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Part 2 against PostgreSQL: a server URL (postgres://user@host/db) whose user may
+    /// create databases. The bench makes a database of its own there and drops it at the
+    /// end; `sync.concurrency` schools apply at once. Default: SQLite in the bench's directory.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     format: OutputFormat,
 }
@@ -354,6 +359,60 @@ impl Drop for Simulator {
     }
 }
 
+/// A PostgreSQL database of the bench's own on the server `--store` names.
+struct ScratchDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    async fn create(server: &str) -> Result<ScratchDatabase, Failure> {
+        use sea_orm::ConnectionTrait;
+        if !(server.starts_with("postgres://") || server.starts_with("postgresql://")) {
+            return Err(Failure::usage(anyhow!(
+                "--store takes a PostgreSQL server URL (postgres://user@host/db); SQLite is \
+                 the default"
+            )));
+        }
+        let name = format!("rostersync_bench_{}", std::process::id());
+        let (base, _) = server.rsplit_once('/').ok_or_else(|| {
+            Failure::usage(anyhow!(
+                "--store: the URL names no database (postgres://user@host/db)"
+            ))
+        })?;
+        let admin = sea_orm::Database::connect(server)
+            .await
+            .map_err(|e| Failure::failed(anyhow!("--store: cannot connect: {e}")))?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .map_err(|e| Failure::failed(anyhow!("--store: cannot create database {name}: {e}")))?;
+        Ok(ScratchDatabase {
+            server: server.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    async fn drop_database(self) -> Result<(), Failure> {
+        use sea_orm::ConnectionTrait;
+        let admin = sea_orm::Database::connect(&self.server)
+            .await
+            .map_err(|e| Failure::failed(anyhow!("--store: cannot connect: {e}")))?;
+        admin
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await
+            .map_err(|e| {
+                Failure::failed(anyhow!("--store: cannot drop database {}: {e}", self.name))
+            })?;
+        Ok(())
+    }
+}
+
 async fn many_schools(
     args: &BenchArgs,
     dir: &Path,
@@ -417,6 +476,15 @@ async fn many_schools(
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
+    let mut settings = settings;
+    let scratch = match &args.store {
+        Some(url) => {
+            let db = ScratchDatabase::create(url).await?;
+            settings.store.url = db.url.clone();
+            Some(db)
+        }
+        None => None,
+    };
     let store = open_store(&settings).await?;
     reset_peak_rss()?;
     let marks: Vec<usize> = [args.schools / 5, args.schools / 2, args.schools]
@@ -476,6 +544,11 @@ async fn many_schools(
     // on day 1: their whole initial load, and every later day's changes. Measured after the
     // days, so the API server in this process does not count in the days' memory.
     let api_delta = api_delta(args, &settings, store.clone(), dir, since).await?;
+    let writes = store.write_stats().snapshot();
+    if let Some(db) = scratch {
+        drop(store);
+        db.drop_database().await?;
+    }
     Ok(ManySchools {
         schools: report.schools.len(),
         pupils_per_school: args.school_pupils,
@@ -488,7 +561,7 @@ async fn many_schools(
             .count(),
         checkpoints,
         target_seconds: 60.0,
-        store_writes: store.write_stats().snapshot(),
+        store_writes: writes,
         store_settings,
         api_delta,
         days,
@@ -916,12 +989,19 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!("SQLite: {}.", pragmas.join(", "));
+        if !pragmas.is_empty() {
+            println!("SQLite: {}.", pragmas.join(", "));
+        }
         print!("{}", days_table(&m.days));
         println!(
-            "Store after day {}: {:.0} bytes per live pupil (file and WAL).",
+            "Store after day {}: {:.0} bytes per live pupil ({}).",
             m.days.len(),
-            m.store_bytes_per_pupil
+            m.store_bytes_per_pupil,
+            if args.store.is_some() {
+                "pg_database_size"
+            } else {
+                "file and WAL"
+            }
         );
         if !m.api_delta.is_empty() {
             println!(
@@ -943,7 +1023,11 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
     }
     if !table_out {
         super::print_json(&BenchReport {
-            store: "sqlite",
+            store: if args.store.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            },
             concurrency,
             large_school: large,
             many_schools: many,

@@ -618,3 +618,19 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// The databases on the PostgreSQL server `admin` whose names start with `prefix`.
+pub async fn postgres_databases(admin: &str, prefix: &str) -> Vec<String> {
+    let db = Database::connect(admin)
+        .await
+        .expect("PostgreSQL reachable");
+    db.query_all_raw(sea_orm::Statement::from_string(
+        sea_orm::DbBackend::Postgres,
+        format!("SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%'"),
+    ))
+    .await
+    .expect("databases")
+    .iter()
+    .map(|r| r.try_get_by_index::<String>(0).expect("name"))
+    .collect()
+}

@@ -917,3 +917,52 @@ async fn history_older_than_journal_days_is_forgotten_but_each_schools_latest_ru
     let exported = export_of(&store, "99XA00").await;
     assert_eq!(exported.pupils.len(), 20);
 }
+
+#[tokio::test]
+async fn the_bench_runs_its_many_schools_against_postgresql() {
+    let Some(server) = crate::support::postgres_admin_url() else {
+        eprintln!(
+            "SKIP the_bench_runs_its_many_schools_against_postgresql: needs ROSTERSYNC_TEST_POSTGRES"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rostersync"))
+        .args([
+            "bench",
+            "--pupils",
+            "60",
+            "--repeat",
+            "1",
+            "--schools",
+            "4",
+            "--school-pupils",
+            "30",
+            "--api-pupils",
+            "0",
+            "--format",
+            "json",
+            "--store",
+            &server,
+            "--dir",
+        ])
+        .arg(dir.path())
+        .env_remove("ROSTERSYNC_CONFIG")
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert_eq!(report["store"], "postgres");
+    let many = &report["many_schools"];
+    assert_eq!(many["outcomes_ok"], 4);
+    assert_eq!(many["days"].as_array().expect("days").len(), 2);
+    assert!(many["store_bytes_per_pupil"].as_f64().expect("bytes") > 0.0);
+    // Its own database is gone again.
+    let left = crate::support::postgres_databases(&server, "rostersync_bench_").await;
+    assert!(left.is_empty(), "{left:?}");
+}
