@@ -229,6 +229,22 @@ fn asked_by(op: Option<&Operator>) -> String {
     }
 }
 
+/// The admin whose token `given` is. Every token is compared, in constant time, whoever
+/// matches: the answer's timing says nothing about which or how close. An empty token is
+/// nobody's.
+pub(crate) fn admin_named(users: &[(String, SecretString)], given: &str) -> Option<String> {
+    let mut found = None;
+    for (name, token) in users {
+        if crate::token::same_secret(given.as_bytes(), token.expose_secret().as_bytes())
+            && !given.is_empty()
+            && found.is_none()
+        {
+            found = Some(name.clone());
+        }
+    }
+    found
+}
+
 /// The TCP listener's guard: every request carries `Authorization: Bearer <token>` of one of
 /// the admins.
 async fn bearer(
@@ -242,17 +258,7 @@ async fn bearer(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    // Every token is compared, in constant time: the timing says nothing about which.
-    let mut who = None;
-    for (name, token) in users.iter() {
-        if crate::token::same_secret(given.as_bytes(), token.expose_secret().as_bytes())
-            && !given.is_empty()
-            && who.is_none()
-        {
-            who = Some(name.clone());
-        }
-    }
-    match who {
+    match admin_named(&users, given) {
         Some(name) => {
             req.extensions_mut().insert(Operator(name));
             next.run(req).await

@@ -496,31 +496,18 @@ async fn many_schools(
     let delta_from = args.schools - (args.schools / 50).max(1);
     let mut since = None;
     let started = Instant::now();
-    let report = cycle::run(
-        &store,
-        &settings,
-        &CycleOptions {
-            only: None,
-            run: RunOptions {
-                trigger: "bench".into(),
-                dry_run: false,
-                allow_removals: false,
-                today: crate::sync::run::today(),
-            },
-        },
-        |done, total, r| {
-            progress.school(done, total, r);
-            if done == delta_from {
-                since = Some(chrono::Utc::now());
-            }
-            if marks.contains(&done) {
-                checkpoints.push(Checkpoint {
-                    schools: done,
-                    peak_rss_mib: peak_rss_mib(),
-                });
-            }
-        },
-    )
+    let report = cycle::run(&store, &settings, &bench_cycle(), |done, total, r| {
+        progress.school(done, total, r);
+        if done == delta_from {
+            since = Some(chrono::Utc::now());
+        }
+        if marks.contains(&done) {
+            checkpoints.push(Checkpoint {
+                schools: done,
+                peak_rss_mib: peak_rss_mib(),
+            });
+        }
+    })
     .await
     .map_err(super::sync::cycle_failure)?;
     progress.done();

@@ -4,6 +4,7 @@
 
 use chrono::Utc;
 
+use crate::model::held::Kind;
 use crate::store::{Store, WriteKind, held, runs, schools};
 use crate::sync::report::{Counts, Outcome};
 use crate::sync::run::Rules;
@@ -160,11 +161,11 @@ fn tally(done: &[held::Approved], grants: crate::permissions::GrantChanges) -> (
             skipped += 1;
             continue;
         }
-        match a.row.kind.as_str() {
-            "pupils" => counts.pupils.removed += 1,
-            "staff" => counts.staff.removed += 1,
-            "groups" => counts.groups.removed += 1,
-            _ => counts.memberships.removed += 1,
+        match Kind::parse(&a.row.kind) {
+            Some(Kind::Pupils) => counts.pupils.removed += 1,
+            Some(Kind::Staff) => counts.staff.removed += 1,
+            Some(Kind::Groups) => counts.groups.removed += 1,
+            Some(Kind::Memberships) | None => counts.memberships.removed += 1,
         }
     }
     (counts, skipped)

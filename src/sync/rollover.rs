@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::model::plan::{Plan, StoredGroup, StoredPerson};
 use crate::model::{Field, PersonKind};
-use crate::sync::brakes::Expected;
+use crate::sync::brakes::{Expected, Kind};
 use crate::sync::diff::{DiffOptions, diff};
 use crate::sync::merge::merge;
 
@@ -95,14 +95,15 @@ pub fn without_held(
 ) -> Expected {
     for h in waiting {
         let Some(id) = h.entity_id else { continue };
-        match h.kind.as_str() {
-            "groups" => {
+        match Kind::parse(&h.kind) {
+            Some(Kind::Groups) => {
                 expected.groups.remove(&id);
             }
-            "memberships" => {
+            Some(Kind::Memberships) => {
                 expected.memberships_of.remove(&id);
             }
-            _ => {
+            // Pupils, staff, and a kind this version does not know: the person stays held.
+            Some(Kind::Pupils | Kind::Staff) | None => {
                 expected.persons.remove(&id);
             }
         }

@@ -10,6 +10,7 @@ use connector_api::Snapshot;
 
 use crate::model::plan::{StoredGroup, StoredPerson};
 use crate::model::rollover::Calendar;
+use crate::store::entities::school;
 use crate::store::export::{Export, SchoolOut};
 use crate::store::{Store, prepared, roster, schools};
 use crate::sync::identity::{KeyIndex, KnownKeys, Match};
@@ -52,11 +53,13 @@ pub async fn status(
 ) -> Result<Vec<SchoolSummer>, DbErr> {
     let live = calendar.live_year(today);
     let next = live.next().to_string();
-    let rows = schools::rows(store)
-        .await
-        .map_err(|e| DbErr::Custom(e.to_string()))?;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let mut find = school::Entity::find().order_by_asc(school::Column::Id);
+    if let Some(id) = only {
+        find = find.filter(school::Column::Id.eq(id));
+    }
     let mut out = Vec::new();
-    for row in rows.into_iter().filter(|r| only.is_none_or(|o| o == r.id)) {
+    for row in find.all(store.db()).await? {
         let stored = row.school_year.as_deref();
         let standing = if stored == Some(next.as_str()) {
             Standing::Switched

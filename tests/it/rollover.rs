@@ -65,23 +65,14 @@ fn top_year(e: &Export) -> u32 {
 }
 
 async fn run_of(store: &Store, school: &str) -> (String, String) {
-    let trigger = crate::support::one(
-        store,
-        &format!(
-            "SELECT trigger FROM sync_run WHERE school_id = '{school}' ORDER BY id DESC LIMIT 1"
-        ),
-    )
-    .await
-    .expect("a run");
-    let outcome = crate::support::one(
-        store,
-        &format!(
-            "SELECT outcome FROM sync_run WHERE school_id = '{school}' ORDER BY id DESC LIMIT 1"
-        ),
-    )
-    .await
-    .expect("a run");
-    (trigger, outcome)
+    let latest = |column: &str| {
+        format!(
+            "SELECT {column} FROM sync_run WHERE school_id = '{school}' ORDER BY id DESC LIMIT 1"
+        )
+    };
+    let trigger = crate::support::one(store, &latest("trigger")).await;
+    let outcome = crate::support::one(store, &latest("outcome")).await;
+    (trigger.expect("a run"), outcome.expect("a run"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -721,28 +721,13 @@ fn the_demo_shows_a_frozen_and_a_held_school() {
     );
 }
 
-#[test]
-fn the_bench_measures_both_parts() {
+/// `rostersync bench ARGS --format json --dir DIR`, succeeded, its report.
+fn bench(args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rostersync"))
-        .args([
-            "bench",
-            "--pupils",
-            "120",
-            "--repeat",
-            "2",
-            "--schools",
-            "6",
-            "--school-pupils",
-            "30",
-            "--api-pupils",
-            "150",
-            "--api-rounds",
-            "2",
-            "--format",
-            "json",
-            "--dir",
-        ])
+        .arg("bench")
+        .args(args)
+        .args(["--format", "json", "--dir"])
         .arg(dir.path())
         .env_remove("ROSTERSYNC_CONFIG")
         .output()
@@ -753,7 +738,25 @@ fn the_bench_measures_both_parts() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    serde_json::from_str(&stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn the_bench_measures_both_parts() {
+    let report = bench(&[
+        "--pupils",
+        "120",
+        "--repeat",
+        "2",
+        "--schools",
+        "6",
+        "--school-pupils",
+        "30",
+        "--api-pupils",
+        "150",
+        "--api-rounds",
+        "2",
+    ]);
     let large = report["large_school"].as_array().expect("scenarios");
     assert_eq!(large.len(), 5);
     assert!(large[0]["changes"].as_u64().expect("count") >= 120);
@@ -926,37 +929,20 @@ async fn the_bench_runs_its_many_schools_against_postgresql() {
         );
         return;
     };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rostersync"))
-        .args([
-            "bench",
-            "--pupils",
-            "60",
-            "--repeat",
-            "1",
-            "--schools",
-            "4",
-            "--school-pupils",
-            "30",
-            "--api-pupils",
-            "0",
-            "--format",
-            "json",
-            "--store",
-            &server,
-            "--dir",
-        ])
-        .arg(dir.path())
-        .env_remove("ROSTERSYNC_CONFIG")
-        .output()
-        .expect("bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    let report = bench(&[
+        "--pupils",
+        "60",
+        "--repeat",
+        "1",
+        "--schools",
+        "4",
+        "--school-pupils",
+        "30",
+        "--api-pupils",
+        "0",
+        "--store",
+        &server,
+    ]);
     assert_eq!(report["store"], "postgres");
     let many = &report["many_schools"];
     assert_eq!(many["outcomes_ok"], 4);

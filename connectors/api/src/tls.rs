@@ -302,21 +302,26 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     Some((tag, &rest[..len], &rest[len..]))
 }
 
-/// The issuer of a DER certificate, as `CN=..., O=...` (the parts that name a CA).
-pub(crate) fn issuer_name(der: &[u8]) -> Option<String> {
-    const SEQUENCE: u8 = 0x30;
+const SEQUENCE: u8 = 0x30;
+
+/// The fields of a DER certificate's `TBSCertificate` from the serial number on (the
+/// optional `[0]` version skipped): serial number, signature algorithm, issuer, validity, ...
+fn tbs_fields(der: &[u8]) -> Option<&[u8]> {
     let (SEQUENCE, cert, _) = der_element(der)? else {
         return None;
     };
     let (SEQUENCE, tbs, _) = der_element(cert)? else {
         return None;
     };
-    let mut rest = tbs;
-    // [0] version (optional), serial number, signature algorithm, then the issuer.
-    let (tag, _, after) = der_element(rest)?;
-    if tag == 0xa0 {
-        rest = after;
+    match der_element(tbs)? {
+        (0xa0, _, after) => Some(after),
+        _ => Some(tbs),
     }
+}
+
+/// The issuer of a DER certificate, as `CN=..., O=...` (the parts that name a CA).
+pub(crate) fn issuer_name(der: &[u8]) -> Option<String> {
+    let rest = tbs_fields(der)?;
     let (_, _, rest) = der_element(rest)?; // serial number
     let (_, _, rest) = der_element(rest)?; // signature algorithm
     let (SEQUENCE, mut name, _) = der_element(rest)? else {
@@ -355,18 +360,7 @@ pub(crate) fn issuer_name(der: &[u8]) -> Option<String> {
 
 /// When a DER certificate stops being valid (its `notAfter`).
 pub fn not_after(der: &[u8]) -> Option<chrono::DateTime<chrono::Utc>> {
-    const SEQUENCE: u8 = 0x30;
-    let (SEQUENCE, cert, _) = der_element(der)? else {
-        return None;
-    };
-    let (SEQUENCE, tbs, _) = der_element(cert)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    let (tag, _, after) = der_element(rest)?;
-    if tag == 0xa0 {
-        rest = after;
-    }
+    let mut rest = tbs_fields(der)?;
     // Serial number, signature algorithm, issuer, then the validity.
     for _ in 0..3 {
         rest = der_element(rest)?.2;

@@ -26,7 +26,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{Markup, html};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use self::page::Frame;
 use self::session::{Limiter, Session, Sessions};
@@ -70,20 +70,6 @@ impl Console {
 
     fn limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
         self.limiter.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The admin whose token this is. Every token is compared, in constant time, whoever
-    /// matches: the answer's timing says nothing about which or how close.
-    fn user_of(&self, token: &str) -> Option<String> {
-        let mut found = None;
-        for (name, secret) in &self.users {
-            if crate::token::same_secret(token.as_bytes(), secret.expose_secret().as_bytes())
-                && found.is_none()
-            {
-                found = Some(name.clone());
-            }
-        }
-        found
     }
 
     /// The configuration in force and the page frame of `signed`.
@@ -327,7 +313,7 @@ async fn sign_in(
             )),
         );
     }
-    let Some(user) = c.user_of(form.token.trim()) else {
+    let Some(user) = super::admin_named(&c.users, form.token.trim()) else {
         c.limiter().failed(from, now);
         tracing::warn!(peer = %from, "A console sign-in with a wrong token was refused.");
         return sign_in_form(

@@ -103,13 +103,15 @@ fn runs_table(frame: &Frame, runs: &[Run]) -> Markup {
 /// A held removal in words.
 pub fn held_said(h: &HeldChange) -> Markup {
     let detail: serde_json::Value = serde_json::from_str(&h.detail).unwrap_or_default();
-    let person = matches!(h.kind.as_str(), "pupils" | "staff" | "memberships");
-    let kind = match h.kind.as_str() {
-        "pupils" => "pupil",
-        "staff" => "staff member",
-        "groups" => "group",
-        "memberships" => "membership of person",
-        other => other,
+    use crate::model::held::Kind;
+    let kind = Kind::parse(&h.kind);
+    let person = matches!(kind, Some(Kind::Pupils | Kind::Staff | Kind::Memberships));
+    let kind = match kind {
+        Some(Kind::Pupils) => "pupil",
+        Some(Kind::Staff) => "staff member",
+        Some(Kind::Groups) => "group",
+        Some(Kind::Memberships) => "membership of person",
+        None => h.kind.as_str(),
     };
     html! {
         (kind) " "

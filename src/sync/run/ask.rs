@@ -48,6 +48,11 @@ impl Ask<'_> {
         }
     }
 
+    /// Send the request once.
+    pub async fn send(&self) -> Result<FetchOutcome, ConnectorError> {
+        self.connector.fetch(&self.request).await
+    }
+
     /// Ask again without any "since": the merge needs this source's whole answer.
     async fn refetch(&mut self) -> Result<FetchOutcome, ConnectorError> {
         self.request.last_marker = None;
@@ -81,8 +86,8 @@ pub(super) async fn prepare<'a>(
     Ok(Ok(asks))
 }
 
-/// The request to one source, from what it said last time.
-fn ask<'a>(
+/// The request to one source, from what it said last time (`state`; none: the whole answer).
+pub(super) fn ask<'a>(
     target: &Target,
     source: &'a Source,
     state: Option<SourceState>,

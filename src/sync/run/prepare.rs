@@ -3,7 +3,7 @@
 //! (`store::prepared`); `geengegevens` or an answer for the live year means "not prepared
 //! yet", never an error, and no answer changes the live roster.
 
-use connector_api::{FetchOutcome, FetchRequest, SchoolYear};
+use connector_api::{FetchOutcome, SchoolYear};
 
 use super::{LAS, Rules, RunOptions, Target};
 use crate::store::Store;
@@ -31,24 +31,12 @@ pub(super) async fn next_year(
         return None;
     }
     let las = target.sources.iter().find(|s| s.name == LAS)?;
-    let connector = las.connector.as_ref().ok()?.clone();
-    let credential = match &las.credential {
-        Some(Ok(c)) => Some(c.clone()),
-        Some(Err(_)) => return None,
-        None => None,
-    };
     let next = rules.calendar.live_year(opts.today).next();
-    let request = FetchRequest {
-        school: target.id.clone(),
-        school_year: next,
-        credential,
-        remote_id: las.remote_id.clone(),
-        // The whole of next year, every time: nothing of it is stored as a baseline.
-        last_received: None,
-        last_marker: None,
-    };
     let school = target.id.to_string();
-    let said = match connector.fetch(&request).await {
+    // The request as a run makes it, without "since": nothing of next year is a baseline. A
+    // connection or credential that cannot be used was said by the day's run already.
+    let ask = super::ask::ask(target, las, None, &school, next).ok()?;
+    let said = match ask.send().await {
         Ok(FetchOutcome::Snapshot(s)) if s.school_year.as_deref() == Some(&next.to_string()) => {
             let pupils = s.pupils.len();
             match crate::store::prepared::save(
