@@ -15,6 +15,7 @@ enum PreparedYear {
     PreparedSince,
     ReceivedAt,
     Snapshot,
+    Changes,
 }
 
 #[derive(DeriveIden)]
@@ -35,6 +36,8 @@ impl MigrationTrait for Migration {
                 .col(timestamp_with_time_zone(PreparedYear::PreparedSince))
                 .col(timestamp_with_time_zone(PreparedYear::ReceivedAt))
                 .col(text(PreparedYear::Snapshot))
+                // What the switch would change, counted when the answer came (JSON).
+                .col(text_null(PreparedYear::Changes))
                 // Removing a school removes what it had prepared.
                 .foreign_key(
                     ForeignKey::create()

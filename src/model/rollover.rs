@@ -4,6 +4,7 @@
 
 use chrono::{Datelike, NaiveDate};
 use connector_api::SchoolYear;
+use serde::{Deserialize, Serialize};
 
 /// A day of the year written `MM-DD` (`rollover.prepare_from`, `rollover.switch_on`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,6 +39,23 @@ impl std::fmt::Display for MonthDay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:02}-{:02}", self.month, self.day)
     }
+}
+
+/// What the switch to a prepared year will change, in the words of `rollover status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// Pupils who stay, in another year group.
+    pub moving_up: usize,
+    /// Pupils who leave (the last year group, and anyone else gone next year).
+    pub leaving: usize,
+    /// Pupils who are new next year (the first year group, and new pupils in others).
+    pub arriving: usize,
+    /// Staff who teach a group next year they do not teach now.
+    pub teachers_with_new_groups: usize,
+    pub groups_ending: usize,
+    pub groups_beginning: usize,
+    /// Pupils next year.
+    pub pupils: usize,
 }
 
 /// When next year is prepared and when it goes live.

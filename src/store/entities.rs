@@ -413,6 +413,9 @@ pub mod prepared_year {
         pub received_at: DateTimeUtc,
         #[sea_orm(column_type = "Text")]
         pub snapshot: String,
+        /// What the switch would change, counted when the answer came (JSON).
+        #[sea_orm(column_type = "Text", nullable)]
+        pub changes: Option<String>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

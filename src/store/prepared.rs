@@ -8,6 +8,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 use super::entities::prepared_year;
+use crate::model::rollover::Preview;
 
 /// A school's prepared next year.
 #[derive(Debug, Clone)]
@@ -17,6 +18,8 @@ pub struct Prepared {
     pub since: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     pub snapshot: Snapshot,
+    /// What the switch would change, as counted against the roster of the day it came.
+    pub changes: Option<Preview>,
 }
 
 fn read(row: prepared_year::Model) -> Option<Prepared> {
@@ -28,15 +31,18 @@ fn read(row: prepared_year::Model) -> Option<Prepared> {
         since: row.prepared_since,
         received_at: row.received_at,
         snapshot,
+        changes: row.changes.and_then(|c| serde_json::from_str(&c).ok()),
     })
 }
 
-/// Keep `snapshot` as `school`'s prepared `year`; "since" stays the first day of that year.
+/// Keep `snapshot` as `school`'s prepared `year` with what it would change; "since" stays
+/// the first day of that year.
 pub async fn save<C: ConnectionTrait>(
     db: &C,
     school: &str,
     year: &str,
     snapshot: &Snapshot,
+    changes: &Preview,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     let known = prepared_year::Entity::find_by_id(school.to_owned())
@@ -46,12 +52,14 @@ pub async fn save<C: ConnectionTrait>(
         .filter(|k| k.school_year == year)
         .map_or(now, |k| k.prepared_since);
     let json = serde_json::to_string(snapshot).map_err(|e| DbErr::Custom(e.to_string()))?;
+    let changes = serde_json::to_string(changes).map_err(|e| DbErr::Custom(e.to_string()))?;
     prepared_year::Entity::insert(prepared_year::ActiveModel {
         school_id: Set(school.to_owned()),
         school_year: Set(year.to_owned()),
         prepared_since: Set(since),
         received_at: Set(now),
         snapshot: Set(json),
+        changes: Set(Some(changes)),
     })
     .on_conflict(
         OnConflict::column(prepared_year::Column::SchoolId)
@@ -60,6 +68,7 @@ pub async fn save<C: ConnectionTrait>(
                 prepared_year::Column::PreparedSince,
                 prepared_year::Column::ReceivedAt,
                 prepared_year::Column::Snapshot,
+                prepared_year::Column::Changes,
             ])
             .to_owned(),
     )

@@ -4,7 +4,6 @@
 //! else (pupils of other year groups vanishing, staff leaving) is still braked.
 
 use connector_api::{SchoolYear, Snapshot};
-use serde::Serialize;
 
 use crate::model::plan::{Plan, StoredGroup, StoredPerson};
 use crate::model::{Field, PersonKind};
@@ -111,22 +110,7 @@ pub fn without_held(
     expected
 }
 
-/// What the switch to a prepared year will change, in the words of `rollover status`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Preview {
-    /// Pupils who stay, in another year group.
-    pub moving_up: usize,
-    /// Pupils who leave (the last year group, and anyone else gone next year).
-    pub leaving: usize,
-    /// Pupils who are new next year (the first year group, and new pupils in others).
-    pub arriving: usize,
-    /// Staff who teach a group next year they do not teach now.
-    pub teachers_with_new_groups: usize,
-    pub groups_ending: usize,
-    pub groups_beginning: usize,
-    /// Pupils next year.
-    pub pupils: usize,
-}
+pub use crate::model::rollover::Preview;
 
 /// Staff in `plan` who get a group they are not linked to now (a link that only changes its
 /// role or its source is no new group).

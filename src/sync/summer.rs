@@ -85,12 +85,19 @@ async fn prepared_standing(store: &Store, school: &str, next: &str) -> Result<St
     else {
         return Ok(Standing::NotPrepared);
     };
-    let (groups, persons) = roster::load(store.db(), school).await?;
-    let plan = rollover::plan_for(&p.snapshot, &groups, &persons);
+    // Counted when the answer came; a row without the count is counted now.
+    let changes = match p.changes {
+        Some(c) => c,
+        None => {
+            let (groups, persons) = roster::load(store.db(), school).await?;
+            let plan = rollover::plan_for(&p.snapshot, &groups, &persons);
+            rollover::preview(&plan, &p.snapshot, &persons)
+        }
+    };
     Ok(Standing::Prepared {
         since: p.since,
         received_at: p.received_at,
-        changes: rollover::preview(&plan, &p.snapshot, &persons),
+        changes,
     })
 }
 

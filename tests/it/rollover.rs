@@ -325,6 +325,15 @@ async fn next_year_is_prepared_in_june_shown_by_rollover_status_and_goes_live_on
     });
     assert_eq!(live.pupils.len(), sim_pupils);
     assert!(leavers > 0);
+    // What the switch would change is counted when the answer comes, not at every status.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT COUNT(*) FROM prepared_year WHERE changes IS NOT NULL"
+        )
+        .await,
+        1
+    );
     // rollover status: prepared since today, and what the switch will change.
     let list = summer::status(&store, &calendar, day(6, 15), None)
         .await

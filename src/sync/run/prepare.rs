@@ -38,17 +38,11 @@ pub(super) async fn next_year(
     let ask = super::ask::ask(target, las, None, &school, next).ok()?;
     let said = match ask.send().await {
         Ok(FetchOutcome::Snapshot(s)) if s.school_year.as_deref() == Some(&next.to_string()) => {
-            let pupils = s.pupils.len();
-            match crate::store::prepared::save(
-                store.writer(),
-                &school,
-                &next.to_string(),
-                &s,
-                chrono::Utc::now(),
-            )
-            .await
-            {
-                Ok(()) => Preparing::Prepared { year: next, pupils },
+            match keep(store, &school, &next.to_string(), &s).await {
+                Ok(()) => Preparing::Prepared {
+                    year: next,
+                    pupils: s.pupils.len(),
+                },
                 Err(e) => Preparing::Failed(format!("store: {}", store.db_error(e))),
             }
         }
@@ -67,4 +61,26 @@ pub(super) async fn next_year(
         }
     }
     Some(said)
+}
+
+/// Keep next year's answer with what the switch would change to today's roster, counted now
+/// (just after the day's run) so `rollover status` reads it instead of diffing every school.
+async fn keep(
+    store: &Store,
+    school: &str,
+    year: &str,
+    snapshot: &connector_api::Snapshot,
+) -> Result<(), sea_orm::DbErr> {
+    let (groups, persons) = crate::store::roster::load(store.db(), school).await?;
+    let plan = crate::sync::rollover::plan_for(snapshot, &groups, &persons);
+    let changes = crate::sync::rollover::preview(&plan, snapshot, &persons);
+    crate::store::prepared::save(
+        store.writer(),
+        school,
+        year,
+        snapshot,
+        &changes,
+        chrono::Utc::now(),
+    )
+    .await
 }
