@@ -124,6 +124,7 @@ async fn sync_once(store: &Store, s: &Snapshot) -> usize {
         now: Utc::now(),
         retention: chrono::Duration::days(30),
         run: Some(run),
+        new_year: None,
     };
     let entries = rostersync::sync::journal::entries(&plan, &persons);
     roster::apply(&txn, &ctx, &plan, &persons, &entries)

@@ -8,6 +8,7 @@ mod m20261122_000002_digest_and_jobs;
 mod m20261130_000003_school_freeze;
 mod m20261130_000004_oneroster;
 mod m20261201_000005_prepared_year;
+mod m20261201_000006_prepared_class;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000003_school_freeze::Migration),
             Box::new(m20261130_000004_oneroster::Migration),
             Box::new(m20261201_000005_prepared_year::Migration),
+            Box::new(m20261201_000006_prepared_class::Migration),
         ]
     }
 }

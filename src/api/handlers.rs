@@ -2,7 +2,10 @@
 //! users, classes and enrollments are paged in SQL; orgs, sessions and courses (a few per
 //! school) are built whole and paged here.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 
 use axum::Router;
 use axum::extract::{Extension, Path, Query as UrlQuery, State};
@@ -236,7 +239,7 @@ async fn map_rows(
     c: Collection,
     rows: &[sea_orm::QueryResult],
 ) -> Result<Vec<Value>, sea_orm::DbErr> {
-    let today = crate::sync::run::today();
+    let live = ask.api.live_year();
     match c {
         Collection::Users => {
             let users: Vec<UserRow> = rows.iter().map(UserRow::from).collect::<Result<_, _>>()?;
@@ -255,7 +258,7 @@ async fn map_rows(
         }
         Collection::Classes => rows
             .iter()
-            .map(|r| ClassRow::from(r).map(|c| model::class(&c, &ask.base, today)))
+            .map(|r| ClassRow::from(r).map(|c| model::class(&c, &ask.base, live)))
             .collect(),
         Collection::Enrollments => rows
             .iter()
@@ -383,13 +386,7 @@ endpoint!(classes, Need::Core, |a| sql_collection(
     vec![]
 )
 .await);
-endpoint!(class, Need::Core, |a, id| sql_single(
-    &a,
-    Collection::Classes,
-    &id,
-    vec![]
-)
-.await);
+endpoint!(class, Need::Core, |a, id| one_class(&a, &id).await);
 endpoint!(enrollments, Need::Core, |a| sql_collection(
     &a,
     Collection::Enrollments,
@@ -628,13 +625,49 @@ async fn under_course(ask: &Ask<'_>, course_sid: &str) -> Response {
 }
 
 async fn visible_term(ask: &Ask<'_>, term_sid: &str) -> Result<bool, Response> {
-    let today = crate::sync::run::today();
-    let all = oneroster::schools(ask.api.store.db(), ask.access.schools.list().as_deref())
+    let years = school_years(ask, None)
         .await
         .map_err(|e| store_failure(ask.api, e))?;
-    Ok(all
-        .iter()
-        .any(|s| model::session_sid(&model::school_year_of(s, today)) == term_sid))
+    Ok(years.keys().any(|y| model::session_sid(y) == term_sid))
+}
+
+/// The school years of the schools the client sees (of one school, by sourcedId, when `only`
+/// is given): each one's live year and the next when it has that prepared, with the
+/// earliest moment a school of it was linked or prepared.
+async fn school_years(
+    ask: &Ask<'_>,
+    only: Option<&str>,
+) -> Result<BTreeMap<String, DateTime<Utc>>, sea_orm::DbErr> {
+    let db = ask.api.store.db();
+    let live = ask.api.live_year();
+    let mut schools = oneroster::schools(db, ask.access.schools.list().as_deref()).await?;
+    if let Some(sid) = only {
+        schools.retain(|s| s.sourced_id.as_deref() == Some(sid));
+    }
+    let ids: Vec<String> = schools.iter().map(|s| s.id.clone()).collect();
+    let prepared = oneroster::prepared_years(db, Some(&ids)).await?;
+    let mut years: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
+    let mut seen = |year: String, at: DateTime<Utc>| {
+        let e = years.entry(year).or_insert(at);
+        *e = (*e).min(at);
+    };
+    for s in &schools {
+        seen(model::school_year_of(s, live), s.created_at);
+    }
+    for (_, year, since) in prepared {
+        seen(year, since);
+    }
+    Ok(years)
+}
+
+/// One class: the live one, else a class new next year (listed in next year's session
+/// before the switch makes it live, with the sourcedId it will have).
+async fn one_class(ask: &Ask<'_>, sid: &str) -> Response {
+    let live = sql_single(ask, Collection::Classes, sid, vec![]).await;
+    if live.status() != StatusCode::NOT_FOUND {
+        return live;
+    }
+    sql_single(ask, Collection::Classes, sid, vec![Within::AnyYear]).await
 }
 
 async fn under_term(ask: &Ask<'_>, term_sid: &str) -> Response {
@@ -669,7 +702,7 @@ impl Memory {
 /// Every record of `m` the client may see (of one school when `only` is given).
 async fn build(ask: &Ask<'_>, m: Memory, only: Option<&str>) -> Result<Vec<Value>, Response> {
     let db = ask.api.store.db();
-    let today = crate::sync::run::today();
+    let live = ask.api.live_year();
     let mut schools = oneroster::schools(db, ask.access.schools.list().as_deref())
         .await
         .map_err(|e| store_failure(ask.api, e))?;
@@ -678,17 +711,12 @@ async fn build(ask: &Ask<'_>, m: Memory, only: Option<&str>) -> Result<Vec<Value
     }
     Ok(match m {
         Memory::Orgs => schools.iter().map(model::org).collect(),
-        Memory::Sessions => {
-            let mut years: std::collections::BTreeMap<String, chrono::DateTime<chrono::Utc>> =
-                Default::default();
-            for s in &schools {
-                let e = years
-                    .entry(model::school_year_of(s, today))
-                    .or_insert(s.created_at);
-                *e = (*e).min(s.created_at);
-            }
-            years.iter().map(|(y, t)| model::session(y, *t)).collect()
-        }
+        Memory::Sessions => school_years(ask, only)
+            .await
+            .map_err(|e| store_failure(ask.api, e))?
+            .iter()
+            .map(|(y, t)| model::session(y, *t, &ask.api.calendar))
+            .collect(),
         Memory::Courses => {
             let ids: Vec<String> = schools.iter().map(|s| s.id.clone()).collect();
             let years = oneroster::year_groups(db, Some(&ids))
@@ -698,7 +726,7 @@ async fn build(ask: &Ask<'_>, m: Memory, only: Option<&str>) -> Result<Vec<Value
                 .iter()
                 .filter_map(|(school, year)| {
                     let s = schools.iter().find(|s| &s.id == school)?;
-                    Some(model::course(s, year.as_deref(), &ask.base, today))
+                    Some(model::course(s, year.as_deref(), &ask.base, live))
                 })
                 .collect()
         }

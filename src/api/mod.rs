@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::post;
 use serde_json::json;
 
+use crate::model::rollover::Calendar;
 use crate::server::Peer;
 use crate::settings::Settings;
 use crate::store::Store;
@@ -38,6 +39,9 @@ pub struct Api {
     /// `https://roster.example.nl` when configured; else the request's own Host.
     public_url: Option<String>,
     tls: bool,
+    /// When a school year begins: its session's dates, and the live year of a school that
+    /// has not been synced yet.
+    pub(crate) calendar: Calendar,
 }
 
 impl Api {
@@ -61,7 +65,13 @@ impl Api {
                 .as_ref()
                 .map(|u| u.as_str().trim_end_matches('/').to_owned()),
             tls: settings.api.certificate.is_some(),
+            calendar: settings.rollover.calendar(),
         })
+    }
+
+    /// The live school year today.
+    pub(crate) fn live_year(&self) -> connector_api::SchoolYear {
+        self.calendar.live_year(crate::sync::run::today())
     }
 
     /// The start of every `href` in an answer to a request with `headers`.

@@ -3,10 +3,13 @@
 //! group and a teacher's group grant an enrollment. Pure mapping of store rows to JSON; the
 //! mapping table is in the README ("Apps: the OneRoster API").
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
+use connector_api::SchoolYear;
+
 use super::query::{Fields, Filter, Op, parse_time};
+use crate::model::rollover::Calendar;
 use crate::store::entities::school;
 use crate::store::oneroster::{ClassRow, EnrollmentRow, UserRow};
 
@@ -57,11 +60,10 @@ pub fn grade(year_group: &str) -> Option<&'static str> {
     })
 }
 
-/// The school year an org's classes belong to: `2026-2027`.
-pub fn school_year_of(s: &school::Model, today: NaiveDate) -> String {
-    s.school_year
-        .clone()
-        .unwrap_or_else(|| connector_api::SchoolYear::containing(today).to_string())
+/// The school year an org's classes belong to: `2026-2027` (the live year by the calendar
+/// for a school not synced yet).
+pub fn school_year_of(s: &school::Model, live: SchoolYear) -> String {
+    s.school_year.clone().unwrap_or_else(|| live.to_string())
 }
 
 /// The sourcedId of a school year's session (one per school year, shared by schools).
@@ -95,25 +97,27 @@ pub fn org(s: &school::Model) -> Value {
     })
 }
 
-/// The school year as a session: 1 August to 31 July.
-pub fn session(year: &str, modified: DateTime<Utc>) -> Value {
+/// The school year as a session: from `rollover.switch_on` (1 August) to the day before the
+/// next.
+pub fn session(year: &str, modified: DateTime<Utc>, calendar: &Calendar) -> Value {
     let start: i32 = year.get(..4).and_then(|y| y.parse().ok()).unwrap_or(2000);
+    let school_year = SchoolYear::starting(start);
     json!({
         "sourcedId": session_sid(year),
         "status": "active",
         "dateLastModified": time(modified),
         "title": format!("Schooljaar {year}"),
-        "startDate": format!("{start}-08-01"),
-        "endDate": format!("{}-07-31", start + 1),
+        "startDate": calendar.first_day(school_year).to_string(),
+        "endDate": calendar.last_day(school_year).to_string(),
         "type": "schoolYear",
         "schoolYear": format!("{}", start + 1),
     })
 }
 
 /// A school's course for a year group.
-pub fn course(school: &school::Model, year: Option<&str>, base: &Base, today: NaiveDate) -> Value {
+pub fn course(school: &school::Model, year: Option<&str>, base: &Base, live: SchoolYear) -> Value {
     let sid = school.sourced_id.clone().unwrap_or_default();
-    let school_year = school_year_of(school, today);
+    let school_year = school_year_of(school, live);
     let title = match year {
         Some(y) if grade(y).is_some() && y.len() == 1 && y.chars().all(|c| c.is_ascii_digit()) => {
             format!("Groep {y}")
@@ -136,11 +140,10 @@ pub fn course(school: &school::Model, year: Option<&str>, base: &Base, today: Na
     })
 }
 
-pub fn class(r: &ClassRow, base: &Base, today: NaiveDate) -> Value {
-    let year = r
-        .school_year
-        .clone()
-        .unwrap_or_else(|| connector_api::SchoolYear::containing(today).to_string());
+/// A class; its term is the school year of its row: the live one, or next year for a class
+/// of a prepared year.
+pub fn class(r: &ClassRow, base: &Base, live: SchoolYear) -> Value {
+    let year = r.school_year.clone().unwrap_or_else(|| live.to_string());
     json!({
         "sourcedId": r.sourced_id,
         "status": status(!r.removed),
@@ -596,10 +599,17 @@ mod tests {
     }
 
     #[test]
-    fn sessions_run_from_august_to_july() {
-        let s = session("2026-2027", Utc::now());
+    fn sessions_run_from_switch_on_to_the_day_before_the_next() {
+        let s = session("2026-2027", Utc::now(), &Calendar::default());
         assert_eq!(s["startDate"], "2026-08-01");
         assert_eq!(s["endDate"], "2027-07-31");
         assert_eq!(s["schoolYear"], "2027");
+        let later = Calendar {
+            switch_on: "08-16".parse().expect("day"),
+            ..Calendar::default()
+        };
+        let s = session("2026-2027", Utc::now(), &later);
+        assert_eq!(s["startDate"], "2026-08-16");
+        assert_eq!(s["endDate"], "2027-08-15");
     }
 }

@@ -2,9 +2,13 @@
 //! (`prepare_from`) and when next year becomes the live one (`switch_on`). Pure functions of
 //! the date they are given.
 
-use chrono::{Datelike, NaiveDate};
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use connector_api::SchoolYear;
 use serde::{Deserialize, Serialize};
+
+use super::GroupState;
 
 /// A day of the year written `MM-DD` (`rollover.prepare_from`, `rollover.switch_on`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -97,6 +101,102 @@ impl Calendar {
     pub fn early_year(&self, date: NaiveDate) -> Option<SchoolYear> {
         self.preparing(date).then(|| self.live_year(date).next())
     }
+
+    /// The day `year` begins: its `switch_on` (29 February, in a year without one, is
+    /// 1 March).
+    pub fn first_day(&self, year: SchoolYear) -> NaiveDate {
+        on(year.start_year(), self.switch_on)
+    }
+
+    /// The last day of `year`: the day before the next one begins.
+    pub fn last_day(&self, year: SchoolYear) -> NaiveDate {
+        on(year.start_year() + 1, self.switch_on)
+            .pred_opt()
+            .unwrap_or(NaiveDate::MIN)
+    }
+}
+
+fn on(year: i32, day: MonthDay) -> NaiveDate {
+    NaiveDate::from_ymd_opt(year, day.month, day.day)
+        .or_else(|| NaiveDate::from_ymd_opt(year, 3, 1))
+        .unwrap_or(NaiveDate::MIN)
+}
+
+/// The sourcedId a group new in `year` gets when the switch creates it: publishers see next
+/// year's classes in June by this id, and the class that goes live in August has it. Derived
+/// (not drawn) so the prepare step and the switch agree without keeping it anywhere.
+pub fn class_sid(school: &str, year: SchoolYear, key: &str) -> String {
+    let text = format!("rostersync/next-year-class/{school}/{year}/{key}");
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    // 128 bits, written like a drawn sourcedId.
+    digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A class of a prepared next year, as the OneRoster API lists it in next year's session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedClass {
+    pub sourced_id: String,
+    pub key: String,
+    pub name: String,
+    pub kind: String,
+    pub year_group: Option<String>,
+    /// When it last changed: the answer that brought it as it is.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PreparedClass {
+    /// The same class, whenever it came.
+    fn same_as(&self, other: &PreparedClass) -> bool {
+        (
+            &self.sourced_id,
+            &self.key,
+            &self.name,
+            &self.kind,
+            &self.year_group,
+        ) == (
+            &other.sourced_id,
+            &other.key,
+            &other.name,
+            &other.kind,
+            &other.year_group,
+        )
+    }
+}
+
+/// Next year's classes of `school` from its prepared groups. A group that exists (by key,
+/// tombstones too: the switch revives those) keeps its sourcedId; a new one gets
+/// [`class_sid`]. One unchanged since `before` keeps its time, so a delta shows real changes.
+pub fn next_classes(
+    school: &str,
+    year: SchoolYear,
+    groups: &[GroupState],
+    existing: &HashMap<String, String>,
+    before: &[PreparedClass],
+    now: DateTime<Utc>,
+) -> Vec<PreparedClass> {
+    groups
+        .iter()
+        .map(|g| {
+            let mut c = PreparedClass {
+                sourced_id: existing
+                    .get(&g.key)
+                    .cloned()
+                    .unwrap_or_else(|| class_sid(school, year, &g.key)),
+                key: g.key.clone(),
+                name: g.name.clone(),
+                kind: g.kind.as_str().to_owned(),
+                year_group: g.year_group.clone(),
+                updated_at: now,
+            };
+            if let Some(b) = before.iter().find(|b| b.same_as(&c)) {
+                c.updated_at = b.updated_at;
+            }
+            c
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -130,6 +230,57 @@ mod tests {
         };
         assert_eq!(late.live_year(day(2027, 8, 10)).to_string(), "2026-2027");
         assert!(late.preparing(day(2027, 8, 10)));
+    }
+
+    #[test]
+    fn a_school_year_runs_from_switch_on_to_the_day_before_the_next() {
+        let year = SchoolYear::starting(2027);
+        let c = Calendar::default();
+        assert_eq!(
+            (c.first_day(year), c.last_day(year)),
+            (day(2027, 8, 1), day(2028, 7, 31))
+        );
+        let leap = Calendar {
+            switch_on: "02-29".parse().expect("day"),
+            ..Calendar::default()
+        };
+        assert_eq!(leap.first_day(year), day(2027, 3, 1));
+        assert_eq!(leap.last_day(year), day(2028, 2, 28));
+    }
+
+    fn group(key: &str, name: &str) -> GroupState {
+        GroupState {
+            key: key.into(),
+            name: name.into(),
+            kind: crate::model::GroupKind::Stamgroep,
+            year_group: Some("1".into()),
+            department: None,
+            owner: crate::model::Owner::Las,
+        }
+    }
+
+    #[test]
+    fn next_years_classes_keep_an_existing_id_and_derive_a_new_one() {
+        let year = SchoolYear::starting(2027);
+        let (then, now) = (
+            DateTime::from_timestamp(1_000, 0).expect("time"),
+            DateTime::from_timestamp(2_000, 0).expect("time"),
+        );
+        let existing = HashMap::from([("G5".to_owned(), "live-5".to_owned())]);
+        let groups = [group("G5", "Groep 5"), group("G1", "Groep 1")];
+        let first = next_classes("s1", year, &groups, &existing, &[], then);
+        assert_eq!(first[0].sourced_id, "live-5");
+        assert_eq!(first[1].sourced_id, class_sid("s1", year, "G1"));
+        assert_eq!(first[1].sourced_id.len(), 32);
+        // Derived from school, year and key: another school or year is another class.
+        assert_ne!(class_sid("s2", year, "G1"), first[1].sourced_id);
+        assert_ne!(class_sid("s1", year.next(), "G1"), first[1].sourced_id);
+        // The next answer renames group 1 only: only its time moves.
+        let renamed = [group("G5", "Groep 5"), group("G1", "Groep 1/2")];
+        let second = next_classes("s1", year, &renamed, &existing, &first, now);
+        assert_eq!(second[0].updated_at, then);
+        assert_eq!(second[1].updated_at, now);
+        assert_eq!(second[1].sourced_id, first[1].sourced_id);
     }
 
     #[test]

@@ -420,3 +420,25 @@ pub mod prepared_year {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod prepared_class {
+    use sea_orm::entity::prelude::*;
+
+    /// A class of a school's prepared next year, as the OneRoster API lists it.
+    #[sea_orm::model]
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "prepared_class")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub school_id: String,
+        pub sourced_id: String,
+        pub key: String,
+        pub name: String,
+        pub kind: String,
+        pub year_group: Option<String>,
+        pub updated_at: DateTimeUtc,
+    }
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

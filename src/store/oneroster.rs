@@ -91,8 +91,11 @@ pub enum Within {
         school: String,
         year: Option<String>,
     },
-    /// Classes of a school year.
+    /// Classes of a school year: the live ones of schools in it, and next year's of schools
+    /// that have it prepared.
     Term(String),
+    /// Classes of any year: live, and next year's prepared ones.
+    AnyYear,
 }
 
 /// What to list.
@@ -254,12 +257,35 @@ fn enrollments_from(sql: &mut Sql, removed: bool, since: Option<DateTime<Utc>>) 
     );
 }
 
+/// The live classes and next year's prepared ones, in one shape, each with its school year.
+/// A prepared class is never removed: a class the LAS drops from next year is simply gone.
+const LIVE_AND_PREPARED_CLASSES: &str = "(SELECT lg.id, lg.sourced_id, lg.school_id, lg.key, \
+     lg.name, lg.kind, lg.year_group, lg.updated_at, lg.removed_at, ls.school_year \
+     FROM roster_group lg JOIN school ls ON ls.id = lg.school_id \
+     UNION ALL SELECT pc.id, pc.sourced_id, pc.school_id, pc.key, pc.name, pc.kind, \
+     pc.year_group, pc.updated_at, CASE WHEN 1 = 0 THEN pc.updated_at END, py.school_year \
+     FROM prepared_class pc JOIN prepared_year py ON py.school_id = pc.school_id) g \
+     JOIN school s ON s.id = g.school_id";
+
+/// Whether a listing of classes reads next year's prepared classes too: only when it asks
+/// for a school year's classes (a term) or any year's; every other listing is of the live
+/// year.
+fn with_prepared(l: &Listing) -> bool {
+    l.within
+        .iter()
+        .any(|w| matches!(w, Within::Term(_) | Within::AnyYear))
+}
+
 /// Pushes `FROM ...` (without the word); the column of the record's school.
 fn from(sql: &mut Sql, c: Collection, l: &Listing) -> &'static str {
     match c {
         Collection::Users => {
             sql.push("person p JOIN school s ON s.id = p.school_id");
             "p.school_id"
+        }
+        Collection::Classes if with_prepared(l) => {
+            sql.push(LIVE_AND_PREPARED_CLASSES);
+            "g.school_id"
         }
         Collection::Classes => {
             sql.push("roster_group g JOIN school s ON s.id = g.school_id");
@@ -379,8 +405,10 @@ fn within(sql: &mut Sql, c: Collection, w: &Within) {
             };
         }
         (Collection::Classes, Within::Term(year)) => {
-            sql.push(" AND s.school_year = ").bind(year.clone());
+            // `g.school_year`: the year of the row (see `LIVE_AND_PREPARED_CLASSES`).
+            sql.push(" AND g.school_year = ").bind(year.clone());
         }
+        (Collection::Classes, Within::AnyYear) => {}
         (Collection::Enrollments, Within::EnrollmentsOf(class)) => {
             sql.push(" AND e.class_sid = ").bind(class.clone());
         }
@@ -413,6 +441,10 @@ pub async fn page<C: ConnectionTrait>(
         Collection::Users => {
             "p.id, p.sourced_id, p.school_id, p.kind, p.family_name, p.prefix, p.given_name, \
              p.email, p.year_group, p.updated_at, p.removed_at, s.sourced_id AS school_sid"
+        }
+        Collection::Classes if with_prepared(l) => {
+            "g.id, g.sourced_id, g.school_id, g.key, g.name, g.kind, g.year_group, g.updated_at, \
+             g.removed_at, s.sourced_id AS school_sid, g.school_year"
         }
         Collection::Classes => {
             "g.id, g.sourced_id, g.school_id, g.key, g.name, g.kind, g.year_group, g.updated_at, \
@@ -616,6 +648,25 @@ pub async fn schools<C: ConnectionTrait>(
         q = q.filter(school::Column::Id.is_in(ids.iter().cloned()));
     }
     q.all(db).await
+}
+
+/// The years schools have prepared: (school id, school year, prepared since), of the
+/// schools in `only` or all. The answers themselves are not read.
+pub async fn prepared_years<C: ConnectionTrait>(
+    db: &C,
+    only: Option<&[String]>,
+) -> Result<Vec<(String, String, DateTime<Utc>)>, DbErr> {
+    use super::entities::prepared_year;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+    let mut q = prepared_year::Entity::find().select_only().columns([
+        prepared_year::Column::SchoolId,
+        prepared_year::Column::SchoolYear,
+        prepared_year::Column::PreparedSince,
+    ]);
+    if let Some(ids) = only {
+        q = q.filter(prepared_year::Column::SchoolId.is_in(ids.iter().cloned()));
+    }
+    q.into_tuple().all(db).await
 }
 
 /// The year groups in use per school (for courses): (school id, year group or none).

@@ -7,8 +7,8 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::entities::prepared_year;
-use crate::model::rollover::Preview;
+use super::entities::{prepared_class, prepared_year};
+use crate::model::rollover::{PreparedClass, Preview};
 
 /// A school's prepared next year.
 #[derive(Debug, Clone)]
@@ -104,8 +104,61 @@ pub async fn count<C: ConnectionTrait>(db: &C, year: &str) -> Result<u64, DbErr>
         .await
 }
 
+/// `school`'s prepared classes as they were last kept.
+pub async fn classes<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+) -> Result<Vec<PreparedClass>, DbErr> {
+    Ok(prepared_class::Entity::find()
+        .filter(prepared_class::Column::SchoolId.eq(school))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|c| PreparedClass {
+            sourced_id: c.sourced_id,
+            key: c.key,
+            name: c.name,
+            kind: c.kind,
+            year_group: c.year_group,
+            updated_at: c.updated_at,
+        })
+        .collect())
+}
+
+/// Replace `school`'s prepared classes with `now` (call it in the transaction that saves the
+/// prepared year, so the two agree).
+pub async fn set_classes<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+    now: &[PreparedClass],
+) -> Result<(), DbErr> {
+    prepared_class::Entity::delete_many()
+        .filter(prepared_class::Column::SchoolId.eq(school))
+        .exec(db)
+        .await?;
+    for chunk in now.chunks(super::roster::CHUNK) {
+        prepared_class::Entity::insert_many(chunk.iter().map(|c| prepared_class::ActiveModel {
+            id: sea_orm::ActiveValue::NotSet,
+            school_id: Set(school.to_owned()),
+            sourced_id: Set(c.sourced_id.clone()),
+            key: Set(c.key.clone()),
+            name: Set(c.name.clone()),
+            kind: Set(c.kind.clone()),
+            year_group: Set(c.year_group.clone()),
+            updated_at: Set(c.updated_at),
+        }))
+        .exec(db)
+        .await?;
+    }
+    Ok(())
+}
+
 /// The switch made it live (or the school left): nothing is prepared any more.
 pub async fn forget<C: ConnectionTrait>(db: &C, school: &str) -> Result<(), DbErr> {
+    prepared_class::Entity::delete_many()
+        .filter(prepared_class::Column::SchoolId.eq(school))
+        .exec(db)
+        .await?;
     prepared_year::Entity::delete_many()
         .filter(prepared_year::Column::SchoolId.eq(school))
         .exec(db)

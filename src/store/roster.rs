@@ -19,7 +19,7 @@ use crate::model::plan::{Plan, StoredGroup, StoredPerson};
 use crate::model::{Field, GroupState, Link, Owned, Owner, PersonKind, PersonState, Role};
 
 /// Rows per multi-row insert: far below SQLite's and PostgreSQL's bind-parameter limits.
-const CHUNK: usize = 500;
+pub(super) const CHUNK: usize = 500;
 
 /// What an apply wrote, per kind and operation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -89,6 +89,20 @@ pub async fn load<C: ConnectionTrait>(
     let groups = group_rows.into_iter().map(stored_group).collect();
     let persons = load_persons(db, school, &key_of_group).await?;
     Ok((groups, persons))
+}
+
+/// The sourcedId of each of `school`'s groups by key, tombstones included.
+pub async fn group_sids<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+) -> Result<HashMap<String, String>, DbErr> {
+    Ok(roster_group::Entity::find()
+        .filter(roster_group::Column::SchoolId.eq(school))
+        .all(db)
+        .await?
+        .into_iter()
+        .filter_map(|g| Some((g.key, g.sourced_id?)))
+        .collect())
 }
 
 fn stored_group(g: roster_group::Model) -> StoredGroup {
@@ -212,6 +226,9 @@ pub struct ApplyContext<'a> {
     pub retention: chrono::Duration,
     /// The run the journal rows belong to.
     pub run: Option<i64>,
+    /// The school year this run switches the school to: a group it creates gets the
+    /// sourcedId next year's classes were shown with (`rollover::class_sid`).
+    pub new_year: Option<connector_api::SchoolYear>,
 }
 
 impl<'a> ApplyContext<'a> {
@@ -222,6 +239,7 @@ impl<'a> ApplyContext<'a> {
             now: Utc::now(),
             retention: chrono::Duration::zero(),
             run: None,
+            new_year: None,
         }
     }
 }
@@ -353,7 +371,10 @@ pub(super) fn group_row(ctx: &ApplyContext, g: &GroupState) -> roster_group::Act
         updated_at: Set(ctx.now),
         removed_at: Set(None),
         purge_after: Set(None),
-        sourced_id: Set(Some(super::new_sourced_id())),
+        sourced_id: Set(Some(match ctx.new_year {
+            Some(year) => crate::model::rollover::class_sid(ctx.school, year, &g.key),
+            None => super::new_sourced_id(),
+        })),
     }
 }
 

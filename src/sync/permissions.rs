@@ -31,6 +31,7 @@ pub async fn refresh<C: ConnectionTrait>(
         now,
         retention: chrono::Duration::zero(),
         run,
+        new_year: None,
     };
     stored::write_actions(db, &ctx, &standing, actions).await
 }

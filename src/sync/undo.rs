@@ -174,6 +174,7 @@ async fn write_undo(
         now,
         retention: rules.retention,
         run: Some(run),
+        new_year: None,
     };
     let rule = format!("undo of run {}, by {}", req.run, req.by);
     let done = writer::write(&txn, &ctx, &report.plan.reverts, &rule)

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use crate::support::SimEnv;
 
-const CORE: &str = "https://purl.imsglobal.org/spec/or/v1p2/scope/roster-core.readonly";
-const ROSTER: &str = "https://purl.imsglobal.org/spec/or/v1p2/scope/roster.readonly";
+pub(crate) const CORE: &str = "https://purl.imsglobal.org/spec/or/v1p2/scope/roster-core.readonly";
+pub(crate) const ROSTER: &str = "https://purl.imsglobal.org/spec/or/v1p2/scope/roster.readonly";
 const API: &str = "/ims/oneroster/rostering/v1p2";
 
 /// The official document, loaded once, unmodified.
@@ -32,7 +32,7 @@ fn openapi() -> &'static Value {
 /// `body` must validate against the document's schema `name` (its $refs resolved in the
 /// document itself).
 #[track_caller]
-fn conforms(body: &Value, name: &str) {
+pub(crate) fn conforms(body: &Value, name: &str) {
     let mut schema = openapi().clone();
     schema["$ref"] = json!(format!("#/components/schemas/{name}"));
     let validator = jsonschema::options()
@@ -48,7 +48,7 @@ fn conforms(body: &Value, name: &str) {
 }
 
 /// `rostersync serve`, stopped when dropped; its log goes to `log`.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
     base: String,
     root: String,
@@ -56,7 +56,7 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(sim: &SimEnv) -> Serve {
+    pub(crate) fn start(sim: &SimEnv) -> Serve {
         let log = sim.env.path("serve.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_rostersync"))
             .arg("serve")
@@ -135,7 +135,7 @@ fn http() -> reqwest::Client {
         .expect("client")
 }
 
-async fn token(s: &Serve, id: &str, secret: &str) -> String {
+pub(crate) async fn token(s: &Serve, id: &str, secret: &str) -> String {
     let r = http()
         .post(format!("{}/oauth/token", s.root))
         .basic_auth(id, Some(secret))
@@ -151,7 +151,11 @@ async fn token(s: &Serve, id: &str, secret: &str) -> String {
 }
 
 /// GET `path` (under the OneRoster base) with `token`: status, headers, body.
-async fn get(s: &Serve, token: &str, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+pub(crate) async fn get(
+    s: &Serve,
+    token: &str,
+    path: &str,
+) -> (u16, reqwest::header::HeaderMap, Value) {
     let url = if path.starts_with("http") {
         path.to_owned()
     } else if path.starts_with("/rostersync") {
@@ -173,7 +177,13 @@ async fn get(s: &Serve, token: &str, path: &str) -> (u16, reqwest::header::Heade
 
 /// Every record of a collection, following `Link: rel="next"` to the end; checks
 /// `X-Total-Count` and each page against `schema`.
-async fn all(s: &Serve, token: &str, path: &str, name: &str, schema: &str) -> Vec<Value> {
+pub(crate) async fn all(
+    s: &Serve,
+    token: &str,
+    path: &str,
+    name: &str,
+    schema: &str,
+) -> Vec<Value> {
     let mut url = format!("{}{path}", s.base);
     let mut out = Vec::new();
     let mut total = None;

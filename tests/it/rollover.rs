@@ -11,6 +11,9 @@ use rostersync::store::Store;
 use rostersync::store::export::Export;
 use rostersync::sync::report::Outcome;
 
+use serde_json::Value;
+
+use crate::api::{Serve, all, conforms, get, token};
 use crate::support::{SimEnv, count, set_time};
 
 const PRIMARY: &str = "10XA00";
@@ -289,6 +292,14 @@ async fn next_year_is_prepared_in_june_shown_by_rollover_status_and_goes_live_on
             Some(day(6, 15)),
         );
     });
+    let secret = sim.env.write("lp-secret", "lp-s3cret\n");
+    sim.configure(&format!(
+        "[api]\nlisten = \"127.0.0.1:0\"\n\n[[api.client]]\nid = \"lp\"\n\
+         secret = {{ file = \"{}\" }}\nschools = [\"*\"]\nscopes = [\"{}\", \"{}\"]\n",
+        secret.display(),
+        crate::api::CORE,
+        crate::api::ROSTER
+    ));
     let store = sim.store().await;
     let calendar = rostersync::model::rollover::Calendar::default();
     let r = sim.sync_on(&store, false, day(6, 10)).await;
@@ -346,7 +357,14 @@ async fn next_year_is_prepared_in_june_shown_by_rollover_status_and_goes_live_on
     assert_eq!(changes.leaving, leavers, "{changes:?}");
     assert_eq!(changes.arriving, leavers, "{changes:?}");
     assert_eq!(changes.moving_up, sim_pupils - leavers, "{changes:?}");
-    assert_eq!(changes.teachers_with_new_groups, 2, "{changes:?}");
+    // The two teachers who swap, and group 1's teacher: next year's intake group is a new
+    // group (a new key), so one group ends and one begins.
+    assert_eq!(changes.teachers_with_new_groups, 3, "{changes:?}");
+    assert_eq!(
+        (changes.groups_ending, changes.groups_beginning),
+        (1, 1),
+        "{changes:?}"
+    );
     let secondary = list
         .iter()
         .find(|s| s.school == SECONDARY)
@@ -400,6 +418,8 @@ async fn next_year_is_prepared_in_june_shown_by_rollover_status_and_goes_live_on
         .env
         .run(&["export", "--school", PRIMARY, "--school-year", "2030-2031"]);
     assert!(refused.fails_with(2).contains("has not prepared 2030-2031"));
+    let groups = next["groups"].as_array().expect("groups").len();
+    let new_class = next_years_classes_in_oneroster(&sim, &store, groups).await;
     // The days until the switch are synced as every day (the prepared year is refreshed).
     let mut date = day(6, 15);
     while date < day(7, 31) {
@@ -422,6 +442,106 @@ async fn next_year_is_prepared_in_june_shown_by_rollover_status_and_goes_live_on
     );
     assert_eq!(run_of(&store, PRIMARY).await.0, "rollover");
     assert_eq!(count(&store, "SELECT COUNT(*) FROM prepared_year").await, 0);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM prepared_class").await,
+        0
+    );
     let now = export(&store, PRIMARY).await;
     assert_eq!(now.school.school_year.as_deref(), Some("2027-2028"));
+    // The class shown in June is the one that went live, by the same sourcedId.
+    let serve = Serve::start(&sim);
+    let token = token(&serve, "lp", "lp-s3cret").await;
+    let (status, _, body) = get(&serve, &token, &format!("/classes/{new_class}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["class"]["terms"][0]["sourcedId"],
+        "schoolyear-2027-2028"
+    );
+    let live = all(&serve, &token, "/classes", "classes", "ClassSetDType").await;
+    assert!(live.iter().any(|c| c["sourcedId"] == new_class.as_str()));
+}
+
+/// In June, with next year prepared for the primary school: the OneRoster API lists next
+/// year's session and its classes there (and only there), `groups` of them, each with the
+/// sourcedId it keeps after the switch. Returns the sourcedId of a class new next year.
+async fn next_years_classes_in_oneroster(sim: &SimEnv, store: &Store, groups: usize) -> String {
+    let serve = Serve::start(sim);
+    let token = token(&serve, "lp", "lp-s3cret").await;
+    let sessions = all(
+        &serve,
+        &token,
+        "/academicSessions",
+        "academicSessions",
+        "AcademicSessionSetDType",
+    )
+    .await;
+    let ids: Vec<&str> = sessions
+        .iter()
+        .filter_map(|s| s["sourcedId"].as_str())
+        .collect();
+    assert_eq!(ids, ["schoolyear-2026-2027", "schoolyear-2027-2028"]);
+    assert_eq!(sessions[1]["startDate"], "2027-08-01");
+    let next_term = "/terms/schoolyear-2027-2028/classes";
+    let next = all(&serve, &token, next_term, "classes", "ClassSetDType").await;
+    assert_eq!(next.len(), groups);
+    assert!(
+        next.iter()
+            .all(|c| c["terms"][0]["sourcedId"] == "schoolyear-2027-2028"
+                && c["school"]["sourcedId"].is_string())
+    );
+    // A group that goes on keeps its sourcedId; a new one has the one the switch gives it.
+    let live_sids = rostersync::store::roster::group_sids(store.db(), PRIMARY)
+        .await
+        .expect("groups");
+    let (going_on, new): (Vec<&Value>, Vec<&Value>) = next
+        .iter()
+        .partition(|c| live_sids.contains_key(c["classCode"].as_str().expect("code")));
+    assert!(!going_on.is_empty() && !new.is_empty(), "{next:#?}");
+    for c in &going_on {
+        let key = c["classCode"].as_str().expect("code");
+        assert_eq!(c["sourcedId"].as_str(), Some(live_sids[key].as_str()));
+    }
+    let year = connector_api::SchoolYear::starting(2027);
+    for c in &new {
+        let key = c["classCode"].as_str().expect("code");
+        let sid = rostersync::model::rollover::class_sid(PRIMARY, year, key);
+        assert_eq!(c["sourcedId"].as_str(), Some(sid.as_str()));
+    }
+    let new_class = new[0]["sourcedId"].as_str().expect("sid").to_owned();
+    // Not live: the live collections do not have it; asked by its id, it is next year's.
+    let live = all(&serve, &token, "/classes", "classes", "ClassSetDType").await;
+    assert!(live.iter().all(|c| c["sourcedId"] != new_class.as_str()));
+    let this_term = "/terms/schoolyear-2026-2027/classes";
+    let this_year = all(&serve, &token, this_term, "classes", "ClassSetDType").await;
+    assert_eq!(this_year.len(), live.len());
+    let (status, _, body) = get(&serve, &token, &format!("/classes/{new_class}")).await;
+    assert_eq!(status, 200, "{body}");
+    conforms(&body, "SingleClassDType");
+    assert_eq!(
+        body["class"]["terms"][0]["sourcedId"],
+        "schoolyear-2027-2028"
+    );
+    // Per school: the primary has next year among its terms, the secondary (nothing
+    // prepared) this year's only.
+    let orgs = all(&serve, &token, "/orgs", "orgs", "OrgSetDType").await;
+    let terms_of = |school: &str| {
+        let org = orgs
+            .iter()
+            .find(|o| o["identifier"] == school)
+            .expect("org");
+        format!("/schools/{}/terms", org["sourcedId"].as_str().expect("sid"))
+    };
+    for (school, years) in [(PRIMARY, 2), (SECONDARY, 1)] {
+        let path = terms_of(school);
+        let terms = all(
+            &serve,
+            &token,
+            &path,
+            "academicSessions",
+            "AcademicSessionSetDType",
+        )
+        .await;
+        assert_eq!(terms.len(), years, "{school}: {terms:#?}");
+    }
+    new_class
 }

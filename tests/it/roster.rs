@@ -59,6 +59,7 @@ async fn sync(store: &Store, s: &Snapshot, options: &DiffOptions) -> Plan {
         now: Utc::now(),
         retention: Duration::days(30),
         run: Some(run),
+        new_year: None,
     };
     let entries = rostersync::sync::journal::entries(&plan, &persons);
     roster::apply(&txn, &ctx, &plan, &persons, &entries)

@@ -479,6 +479,21 @@ fn roll_over(s: &mut SimSchool, rng: &mut fastrand::Rng) {
         }
         p.year = next;
     }
+    // The intake group is a new group each year (as a LAS that keeps groups per school year
+    // has it): a new key, its teachers with it; every other group goes on under its key.
+    let first_group = first_group.map(|old| {
+        let base = old.split('-').next().unwrap_or(&old).to_owned();
+        let new = format!("{base}-{}", s.year.start_year());
+        for g in s.groups.iter_mut().filter(|g| g.key == old) {
+            g.key = new.clone();
+        }
+        for t in &mut s.teachers {
+            for (key, _) in t.groups.iter_mut().filter(|(k, _)| *k == old) {
+                *key = new.clone();
+            }
+        }
+        new
+    });
     if let Some(group) = first_group {
         for _ in 0..leaving.max(1) {
             s.enrol(rng, &group, first, 0.8);

@@ -197,6 +197,7 @@ pub(super) async fn apply_snapshots(
         now,
         retention: rc.rules.retention,
         run: Some(rc.run),
+        new_year: computed.switch,
     };
     if !same {
         write_roster(&txn, &ctx, &computed, &snapshots).await?;

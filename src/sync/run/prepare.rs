@@ -6,7 +6,8 @@
 use connector_api::{FetchOutcome, SchoolYear};
 
 use super::{LAS, Rules, RunOptions, Target};
-use crate::store::Store;
+use crate::model::rollover::next_classes;
+use crate::store::{Store, prepared};
 
 /// What asking for next year gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +39,7 @@ pub(super) async fn next_year(
     let ask = super::ask::ask(target, las, None, &school, next).ok()?;
     let said = match ask.send().await {
         Ok(FetchOutcome::Snapshot(s)) if s.school_year.as_deref() == Some(&next.to_string()) => {
-            match keep(store, &school, &next.to_string(), &s).await {
+            match keep(store, &school, next, &s).await {
                 Ok(()) => Preparing::Prepared {
                     year: next,
                     pupils: s.pupils.len(),
@@ -64,23 +65,29 @@ pub(super) async fn next_year(
 }
 
 /// Keep next year's answer with what the switch would change to today's roster, counted now
-/// (just after the day's run) so `rollover status` reads it instead of diffing every school.
+/// (just after the day's run) so `rollover status` reads it instead of diffing every school,
+/// and its classes with the sourcedIds they keep after the switch.
 async fn keep(
     store: &Store,
     school: &str,
-    year: &str,
+    year: SchoolYear,
     snapshot: &connector_api::Snapshot,
 ) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::TransactionTrait;
     let (groups, persons) = crate::store::roster::load(store.db(), school).await?;
     let plan = crate::sync::rollover::plan_for(snapshot, &groups, &persons);
     let changes = crate::sync::rollover::preview(&plan, snapshot, &persons);
-    crate::store::prepared::save(
-        store.writer(),
-        school,
-        year,
-        snapshot,
-        &changes,
-        chrono::Utc::now(),
-    )
-    .await
+    let existing = crate::store::roster::group_sids(store.db(), school).await?;
+    let before = prepared::classes(store.db(), school).await?;
+    let next: Vec<_> = crate::sync::merge::merge(&[snapshot])
+        .state
+        .groups
+        .into_values()
+        .collect();
+    let now = chrono::Utc::now();
+    let classes = next_classes(school, year, &next, &existing, &before, now);
+    let txn = store.writer().begin().await?;
+    prepared::save(&txn, school, &year.to_string(), snapshot, &changes, now).await?;
+    prepared::set_classes(&txn, school, &classes).await?;
+    txn.commit().await
 }
