@@ -193,6 +193,32 @@ fn greatest(backend: DbBackend, items: &[&str]) -> String {
     }
 }
 
+/// The three ways a membership can have moved since a moment, as each backend reads them
+/// best: SQLite scans every person for `p.updated_at >= ?` in the join and wants the
+/// subqueries (0.5 ms instead of 100 for a poll that finds nothing, 90,000 pupils), where
+/// PostgreSQL turns those into a hash join over every membership (640 ms instead of 75 for
+/// a delta of 2% of the schools).
+fn moments(backend: DbBackend) -> [(&'static str, &'static str); 3] {
+    match backend {
+        DbBackend::Postgres => [
+            ("m.since >= ", ""),
+            ("p.updated_at >= ", ""),
+            ("g.updated_at >= ", ""),
+        ],
+        _ => [
+            ("m.since >= ", ""),
+            (
+                "m.person_id IN (SELECT id FROM person WHERE updated_at >= ",
+                ")",
+            ),
+            (
+                "m.group_id IN (SELECT id FROM roster_group WHERE updated_at >= ",
+                ")",
+            ),
+        ],
+    }
+}
+
 /// The enrollments as one relation `e`: pupils' memberships, removed memberships from the
 /// journal (only for a delta), and staff group grants (one per person, group and rule).
 /// With `since` (a delta's lower bound) each part reads only rows that moved at or after it,
@@ -200,23 +226,33 @@ fn greatest(backend: DbBackend, items: &[&str]) -> String {
 /// the listing's own filter then applies the exact comparison.
 fn enrollments_from(sql: &mut Sql, removed: bool, since: Option<DateTime<Utc>>) {
     let modified = greatest(sql.backend, &["m.since", "p.updated_at", "g.updated_at"]);
-    sql.push(&format!(
-        "(SELECT p.sourced_id || '.' || g.sourced_id || '.member' AS sourced_id, \
+    let members = format!(
+        "SELECT p.sourced_id || '.' || g.sourced_id || '.member' AS sourced_id, \
          p.school_id AS school_id, p.sourced_id AS user_sid, g.sourced_id AS class_sid, \
          'student' AS role, 'false' AS is_primary, \
          CASE WHEN p.removed_at IS NULL AND g.removed_at IS NULL THEN 'active' ELSE 'tobedeleted' END AS status, \
          {modified} AS modified \
          FROM membership m JOIN person p ON p.id = m.person_id \
          JOIN roster_group g ON g.id = m.group_id WHERE p.kind = 'pupil'"
-    ));
-    if let Some(t) = since {
-        sql.push(" AND (m.since >= ")
-            .bind(t)
-            .push(" OR m.person_id IN (SELECT id FROM person WHERE updated_at >= ")
-            .bind(t)
-            .push(") OR m.group_id IN (SELECT id FROM roster_group WHERE updated_at >= ")
-            .bind(t)
-            .push("))");
+    );
+    sql.push("(");
+    match since {
+        // One part per moment, each through its own index, joined by UNION: an OR of the
+        // three made PostgreSQL read every membership (13 ms for a poll that finds nothing,
+        // in a store of 90,000 pupils; 0.2 ms this way).
+        Some(t) => {
+            for (i, (part, close)) in moments(sql.backend).iter().enumerate() {
+                if i > 0 {
+                    sql.push(" UNION ");
+                }
+                sql.push(&format!("{members} AND {part}"))
+                    .bind(t)
+                    .push(close);
+            }
+        }
+        None => {
+            sql.push(&members);
+        }
     }
     if removed {
         sql.push(
@@ -769,15 +805,26 @@ mod tests {
         let mut sql = Sql::new(DbBackend::Sqlite);
         enrollments_from(&mut sql, true, Some(t));
         for part in [
-            "m.since >= ?",
-            "SELECT id FROM person WHERE updated_at >= ?",
-            "SELECT id FROM roster_group WHERE updated_at >= ?",
+            "AND m.since >= ? UNION SELECT",
+            "AND m.person_id IN (SELECT id FROM person WHERE updated_at >= ?) UNION SELECT",
+            "AND m.group_id IN (SELECT id FROM roster_group WHERE updated_at >= ?) UNION ALL",
             "c.at >= ?",
             "SELECT person_id FROM access_grant WHERE changed_at >= ?",
         ] {
             assert!(sql.text.contains(part), "{part} in {}", sql.text);
         }
+        // No OR between the moments: PostgreSQL cannot read an OR of them through indexes.
+        assert!(!sql.text.contains(" OR m."), "{}", sql.text);
         assert_eq!(sql.values.len(), 5);
+        let mut pg = Sql::new(DbBackend::Postgres);
+        enrollments_from(&mut pg, false, Some(t));
+        for part in [
+            "AND m.since >= $1 UNION",
+            "AND p.updated_at >= $2 UNION",
+            "AND g.updated_at >= $3 UNION ALL",
+        ] {
+            assert!(pg.text.contains(part), "{part} in {}", pg.text);
+        }
         let mut full = Sql::new(DbBackend::Postgres);
         enrollments_from(&mut full, false, None);
         assert!(full.values.is_empty() && !full.text.contains("change_entry"));
