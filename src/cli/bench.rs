@@ -413,15 +413,14 @@ impl ScratchDatabase {
     }
 }
 
-async fn many_schools(
+/// Part 2's simulator, started in its own process, and the configuration it wrote.
+async fn start_simulator(
     args: &BenchArgs,
-    dir: &Path,
-    progress: &Progress,
-) -> Result<ManySchools, Failure> {
+    sim_dir: &Path,
+) -> Result<(Simulator, Settings), Failure> {
     let exe = std::env::current_exe()
         .context("cannot find the rostersync binary to start the simulator")
         .map_err(Failure::failed)?;
-    let sim_dir = dir.join("many");
     let mut child = Simulator(
         Command::new(exe)
             .args([
@@ -439,7 +438,7 @@ async fn many_schools(
                 "--daily-faults",
                 "--write-config",
             ])
-            .arg(&sim_dir)
+            .arg(sim_dir)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -476,16 +475,40 @@ async fn many_schools(
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    let mut settings = settings;
-    let scratch = match &args.store {
-        Some(url) => {
-            let db = ScratchDatabase::create(url).await?;
-            settings.store.url = db.url.clone();
-            Some(db)
-        }
-        None => None,
+    Ok((child, settings))
+}
+
+/// Part 2: many schools, day by day. Against PostgreSQL in a database of its own, dropped
+/// afterwards whether the measuring went well or not.
+async fn many_schools(
+    args: &BenchArgs,
+    dir: &Path,
+    progress: &Progress,
+) -> Result<ManySchools, Failure> {
+    let sim_dir = dir.join("many");
+    let (mut child, mut settings) = start_simulator(args, &sim_dir).await?;
+    let Some(url) = &args.store else {
+        return measure_many(args, dir, progress, &settings, &mut child).await;
     };
-    let store = open_store(&settings).await?;
+    let db = ScratchDatabase::create(url).await?;
+    settings.store.url = db.url.clone();
+    let measured = measure_many(args, dir, progress, &settings, &mut child).await;
+    let dropped = db.drop_database().await;
+    let measured = measured?;
+    dropped.map(|()| measured)
+}
+
+/// Part 2 in the store `settings` name: day 1 the initial load, then each night.
+async fn measure_many(
+    args: &BenchArgs,
+    dir: &Path,
+    progress: &Progress,
+    settings: &Settings,
+    child: &mut Simulator,
+) -> Result<ManySchools, Failure> {
+    let sim_dir = dir.join("many");
+    let sim_dir = sim_dir.as_path();
+    let store = open_store(settings).await?;
     reset_peak_rss()?;
     let marks: Vec<usize> = [args.schools / 5, args.schools / 2, args.schools]
         .into_iter()
@@ -496,7 +519,7 @@ async fn many_schools(
     let delta_from = args.schools - (args.schools / 50).max(1);
     let mut since = None;
     let started = Instant::now();
-    let report = cycle::run(&store, &settings, &bench_cycle(), |done, total, r| {
+    let report = cycle::run(&store, settings, &bench_cycle(), |done, total, r| {
         progress.school(done, total, r);
         if done == delta_from {
             since = Some(chrono::Utc::now());
@@ -514,10 +537,10 @@ async fn many_schools(
     let seconds = started.elapsed().as_secs_f64();
     let mut days = vec![day_of(1, &report, seconds, &store).await?];
     for day in 2..=args.days {
-        child.pass_day(&sim_dir, day - 1).await?;
+        child.pass_day(sim_dir, day - 1).await?;
         reset_peak_rss()?;
         let started = Instant::now();
-        let report = cycle::run(&store, &settings, &bench_cycle(), |done, total, r| {
+        let report = cycle::run(&store, settings, &bench_cycle(), |done, total, r| {
             progress.school(done, total, r)
         })
         .await
@@ -530,12 +553,10 @@ async fn many_schools(
     // The delta an app asks since the moment the last 2% of the schools were still to come
     // on day 1: their whole initial load, and every later day's changes. Measured after the
     // days, so the API server in this process does not count in the days' memory.
-    let api_delta = api_delta(args, &settings, store.clone(), dir, since).await?;
+    let api_delta = api_delta(args, settings, store.clone(), dir, since).await?;
     let writes = store.write_stats().snapshot();
-    if let Some(db) = scratch {
-        drop(store);
-        db.drop_database().await?;
-    }
+    // The store's connections close before its database can be dropped.
+    drop(store);
     Ok(ManySchools {
         schools: report.schools.len(),
         pupils_per_school: args.school_pupils,
