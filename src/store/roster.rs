@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
 use connector_api::{GroupKind, PersonKeys};
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
@@ -130,54 +130,69 @@ async fn load_persons<C: ConnectionTrait>(
     school: &str,
     key_of_group: &HashMap<i64, String>,
 ) -> Result<Vec<StoredPerson>, DbErr> {
-    let persons_of_school = Query::select()
-        .column(person::Column::Id)
-        .from(person::Entity)
-        .and_where(person::Column::SchoolId.eq(school))
-        .to_owned();
-    let mut by_id: BTreeMap<i64, StoredPerson> = person::Entity::find()
-        .filter(person::Column::SchoolId.eq(school))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|row| (row.id, stored_person(row)))
-        .collect();
-    for k in person_key::Entity::find()
-        .filter(person_key::Column::SchoolId.eq(school))
-        .all(db)
-        .await?
-    {
-        if let Some(p) = by_id.get_mut(&k.person_id) {
-            p.state.keys.set(&k.kind, k.value);
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            persons_sql(backend),
+            [school.into()],
+        ))
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let mut p =
+            stored_person(<person::Model as sea_orm::FromQueryResult>::from_query_result(r, "")?);
+        let json = |column: &str| -> Result<String, DbErr> { r.try_get("", column) };
+        for (kind, value) in parse_list::<(String, String)>(&json("keys_json")?)? {
+            p.state.keys.set(&kind, value);
         }
-    }
-    for m in membership::Entity::find()
-        .filter(membership::Column::PersonId.in_subquery(persons_of_school.clone()))
-        .all(db)
-        .await?
-    {
-        if let (Some(p), Some(group)) = (by_id.get_mut(&m.person_id), key_of_group.get(&m.group_id))
-        {
-            p.state.links.insert(Link {
-                group: group.clone(),
-                role: m.role,
-            });
+        for (group, role) in parse_list::<(i64, String)>(&json("links_json")?)? {
+            if let Some(group) = key_of_group.get(&group) {
+                p.state.links.insert(Link {
+                    group: group.clone(),
+                    role,
+                });
+            }
         }
-    }
-    for r in person_role::Entity::find()
-        .filter(person_role::Column::PersonId.in_subquery(persons_of_school))
-        .all(db)
-        .await?
-    {
-        if let Some(p) = by_id.get_mut(&r.person_id) {
+        for (name, scope, source) in parse_list::<(String, String, String)>(&json("roles_json")?)? {
             p.state.roles.insert(Role {
-                name: r.role,
-                scope: r.scope,
-                owner: Owner::parse(&r.source).unwrap_or(Owner::Las),
+                name,
+                scope,
+                owner: Owner::parse(&source).unwrap_or(Owner::Las),
             });
         }
+        out.push(p);
     }
-    Ok(by_id.into_values().collect())
+    Ok(out)
+}
+
+/// A school's persons, each with its keys, links and roles aggregated as JSON arrays: one
+/// row per person instead of one per key, link and role (the rows, not the SQL, were the
+/// cost: 6.8 ms of a run's 8 ms load for 320 persons on SQLite).
+fn persons_sql(backend: sea_orm::DbBackend) -> String {
+    let (agg, array, param) = match backend {
+        sea_orm::DbBackend::Postgres => ("json_agg", "json_build_array", "$1"),
+        _ => ("json_group_array", "json_array", "?"),
+    };
+    // json_agg of no rows is NULL on PostgreSQL; json_group_array's is `[]`.
+    let list = |columns: &str, table: &str| {
+        format!(
+            "(SELECT COALESCE(CAST({agg}({array}({columns})) AS TEXT), '[]') FROM {table} \
+             WHERE x.person_id = p.id)"
+        )
+    };
+    format!(
+        "SELECT p.*, {} AS keys_json, {} AS links_json, {} AS roles_json \
+         FROM person p WHERE p.school_id = {param} ORDER BY p.id",
+        list("x.kind, x.value", "person_key x"),
+        list("x.group_id, x.role", "membership x"),
+        list("x.role, x.scope, x.source", "person_role x"),
+    )
+}
+
+fn parse_list<T: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<T>, DbErr> {
+    serde_json::from_str(json)
+        .map_err(|e| DbErr::Custom(format!("a person's aggregated rows: {e}")))
 }
 
 /// A person row with its fields and who owns each; keys, links and roles come separately.
