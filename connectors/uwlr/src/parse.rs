@@ -411,13 +411,13 @@ fn keys_of(e: &BytesStart, position: u64) -> Result<(Option<String>, Option<Stri
         let value = value.trim();
         // A key is one word; a control character in it (escaped as &#27; or raw) is a
         // hostile or broken LAS, and the whole answer is refused, as for text.
-        if value.chars().any(char::is_control) {
+        if has_control(value, &[]) {
             return Err(ParseError::Xml {
                 position,
                 reason: "a control character in a key attribute".into(),
             });
         }
-        if value.chars().count() > MAX_TEXT {
+        if longer_than_max(value) {
             return Err(ParseError::Structure(format!(
                 "an attribute near byte {position} is longer than {MAX_TEXT} characters"
             )));
@@ -427,6 +427,21 @@ fn keys_of(e: &BytesStart, position: u64) -> Result<(Option<String>, Option<Stri
         }
     }
     Ok((key, eckid))
+}
+
+/// Whether `s` holds a control character other than `allowed`. Nearly every value is
+/// printable ASCII, which one branch-free pass over the bytes shows (the compiler
+/// vectorizes it); only other text is decoded character by character.
+fn has_control(s: &str, allowed: &[char]) -> bool {
+    let printable_ascii = s
+        .bytes()
+        .fold(true, |ok, b| ok & (b.wrapping_sub(0x20) < 0x5f));
+    !printable_ascii && s.chars().any(|c| c.is_control() && !allowed.contains(&c))
+}
+
+/// Whether `s` has more than `MAX_TEXT` characters (never more characters than bytes).
+fn longer_than_max(s: &str) -> bool {
+    s.len() > MAX_TEXT && s.chars().count() > MAX_TEXT
 }
 
 fn take_text(text: &mut String) -> Option<String> {
@@ -655,9 +670,7 @@ impl State {
 
     fn push_text(&mut self, s: &str) -> Result<(), ParseError> {
         // XML 1.0 allows no control characters in text but tab, line feed and return.
-        if s.chars()
-            .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
-        {
+        if has_control(s, &['\t', '\n', '\r']) {
             return Err(ParseError::Xml {
                 position: 0,
                 reason: "a control character in text (not allowed in XML 1.0)".into(),
@@ -847,5 +860,31 @@ pub fn parse_answer<R: BufRead>(input: R) -> Result<Answer, ParseError> {
         None => Err(ParseError::Structure(
             "the answer holds no data, no geenwijzigingen and no geengegevens".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_found_past_the_ascii_fast_path() {
+        let text = ['\t', '\n', '\r'];
+        assert!(!has_control("Jansen-de Vries", &[]));
+        assert!(!has_control("Çelik Öztürk ß €", &[]));
+        assert!(has_control("a\u{1b}b", &[]));
+        assert!(has_control("a\u{7f}", &[]));
+        // C1 controls are two bytes in UTF-8, none of them below 0x20.
+        assert!(has_control("é\u{85}", &[]));
+        assert!(has_control("line\nbreak", &[]));
+        assert!(!has_control("line\nbreak\ttab\r", &text));
+        assert!(has_control("bell\u{7}", &text));
+    }
+
+    #[test]
+    fn length_counts_characters_not_bytes() {
+        assert!(!longer_than_max(&"é".repeat(MAX_TEXT)));
+        assert!(longer_than_max(&"é".repeat(MAX_TEXT + 1)));
+        assert!(!longer_than_max(&"a".repeat(MAX_TEXT)));
     }
 }
