@@ -9,7 +9,7 @@ use connector_api::{GroupKind, PersonKeys};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
 };
 use serde::Serialize;
 
@@ -580,8 +580,10 @@ async fn write_groups<C: ConnectionTrait>(
         .collect())
 }
 
-/// New persons, one row at a time (each new id is needed for its keys, links and roles,
-/// which go in batches with `facets`). Returns the new ids in the plan's order.
+/// New persons in batches. Each one's id, which its keys, links and roles need, is read back
+/// by the sourcedId it was given (unique, indexed): one insert per person cost a round trip
+/// to the database's thread each, a third of an initial load's writing. Returns the new ids
+/// in the plan's order.
 async fn write_creates<C: ConnectionTrait>(
     db: &C,
     ctx: &ApplyContext<'_>,
@@ -589,12 +591,27 @@ async fn write_creates<C: ConnectionTrait>(
     group_id: &HashMap<String, i64>,
     facets: &mut Facets,
 ) -> Result<Vec<i64>, DbErr> {
+    let sids: Vec<String> = plan
+        .person_creates
+        .iter()
+        .map(|_| super::new_sourced_id())
+        .collect();
+    let rows = plan
+        .person_creates
+        .iter()
+        .zip(&sids)
+        .map(|(p, sid)| person::ActiveModel {
+            sourced_id: Set(Some(sid.clone())),
+            ..person_row(ctx, p)
+        })
+        .collect();
+    insert_chunked(db, rows).await?;
+    let id_of = ids_by_sourced_id(db, &sids).await?;
     let mut ids = Vec::with_capacity(plan.person_creates.len());
-    for p in &plan.person_creates {
-        let id = person::Entity::insert(person_row(ctx, p))
-            .exec(db)
-            .await?
-            .last_insert_id;
+    for (p, sid) in plan.person_creates.iter().zip(&sids) {
+        let id = *id_of
+            .get(sid.as_str())
+            .ok_or_else(|| DbErr::RecordNotFound(format!("the person just inserted as {sid}")))?;
         for (kind, v) in p.keys.entries() {
             facets.key(ctx, id, kind, v, p.links_owner);
         }
@@ -609,6 +626,26 @@ async fn write_creates<C: ConnectionTrait>(
         ids.push(id);
     }
     Ok(ids)
+}
+
+/// The ids of the persons with these sourcedIds, by sourcedId.
+async fn ids_by_sourced_id<C: ConnectionTrait>(
+    db: &C,
+    sids: &[String],
+) -> Result<HashMap<String, i64>, DbErr> {
+    let mut found = HashMap::with_capacity(sids.len());
+    for chunk in sids.chunks(CHUNK) {
+        let rows: Vec<(i64, Option<String>)> = person::Entity::find()
+            .select_only()
+            .column(person::Column::Id)
+            .column(person::Column::SourcedId)
+            .filter(person::Column::SourcedId.is_in(chunk.iter().map(String::as_str)))
+            .into_tuple()
+            .all(db)
+            .await?;
+        found.extend(rows.into_iter().filter_map(|(id, sid)| Some((sid?, id))));
+    }
+    Ok(found)
 }
 
 /// Changed persons: each row as the update leaves it, new keys, links and roles in batches
