@@ -446,7 +446,13 @@ pub fn new_sourced_id() -> String {
     // The system's random source does not fail on Linux once booted; were it to, a fixed
     // value would collide on the unique index and the insert would fail loudly.
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut sid = String::with_capacity(32);
+    for b in bytes {
+        sid.push(char::from(HEX[usize::from(b >> 4)]));
+        sid.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    sid
 }
 
 /// The store holds data about minors: only the service user may read it. SQLite gives its
@@ -504,6 +510,17 @@ fn db_reason(e: &DbErr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sourced_id_is_32_lowercase_hex_digits_and_new_each_time() {
+        let (a, b) = (new_sourced_id(), new_sourced_id());
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+            "{a}"
+        );
+        assert_ne!(a, b);
+    }
 
     #[test]
     fn store_urls_are_understood() {

@@ -21,47 +21,87 @@ pub fn from_slice_clean<T: serde::de::DeserializeOwned>(
     body: &[u8],
     what: &str,
 ) -> Result<T, crate::ConnectorError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| crate::ConnectorError::Malformed {
-            detail: format!("{what} is not the JSON expected: {e}"),
-        })?;
-    if let Some(path) = control_in(&value, "") {
+    let malformed = |e: serde_json::Error| crate::ConnectorError::Malformed {
+        detail: format!("{what} is not the JSON expected: {e}"),
+    };
+    // Nearly every answer is plainly clean: read it straight into `T`. Building a tree of
+    // values first, to say where a control character is, cost more than the reading.
+    if !may_hold_control(body) {
+        return serde_json::from_slice(body).map_err(malformed);
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(malformed)?;
+    if let Some(path) = control_at(&value) {
         return Err(crate::ConnectorError::Malformed {
-            detail: format!("{what} holds a control character in a text ({path})"),
+            detail: format!(
+                "{what} holds a control character in a text ({})",
+                shown(&path)
+            ),
         });
     }
-    serde_json::from_value(value).map_err(|e| crate::ConnectorError::Malformed {
-        detail: format!("{what} is not the JSON expected: {e}"),
-    })
+    serde_json::from_value(value).map_err(malformed)
 }
 
-/// Where in `v` a string (or a key) holds a control character, as a path like `leerlingen[3].lasKey`.
-fn control_in(v: &serde_json::Value, at: &str) -> Option<String> {
+/// Whether a JSON text could hold a string with a control character. JSON allows none of
+/// U+0000-U+001F raw in a string (the parser refuses them), so one comes only through an
+/// escape (`\n`, `\u001b`), as DEL, or as a C1 character (U+0080-U+009F: 0xC2 and a byte
+/// 0x80-0x9F in UTF-8). Any backslash at all sends the answer the careful way.
+fn may_hold_control(body: &[u8]) -> bool {
+    body.iter().any(|&b| b == b'\\' || b == 0x7f)
+        || body
+            .windows(2)
+            .any(|w| w[0] == 0xC2 && (0x80..=0x9F).contains(&w[1]))
+}
+
+/// One step on the way to a value: an array's index or an object's key.
+enum Step<'a> {
+    Index(usize),
+    Key(&'a str),
+}
+
+/// The way to the first string (or key) in `v` that holds a control character, innermost
+/// step first; made only when one is found.
+fn control_at(v: &serde_json::Value) -> Option<Vec<Step<'_>>> {
     use serde_json::Value;
     let bad = |s: &str| s.chars().any(char::is_control);
     match v {
-        Value::String(s) if bad(s) => Some(if at.is_empty() {
-            "the answer".into()
-        } else {
-            at.to_owned()
+        Value::String(s) if bad(s) => Some(Vec::new()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            let mut path = control_at(item)?;
+            path.push(Step::Index(i));
+            Some(path)
         }),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| control_in(item, &format!("{at}[{i}]"))),
         Value::Object(map) => map.iter().find_map(|(k, item)| {
-            let here = if at.is_empty() {
-                k.clone()
+            let mut path = if bad(k) {
+                Vec::new()
             } else {
-                format!("{at}.{k}")
+                control_at(item)?
             };
-            if bad(k) {
-                return Some(here);
-            }
-            control_in(item, &here)
+            path.push(Step::Key(k));
+            Some(path)
         }),
         _ => None,
     }
+}
+
+/// A way as an operator reads it: `leerlingen[3].lasKey`, or "the answer" for the top. A
+/// key's own control characters show as `?`: the message must not carry what it reports.
+fn shown(path: &[Step]) -> String {
+    if path.is_empty() {
+        return "the answer".into();
+    }
+    let mut out = String::new();
+    for step in path.iter().rev() {
+        match step {
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+            Step::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.extend(k.chars().map(|c| if c.is_control() { '?' } else { c }));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -89,6 +129,32 @@ mod tests {
         let fine: serde_json::Value =
             from_slice_clean(br#"{"naam":"Groep 8a \u00e9"}"#, "groups").expect("clean");
         assert_eq!(fine["naam"], "Groep 8a é");
+    }
+
+    #[test]
+    fn only_escapes_del_and_c1_can_carry_a_control_character() {
+        assert!(!may_hold_control(
+            r#"{"naam":"Çelik, groep 8a"}"#.as_bytes()
+        ));
+        assert!(may_hold_control(br#"{"naam":"a\nb"}"#));
+        assert!(may_hold_control("{\"naam\":\"a\u{7f}\"}".as_bytes()));
+        assert!(may_hold_control("{\"naam\":\"a\u{85}\"}".as_bytes()));
+        // Caught on the careful way, wherever it is, keys included.
+        for (body, path) in [
+            ("{\"a\":[\"x\",\"y\u{85}\"]}", "a[1]"),
+            ("{\"a\":{\"b\\u0007\":1}}", "a.b?"),
+            ("\"\\t\"", "the answer"),
+        ] {
+            let err = from_slice_clean::<serde_json::Value>(body.as_bytes(), "x").expect_err(body);
+            let shown = err.to_string();
+            assert!(shown.contains(path), "{shown}");
+            assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        }
+        // A raw control character is not JSON at all.
+        assert!(from_slice_clean::<serde_json::Value>(b"\"a\x07\"", "x").is_err());
+        // A backslash that is no control character still reads.
+        let v: serde_json::Value = from_slice_clean(br#"{"naam":"a\/b \"c\""}"#, "x").expect("ok");
+        assert_eq!(v["naam"], "a/b \"c\"");
     }
 
     #[test]
