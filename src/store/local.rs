@@ -212,6 +212,7 @@ async fn insert_local_person<C: sea_orm::ConnectionTrait>(
     };
     let mut row = roster::person_row(ctx, &state);
     row.origin = Set("local".into());
+    row.sourced_id = Set(Some(super::new_sourced_id()));
     let id = person::Entity::insert(row).exec(db).await?.last_insert_id;
     let mut facets = Facets::new();
     for (kind, value) in p.keys.entries() {

@@ -366,7 +366,8 @@ pub(super) fn person_row(ctx: &ApplyContext, p: &PersonState) -> person::ActiveM
         updated_at: Set(ctx.now),
         removed_at: Set(None),
         purge_after: Set(None),
-        sourced_id: Set(Some(super::new_sourced_id())),
+        // Given where the row is inserted: an update keeps the id apps know it by.
+        sourced_id: NotSet,
     }
 }
 
@@ -677,7 +678,6 @@ async fn write_updates<C: ConnectionTrait>(
         let mut row = person_row(ctx, &state);
         row.id = Set(u.id);
         row.created_at = NotSet;
-        row.sourced_id = NotSet;
         person::Entity::update(row).exec(db).await?;
         for (kind, v) in u.new_keys.entries() {
             facets.key(ctx, u.id, kind, v, state.links_owner);
