@@ -536,6 +536,9 @@ async fn the_console_in_a_browser_and_its_defences() {
         c.close().await.expect("browser closes");
     }
     over_http(&base, &store, &daemon).await;
+    // A resync asked for in the browser may still be running: stop the daemon first, so the
+    // list and the per-school query below read the same store.
+    assert_eq!(daemon.stop().await, 0);
     // The school page's own query says what the list says, for each school.
     let all = rostersync::store::status::list(store.db())
         .await
@@ -547,5 +550,4 @@ async fn the_console_in_a_browser_and_its_defences() {
         assert_eq!(one.as_ref(), Some(s));
     }
     assert!(all.iter().any(|s| s.state == "frozen") && all.iter().all(|s| s.last_run.is_some()));
-    assert_eq!(daemon.stop().await, 0);
 }
