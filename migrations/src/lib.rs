@@ -9,6 +9,7 @@ mod m20261130_000003_school_freeze;
 mod m20261130_000004_oneroster;
 mod m20261201_000005_prepared_year;
 mod m20261201_000006_prepared_class;
+mod m20261202_000007_person_key_slim;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000004_oneroster::Migration),
             Box::new(m20261201_000005_prepared_year::Migration),
             Box::new(m20261201_000006_prepared_class::Migration),
+            Box::new(m20261202_000007_person_key_slim::Migration),
         ]
     }
 }

@@ -148,7 +148,7 @@ pub mod person_key {
         pub value: String,
         pub person_id: i64,
         pub source: String,
-        pub created_at: DateTimeUtc,
+        // No timestamp: when a key came is in the journal (migration 7).
     }
 
     impl ActiveModelBehavior for ActiveModel {}

@@ -11,6 +11,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
 
 use super::entities::{person, person_key, roster_group, school};
+use super::owners::Owners;
 use super::roster::{self, ApplyContext, Entry, Facets, Journal};
 use super::{Store, StoreError, WriteKind};
 use crate::model::{Field, GroupState, Link, Owned, Owner, PersonKind, PersonState};
@@ -104,12 +105,6 @@ fn entry<'a>(
         source: Owner::Local,
         rule: format!("by hand, by {who}"),
     }
-}
-
-/// Who owns `name` (a field, `links`, `group`): the store's default for rows written before
-/// owners were recorded is the LAS.
-fn owner_of(owners: &HashMap<String, Owner>, name: &str) -> Owner {
-    owners.get(name).copied().unwrap_or(Owner::Las)
 }
 
 async fn school_exists<C: sea_orm::ConnectionTrait>(db: &C, school: &str) -> Result<bool, DbErr> {
@@ -253,7 +248,7 @@ pub async fn set_person(
             "there is no person {id} (see `rostersync export --school SCHOOL`)"
         )));
     };
-    let mut owners = roster::parse_owners(&row.owners);
+    let mut owners = Owners::parse(&row.owners);
     let current = |f: Field| match f {
         Field::FamilyName => row.family_name.clone(),
         Field::Prefix => row.prefix.clone(),
@@ -263,7 +258,7 @@ pub async fn set_person(
         Field::EndDate => row.end_date.map(|d| d.to_string()),
     };
     for (field, _) in changes {
-        let owner = owner_of(&owners, field.as_str());
+        let owner = owners.get(field.as_str());
         if current(*field).is_some() && owner != Owner::Local {
             return Err(EditError::Locked {
                 what: format!("person {id}"),
@@ -284,9 +279,9 @@ pub async fn set_person(
             continue;
         }
         match value {
-            Some(_) => owners.insert(field.as_str().to_owned(), Owner::Local),
-            None => owners.remove(field.as_str()),
-        };
+            Some(_) => owners.set(field.as_str(), Owner::Local),
+            None => owners.clear(field.as_str()),
+        }
         let v = value.clone();
         match field {
             Field::FamilyName => update.family_name = Set(v),
@@ -306,11 +301,7 @@ pub async fn set_person(
         txn.rollback().await.map_err(db_err)?;
         return Ok(edited);
     }
-    let owners: BTreeMap<&str, &str> = owners
-        .iter()
-        .map(|(k, o)| (k.as_str(), o.as_str()))
-        .collect();
-    update.owners = Set(serde_json::to_string(&owners).unwrap_or_else(|_| "{}".into()));
+    update.owners = Set(owners.to_json());
     person::Entity::update(update)
         .exec(&txn)
         .await
@@ -403,7 +394,7 @@ pub async fn set_group(
             "school {school} has no group '{key}'"
         )));
     };
-    let owner = owner_of(&roster::parse_owners(&row.owners), "group");
+    let owner = Owners::parse(&row.owners).get("group");
     if owner != Owner::Local {
         let field = if name.is_some() { "name" } else { "year_group" };
         return Err(EditError::Locked {

@@ -7,6 +7,7 @@ pub mod held;
 pub mod journal;
 pub mod local;
 pub mod oneroster;
+pub mod owners;
 pub mod permissions;
 pub mod prepared;
 pub mod queue;

@@ -14,6 +14,7 @@ use sea_orm::{
 use serde::Serialize;
 
 use super::entities::{change_entry, membership, person, person_key, person_role, roster_group};
+use super::owners::Owners;
 use crate::model::journal;
 use crate::model::plan::{Plan, StoredGroup, StoredPerson};
 use crate::model::{Field, GroupState, Link, Owned, Owner, PersonKind, PersonState, Role};
@@ -40,23 +41,10 @@ fn person_kind(s: &str) -> PersonKind {
     }
 }
 
-/// `{"family_name": "las", ..., "links": "broker"}`: who owns what on a person row.
+/// Who owns what on a person row, compactly (see `owners`).
 fn owners_json(p: &PersonState) -> String {
-    let mut map: BTreeMap<&str, &str> = p
-        .fields
-        .iter()
-        .map(|(f, o)| (f.as_str(), o.owner.as_str()))
-        .collect();
-    map.insert("links", p.links_owner.as_str());
-    serde_json::to_string(&map).unwrap_or_else(|_| "{}".into())
-}
-
-pub(super) fn parse_owners(json: &str) -> HashMap<String, Owner> {
-    serde_json::from_str::<HashMap<String, String>>(json)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(k, v)| Owner::parse(&v).map(|o| (k, o)))
-        .collect()
+    let fields = p.fields.iter().map(|(f, o)| (f.as_str(), o.owner));
+    Owners::of(fields.chain([("links", p.links_owner)])).to_json()
 }
 
 fn field_value(p: &PersonState, f: Field) -> Option<String> {
@@ -106,10 +94,7 @@ pub async fn group_sids<C: ConnectionTrait>(
 }
 
 fn stored_group(g: roster_group::Model) -> StoredGroup {
-    let owner = parse_owners(&g.owners)
-        .get("group")
-        .copied()
-        .unwrap_or(Owner::Las);
+    let owner = Owners::parse(&g.owners).get("group");
     StoredGroup {
         id: g.id,
         removed: g.removed_at.is_some(),
@@ -197,8 +182,8 @@ fn parse_list<T: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<T>, DbEr
 
 /// A person row with its fields and who owns each; keys, links and roles come separately.
 fn stored_person(row: person::Model) -> StoredPerson {
-    let owners = parse_owners(&row.owners);
-    let owner_of = |f: Field| owners.get(f.as_str()).copied().unwrap_or(Owner::Las);
+    let owners = Owners::parse(&row.owners);
+    let owner_of = |f: Field| owners.get(f.as_str());
     let mut fields = BTreeMap::new();
     for (f, v) in [
         (Field::FamilyName, row.family_name),
@@ -227,7 +212,7 @@ fn stored_person(row: person::Model) -> StoredPerson {
             keys: PersonKeys::default(),
             fields,
             links: BTreeSet::new(),
-            links_owner: owners.get("links").copied().unwrap_or(Owner::Las),
+            links_owner: owners.get("links"),
             roles: BTreeSet::new(),
         },
     }
@@ -432,7 +417,6 @@ impl Facets {
             value: Set(value.to_owned()),
             person_id: Set(id),
             source: Set(owner.as_str().to_owned()),
-            created_at: Set(ctx.now),
         });
     }
 

@@ -12,6 +12,7 @@ use sea_orm::{
 use serde::Serialize;
 
 use super::entities::{change_entry, membership, person, person_key, person_role, roster_group};
+use super::owners::Owners;
 use super::roster::{self, ApplyContext, Entry, Journal};
 use crate::model::revert::Revert;
 use crate::model::{Field, Owner, PersonKind};
@@ -376,18 +377,14 @@ async fn set_field<C: ConnectionTrait>(
     let Some(row) = person::Entity::find_by_id(id).one(db).await? else {
         return Ok(());
     };
-    let mut owners = roster::parse_owners(&row.owners);
+    let mut owners = Owners::parse(&row.owners);
     match &value {
-        Some(_) => owners.insert(field.as_str().to_owned(), owner),
-        None => owners.remove(field.as_str()),
-    };
-    let owners: BTreeMap<&str, &str> = owners
-        .iter()
-        .map(|(k, o)| (k.as_str(), o.as_str()))
-        .collect();
+        Some(_) => owners.set(field.as_str(), owner),
+        None => owners.clear(field.as_str()),
+    }
     let mut update = person::ActiveModel {
         id: Set(id),
-        owners: Set(serde_json::to_string(&owners).unwrap_or_else(|_| "{}".into())),
+        owners: Set(owners.to_json()),
         updated_at: Set(Utc::now()),
         ..Default::default()
     };
@@ -512,7 +509,6 @@ async fn write_key_or_role<C: ConnectionTrait>(
                 value: Set(value.clone()),
                 person_id: Set(*person),
                 source: Set(owner.as_str().to_owned()),
-                created_at: Set(ctx.now),
             })
             .exec(db)
             .await?;
