@@ -10,6 +10,7 @@ mod m20261130_000004_oneroster;
 mod m20261201_000005_prepared_year;
 mod m20261201_000006_prepared_class;
 mod m20261202_000007_person_key_slim;
+mod m20261202_000008_journal_at_partial;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_prepared_year::Migration),
             Box::new(m20261201_000006_prepared_class::Migration),
             Box::new(m20261202_000007_person_key_slim::Migration),
+            Box::new(m20261202_000008_journal_at_partial::Migration),
         ]
     }
 }

@@ -130,7 +130,8 @@ mod tests {
 
     #[test]
     fn rows_written_before_the_compact_form_read_the_same() {
-        let old = r#"{"family_name":"broker","given_name":"broker","links":"broker","year_group":"las"}"#;
+        let old =
+            r#"{"family_name":"broker","given_name":"broker","links":"broker","year_group":"las"}"#;
         let o = Owners::parse(old);
         assert_eq!(o.get("family_name"), Owner::Broker);
         assert_eq!(o.get("year_group"), Owner::Las);
