@@ -11,6 +11,17 @@ mod m20261201_000005_prepared_year;
 mod m20261201_000006_prepared_class;
 mod m20261202_000007_person_key_slim;
 mod m20261202_000008_journal_at_partial;
+mod m20261202_000009_person_key_digest;
+
+/// The digest `person_key` is unique on (migration 9): the first 8 bytes of the value's
+/// SHA-256 as a signed integer. Stored, so it must never change; rostersync computes it with
+/// this function wherever it writes or looks up a key.
+pub fn key_digest(value: &str) -> i64 {
+    let d = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d.as_ref()[..8]);
+    i64::from_be_bytes(first)
+}
 
 pub struct Migrator;
 
@@ -26,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000006_prepared_class::Migration),
             Box::new(m20261202_000007_person_key_slim::Migration),
             Box::new(m20261202_000008_journal_at_partial::Migration),
+            Box::new(m20261202_000009_person_key_digest::Migration),
         ]
     }
 }

@@ -144,7 +144,10 @@ pub mod person_key {
         /// `eckid`, `las`, `broker` or `portal`.
         #[sea_orm(primary_key, auto_increment = false)]
         pub kind: String,
+        /// `migration::key_digest(value)`: unique with school and kind instead of the value,
+        /// whose second copy in an index cost more than the rest of the row (migration 9).
         #[sea_orm(primary_key, auto_increment = false)]
+        pub digest: i64,
         pub value: String,
         pub person_id: i64,
         pub source: String,

@@ -29,6 +29,7 @@ pub async fn find_person<C: ConnectionTrait>(
     text: &str,
 ) -> Result<Vec<person::Model>, DbErr> {
     let mut ids: Vec<i64> = person_key::Entity::find()
+        .filter(person_key::Column::Digest.eq(migration::key_digest(text)))
         .filter(person_key::Column::Value.eq(text))
         .all(db)
         .await?

@@ -129,8 +129,7 @@ pub async fn add_person(store: &Store, p: &NewPerson, who: &str) -> Result<i64, 
         return Err(not_linked(&p.school));
     }
     for (kind, value) in p.keys.entries() {
-        let key = (p.school.clone(), kind.to_owned(), value.to_owned());
-        if let Some(k) = person_key::Entity::find_by_id(key)
+        if let Some(k) = roster::key_named(&p.school, kind, value)
             .one(&txn)
             .await
             .map_err(db_err)?

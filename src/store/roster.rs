@@ -9,7 +9,7 @@ use connector_api::{GroupKind, PersonKeys};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Select,
 };
 use serde::Serialize;
 
@@ -236,7 +236,7 @@ impl<'a> ApplyContext<'a> {
     pub fn by_hand(school: &'a str) -> Self {
         ApplyContext {
             school,
-            now: Utc::now(),
+            now: super::now(),
             retention: chrono::Duration::zero(),
             run: None,
             new_year: None,
@@ -394,6 +394,15 @@ where
     Ok(())
 }
 
+/// The key `value` of `kind` at `school`, found through its digest.
+pub(super) fn key_named(school: &str, kind: &str, value: &str) -> Select<person_key::Entity> {
+    person_key::Entity::find()
+        .filter(person_key::Column::Digest.eq(migration::key_digest(value)))
+        .filter(person_key::Column::SchoolId.eq(school))
+        .filter(person_key::Column::Kind.eq(kind))
+        .filter(person_key::Column::Value.eq(value))
+}
+
 /// The rows that describe one person besides the person row: keys, links, roles.
 pub(super) struct Facets {
     keys: Vec<person_key::ActiveModel>,
@@ -412,6 +421,7 @@ impl Facets {
 
     pub fn key(&mut self, ctx: &ApplyContext, id: i64, kind: &str, value: &str, owner: Owner) {
         self.keys.push(person_key::ActiveModel {
+            digest: Set(migration::key_digest(value)),
             school_id: Set(ctx.school.to_owned()),
             kind: Set(kind.to_owned()),
             value: Set(value.to_owned()),
@@ -459,6 +469,10 @@ pub async fn replace_eckid<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     person_key::Entity::update_many()
         .col_expr(person_key::Column::Value, Expr::value(eckid))
+        .col_expr(
+            person_key::Column::Digest,
+            Expr::value(migration::key_digest(eckid)),
+        )
         .filter(person_key::Column::SchoolId.eq(school))
         .filter(person_key::Column::PersonId.eq(person))
         .filter(person_key::Column::Kind.eq("eckid"))
@@ -800,13 +814,7 @@ pub async fn journal_conflicts<C: ConnectionTrait>(
         let (entity, person_id) = if kind == "group" {
             ("group", None)
         } else {
-            let found = person_key::Entity::find_by_id((
-                ctx.school.to_owned(),
-                kind.to_owned(),
-                value.to_owned(),
-            ))
-            .one(db)
-            .await?;
+            let found = key_named(ctx.school, kind, value).one(db).await?;
             ("person", found.map(|k| k.person_id))
         };
         journal.add(Entry {

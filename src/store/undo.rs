@@ -504,6 +504,7 @@ async fn write_key_or_role<C: ConnectionTrait>(
             ..
         } => {
             person_key::Entity::insert(person_key::ActiveModel {
+                digest: Set(migration::key_digest(value)),
                 school_id: Set(ctx.school.to_owned()),
                 kind: Set(key.clone()),
                 value: Set(value.clone()),

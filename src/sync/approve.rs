@@ -2,8 +2,6 @@
 //! own (trigger `approve`) in one transaction, with grants derived again. `approve --run N`
 //! and the admin console both come here.
 
-use chrono::Utc;
-
 use crate::model::held::Kind;
 use crate::store::{Store, WriteKind, held, runs, schools};
 use crate::sync::report::{Counts, Outcome};
@@ -87,7 +85,7 @@ pub async fn approve(
     if waiting.is_empty() {
         return Err(nothing_waiting(&run, &rows));
     }
-    let now = Utc::now();
+    let now = crate::store::now();
     let txn = store.begin_write(WriteKind::Edit).await.map_err(db_err)?;
     // The school's row lock first, as every writer of a school takes it.
     schools::lock_for_apply(&txn, &run.school_id, None)

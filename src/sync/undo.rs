@@ -3,7 +3,6 @@
 //! journal an undo can in turn undo. Grants are not reverted one by one: they are derived
 //! again from the restored roster.
 
-use chrono::Utc;
 use serde::Serialize;
 
 use crate::model::revert::{Revert, UndoPlan};
@@ -168,7 +167,7 @@ async fn write_undo(
     let run = runs::start(&txn, &school, "undo", false)
         .await
         .map_err(db_err)?;
-    let now = Utc::now();
+    let now = crate::store::now();
     let ctx = ApplyContext {
         school: &school,
         now,

@@ -181,3 +181,50 @@ async fn a_changed_eckid_the_las_and_the_broker_both_send_is_taken_at_once() {
         "journaled as the sources' doing"
     );
 }
+
+/// Migration 9 moved `person_key`'s uniqueness from the value to a digest of it. Down and up
+/// again over a synced school: every key is kept each way, a key still finds its person
+/// across schools, and a second copy of a key is refused at that school.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_survive_the_digest_migration_both_ways_and_stay_unique() {
+    use migration::MigratorTrait;
+    let (sim, store) = SimEnv::start_linked(world(), false, false).await;
+    sim.sync(&store, false).await;
+    let keys = "SELECT COUNT(*) FROM person_key";
+    let before = count(&store, keys).await;
+    assert!(before > 40, "{before}");
+    let eckid = store_eckid(&store).await;
+    migration::Migrator::down(store.writer(), Some(1))
+        .await
+        .expect("down to migration 8");
+    assert_eq!(count(&store, keys).await, before);
+    migration::Migrator::up(store.writer(), None)
+        .await
+        .expect("up again");
+    assert_eq!(count(&store, keys).await, before);
+    let found = rostersync::store::journal::find_person(store.db(), &eckid)
+        .await
+        .expect("find");
+    assert_eq!(found.len(), 1);
+    let again = format!(
+        "INSERT INTO person_key (digest, school_id, kind, value, person_id, source) \
+         SELECT digest, school_id, kind, value, person_id, source FROM person_key \
+         WHERE value = '{eckid}'"
+    );
+    use sea_orm::ConnectionTrait;
+    assert!(store.writer().execute_unprepared(&again).await.is_err());
+    // The next run reads and writes through the rebuilt table as before.
+    sim.sync(&store, false).await;
+    assert_eq!(count(&store, keys).await, before);
+}
+
+async fn store_eckid(store: &rostersync::store::Store) -> String {
+    let e = export::export(store.db(), SCHOOL)
+        .await
+        .expect("export")
+        .expect("school");
+    e.pupils
+        .iter()
+        .find_map(|p| p.eckid.clone())
+        .expect("a pupil with an ECK-iD")
+}

@@ -191,7 +191,7 @@ pub(super) async fn apply_snapshots(
         runs::finish(rc.store.writer(), rc.run, finish(&d)).await?;
         return Ok(d);
     }
-    let now = Utc::now();
+    let now = crate::store::now();
     let ctx = ApplyContext {
         school: rc.school,
         now,

@@ -94,7 +94,7 @@ impl RunCtx<'_> {
             Some(self.run),
             rights,
             frozen,
-            Utc::now(),
+            crate::store::now(),
         )
         .await?;
         d.rights_time = started.elapsed();
