@@ -8,6 +8,7 @@ use rostersync::settings::{self, Settings};
 use rostersync::telemetry;
 
 fn main() -> ExitCode {
+    bound_malloc_arenas();
     let mut args = Cli::parse();
     // `init` may run before the configuration exists (it writes it); `assets` needs none.
     if !args.command.stands_alone() {
@@ -44,6 +45,28 @@ fn main() -> ExitCode {
 }
 
 /// One line on stderr: what failed and why, causes joined by ": ". No backtrace.
+/// glibc gives threads that allocate at once arenas of their own, up to eight per core, and
+/// memory freed in one arena is not reused by another. With tokio's workers and sqlx's thread
+/// per SQLite connection, the syncing process grew by about 3.5 KB per school every night (the
+/// bench's third night of 8,000 schools peaked at 163 MiB, the first at 110). Four arenas keep it
+/// flat at the same speed: 1,000 schools over four days peaked at 55.6 MiB each night with the
+/// second night in 12.6 s, against 61.9 rising to 68.0 MiB in 12.3 s unbounded; two arenas held
+/// 49.8 MiB but took 13.9 s. (MALLOC_ARENA_MAX in the environment still overrides this.)
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn bound_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    // SAFETY: mallopt only sets a parameter of the allocator; this runs first in main, before
+    // any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn bound_malloc_arenas() {}
+
 fn fail(code: u8, error: &anyhow::Error) -> ExitCode {
     eprintln!("rostersync: {error:#}");
     ExitCode::from(code)
