@@ -48,10 +48,11 @@ fn main() -> ExitCode {
 /// glibc gives threads that allocate at once arenas of their own, up to eight per core, and
 /// memory freed in one arena is not reused by another. With tokio's workers and sqlx's thread
 /// per SQLite connection, the syncing process grew by about 3.5 KB per school every night (the
-/// bench's third night of 8,000 schools peaked at 163 MiB, the first at 110). Four arenas keep it
-/// flat at the same speed: 1,000 schools over four days peaked at 55.6 MiB each night with the
-/// second night in 12.6 s, against 61.9 rising to 68.0 MiB in 12.3 s unbounded; two arenas held
-/// 49.8 MiB but took 13.9 s. (MALLOC_ARENA_MAX in the environment still overrides this.)
+/// bench's third night of 8,000 schools peaked at 163 MiB, the first at 110). Measured over
+/// 2,000 schools, nights 2 and 3: unbounded 25.2 s and 26.4 s, 75.1 rising to 82.5 MiB; eight
+/// arenas 26.5 s and 26.6 s, 71.5 MiB both nights; four 30.4 s and 30.9 s, 63.2 MiB (with four,
+/// 8,000 schools held 109.5 and 110.6 MiB on nights 2 and 3). Eight keeps it flat at the
+/// same speed. MALLOC_ARENA_MAX in the environment still overrides this.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn bound_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
@@ -60,7 +61,7 @@ fn bound_malloc_arenas() {
     // SAFETY: mallopt only sets a parameter of the allocator; this runs first in main, before
     // any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 4);
+        libc::mallopt(libc::M_ARENA_MAX, 8);
     }
 }
 
