@@ -44,7 +44,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// One line on stderr: what failed and why, causes joined by ": ". No backtrace.
 /// glibc gives threads that allocate at once arenas of their own, up to eight per core, and
 /// memory freed in one arena is not reused by another. With tokio's workers and sqlx's thread
 /// per SQLite connection, the syncing process grew by about 3.5 KB per school every night (the
@@ -68,6 +67,7 @@ fn bound_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn bound_malloc_arenas() {}
 
+/// One line on stderr: what failed and why, causes joined by ": ". No backtrace.
 fn fail(code: u8, error: &anyhow::Error) -> ExitCode {
     eprintln!("rostersync: {error:#}");
     ExitCode::from(code)

@@ -28,13 +28,12 @@ impl Owners {
     pub fn of<'a>(pairs: impl IntoIterator<Item = (&'a str, Owner)>) -> Owners {
         let pairs: Vec<(&str, Owner)> = pairs.into_iter().collect();
         let count = |o: Owner| pairs.iter().filter(|(_, x)| *x == o).count();
+        // `max_by_key` keeps the last of equals, so it walks the pairs from the end.
         let default = pairs
             .iter()
+            .rev()
             .map(|(_, o)| *o)
-            .fold(None, |best: Option<Owner>, o| match best {
-                Some(b) if count(b) >= count(o) => Some(b),
-                _ => Some(o),
-            })
+            .max_by_key(|o| count(*o))
             .unwrap_or(Owner::Las);
         let mut owners = Owners {
             default,
@@ -126,6 +125,14 @@ mod tests {
         assert_eq!(back.get("family_name"), Owner::Las);
         assert_eq!(back.get("email"), Owner::Local);
         assert_eq!(back.get("links"), Owner::Broker);
+    }
+
+    #[test]
+    fn on_a_tie_the_first_owner_given_is_everything() {
+        let o = Owners::of([("family_name", Owner::Broker), ("email", Owner::Las)]);
+        assert_eq!(o.to_json(), r#"{"*":"broker","email":"las"}"#);
+        let o = Owners::of([("family_name", Owner::Las), ("email", Owner::Broker)]);
+        assert_eq!(o.to_json(), r#"{"email":"broker"}"#);
     }
 
     #[test]

@@ -403,6 +403,24 @@ pub(super) fn key_named(school: &str, kind: &str, value: &str) -> Select<person_
         .filter(person_key::Column::Value.eq(value))
 }
 
+/// A key row of person `id`, with the digest it is unique on.
+pub(super) fn key_row(
+    ctx: &ApplyContext,
+    id: i64,
+    kind: &str,
+    value: &str,
+    owner: Owner,
+) -> person_key::ActiveModel {
+    person_key::ActiveModel {
+        digest: Set(migration::key_digest(value)),
+        school_id: Set(ctx.school.to_owned()),
+        kind: Set(kind.to_owned()),
+        value: Set(value.to_owned()),
+        person_id: Set(id),
+        source: Set(owner.as_str().to_owned()),
+    }
+}
+
 /// The rows that describe one person besides the person row: keys, links, roles.
 pub(super) struct Facets {
     keys: Vec<person_key::ActiveModel>,
@@ -420,14 +438,7 @@ impl Facets {
     }
 
     pub fn key(&mut self, ctx: &ApplyContext, id: i64, kind: &str, value: &str, owner: Owner) {
-        self.keys.push(person_key::ActiveModel {
-            digest: Set(migration::key_digest(value)),
-            school_id: Set(ctx.school.to_owned()),
-            kind: Set(kind.to_owned()),
-            value: Set(value.to_owned()),
-            person_id: Set(id),
-            source: Set(owner.as_str().to_owned()),
-        });
+        self.keys.push(key_row(ctx, id, kind, value, owner));
     }
 
     pub fn link(&mut self, ctx: &ApplyContext, id: i64, group: i64, role: &str, owner: Owner) {

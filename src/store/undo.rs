@@ -503,16 +503,9 @@ async fn write_key_or_role<C: ConnectionTrait>(
             owner,
             ..
         } => {
-            person_key::Entity::insert(person_key::ActiveModel {
-                digest: Set(migration::key_digest(value)),
-                school_id: Set(ctx.school.to_owned()),
-                kind: Set(key.clone()),
-                value: Set(value.clone()),
-                person_id: Set(*person),
-                source: Set(owner.as_str().to_owned()),
-            })
-            .exec(db)
-            .await?;
+            person_key::Entity::insert(roster::key_row(ctx, *person, key, value, *owner))
+                .exec(db)
+                .await?;
         }
         Revert::RemoveKey {
             person, key, value, ..
