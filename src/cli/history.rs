@@ -451,7 +451,8 @@ pub async fn export(settings: &Settings, args: ExportArgs) -> Result<(), Failure
         .to_string();
     let store = open(settings).await?;
     if let Some(year) = &args.school_year {
-        return match crate::sync::summer::export_year(&store, &school, year)
+        let rights = crate::permissions::Rights::from_settings(&settings.rights);
+        return match crate::sync::summer::export_year(&store, &school, year, &rights.rules)
             .await
             .map_err(db_failure(&store))?
         {

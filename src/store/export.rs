@@ -214,26 +214,33 @@ pub async fn export<C: ConnectionTrait>(db: &C, school: &str) -> Result<Option<E
     );
     let live: std::collections::HashSet<&str> = out.staff.iter().map(|s| s.id.as_str()).collect();
     let refs = super::permissions::groups(db, school).await?;
-    let key_of: BTreeMap<i64, &str> = refs.iter().map(|g| (g.id, g.key.as_str())).collect();
     for (person, holdings) in super::permissions::of_school(db, school).await? {
         let id = person.to_string();
-        if !live.contains(id.as_str()) {
-            continue;
+        if live.contains(id.as_str()) {
+            out.grants.extend(grant_out(id, &holdings, &refs));
         }
-        let Some(level) = crate::permissions::top_level(&holdings) else {
-            continue;
-        };
-        out.grants.push(GrantOut {
-            staff: id,
-            level: level.as_str().to_owned(),
-            groups: crate::permissions::effective(&holdings, &refs)
-                .iter()
-                .filter_map(|v| key_of.get(&v.group).map(|k| (*k).to_owned()))
-                .collect(),
-            reasons: holdings.iter().map(reason).collect(),
-        });
     }
     Ok(Some(out))
+}
+
+/// A staff member's grants as `export` shows them (`None` without any): the broadest level,
+/// the groups they can see by key, and a reason per grant.
+pub fn grant_out(
+    staff: String,
+    holdings: &[crate::permissions::Holding],
+    groups: &[crate::permissions::GroupRef],
+) -> Option<GrantOut> {
+    let level = crate::permissions::top_level(holdings)?;
+    let key_of: BTreeMap<i64, &str> = groups.iter().map(|g| (g.id, g.key.as_str())).collect();
+    Some(GrantOut {
+        staff,
+        level: level.as_str().to_owned(),
+        groups: crate::permissions::effective(holdings, groups)
+            .iter()
+            .filter_map(|v| key_of.get(&v.group).map(|k| (*k).to_owned()))
+            .collect(),
+        reasons: holdings.iter().map(reason).collect(),
+    })
 }
 
 /// A grant in words: "teacher: broker: linked to group G8A as Leerkracht".

@@ -432,6 +432,13 @@ async fn next_year_is_prepared_in_june_shown_by_rollover_status_and_goes_live_on
             r.schools
         );
     }
+    // What 31 July's prepared roster says each staff member will see next year.
+    let out = sim
+        .env
+        .run(&["export", "--school", PRIMARY, "--school-year", "2027-2028"]);
+    let foreseen = staff_grants(&serde_json::from_str(&out.ok().stdout).expect("JSON"));
+    let today = staff_grants(&serde_json::to_value(export(&store, PRIMARY).await).expect("JSON"));
+    assert_ne!(foreseen, today, "two teachers swap groups next year");
     // 1 August: the prepared year goes live in a run of its own, and is no longer "prepared".
     walk(&sim, day(8, 1));
     let r = sim.sync_on(&store, false, day(8, 1)).await;
@@ -448,6 +455,12 @@ async fn next_year_is_prepared_in_june_shown_by_rollover_status_and_goes_live_on
     );
     let now = export(&store, PRIMARY).await;
     assert_eq!(now.school.school_year.as_deref(), Some("2027-2028"));
+    // The grants foreseen are the switch's, but for this year's that wait out the grace.
+    let mut switched = staff_grants(&serde_json::to_value(&now).expect("JSON"));
+    for reasons in switched.values_mut() {
+        reasons.retain(|r| !r.contains("pending"));
+    }
+    assert_eq!(foreseen, switched);
     // The class shown in June is the one that went live, by the same sourcedId.
     let serve = Serve::start(&sim);
     let token = token(&serve, "lp", "lp-s3cret").await;
@@ -459,6 +472,35 @@ async fn next_year_is_prepared_in_june_shown_by_rollover_status_and_goes_live_on
     );
     let live = all(&serve, &token, "/classes", "classes", "ClassSetDType").await;
     assert!(live.iter().any(|c| c["sourcedId"] == new_class.as_str()));
+}
+
+/// Each staff member's grants in an export (JSON), by LAS key: the reasons, one per grant.
+fn staff_grants(export: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
+    let key_of: BTreeMap<&str, &str> = export["staff"]
+        .as_array()
+        .expect("staff")
+        .iter()
+        .map(|s| {
+            let text = |f: &str| s[f].as_str().expect(f);
+            (text("id"), text("las_key"))
+        })
+        .collect();
+    export["grants"]
+        .as_array()
+        .expect("grants")
+        .iter()
+        .map(|g| {
+            let staff = g["staff"].as_str().expect("staff");
+            let mut reasons: Vec<String> = g["reasons"]
+                .as_array()
+                .expect("reasons")
+                .iter()
+                .map(|r| r.as_str().expect("reason").to_owned())
+                .collect();
+            reasons.sort();
+            (key_of[staff].to_owned(), reasons)
+        })
+        .collect()
 }
 
 /// In June, with next year prepared for the primary school: the OneRoster API lists next
