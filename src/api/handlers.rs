@@ -115,52 +115,72 @@ fn store_failure(api: &Api, e: sea_orm::DbErr) -> Response {
     )
 }
 
+/// A page of a collection: its records, how many there are in all, and where the next page
+/// begins when it can be reached by a cursor (the sourcedId of this page's last record).
+struct Page {
+    items: Vec<Value>,
+    total: u64,
+    last: Option<String>,
+}
+
 /// A collection answer: `{name: [...]}` with `X-Total-Count` and the `Link`s to the pages.
-fn collection(name: &str, items: Vec<Value>, total: u64, q: &Query, ask: &Ask) -> Response {
-    let mut r = Json(json!({ name: items })).into_response();
+fn collection(name: &str, page: Page, q: &Query, ask: &Ask) -> Response {
+    let links = links(ask, q, &page);
+    let mut r = Json(json!({ name: page.items })).into_response();
     let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&page.total.to_string()) {
         h.insert("x-total-count", v);
     }
-    if let Ok(v) = HeaderValue::from_str(&links(ask, q, total)) {
+    if let Ok(v) = HeaderValue::from_str(&links) {
         h.insert(header::LINK, v);
     }
     r
 }
 
 /// `first`, `last`, and `prev`/`next` where they exist, keeping the request's other
-/// parameters (the filter, the sort).
-fn links(ask: &Ask, q: &Query, total: u64) -> String {
+/// parameters (the filter, the sort). In the default order `next` also carries a cursor: a
+/// client that follows it gets each page for what it returns, and a record that changes
+/// while it pages moves no other record across a page boundary.
+fn links(ask: &Ask, q: &Query, page: &Page) -> String {
     let others: Vec<(String, String)> = ask
         .pairs
         .iter()
-        .filter(|(k, _)| k != "limit" && k != "offset")
+        .filter(|(k, _)| k != "limit" && k != "offset" && k != "cursor")
         .cloned()
         .collect();
-    let at = |offset: u64| {
+    let at = |offset: u64, cursor: Option<String>| {
         let mut pairs = others.clone();
         pairs.push(("limit".into(), q.limit.to_string()));
         pairs.push(("offset".into(), offset.to_string()));
+        pairs.extend(cursor.map(|c| ("cursor".to_owned(), c)));
         let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
         let root = ask.base.0.trim_end_matches(BASE);
         format!("<{root}{}?{query}>", ask.uri.path())
     };
+    let total = page.total;
     let last = if total == 0 {
         0
     } else {
         (total - 1) / q.limit * q.limit
     };
     let mut out = vec![
-        format!("{}; rel=\"first\"", at(0)),
-        format!("{}; rel=\"last\"", at(last)),
+        format!("{}; rel=\"first\"", at(0, None)),
+        format!("{}; rel=\"last\"", at(last, None)),
     ];
     if q.offset + q.limit < total {
-        out.push(format!("{}; rel=\"next\"", at(q.offset + q.limit)));
+        let cursor = page.last.as_ref().map(|after| {
+            query::Cursor {
+                total,
+                after: after.clone(),
+            }
+            .text()
+        });
+        out.push(format!("{}; rel=\"next\"", at(q.offset + q.limit, cursor)));
     }
     if q.offset > 0 {
         out.push(format!(
             "{}; rel=\"prev\"",
-            at(q.offset.saturating_sub(q.limit))
+            at(q.offset.saturating_sub(q.limit), None)
         ));
     }
     out.join(", ")
@@ -197,6 +217,7 @@ fn listing(ask: &Ask, q: &Query, within: Vec<Within>) -> Listing {
         descending: q.descending,
         limit: q.limit,
         offset: q.offset,
+        after: q.cursor.as_ref().map(|c| (c.after.clone(), c.total)),
     }
 }
 
@@ -221,6 +242,11 @@ async fn sql_collection(ask: &Ask<'_>, c: Collection, within: Vec<Within>) -> Re
         Ok(items) => items,
         Err(e) => return store_failure(ask.api, e),
     };
+    let last = items
+        .last()
+        .filter(|_| q.in_default_order())
+        .and_then(|v| v["sourcedId"].as_str())
+        .map(str::to_owned);
     for v in &mut items {
         model::select(v, q.fields.as_deref(), r.required);
     }
@@ -229,7 +255,7 @@ async fn sql_collection(ask: &Ask<'_>, c: Collection, within: Vec<Within>) -> Re
         Collection::Classes => "classes",
         Collection::Enrollments => "enrollments",
     };
-    collection(name, items, total, &q, ask)
+    collection(name, Page { items, total, last }, &q, ask)
 }
 
 /// The page's rows as OneRoster objects (users need their keys and school roles: two
@@ -533,7 +559,16 @@ endpoint!(demographic, Need::Demographics, |_a, _id| not_found());
 
 fn empty(ask: &Ask, name: &str, r: &Resource) -> Response {
     match query::parse(ask.pairs, r) {
-        Ok(q) => collection(name, Vec::new(), 0, &q, ask),
+        Ok(q) => collection(
+            name,
+            Page {
+                items: Vec::new(),
+                total: 0,
+                last: None,
+            },
+            &q,
+            ask,
+        ),
         Err(e) => bad_query(e),
     }
 }
@@ -766,7 +801,13 @@ async fn memory(ask: &Ask<'_>, m: Memory, only: Option<&str>) -> Response {
     for v in &mut page {
         model::select(v, q.fields.as_deref(), r.required);
     }
-    collection(name, page, total, &q, ask)
+    // Small lists kept in memory page by offset only: no cursor.
+    let page = Page {
+        items: page,
+        total,
+        last: None,
+    };
+    collection(name, page, &q, ask)
 }
 
 async fn memory_one(ask: &Ask<'_>, m: Memory, sid: &str) -> Response {

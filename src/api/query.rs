@@ -66,10 +66,47 @@ impl Filter {
     }
 }
 
+/// Where the page a `next` link names begins, in the default order (by sourcedId): after the
+/// last record of the page before, whose request counted `total` records. A page reached this
+/// way costs what it returns, where an `offset` costs what it skips (a listing's deep pages
+/// and every page of a large delta).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub total: u64,
+    pub after: String,
+}
+
+impl Cursor {
+    /// The text of a `cursor` parameter: the count, `:`, the sourcedId.
+    pub fn text(&self) -> String {
+        format!("{}:{}", self.total, self.after)
+    }
+
+    fn parse(value: &str) -> Result<Cursor, QueryError> {
+        let bad = || {
+            QueryError::InvalidData(
+                "cursor is not one this server gave; follow the next link as given, or page                  with offset"
+                    .into(),
+            )
+        };
+        let (total, after) = value.split_once(':').ok_or_else(bad)?;
+        let total = total.parse().map_err(|_| bad())?;
+        if after.is_empty() {
+            return Err(bad());
+        }
+        Ok(Cursor {
+            total,
+            after: after.to_owned(),
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
     pub limit: u64,
     pub offset: u64,
+    /// Set by a `next` link in the default order; the `offset` beside it still names the page.
+    pub cursor: Option<Cursor>,
     pub sort: Option<String>,
     pub descending: bool,
     pub filter: Option<Filter>,
@@ -81,6 +118,7 @@ impl Default for Query {
         Query {
             limit: DEFAULT_LIMIT,
             offset: 0,
+            cursor: None,
             sort: None,
             descending: false,
             filter: None,
@@ -166,6 +204,7 @@ pub fn parse(pairs: &[(String, String)], fields: &dyn Fields) -> Result<Query, Q
                     }
                 }
             }
+            "cursor" => q.cursor = Some(Cursor::parse(value)?),
             "filter" => q.filter = Some(parse_filter(value, fields)?),
             "fields" => {
                 let mut chosen = q.fields.take().unwrap_or_default();
@@ -184,7 +223,19 @@ pub fn parse(pairs: &[(String, String)], fields: &dyn Fields) -> Result<Query, Q
             _ => {}
         }
     }
+    if q.cursor.is_some() && !q.in_default_order() {
+        return Err(QueryError::InvalidData(
+            "cursor pages the default order only; drop sort and orderBy, or the cursor".into(),
+        ));
+    }
     Ok(q)
+}
+
+impl Query {
+    /// Sorted by sourcedId, ascending: the order a cursor pages.
+    pub fn in_default_order(&self) -> bool {
+        matches!(self.sort.as_deref(), None | Some("sourcedId")) && !self.descending
+    }
 }
 
 /// `field op 'value' [AND|OR field op 'value' ...]`, one kind of join per filter.
