@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use connector_api::{GroupKind, PersonKeys};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
@@ -268,7 +268,7 @@ pub async fn set_person(
     }
     let mut update = person::ActiveModel {
         id: Set(id),
-        updated_at: Set(Utc::now()),
+        updated_at: Set(super::now()),
         ..Default::default()
     };
     let mut edited = Vec::new();
@@ -404,7 +404,7 @@ pub async fn set_group(
     }
     let mut update = roster_group::ActiveModel {
         id: Set(row.id),
-        updated_at: Set(Utc::now()),
+        updated_at: Set(super::now()),
         ..Default::default()
     };
     let mut edited = Vec::new();

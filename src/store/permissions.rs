@@ -492,8 +492,9 @@ pub async fn remove_manual<C: ConnectionTrait>(
             fact: g.fact,
         });
     }
-    revoke(db, id, Utc::now()).await?;
-    touch_persons(db, &[g.person_id], Utc::now()).await?;
+    let now = super::now();
+    revoke(db, id, now).await?;
+    touch_persons(db, &[g.person_id], now).await?;
     let ctx = ApplyContext::by_hand(&g.school_id);
     let mut journal = Journal::new(&ctx);
     let granted = Granted {

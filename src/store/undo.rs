@@ -385,7 +385,7 @@ async fn set_field<C: ConnectionTrait>(
     let mut update = person::ActiveModel {
         id: Set(id),
         owners: Set(owners.to_json()),
-        updated_at: Set(Utc::now()),
+        updated_at: Set(super::now()),
         ..Default::default()
     };
     match field {
