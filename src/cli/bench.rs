@@ -750,26 +750,45 @@ async fn api_delta(
             name: "delta users, 2% of schools",
             path: delta("users", &t),
             rounds: once,
+            pages: None,
         },
         Probe {
             name: "delta classes",
             path: delta("classes", &t),
             rounds: once,
+            pages: None,
         },
         Probe {
             name: "delta enrollments",
             path: delta("enrollments", &t),
             rounds: once,
+            pages: None,
         },
         Probe {
             name: "delta users, nothing new",
             path: delta("users", &now),
             rounds: rounds * 3,
+            pages: None,
         },
         Probe {
             name: "delta enrollments, nothing new",
             path: delta("enrollments", &now),
             rounds: rounds * 3,
+            pages: None,
+        },
+        // An app's first pull of everything, followed by its next links: the first pages
+        // stand for the rest (each reads from where the last ended).
+        Probe {
+            name: "full pull users, 20 pages",
+            path: "/users?limit=1000".into(),
+            rounds: once,
+            pages: Some(20),
+        },
+        Probe {
+            name: "full pull enrollments, 20 pages",
+            path: "/enrollments?limit=1000".into(),
+            rounds: once,
+            pages: Some(20),
         },
     ];
     bench_api::measure(settings, store, dir, &probes).await
@@ -805,21 +824,25 @@ async fn api_school(args: &BenchArgs, dir: &Path) -> Result<Vec<Latency>, Failur
             name: "users, pages of 1,000",
             path: page("users"),
             rounds,
+            pages: None,
         },
         Probe {
             name: "students by familyName",
             path: format!("{}&sort=familyName", page("students")),
             rounds,
+            pages: None,
         },
         Probe {
             name: "classes",
             path: page("classes"),
             rounds,
+            pages: None,
         },
         Probe {
             name: "enrollments, pages of 1,000",
             path: page("enrollments"),
             rounds,
+            pages: None,
         },
     ];
     bench_api::measure(&settings, store, dir, &probes).await
@@ -1019,7 +1042,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Failure> {
         );
         if !m.api_delta.is_empty() {
             println!(
-                "\nThe OneRoster delta over these {} schools since the last 2% of day 1 (and later days):",
+                "\nThe OneRoster API over these {} schools: the delta since the last 2% of day 1 (and later days), and a full pull's first pages:",
                 m.schools
             );
             print!("{}", latency_table(&m.api_delta));

@@ -18,6 +18,8 @@ pub struct Probe {
     /// Path and query under the OneRoster base.
     pub path: String,
     pub rounds: usize,
+    /// At most this many pages a round (`None`: to the end).
+    pub pages: Option<usize>,
 }
 
 /// What the pages of one probe took.
@@ -65,7 +67,7 @@ pub async fn measure(
         let mut records = 0;
         for _ in 0..p.rounds {
             let url = format!("{root}{}{}", crate::api::BASE, p.path);
-            records = pages(&client, &token, url, &mut times)
+            records = pages(&client, &token, url, p.pages, &mut times)
                 .await
                 .map_err(Failure::failed)?;
         }
@@ -133,15 +135,17 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Follow `url` page by page to the end, pushing each page's time; the collection's total.
+/// Follow `url` page by page to the end (or `most` pages), pushing each page's time; the
+/// collection's total.
 async fn pages(
     client: &reqwest::Client,
     token: &str,
     mut url: String,
+    most: Option<usize>,
     times: &mut Vec<Duration>,
 ) -> anyhow::Result<u64> {
     let mut total = 0;
-    loop {
+    for _ in 0..most.unwrap_or(usize::MAX) {
         let started = Instant::now();
         let r = client.get(&url).bearer_auth(token).send().await?;
         let status = r.status();
@@ -164,6 +168,7 @@ async fn pages(
             None => return Ok(total),
         }
     }
+    Ok(total)
 }
 
 /// The `rel="next"` target of a `Link` header.

@@ -704,6 +704,26 @@ async fn a_next_link_carries_a_cursor_and_a_change_while_paging_moves_no_one_acr
             .collect();
         assert_eq!(unique.len(), every.len(), "{path}: each once");
     }
+    // Every enrollment of every school, read a window of persons at a time, is what the
+    // listing sorted in SQL gives (no window), in the same order.
+    let windowed = all(
+        &s,
+        &t,
+        "/enrollments?limit=37",
+        "enrollments",
+        "EnrollmentSetDType",
+    )
+    .await;
+    let sorted = all(
+        &s,
+        &t,
+        "/enrollments?limit=1000&sort=sourcedId",
+        "enrollments",
+        "EnrollmentSetDType",
+    )
+    .await;
+    assert!(windowed.len() > 100, "{}", windowed.len());
+    assert_eq!(windowed, sorted);
     // A sorted listing pages by offset: its links carry no cursor, and a cursor is refused
     // there, as is one this server did not give.
     let (_, headers, _) = get(

@@ -800,9 +800,13 @@ fn the_bench_measures_both_parts() {
     assert!(days[1]["changed"].as_u64() < days[0]["changed"].as_u64());
     assert!(many["store_bytes_per_pupil"].as_f64().expect("bytes") > 0.0);
     // The API part: the night's delta found the last school's records, the quiet poll none,
-    // and the single school was paged to the end, every page timed.
+    // a full pull's first pages everyone, and the single school was paged to the end, every
+    // page timed.
     let delta = many["api_delta"].as_array().expect("delta probes");
-    assert_eq!(delta.len(), 5);
+    assert_eq!(delta.len(), 7);
+    let pupils = 6 * many["pupils_per_school"].as_u64().expect("pupils");
+    assert!(delta[5]["records"].as_u64().expect("n") > pupils, "{}", delta[5]);
+    assert!(delta[6]["records"].as_u64().expect("n") >= pupils, "{}", delta[6]);
     assert!(
         delta[0]["records"].as_u64().expect("n") >= 30,
         "{}",
@@ -815,8 +819,9 @@ fn the_bench_measures_both_parts() {
         "{}",
         api[0]
     );
-    // The delta since the last 2% is paged once; the rest `--api-rounds` times.
-    for p in api.iter().chain(&delta[3..]) {
+    // The delta since the last 2% and the full pull are paged once; the rest
+    // `--api-rounds` times.
+    for p in api.iter().chain(&delta[3..5]) {
         assert!(p["pages"].as_u64().expect("pages") >= 2, "{p}");
     }
     for p in api.iter().chain(delta) {
