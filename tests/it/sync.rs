@@ -805,8 +805,16 @@ fn the_bench_measures_both_parts() {
     let delta = many["api_delta"].as_array().expect("delta probes");
     assert_eq!(delta.len(), 7);
     let pupils = 6 * many["pupils_per_school"].as_u64().expect("pupils");
-    assert!(delta[5]["records"].as_u64().expect("n") > pupils, "{}", delta[5]);
-    assert!(delta[6]["records"].as_u64().expect("n") >= pupils, "{}", delta[6]);
+    assert!(
+        delta[5]["records"].as_u64().expect("n") > pupils,
+        "{}",
+        delta[5]
+    );
+    assert!(
+        delta[6]["records"].as_u64().expect("n") >= pupils,
+        "{}",
+        delta[6]
+    );
     assert!(
         delta[0]["records"].as_u64().expect("n") >= 30,
         "{}",
