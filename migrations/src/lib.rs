@@ -12,6 +12,7 @@ mod m20261201_000006_prepared_class;
 mod m20261202_000007_person_key_slim;
 mod m20261202_000008_journal_at_partial;
 mod m20261202_000009_person_key_digest;
+mod m20261202_000010_purge_after_partial;
 
 /// The digest `person_key` is unique on (migration 9): the first 8 bytes of the value's
 /// SHA-256 as a signed integer. Stored, so it must never change; rostersync computes it with
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000007_person_key_slim::Migration),
             Box::new(m20261202_000008_journal_at_partial::Migration),
             Box::new(m20261202_000009_person_key_digest::Migration),
+            Box::new(m20261202_000010_purge_after_partial::Migration),
         ]
     }
 }
