@@ -50,8 +50,10 @@ fn main() -> ExitCode {
 /// bench's third night of 8,000 schools peaked at 163 MiB, the first at 110). Measured over
 /// 2,000 schools, nights 2 and 3: unbounded 25.2 s and 26.4 s, 75.1 rising to 82.5 MiB; eight
 /// arenas 26.5 s and 26.6 s, 71.5 MiB both nights; four 30.4 s and 30.9 s, 63.2 MiB (with four,
-/// 8,000 schools held 109.5 and 110.6 MiB on nights 2 and 3). Eight keeps it flat at the
-/// same speed. MALLOC_ARENA_MAX in the environment still overrides this.
+/// 8,000 schools held 109.5 and 110.6 MiB on nights 2 and 3). Over 8,000 schools on one day
+/// (same build): eight arenas 322.7 / 111.5 / 107.3 s at 106.3 / 114.8 / 135.5 MiB, four
+/// 359.6 / 151.8 / 122.1 s at 97.9 / 127.7 / 130.6 MiB. Eight: as fast as unbounded, and
+/// bounded. MALLOC_ARENA_MAX in the environment still overrides this.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn bound_malloc_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
