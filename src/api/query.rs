@@ -85,7 +85,8 @@ impl Cursor {
     fn parse(value: &str) -> Result<Cursor, QueryError> {
         let bad = || {
             QueryError::InvalidData(
-                "cursor is not one this server gave; follow the next link as given, or page                  with offset"
+                "cursor is not one this server gave; follow the next link as given, or page \
+                 with offset"
                     .into(),
             )
         };
