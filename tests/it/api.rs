@@ -175,6 +175,15 @@ pub(crate) async fn get(
     (status, headers, body)
 }
 
+/// The `rel="next"` target of a `Link` header's value.
+fn next_url(links: &str) -> Option<String> {
+    links
+        .split(", ")
+        .find(|l| l.ends_with("rel=\"next\""))
+        .and_then(|l| l.split_once('>'))
+        .map(|(u, _)| u.trim_start_matches('<').to_owned())
+}
+
 /// Every record of a collection, following `Link: rel="next"` to the end; checks
 /// `X-Total-Count` and each page against `schema`.
 pub(crate) async fn all(
@@ -207,12 +216,7 @@ pub(crate) async fn all(
             links.contains("rel=\"first\"") && links.contains("rel=\"last\""),
             "{links}"
         );
-        match links
-            .split(", ")
-            .find(|l| l.ends_with("rel=\"next\""))
-            .and_then(|l| l.split_once('>'))
-            .map(|(u, _)| u.trim_start_matches('<').to_owned())
-        {
+        match next_url(&links) {
             Some(next) => url = next,
             None => break,
         }
@@ -620,13 +624,7 @@ async fn filters_sorting_fields_and_errors_are_as_the_spec_says() {
 
 /// The `next` link of a page in the default order, and the page it names.
 async fn next_page(s: &Serve, t: &str, headers: &reqwest::header::HeaderMap) -> (String, Value) {
-    let links = headers["link"].to_str().expect("text");
-    let next = links
-        .split(", ")
-        .find(|l| l.ends_with("rel=\"next\""))
-        .and_then(|l| l.split_once('>'))
-        .map(|(u, _)| u.trim_start_matches('<').to_owned())
-        .expect("a next link");
+    let next = next_url(headers["link"].to_str().expect("text")).expect("a next link");
     let (status, _, body) = get(s, t, &next).await;
     assert_eq!(status, 200, "{next}: {body}");
     (next, body)
@@ -678,9 +676,8 @@ async fn a_next_link_carries_a_cursor_and_a_change_while_paging_moves_no_one_acr
         assert_eq!(status, 200, "{url}: {body}");
         assert_eq!(headers["x-total-count"], order.len().to_string().as_str());
         rest.extend(sids(&body, "users"));
-        let links = headers["link"].to_str().expect("text");
-        match links.split(", ").find(|l| l.ends_with("rel=\"next\"")) {
-            Some(l) => url = l[1..l.find('>').expect("<url>")].to_owned(),
+        match next_url(headers["link"].to_str().expect("text")) {
+            Some(next) => url = next,
             None => break,
         }
     }
