@@ -13,6 +13,7 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod jobs;
+pub mod memory;
 pub mod model;
 pub mod permissions;
 pub mod server;

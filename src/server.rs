@@ -158,7 +158,10 @@ async fn answer_within(
     req: Request,
     next: Next,
 ) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
+    let answered = tokio::time::timeout(limit, next.run(req)).await;
+    // A page of thousands of records (and SQLite's sort behind it) frees megabytes.
+    crate::memory::give_back();
+    match answered {
         Ok(r) => r,
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -598,6 +598,7 @@ pub async fn run(
         match ran {
             Ran::Report(target, report) => {
                 lock(&connectors).learn(&target, &report);
+                crate::memory::give_back();
                 progress(reports.len() + 1, total, &report);
                 reports.push(*report);
             }
@@ -616,6 +617,7 @@ pub async fn run(
             .await
             .map_err(|e| store.db_error(e))?
     };
+    crate::memory::give_back_now();
     Ok(CycleReport {
         schools: reports,
         skipped,
