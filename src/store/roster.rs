@@ -125,13 +125,12 @@ async fn load_persons<C: ConnectionTrait>(
         .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
-        let mut p =
-            stored_person(<person::Model as sea_orm::FromQueryResult>::from_query_result(r, "")?);
-        let json = |column: &str| -> Result<String, DbErr> { r.try_get("", column) };
-        for (kind, value) in parse_list::<(String, String)>(&json("keys_json")?)? {
+        let mut p = stored_person(r)?;
+        let json = |column: usize| -> Result<String, DbErr> { r.try_get_by_index(column) };
+        for (kind, value) in parse_list::<(String, String)>(&json(KEYS_JSON)?)? {
             p.state.keys.set(&kind, value);
         }
-        for (group, role) in parse_list::<(i64, String)>(&json("links_json")?)? {
+        for (group, role) in parse_list::<(i64, String)>(&json(KEYS_JSON + 1)?)? {
             if let Some(group) = key_of_group.get(&group) {
                 p.state.links.insert(Link {
                     group: group.clone(),
@@ -139,7 +138,8 @@ async fn load_persons<C: ConnectionTrait>(
                 });
             }
         }
-        for (name, scope, source) in parse_list::<(String, String, String)>(&json("roles_json")?)? {
+        for (name, scope, source) in parse_list::<(String, String, String)>(&json(KEYS_JSON + 2)?)?
+        {
             p.state.roles.insert(Role {
                 name,
                 scope,
@@ -167,7 +167,7 @@ fn persons_sql(backend: sea_orm::DbBackend) -> String {
         )
     };
     format!(
-        "SELECT p.*, {} AS keys_json, {} AS links_json, {} AS roles_json \
+        "SELECT {PERSON_COLUMNS}, {} AS keys_json, {} AS links_json, {} AS roles_json \
          FROM person p WHERE p.school_id = {param} ORDER BY p.id",
         list("x.kind, x.value", "person_key x"),
         list("x.group_id, x.role", "membership x"),
@@ -180,18 +180,31 @@ fn parse_list<T: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<T>, DbEr
         .map_err(|e| DbErr::Custom(format!("a person's aggregated rows: {e}")))
 }
 
-/// A person row with its fields and who owns each; keys, links and roles come separately.
-fn stored_person(row: person::Model) -> StoredPerson {
-    let owners = Owners::parse(&row.owners);
+/// What the engine compares a stored person by, read by position: the whole row (its
+/// moments, its sourcedId) cost a lookup by name per column and three timestamps parsed per
+/// person, on every run of every school, with the write lock held.
+const PERSON_COLUMNS: &str = "p.id, p.kind, p.owners, p.origin, p.removed_at IS NOT NULL, \
+     p.family_name, p.prefix, p.given_name, p.email, p.year_group, p.end_date";
+
+/// Where the aggregated keys (then links, then roles) follow `PERSON_COLUMNS`.
+const KEYS_JSON: usize = 11;
+
+/// A person row (`PERSON_COLUMNS`) with its fields and who owns each; keys, links and roles
+/// come separately.
+fn stored_person(r: &sea_orm::QueryResult) -> Result<StoredPerson, DbErr> {
+    let text = |i: usize| -> Result<Option<String>, DbErr> { r.try_get_by_index(i) };
+    let owners: String = r.try_get_by_index(2)?;
+    let owners = Owners::parse(&owners);
     let owner_of = |f: Field| owners.get(f.as_str());
+    let end_date: Option<chrono::NaiveDate> = r.try_get_by_index(10)?;
     let mut fields = BTreeMap::new();
     for (f, v) in [
-        (Field::FamilyName, row.family_name),
-        (Field::Prefix, row.prefix),
-        (Field::GivenName, row.given_name),
-        (Field::Email, row.email),
-        (Field::YearGroup, row.year_group),
-        (Field::EndDate, row.end_date.map(|d| d.to_string())),
+        (Field::FamilyName, text(5)?),
+        (Field::Prefix, text(6)?),
+        (Field::GivenName, text(7)?),
+        (Field::Email, text(8)?),
+        (Field::YearGroup, text(9)?),
+        (Field::EndDate, end_date.map(|d| d.to_string())),
     ] {
         if let Some(value) = v {
             fields.insert(
@@ -203,19 +216,21 @@ fn stored_person(row: person::Model) -> StoredPerson {
             );
         }
     }
-    StoredPerson {
-        id: row.id,
-        removed: row.removed_at.is_some(),
-        local: row.origin == "local",
+    let kind: String = r.try_get_by_index(1)?;
+    let origin: String = r.try_get_by_index(3)?;
+    Ok(StoredPerson {
+        id: r.try_get_by_index(0)?,
+        removed: r.try_get_by_index(4)?,
+        local: origin == "local",
         state: PersonState {
-            kind: person_kind(&row.kind),
+            kind: person_kind(&kind),
             keys: PersonKeys::default(),
             fields,
             links: BTreeSet::new(),
             links_owner: owners.get("links"),
             roles: BTreeSet::new(),
         },
-    }
+    })
 }
 
 /// Where and when an apply happens.

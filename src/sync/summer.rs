@@ -2,13 +2,12 @@
 //! when, and what the switch will change, by the engine's own merge and diff), not prepared
 //! yet, switched early, or still waiting for its LAS to roll over.
 
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{DateTime, NaiveDate, Utc};
+use connector_api::Snapshot;
 use sea_orm::DbErr;
 use serde::Serialize;
-
-use connector_api::Snapshot;
-
-use std::collections::{BTreeMap, HashMap};
 
 use crate::model::plan::{StoredGroup, StoredPerson};
 use crate::model::rollover::Calendar;
