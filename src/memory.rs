@@ -7,8 +7,9 @@
 //! (peak 105.6 / 134.7 / 156.8 / 175.8 / 175.8 MiB over five days with eight arenas; a fixed
 //! mmap threshold, 94.7 ... 167.7, did not help). `malloc_trim` returns every whole free page of
 //! every arena; done at most once a second while schools finish, the same five days peaked at
-//! 125.6 / 112.9 / 106.3 / 103.1 MiB on nights 2-5 and it cost ~45 ms a night (32 trims of
-//! ~1.4 ms). Other allocators and platforms need none of this: there it does nothing.
+//! 94.0 / 105.7 / 99.7 / 99.6 / 101.2 MiB, the nights no slower (106-109 s). A trim takes ~1.4
+//! ms (an experiment trimming every 250 schools: 32 a night, ~45 ms in all). Other allocators
+//! and platforms need none of this: there it does nothing.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
