@@ -952,3 +952,18 @@ pub async fn purge(store: &super::Store, now: DateTime<Utc>) -> Result<Purged, D
         purged.persons += ids.len() as u64;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_aggregates_follow_the_person_columns() {
+        // `stored_person` reads the columns by position: one more or less in the list and every
+        // field after it would be read from its neighbour.
+        assert_eq!(PERSON_COLUMNS.split(", ").count(), KEYS_JSON);
+        let sql = persons_sql(sea_orm::DbBackend::Sqlite);
+        let select = &sql[..sql.find(" FROM person").unwrap_or(sql.len())];
+        assert!(select.starts_with(&format!("SELECT {PERSON_COLUMNS}, (SELECT")));
+    }
+}
