@@ -20,12 +20,14 @@ use std::time::Instant;
 /// arena's lock) cost nothing measurable.
 const GIVE_BACK_EVERY_MS: u64 = 1_000;
 
-/// When memory was last given back, in milliseconds since [`started`].
+/// When memory was last given back, in [`now_ms`].
 static LAST_GIVEN_BACK_MS: AtomicU64 = AtomicU64::new(0);
 
-fn started() -> Instant {
+/// Milliseconds since this module first read the clock.
+fn now_ms() -> u64 {
     static STARTED: OnceLock<Instant> = OnceLock::new();
-    *STARTED.get_or_init(Instant::now)
+    let started = *STARTED.get_or_init(Instant::now);
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Whether a trim is due `now_ms` when the last was at `last_ms`.
@@ -36,7 +38,7 @@ fn due(last_ms: u64, now_ms: u64) -> bool {
 /// Give freed memory back if the last time was a while ago. Cheap to call after each unit of
 /// work (a school's run, an API response): one of the threads that find it due does it.
 pub fn give_back() {
-    let now = u64::try_from(started().elapsed().as_millis()).unwrap_or(u64::MAX);
+    let now = now_ms();
     let last = LAST_GIVEN_BACK_MS.load(Ordering::Relaxed);
     if !due(last, now) {
         return;
@@ -51,8 +53,7 @@ pub fn give_back() {
 
 /// Give freed memory back now: after a cycle, before the process idles until the next one.
 pub fn give_back_now() {
-    let now = u64::try_from(started().elapsed().as_millis()).unwrap_or(u64::MAX);
-    LAST_GIVEN_BACK_MS.store(now, Ordering::Relaxed);
+    LAST_GIVEN_BACK_MS.store(now_ms(), Ordering::Relaxed);
     trim();
 }
 
