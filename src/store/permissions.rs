@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::entities::{access_grant, membership, person, person_role};
-use super::roster::{self, ApplyContext, Entry, Journal};
+use super::entities::access_grant;
+use super::roster::{ApplyContext, Entry, Journal};
 use crate::model::Owner;
 use crate::permissions::{
     Action, Derived, GrantChanges, GroupRef, Holding, Level, LinkFact, RoleFact, StaffFacts, State,
@@ -20,64 +20,97 @@ use crate::permissions::{
 pub const DERIVED: &str = "derived";
 pub const MANUAL: &str = "manual";
 
-/// The school's live groups.
+/// The school's live groups: the three columns derivation needs.
 pub async fn groups<C: ConnectionTrait>(db: &C, school: &str) -> Result<Vec<GroupRef>, DbErr> {
-    Ok(roster::live_groups(db, school)
-        .await?
+    use super::entities::roster_group;
+    use sea_orm::QuerySelect;
+    let rows: Vec<(i64, String, Option<String>)> = roster_group::Entity::find()
+        .select_only()
+        .columns([
+            roster_group::Column::Id,
+            roster_group::Column::Key,
+            roster_group::Column::Department,
+        ])
+        .filter(roster_group::Column::SchoolId.eq(school))
+        .filter(roster_group::Column::RemovedAt.is_null())
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
         .into_iter()
-        .map(|g| GroupRef {
-            id: g.id,
-            key: g.key,
-            department: g.department,
+        .map(|(id, key, department)| GroupRef {
+            id,
+            key,
+            department,
         })
         .collect())
 }
 
+/// The links and roles of a school's live staff, in one statement: a link has a group and
+/// no scope, a role no group. Read by position (it runs on every run, with the write lock
+/// held).
+fn facts_sql(backend: sea_orm::DbBackend) -> String {
+    // The school is bound once per half of the union.
+    let (first, second) = match backend {
+        sea_orm::DbBackend::Postgres => ("$1", "$2"),
+        _ => ("?", "?"),
+    };
+    let staff = |param: &str| {
+        format!(
+            "JOIN person p ON p.id = x.person_id WHERE p.school_id = {param} \
+             AND p.kind = 'staff' AND p.removed_at IS NULL"
+        )
+    };
+    format!(
+        "SELECT x.person_id, x.group_id, x.role, NULL AS scope, x.source FROM membership x \
+         {} UNION ALL SELECT x.person_id, NULL, x.role, x.scope, x.source \
+         FROM person_role x {}",
+        staff(first),
+        staff(second)
+    )
+}
+
 /// What the stored roster says about each live staff member: links and roles.
 pub async fn facts<C: ConnectionTrait>(db: &C, school: &str) -> Result<Vec<StaffFacts>, DbErr> {
-    let staff = Query::select()
-        .column(person::Column::Id)
-        .from(person::Entity)
-        .and_where(person::Column::SchoolId.eq(school))
-        .and_where(person::Column::Kind.eq("staff"))
-        .and_where(person::Column::RemovedAt.is_null())
-        .to_owned();
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            facts_sql(backend),
+            [school.into(), school.into()],
+        ))
+        .await?;
     let mut by_person: BTreeMap<i64, StaffFacts> = BTreeMap::new();
-    for m in membership::Entity::find()
-        .filter(membership::Column::PersonId.in_subquery(staff.clone()))
-        .all(db)
-        .await?
-    {
-        by_person
-            .entry(m.person_id)
-            .or_insert_with(|| StaffFacts {
-                person: m.person_id,
-                ..StaffFacts::default()
-            })
-            .links
-            .push(LinkFact {
-                group: m.group_id,
-                role: m.role,
-                source: m.source,
-            });
+    for r in rows {
+        let person: i64 = r.try_get_by_index(0)?;
+        let group: Option<i64> = r.try_get_by_index(1)?;
+        let role: String = r.try_get_by_index(2)?;
+        let scope: Option<String> = r.try_get_by_index(3)?;
+        let source: String = r.try_get_by_index(4)?;
+        let facts = by_person.entry(person).or_insert_with(|| StaffFacts {
+            person,
+            ..StaffFacts::default()
+        });
+        match group {
+            Some(group) => facts.links.push(LinkFact {
+                group,
+                role,
+                source,
+            }),
+            None => facts.roles.push(RoleFact {
+                name: role,
+                scope: scope.unwrap_or_default(),
+                source,
+            }),
+        }
     }
-    for r in person_role::Entity::find()
-        .filter(person_role::Column::PersonId.in_subquery(staff))
-        .all(db)
-        .await?
-    {
-        by_person
-            .entry(r.person_id)
-            .or_insert_with(|| StaffFacts {
-                person: r.person_id,
-                ..StaffFacts::default()
-            })
-            .roles
-            .push(RoleFact {
-                name: r.role,
-                scope: r.scope,
-                source: r.source,
-            });
+    // The order the rights core saw before (by table, then by key): links by group and role,
+    // roles by name, source and scope, as their primary keys list them.
+    for f in by_person.values_mut() {
+        f.links
+            .sort_by(|a, b| (a.group, &a.role).cmp(&(b.group, &b.role)));
+        f.roles
+            .sort_by(|a, b| (&a.name, &a.source, &a.scope).cmp(&(&b.name, &b.source, &b.scope)));
     }
     Ok(by_person.into_values().collect())
 }
@@ -96,7 +129,6 @@ pub struct Standing {
     pub groups: Vec<GroupRef>,
     pub facts: Vec<StaffFacts>,
     pub stored: Vec<Stored>,
-    rows: HashMap<i64, access_grant::Model>,
 }
 
 impl Standing {
@@ -108,65 +140,98 @@ impl Standing {
             .map(|g| g.key.as_str())
     }
 
+    fn grant(&self, id: i64) -> Option<&Stored> {
+        self.stored.iter().find(|g| g.id == id)
+    }
+
     fn person_of(&self, id: i64) -> i64 {
-        self.rows.get(&id).map_or(0, |g| g.person_id)
+        self.grant(id).map_or(0, |g| g.person)
     }
 }
 
+/// A stored derived grant as the rights core compares it.
+type GrantRow = (
+    i64,
+    i64,
+    String,
+    Option<i64>,
+    String,
+    String,
+    String,
+    Option<DateTime<Utc>>,
+);
+
 /// Read what the engine derives a school's grants from, in the caller's transaction.
 pub async fn standing<C: ConnectionTrait>(db: &C, school: &str) -> Result<Standing, DbErr> {
+    use sea_orm::QuerySelect;
     let groups = groups(db, school).await?;
     let facts = facts(db, school).await?;
-    let rows = access_grant::Entity::find()
+    let rows: Vec<GrantRow> = access_grant::Entity::find()
+        .select_only()
+        .columns([
+            access_grant::Column::Id,
+            access_grant::Column::PersonId,
+            access_grant::Column::Level,
+            access_grant::Column::GroupId,
+            access_grant::Column::Rule,
+            access_grant::Column::Source,
+            access_grant::Column::State,
+            access_grant::Column::RevokeAfter,
+        ])
         .filter(access_grant::Column::SchoolId.eq(school))
         .filter(access_grant::Column::Origin.eq(DERIVED))
         .filter(access_grant::Column::State.is_in(["active", "pending"]))
+        .into_tuple()
         .all(db)
         .await?;
     let stored = rows
-        .iter()
-        .filter_map(|g| {
-            Some(Stored {
-                id: g.id,
-                person: g.person_id,
-                level: Level::parse(&g.level)?,
-                group: g.group_id,
-                rule: g.rule.clone(),
-                source: g.source.clone(),
-                state: state_of(&g.state),
-                revoke_after: g.revoke_after,
-            })
-        })
+        .into_iter()
+        .filter_map(
+            |(id, person, level, group, rule, source, state, revoke_after)| {
+                Some(Stored {
+                    id,
+                    person,
+                    level: Level::parse(&level)?,
+                    group,
+                    rule,
+                    source,
+                    state: state_of(&state),
+                    revoke_after,
+                })
+            },
+        )
         .collect();
-    let rows = rows.into_iter().map(|g| (g.id, g)).collect();
     Ok(Standing {
         groups,
         facts,
         stored,
-        rows,
     })
 }
 
 /// Write what the rights core decided for a school (`actions`, against `standing`), journaling
 /// each change in the caller's transaction (the apply's, so data and rights never disagree),
-/// and mark the persons whose grants changed as changed.
+/// and mark the persons whose grants changed as changed. The rows are written a kind at a time
+/// (a school's first run creates dozens of grants; each statement costs a round trip to the
+/// store with the write lock held), the journal in the order decided.
 pub async fn write_actions<C: ConnectionTrait>(
     db: &C,
     ctx: &ApplyContext<'_>,
     standing: &Standing,
     actions: Vec<Action>,
 ) -> Result<GrantChanges, DbErr> {
+    let created = insert_created(db, ctx, &actions).await?;
+    write_states(db, &actions, ctx.now).await?;
     let mut journal = Journal::new(ctx);
     let mut out = GrantChanges::default();
     let mut changed_persons = std::collections::BTreeSet::new();
-    for action in actions {
-        changed_persons.insert(match &action {
+    for action in &actions {
+        changed_persons.insert(match action {
             Action::Create(d) => d.person,
             Action::Restore(id) | Action::Revoke(id) | Action::Pend { id, .. } => {
                 standing.person_of(*id)
             }
         });
-        if let Some(e) = write_action(db, ctx, standing, action, &mut out).await? {
+        if let Some(e) = journal_entry(standing, &created, action, &mut out)? {
             journal.add(e);
         }
     }
@@ -178,33 +243,122 @@ pub async fn write_actions<C: ConnectionTrait>(
     Ok(out)
 }
 
-/// One decided change of a grant: its row, its count, and its journal entry.
-async fn write_action<'a, C: ConnectionTrait>(
+/// What tells one derived grant from another (the rights core's key, as stored).
+type GrantIdent = (i64, String, Option<i64>, String, String);
+
+fn ident_of(d: &Derived) -> GrantIdent {
+    (
+        d.person,
+        d.level.as_str().to_owned(),
+        d.group,
+        d.rule.clone(),
+        d.source.clone(),
+    )
+}
+
+/// Insert the grants `actions` create, a chunk per statement, and read back their ids by
+/// what identifies them (a multi-row insert tells only the last id). No two active derived
+/// grants of a school share an identity: the rights core creates one only where none is.
+async fn insert_created<C: ConnectionTrait>(
     db: &C,
     ctx: &ApplyContext<'_>,
+    actions: &[Action],
+) -> Result<HashMap<GrantIdent, i64>, DbErr> {
+    use sea_orm::QuerySelect;
+    let new: Vec<&Derived> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    if new.is_empty() {
+        return Ok(HashMap::new());
+    }
+    for chunk in new.chunks(super::roster::CHUNK) {
+        access_grant::Entity::insert_many(
+            chunk
+                .iter()
+                .map(|d| grant_row(ctx.school, d, DERIVED, ctx.now, None)),
+        )
+        .exec(db)
+        .await?;
+    }
+    let rows: Vec<(i64, i64, String, Option<i64>, String, String)> = access_grant::Entity::find()
+        .select_only()
+        .columns([
+            access_grant::Column::Id,
+            access_grant::Column::PersonId,
+            access_grant::Column::Level,
+            access_grant::Column::GroupId,
+            access_grant::Column::Rule,
+            access_grant::Column::Source,
+        ])
+        .filter(access_grant::Column::SchoolId.eq(ctx.school))
+        .filter(access_grant::Column::Origin.eq(DERIVED))
+        .filter(access_grant::Column::State.eq("active"))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, person, level, group, rule, source)| ((person, level, group, rule, source), id))
+        .collect())
+}
+
+/// Restored, pending and revoked grants: one statement per state (pending ones per date).
+async fn write_states<C: ConnectionTrait>(
+    db: &C,
+    actions: &[Action],
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    let mut restored = Vec::new();
+    let mut pending: BTreeMap<DateTime<Utc>, Vec<i64>> = BTreeMap::new();
+    let mut revoked = Vec::new();
+    for a in actions {
+        match a {
+            Action::Create(_) => {}
+            Action::Restore(id) => restored.push(*id),
+            Action::Pend { id, revoke_after } => {
+                pending.entry(*revoke_after).or_default().push(*id)
+            }
+            Action::Revoke(id) => revoked.push(*id),
+        }
+    }
+    set_state(db, &restored, GrantState::Active, now).await?;
+    for (at, ids) in pending {
+        set_state(db, &ids, GrantState::Pending(at), now).await?;
+    }
+    revoke(db, &revoked, now).await
+}
+
+/// One decided change's count and journal entry (its row is written).
+fn journal_entry<'a>(
     standing: &'a Standing,
-    action: Action,
+    created: &HashMap<GrantIdent, i64>,
+    action: &'a Action,
     out: &mut GrantChanges,
 ) -> Result<Option<Entry<'a>>, DbErr> {
-    let now = ctx.now;
     // A stored grant's journal entry, with why its state changed.
     let about = |id: i64, operation: &'static str, why: String| {
-        standing.rows.get(&id).map(|g| {
+        standing.grant(id).map(|g| {
             let granted = Granted {
                 grant: id,
-                person: g.person_id,
-                level: &g.level,
-                group: standing.group_key(g.group_id),
+                person: g.person,
+                level: g.level.as_str(),
+                group: standing.group_key(g.group),
             };
             entry(granted, operation, &g.source, format!("{}: {why}", g.rule))
         })
     };
     Ok(match action {
         Action::Create(d) => {
-            let id = access_grant::Entity::insert(grant_row(ctx.school, &d, DERIVED, now, None))
-                .exec(db)
-                .await?
-                .last_insert_id;
+            let id = created.get(&ident_of(d)).copied().ok_or_else(|| {
+                DbErr::Custom(format!(
+                    "a grant just created for person {} is not in the store",
+                    d.person
+                ))
+            })?;
             out.granted += 1;
             let granted = Granted {
                 grant: id,
@@ -220,19 +374,17 @@ async fn write_action<'a, C: ConnectionTrait>(
             ))
         }
         Action::Restore(id) => {
-            set_state(db, id, GrantState::Active, now).await?;
             out.restored += 1;
             about(
-                id,
+                *id,
                 "restore",
                 "the fact is back within the grace period".into(),
             )
         }
         Action::Pend { id, revoke_after } => {
-            set_state(db, id, GrantState::Pending(revoke_after), now).await?;
             out.pending += 1;
             about(
-                id,
+                *id,
                 "pending",
                 format!(
                     "the fact is gone; revoked on {} unless it comes back",
@@ -241,9 +393,8 @@ async fn write_action<'a, C: ConnectionTrait>(
             )
         }
         Action::Revoke(id) => {
-            revoke(db, id, now).await?;
             out.revoked += 1;
-            about(id, "revoke", "the grace period ended".into())
+            about(*id, "revoke", "the grace period ended".into())
         }
     })
 }
@@ -256,7 +407,7 @@ enum GrantState {
 
 async fn set_state<C: ConnectionTrait>(
     db: &C,
-    id: i64,
+    ids: &[i64],
     state: GrantState,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
@@ -264,17 +415,19 @@ async fn set_state<C: ConnectionTrait>(
         GrantState::Active => ("active", None, None),
         GrantState::Pending(at) => ("pending", Some(now), Some(at)),
     };
-    access_grant::Entity::update_many()
-        .col_expr(access_grant::Column::State, Expr::value(name))
-        .col_expr(
-            access_grant::Column::PendingSince,
-            Expr::value(pending_since),
-        )
-        .col_expr(access_grant::Column::RevokeAfter, Expr::value(revoke_after))
-        .col_expr(access_grant::Column::ChangedAt, Expr::value(now))
-        .filter(access_grant::Column::Id.eq(id))
-        .exec(db)
-        .await?;
+    for chunk in ids.chunks(super::roster::CHUNK) {
+        access_grant::Entity::update_many()
+            .col_expr(access_grant::Column::State, Expr::value(name))
+            .col_expr(
+                access_grant::Column::PendingSince,
+                Expr::value(pending_since),
+            )
+            .col_expr(access_grant::Column::RevokeAfter, Expr::value(revoke_after))
+            .col_expr(access_grant::Column::ChangedAt, Expr::value(now))
+            .filter(access_grant::Column::Id.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
+    }
     Ok(())
 }
 
@@ -351,13 +504,15 @@ fn grant_row(
     }
 }
 
-async fn revoke<C: ConnectionTrait>(db: &C, id: i64, now: DateTime<Utc>) -> Result<(), DbErr> {
-    access_grant::Entity::update_many()
-        .col_expr(access_grant::Column::State, Expr::value("revoked"))
-        .col_expr(access_grant::Column::ChangedAt, Expr::value(now))
-        .filter(access_grant::Column::Id.eq(id))
-        .exec(db)
-        .await?;
+async fn revoke<C: ConnectionTrait>(db: &C, ids: &[i64], now: DateTime<Utc>) -> Result<(), DbErr> {
+    for chunk in ids.chunks(super::roster::CHUNK) {
+        access_grant::Entity::update_many()
+            .col_expr(access_grant::Column::State, Expr::value("revoked"))
+            .col_expr(access_grant::Column::ChangedAt, Expr::value(now))
+            .filter(access_grant::Column::Id.is_in(chunk.iter().copied()))
+            .exec(db)
+            .await?;
+    }
     Ok(())
 }
 
@@ -493,7 +648,7 @@ pub async fn remove_manual<C: ConnectionTrait>(
         });
     }
     let now = super::now();
-    revoke(db, id, now).await?;
+    revoke(db, &[id], now).await?;
     touch_persons(db, &[g.person_id], now).await?;
     let ctx = ApplyContext::by_hand(&g.school_id);
     let mut journal = Journal::new(&ctx);
