@@ -92,6 +92,7 @@ async fn sqlite_store(dir: &std::path::Path) -> Store {
         frozen_by: Set(None),
         frozen_at: Set(None),
         sourced_id: Set(Some(rostersync::store::new_sourced_id())),
+        roster_version: Set(0),
     };
     rostersync::store::entities::school::Entity::insert(row)
         .exec(store.writer())

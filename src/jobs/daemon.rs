@@ -738,6 +738,7 @@ mod tests {
             frozen_by: None,
             frozen_at: None,
             sourced_id: None,
+            roster_version: 0,
         }
     }
 

@@ -47,6 +47,9 @@ pub mod school {
         pub frozen_at: Option<DateTimeUtc>,
         /// The school's identifier for apps (OneRoster `sourcedId`): random, stable.
         pub sourced_id: Option<String>,
+        /// Raised by every writer of the school's roster: a run that computed its plan before
+        /// taking the write lock checks it did not move (see `sync::run::apply`).
+        pub roster_version: i64,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

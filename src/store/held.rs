@@ -139,6 +139,9 @@ pub async fn approve<C: ConnectionTrait>(
     rows: Vec<HeldChange>,
     approval: &Approval<'_>,
 ) -> Result<Vec<Approved>, DbErr> {
+    let schools: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r.school_id.as_str()).collect();
+    super::schools::roster_changed_of(db, schools).await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in rows {
         let (applied, link) = apply_held(db, &row, approval).await?;

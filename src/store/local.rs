@@ -181,6 +181,7 @@ async fn insert_local_person<C: sea_orm::ConnectionTrait>(
     p: &NewPerson,
     linked: &[i64],
 ) -> Result<i64, DbErr> {
+    super::schools::roster_changed(db, ctx.school).await?;
     let role = match p.kind {
         PersonKind::Pupil => "member",
         PersonKind::Staff => "staff",
@@ -360,6 +361,9 @@ pub async fn add_group(
         },
     );
     row.origin = Set("local".into());
+    super::schools::roster_changed(&txn, school)
+        .await
+        .map_err(db_err)?;
     let id = roster_group::Entity::insert(row)
         .exec(&txn)
         .await
@@ -466,6 +470,8 @@ async fn journal_edits<C: sea_orm::ConnectionTrait>(
     edited: &[Edited],
     who: &str,
 ) -> Result<(), DbErr> {
+    // Every edit of a stored record is journaled here: the one place to say it changed.
+    super::schools::roster_changed(db, record.school).await?;
     let ctx = ApplyContext::by_hand(record.school);
     let mut journal = Journal::new(&ctx);
     for e in edited {

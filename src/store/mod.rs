@@ -27,8 +27,8 @@ use std::time::Duration;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 pub use write::{WriteKind, WriteStats, WriteTxn, is_contention};
@@ -223,6 +223,24 @@ impl Store {
             _ => self.writer.begin().await?,
         };
         Ok(WriteTxn::new(txn, kind, asked, self.writes.clone()))
+    }
+
+    /// A read-only transaction that sees one state of the store throughout: on SQLite a
+    /// deferred transaction on a reader (its snapshot starts at the first read, and never
+    /// holds the write lock), on PostgreSQL `REPEATABLE READ READ ONLY`. End it with
+    /// `rollback`; it wrote nothing.
+    pub async fn begin_read(&self) -> Result<DatabaseTransaction, DbErr> {
+        match self.backend() {
+            DbBackend::Sqlite => self.db.begin().await,
+            _ => {
+                self.db
+                    .begin_with_config(
+                        Some(sea_orm::IsolationLevel::RepeatableRead),
+                        Some(sea_orm::AccessMode::ReadOnly),
+                    )
+                    .await
+            }
+        }
     }
 
     /// The longest wait for and hold of the write lock per kind of transaction, since open.

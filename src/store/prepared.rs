@@ -45,6 +45,8 @@ pub async fn save<C: ConnectionTrait>(
     changes: &Preview,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
+    // A run's switch reads the prepared year: one that computed before this must again.
+    super::schools::roster_changed(db, school).await?;
     let known = prepared_year::Entity::find_by_id(school.to_owned())
         .one(db)
         .await?;

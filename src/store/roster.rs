@@ -926,6 +926,18 @@ pub async fn purge(store: &super::Store, now: DateTime<Utc>) -> Result<Purged, D
             .all(&txn)
             .await?;
         if ids.is_empty() {
+            let due = roster_group::Entity::find()
+                .filter(roster_group::Column::RemovedAt.is_not_null())
+                .filter(roster_group::Column::PurgeAfter.lte(now));
+            let schools: Vec<String> = due
+                .clone()
+                .select_only()
+                .column(roster_group::Column::SchoolId)
+                .distinct()
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            super::schools::roster_changed_of(&txn, schools).await?;
             purged.groups = roster_group::Entity::delete_many()
                 .filter(roster_group::Column::RemovedAt.is_not_null())
                 .filter(roster_group::Column::PurgeAfter.lte(now))
@@ -935,6 +947,16 @@ pub async fn purge(store: &super::Store, now: DateTime<Utc>) -> Result<Purged, D
             txn.commit().await?;
             return Ok(purged);
         }
+        let schools: Vec<String> = person::Entity::find()
+            .select_only()
+            .column(person::Column::SchoolId)
+            .distinct()
+            .filter(person::Column::Id.is_in(ids.iter().copied()))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        // A run that loaded these tombstones before this must load again.
+        super::schools::roster_changed_of(&txn, schools).await?;
         change_entry::Entity::delete_many()
             .filter(change_entry::Column::PersonId.is_in(ids.iter().copied()))
             .exec(&txn)

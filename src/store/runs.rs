@@ -175,6 +175,16 @@ async fn forget_runs(store: &super::Store, runs: &[i64]) -> Result<(u64, u64), D
         return Ok((0, 0));
     }
     let txn = store.begin_write(super::WriteKind::Purge).await?;
+    // Held changes go with their runs, and a run's switch reads those still waiting.
+    let schools: Vec<String> = sync_run::Entity::find()
+        .select_only()
+        .column(sync_run::Column::SchoolId)
+        .distinct()
+        .filter(sync_run::Column::Id.is_in(runs.iter().copied()))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    super::schools::roster_changed_of(&txn, schools).await?;
     let journal = change_entry::Entity::delete_many()
         .filter(change_entry::Column::RunId.is_in(runs.iter().copied()))
         .exec(&txn)

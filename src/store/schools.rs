@@ -3,6 +3,7 @@
 
 use chrono::Utc;
 use connector_api::SchoolId;
+use sea_orm::sea_query::ExprTrait;
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -211,6 +212,7 @@ pub async fn add(
         frozen_by: Set(None),
         frozen_at: Set(None),
         sourced_id: Set(Some(super::new_sourced_id())),
+        roster_version: Set(0),
     })
     .exec(&txn)
     .await
@@ -423,6 +425,7 @@ async fn ensure_config_row<C: sea_orm::ConnectionTrait>(
         frozen_by: Set(None),
         frozen_at: Set(None),
         sourced_id: Set(Some(super::new_sourced_id())),
+        roster_version: Set(0),
     };
     school::Entity::insert(row)
         .on_conflict(
@@ -613,7 +616,9 @@ pub async fn lock_for_apply<C: sea_orm::ConnectionTrait>(
     Ok(q.exec(db).await?.rows_affected > 0)
 }
 
-/// Remember (or forget, with `None`) what the sources said at the last full apply.
+/// Remember (or forget, with `None`) what the sources said at the last full apply. Every
+/// apply (and the offboarding) calls it in the transaction that wrote the roster, so it also
+/// raises the roster's version (see [`roster_changed`]) in the same statement.
 pub async fn set_digest<C: sea_orm::ConnectionTrait>(
     db: &C,
     id: &str,
@@ -621,19 +626,70 @@ pub async fn set_digest<C: sea_orm::ConnectionTrait>(
 ) -> Result<(), sea_orm::DbErr> {
     school::Entity::update_many()
         .col_expr(school::Column::RosterDigest, Expr::value(digest))
+        .col_expr(
+            school::Column::RosterVersion,
+            Expr::col(school::Column::RosterVersion).add(1),
+        )
         .filter(school::Column::Id.eq(id))
         .exec(db)
         .await?;
     Ok(())
 }
 
-/// The digest of the last full apply, read inside the apply's transaction.
-pub async fn digest<C: sea_orm::ConnectionTrait>(
+/// Where a school's stored roster stands, for a run that computes its plan before it writes:
+/// the digest of the last full apply and the version every writer of the roster raises.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RosterBasis {
+    pub digest: Option<String>,
+    pub version: i64,
+}
+
+/// The school's [`RosterBasis`] (the default when the school has no row).
+pub async fn basis<C: sea_orm::ConnectionTrait>(
     db: &C,
     id: &str,
-) -> Result<Option<String>, sea_orm::DbErr> {
-    Ok(school::Entity::find_by_id(id.to_owned())
+) -> Result<RosterBasis, sea_orm::DbErr> {
+    use sea_orm::QuerySelect;
+    let row: Option<(Option<String>, i64)> = school::Entity::find_by_id(id.to_owned())
+        .select_only()
+        .column(school::Column::RosterDigest)
+        .column(school::Column::RosterVersion)
+        .into_tuple()
         .one(db)
-        .await?
-        .and_then(|s| s.roster_digest))
+        .await?;
+    Ok(row
+        .map(|(digest, version)| RosterBasis { digest, version })
+        .unwrap_or_default())
+}
+
+/// Say that the school's stored roster changed: every writer of its persons, groups,
+/// memberships, held changes or prepared year calls this in its transaction, so a run that
+/// computed against an older roster computes again (see [`basis`]).
+pub async fn roster_changed<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    id: &str,
+) -> Result<(), sea_orm::DbErr> {
+    roster_changed_of(db, [id]).await
+}
+
+/// [`roster_changed`] for several schools in one statement (the purge).
+pub async fn roster_changed_of<C, I, S>(db: &C, ids: I) -> Result<(), sea_orm::DbErr>
+where
+    C: sea_orm::ConnectionTrait,
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let ids: Vec<String> = ids.into_iter().map(Into::into).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    school::Entity::update_many()
+        .col_expr(
+            school::Column::RosterVersion,
+            Expr::col(school::Column::RosterVersion).add(1),
+        )
+        .filter(school::Column::Id.is_in(ids))
+        .exec(db)
+        .await?;
+    Ok(())
 }

@@ -138,6 +138,7 @@ pub async fn write<C: ConnectionTrait>(
     reverts: &[Revert],
     rule: &str,
 ) -> Result<Vec<bool>, DbErr> {
+    super::schools::roster_changed(db, ctx.school).await?;
     let mut journal = Journal::new(ctx);
     let mut done = Vec::with_capacity(reverts.len());
     for r in reverts {

@@ -11,7 +11,7 @@ use rostersync::store::export::{self, Export};
 use rostersync::store::{Store, journal, runs};
 use rostersync::sync::report::Outcome;
 
-use crate::support::{SimEnv, count};
+use crate::support::{SimEnv, count, one};
 
 fn id(s: &str) -> SchoolId {
     s.parse().expect("school id")
@@ -585,6 +585,75 @@ async fn a_kill_during_apply_leaves_the_store_as_it_was() {
     let report = sim.sync(&store, false).await;
     assert_eq!(report.schools[0].outcome, Outcome::Ok);
     assert_ne!(export_of(&store, "99XA00").await, before);
+}
+
+/// A run computes its plan before it takes the write lock. A hand edit of the same school in
+/// between must neither be lost under the run's stale rows nor stop the run: the run sees the
+/// school's roster version moved and computes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_while_a_run_computes_is_kept_and_the_run_computes_again() {
+    let school = id("99XB00");
+    let sim = SimEnv::start(world(&[("99XB00", SchoolKind::Primary, 60)]), "").await;
+    let store = sim.store().await;
+    sim.sync(&store, false).await;
+    // The night renames one pupil: the run will rewrite that pupil's row.
+    let (key, renamed) = sim.server.with_world(|w| {
+        w.advance_day();
+        let p = w.schools[&school]
+            .school
+            .pupils
+            .iter()
+            .find(|p| {
+                p.person
+                    .family
+                    .as_deref()
+                    .is_some_and(|f| f.ends_with("-Hoek"))
+            })
+            .expect("a renamed pupil");
+        (
+            p.person.key.clone(),
+            p.person.family.clone().expect("family"),
+        )
+    });
+    let person = one(
+        &store,
+        &format!("SELECT CAST(person_id AS TEXT) FROM person_key WHERE value = '{key}'"),
+    )
+    .await
+    .expect("the renamed pupil is stored");
+
+    let marker = sim.env.path("computed");
+    let mut child = sim.env.spawn(
+        &["sync"],
+        &[(
+            "ROSTERSYNC_TEST_PAUSE_BEFORE_WRITE",
+            marker.to_str().expect("path"),
+        )],
+    );
+    let started = Instant::now();
+    while !marker.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the run never computed its plan"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // No source sends a pupil's e-mail: an administrator may set it.
+    sim.env
+        .run(&["person", "set", &person, "email=ouder@example.nl"])
+        .ok();
+    std::fs::remove_file(&marker).expect("let the run go on");
+    let status = child.wait().expect("the run ends");
+    assert!(status.success(), "the run failed: {status}");
+
+    let row = |field: &str| format!("SELECT {field} FROM person WHERE id = {person}");
+    assert_eq!(
+        one(&store, &row("email")).await.as_deref(),
+        Some("ouder@example.nl")
+    );
+    assert_eq!(one(&store, &row("family_name")).await, Some(renamed));
+    let runs = runs::list(store.db(), None, 1).await.expect("runs");
+    assert_eq!(runs::shown_outcome(&runs[0]), "ok");
 }
 
 /// Both backends must end up with the same roster. Runs in the PostgreSQL pass of the suite

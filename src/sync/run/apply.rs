@@ -1,14 +1,20 @@
-//! The trusted path's writer: everything from loading the stored roster to the run record
-//! happens in one transaction, so a crash at any point leaves the school as it was. When the
-//! sources say exactly what they said at the last full apply, loading and diffing are skipped.
+//! The trusted path's writer. The stored roster is loaded and the plan computed on a reader,
+//! before the write lock is taken (on SQLite the one writer is the whole run's bottleneck);
+//! then everything from the roster to the run record is written in one transaction, so a
+//! crash at any point leaves the school as it was. Under the lock the school's roster version
+//! is read again: when another writer changed the school in between, the plan is computed
+//! again there. When the sources say exactly what they said at the last full apply, loading
+//! and diffing are skipped.
 
 use chrono::{DateTime, Utc};
 use connector_api::Snapshot;
+use sea_orm::ConnectionTrait;
 
 use super::decide::{Decided, received_counts};
 use super::write::{RunCtx, active};
 use super::{RunError, finish};
 use crate::store::roster::{self, ApplyContext};
+use crate::store::schools::RosterBasis;
 use crate::store::source_state::{self, Received};
 use crate::store::{WriteTxn, held, runs, schools};
 use crate::sync::brakes::{self, Expected, HeldRemoval, Stored};
@@ -34,9 +40,73 @@ struct Computed {
     switch: Option<connector_api::SchoolYear>,
 }
 
-/// Merge, diff and brake against what is stored, in the run's transaction.
-async fn compute(
-    txn: &WriteTxn,
+impl Computed {
+    /// Nothing to write: the sources say what they said at the last full apply.
+    fn unchanged(snapshots: &[&Snapshot]) -> Computed {
+        let mut d = Decided::new(Outcome::Ok);
+        d.counts.received = received_counts(snapshots);
+        Computed {
+            plan: Plan::default(),
+            held: Vec::new(),
+            decided: d,
+            stored: Vec::new(),
+            conflicts: Vec::new(),
+            switch: None,
+        }
+    }
+}
+
+/// What a run computed before it took the write lock, and against which stored roster.
+struct Early {
+    basis: RosterBasis,
+    /// `None`: the sources said what they said at the last full apply (nothing to compute).
+    computed: Option<Computed>,
+}
+
+/// What the run writes, decided once it holds the write lock.
+#[derive(Debug, PartialEq, Eq)]
+enum Ready<C> {
+    /// What it computed on the reader still holds: nobody wrote the school in between.
+    Computed(C),
+    /// The sources say what they said at the last full apply: nothing to load or diff.
+    Unchanged,
+    /// The school changed in between: compute again, under the lock.
+    Again,
+}
+
+/// Whether what was computed before the lock still holds: only when the school's roster
+/// version and digest are what they were when it was computed. (`C` is the computed plan;
+/// generic so the decision is tested with plain values.)
+fn ready<C>(basis: &RosterBasis, computed: Option<C>, now: &RosterBasis, digest: &str) -> Ready<C> {
+    if now.digest.as_deref() == Some(digest) {
+        return Ready::Unchanged;
+    }
+    match computed {
+        Some(c) if basis == now => Ready::Computed(c),
+        _ => Ready::Again,
+    }
+}
+
+/// Load and compute on a reader, in one read transaction so the roster and its version agree.
+async fn compute_early(
+    rc: &RunCtx<'_>,
+    snapshots: &[&Snapshot],
+    digest: &str,
+) -> Result<Early, RunError> {
+    let read = rc.store.begin_read().await?;
+    let basis = schools::basis(&read, rc.school).await?;
+    let computed = if basis.digest.as_deref() == Some(digest) {
+        None
+    } else {
+        Some(compute(&read, rc, snapshots).await?)
+    };
+    read.rollback().await?;
+    Ok(Early { basis, computed })
+}
+
+/// Merge, diff and brake against what is stored, in `db`'s transaction.
+async fn compute<C: ConnectionTrait>(
+    txn: &C,
     rc: &RunCtx<'_>,
     snapshots: &[&Snapshot],
 ) -> Result<Computed, RunError> {
@@ -103,8 +173,8 @@ async fn compute(
 
 /// What the switch to `year` expects: what the prepared year removes when the LAS prepared
 /// it, else last year's leavers and the groups that end.
-async fn switch_expects(
-    txn: &WriteTxn,
+async fn switch_expects<C: ConnectionTrait>(
+    txn: &C,
     school: &str,
     year: connector_api::SchoolYear,
     (groups, persons): (&[StoredGroup], &[StoredPerson]),
@@ -163,26 +233,30 @@ pub(super) async fn apply_snapshots(
     notes: &[String],
 ) -> Result<Decided, RunError> {
     let snapshots: Vec<&Snapshot> = sources.iter().map(|(_, s)| s).collect();
-    let txn = rc.write_txn().await?;
     let digest = digest::of(&snapshots);
-    let same = schools::digest(&txn, rc.school).await?.as_deref() == Some(digest.as_str());
-    let computed = if same {
-        tracing::debug!(
-            school = rc.school,
-            "The sources say what they said at the last full apply; skipping load and diff."
-        );
-        let mut d = Decided::new(Outcome::Ok);
-        d.counts.received = received_counts(&snapshots);
-        Computed {
-            plan: Plan::default(),
-            held: Vec::new(),
-            decided: d,
-            stored: Vec::new(),
-            conflicts: Vec::new(),
-            switch: None,
+    let early = compute_early(rc, &snapshots, &digest).await?;
+    #[cfg(debug_assertions)]
+    super::pause_before_write().await;
+    let txn = rc.write_txn().await?;
+    let now_basis = schools::basis(&txn, rc.school).await?;
+    let ready = ready(&early.basis, early.computed, &now_basis, &digest);
+    let same = matches!(ready, Ready::Unchanged);
+    let computed = match ready {
+        Ready::Computed(c) => c,
+        Ready::Unchanged => {
+            tracing::debug!(
+                school = rc.school,
+                "The sources say what they said at the last full apply; skipping load and diff."
+            );
+            Computed::unchanged(&snapshots)
         }
-    } else {
-        compute(&txn, rc, &snapshots).await?
+        Ready::Again => {
+            tracing::debug!(
+                school = rc.school,
+                "The school's roster changed while the run computed; computing again."
+            );
+            compute(&txn, rc, &snapshots).await?
+        }
     };
     let mut d = computed.decided.clone();
     if rc.opts.dry_run {
@@ -284,4 +358,48 @@ fn say_notes(school: &str, notes: &[String], d: &mut Decided) {
         .map(|m| format!("; {m}"))
         .unwrap_or_default();
     d.message = Some(format!("school {school}: {}{said}", notes.join("; ")));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basis(digest: Option<&str>, version: i64) -> RosterBasis {
+        RosterBasis {
+            digest: digest.map(str::to_owned),
+            version,
+        }
+    }
+
+    #[test]
+    fn a_plan_computed_before_the_lock_is_used_only_when_nobody_wrote_the_school() {
+        let read = basis(Some("old"), 7);
+        assert_eq!(
+            ready(&read, Some("plan"), &read, "new"),
+            Ready::Computed("plan")
+        );
+        // Another writer came in between: the plan may rest on rows that changed.
+        let moved = basis(Some("old"), 8);
+        assert_eq!(ready(&read, Some("plan"), &moved, "new"), Ready::Again);
+        // A digest that changed moves the version too, but the digest alone says it as well.
+        let forgotten = basis(None, 7);
+        assert_eq!(ready(&read, Some("plan"), &forgotten, "new"), Ready::Again);
+    }
+
+    #[test]
+    fn sources_that_say_what_was_applied_last_need_no_plan_whatever_was_computed() {
+        let read = basis(Some("same"), 3);
+        assert_eq!(ready::<&str>(&read, None, &read, "same"), Ready::Unchanged);
+        // Unchanged by the time the lock is held, though it was not when the run read.
+        let applied = basis(Some("same"), 4);
+        assert_eq!(
+            ready(&basis(Some("old"), 3), Some("plan"), &applied, "same"),
+            Ready::Unchanged
+        );
+        // Read as unchanged, but another writer forgot the digest since: compute under the lock.
+        assert_eq!(
+            ready::<&str>(&read, None, &basis(None, 4), "same"),
+            Ready::Again
+        );
+    }
 }

@@ -481,6 +481,21 @@ async fn pause_before_run() {
     }
 }
 
+/// Debug builds only, for the test of a writer that comes between a run's plan and its write:
+/// with `ROSTERSYNC_TEST_PAUSE_BEFORE_WRITE=FILE` an apply that computed its plan writes FILE
+/// before it takes the write lock and waits until FILE is gone.
+#[cfg(debug_assertions)]
+async fn pause_before_write() {
+    let Some(path) = std::env::var_os("ROSTERSYNC_TEST_PAUSE_BEFORE_WRITE") else {
+        return;
+    };
+    let _ = std::fs::write(&path, b"computed\n");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::path::Path::new(&path).exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Debug builds only, for the crash test: with `ROSTERSYNC_TEST_PAUSE_BEFORE_COMMIT=FILE` an
 /// apply writes FILE when everything but the commit is done and then waits, so a test can
 /// kill or stop the process at exactly the worst moment (`ROSTERSYNC_TEST_PAUSE_SECONDS`: how
