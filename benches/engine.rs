@@ -128,7 +128,11 @@ async fn sync_once(store: &Store, s: &Snapshot) -> usize {
         new_year: None,
     };
     let entries = rostersync::sync::journal::entries(&plan, &persons);
-    roster::apply(&txn, &ctx, &plan, &persons, &entries)
+    let stored = roster::Stored {
+        persons: &persons,
+        groups: &groups,
+    };
+    roster::apply(&txn, &ctx, &plan, stored, &entries)
         .await
         .expect("apply");
     txn.commit().await.expect("commit");

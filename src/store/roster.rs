@@ -507,19 +507,27 @@ pub async fn replace_eckid<C: ConnectionTrait>(
     Ok(())
 }
 
+/// What the diff compared against: the school's stored persons and groups, tombstones
+/// included (as [`load`] reads them).
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    pub persons: &'a [StoredPerson],
+    pub groups: &'a [StoredGroup],
+}
+
 /// Write `plan` for `ctx.school`, with its journal `entries` (the engine words them:
-/// `sync::journal::entries`). `stored` is what the diff compared against.
+/// `sync::journal::entries`).
 pub async fn apply<C: ConnectionTrait>(
     db: &C,
     ctx: &ApplyContext<'_>,
     plan: &Plan,
-    stored: &[StoredPerson],
+    stored: Stored<'_>,
     entries: &[journal::Entry],
 ) -> Result<Applied, DbErr> {
-    let group_id = write_groups(db, ctx, plan).await?;
+    let group_id = write_groups(db, ctx, plan, stored.groups).await?;
     let mut facets = Facets::new();
     let created = write_creates(db, ctx, plan, &group_id, &mut facets).await?;
-    write_updates(db, ctx, plan, stored, &group_id, &mut facets).await?;
+    write_updates(db, ctx, plan, stored.persons, &group_id, &mut facets).await?;
     facets.write(db).await?;
     write_removals(db, ctx, plan).await?;
     let mut journal = Journal::new(ctx);
@@ -572,6 +580,7 @@ async fn write_groups<C: ConnectionTrait>(
     db: &C,
     ctx: &ApplyContext<'_>,
     plan: &Plan,
+    stored: &[StoredGroup],
 ) -> Result<HashMap<String, i64>, DbErr> {
     let rows = plan
         .group_creates
@@ -596,13 +605,18 @@ async fn write_groups<C: ConnectionTrait>(
             .exec(db)
             .await?;
     }
-    Ok(roster_group::Entity::find()
+    if plan.group_creates.is_empty() {
+        // No new group: the ids are the stored ones (a key never changes).
+        return Ok(stored.iter().map(|g| (g.state.key.clone(), g.id)).collect());
+    }
+    let ids: Vec<(String, i64)> = roster_group::Entity::find()
+        .select_only()
+        .columns([roster_group::Column::Key, roster_group::Column::Id])
         .filter(roster_group::Column::SchoolId.eq(ctx.school))
+        .into_tuple()
         .all(db)
-        .await?
-        .into_iter()
-        .map(|g| (g.key, g.id))
-        .collect())
+        .await?;
+    Ok(ids.into_iter().collect())
 }
 
 /// New persons in batches. Each one's id, which its keys, links and roles need, is read back

@@ -569,33 +569,34 @@ pub struct SchoolState {
     pub name: Option<String>,
 }
 
+/// Set the school's state in one statement (every run ends with it, with the write lock
+/// held): `state_since` moves only when the state does, the year only when a source gave one,
+/// and a source's name fills in only where none is configured.
 pub async fn set_state<C: sea_orm::ConnectionTrait>(
     db: &C,
     id: &str,
     new: SchoolState,
 ) -> Result<(), sea_orm::DbErr> {
-    let Some(row) = school::Entity::find_by_id(id.to_owned()).one(db).await? else {
-        return Ok(());
-    };
+    use sea_orm::sea_query::{Func, SimpleExpr};
     let now = Utc::now();
-    let mut update = school::ActiveModel {
-        id: Set(id.to_owned()),
-        state: Set(new.state.as_str().to_owned()),
-        state_reason: Set(new.reason),
-        updated_at: Set(now),
-        ..Default::default()
-    };
-    if row.state != new.state.as_str() {
-        update.state_since = Set(Some(now));
-    }
+    let state = new.state.as_str();
+    let since: SimpleExpr = Expr::case(Expr::col(school::Column::State).ne(state), now)
+        .finally(Expr::col(school::Column::StateSince))
+        .into();
+    let mut update = school::Entity::update_many()
+        .col_expr(school::Column::State, Expr::value(state))
+        .col_expr(school::Column::StateReason, Expr::value(new.reason))
+        .col_expr(school::Column::StateSince, since)
+        .col_expr(school::Column::UpdatedAt, Expr::value(now))
+        .filter(school::Column::Id.eq(id));
     if new.school_year.is_some() {
-        update.school_year = Set(new.school_year);
+        update = update.col_expr(school::Column::SchoolYear, Expr::value(new.school_year));
     }
-    // The configured name wins; a source's name fills in where none was given.
-    if row.name.is_none() && new.name.is_some() {
-        update.name = Set(new.name);
+    if new.name.is_some() {
+        let name = Func::coalesce([Expr::col(school::Column::Name), Expr::value(new.name)]);
+        update = update.col_expr(school::Column::Name, name.into());
     }
-    school::Entity::update(update).exec(db).await?;
+    update.exec(db).await?;
     Ok(())
 }
 

@@ -34,6 +34,8 @@ struct Computed {
     held: Vec<HeldRemoval>,
     decided: Decided,
     stored: Vec<StoredPerson>,
+    /// The stored groups the plan was computed against (their ids by key, for the links).
+    groups: Vec<StoredGroup>,
     /// Where the sources disagreed; the owner's value is in the plan.
     conflicts: Vec<Conflict>,
     /// The school year this run switches the school to, when it does.
@@ -50,6 +52,7 @@ impl Computed {
             held: Vec::new(),
             decided: d,
             stored: Vec::new(),
+            groups: Vec::new(),
             conflicts: Vec::new(),
             switch: None,
         }
@@ -166,6 +169,7 @@ async fn compute<C: ConnectionTrait>(
         held,
         decided,
         stored: persons,
+        groups,
         conflicts: merged.conflicts,
         switch,
     })
@@ -310,7 +314,11 @@ async fn write_roster(
     snapshots: &[&Snapshot],
 ) -> Result<(), sea_orm::DbErr> {
     let entries = crate::sync::journal::entries(&computed.plan, &computed.stored);
-    roster::apply(txn, ctx, &computed.plan, &computed.stored, &entries).await?;
+    let stored = roster::Stored {
+        persons: &computed.stored,
+        groups: &computed.groups,
+    };
+    roster::apply(txn, ctx, &computed.plan, stored, &entries).await?;
     for s in snapshots {
         roster::journal_rejects(txn, ctx, s.source.into(), &s.rejects).await?;
     }
