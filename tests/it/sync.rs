@@ -305,6 +305,40 @@ async fn leavers_are_purged_with_their_history_when_retention_ends() {
     );
 }
 
+/// The purge deletes what a run loads (tombstones come back when a leaver returns): it raises
+/// the version of each school it purged from, and of no other.
+#[tokio::test]
+async fn the_purge_raises_the_roster_version_of_the_schools_it_purged_from() {
+    let sim = SimEnv::start(
+        world(&[
+            ("99XA00", SchoolKind::Primary, 30),
+            ("99XC00", SchoolKind::Primary, 30),
+        ]),
+        "",
+    )
+    .await;
+    let store = sim.store().await;
+    sim.sync(&store, false).await;
+    let version = |school: &str| format!("SELECT roster_version FROM school WHERE id = '{school}'");
+    let (a, c) = (
+        count(&store, &version("99XA00")).await,
+        count(&store, &version("99XC00")).await,
+    );
+    // One pupil of the first school left long ago.
+    let sql = "UPDATE person SET removed_at = '2020-01-01T00:00:00Z', \
+               purge_after = '2020-04-01T00:00:00Z' WHERE id = (SELECT MIN(id) FROM person \
+               WHERE school_id = '99XA00' AND kind = 'pupil')";
+    sea_orm::ConnectionTrait::execute_unprepared(store.writer(), sql)
+        .await
+        .expect("a tombstone");
+    let purged = rostersync::store::roster::purge(&store, chrono::Utc::now())
+        .await
+        .expect("purge");
+    assert_eq!(purged.persons, 1);
+    assert_eq!(count(&store, &version("99XA00")).await, a + 1);
+    assert_eq!(count(&store, &version("99XC00")).await, c);
+}
+
 #[tokio::test]
 async fn geenwijzigingen_writes_nothing() {
     let sim = SimEnv::start(world(&[("99XA00", SchoolKind::Primary, 50)]), "").await;
@@ -503,8 +537,14 @@ async fn a_30_percent_drop_is_held_until_approved() {
 
     // The operator checked: approve through the command line.
     let env = &sim.env;
+    let version = "SELECT roster_version FROM school WHERE id = '99XA00'";
+    let before_approval = count(&store, version).await;
     let out = env.run(&["approve", "--run", &run.to_string()]);
     out.ok();
+    assert!(
+        count(&store, version).await > before_approval,
+        "an approval changes the roster: a run that computed before it must compute again"
+    );
     assert!(
         out.stdout.contains(&format!("{} pupil(s)", 30 + day.left)),
         "{}",
