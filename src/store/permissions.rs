@@ -161,11 +161,13 @@ type GrantRow = (
     Option<DateTime<Utc>>,
 );
 
-/// Read what the engine derives a school's grants from, in the caller's transaction.
-pub async fn standing<C: ConnectionTrait>(db: &C, school: &str) -> Result<Standing, DbErr> {
+/// The school's derived grants in `states`, the columns the rights core compares.
+async fn derived<C: ConnectionTrait>(
+    db: &C,
+    school: &str,
+    states: &[&str],
+) -> Result<Vec<Stored>, DbErr> {
     use sea_orm::QuerySelect;
-    let groups = groups(db, school).await?;
-    let facts = facts(db, school).await?;
     let rows: Vec<GrantRow> = access_grant::Entity::find()
         .select_only()
         .columns([
@@ -180,11 +182,11 @@ pub async fn standing<C: ConnectionTrait>(db: &C, school: &str) -> Result<Standi
         ])
         .filter(access_grant::Column::SchoolId.eq(school))
         .filter(access_grant::Column::Origin.eq(DERIVED))
-        .filter(access_grant::Column::State.is_in(["active", "pending"]))
+        .filter(access_grant::Column::State.is_in(states.iter().copied()))
         .into_tuple()
         .all(db)
         .await?;
-    let stored = rows
+    Ok(rows
         .into_iter()
         .filter_map(
             |(id, person, level, group, rule, source, state, revoke_after)| {
@@ -200,11 +202,15 @@ pub async fn standing<C: ConnectionTrait>(db: &C, school: &str) -> Result<Standi
                 })
             },
         )
-        .collect();
+        .collect())
+}
+
+/// Read what the engine derives a school's grants from, in the caller's transaction.
+pub async fn standing<C: ConnectionTrait>(db: &C, school: &str) -> Result<Standing, DbErr> {
     Ok(Standing {
-        groups,
-        facts,
-        stored,
+        groups: groups(db, school).await?,
+        facts: facts(db, school).await?,
+        stored: derived(db, school, &["active", "pending"]).await?,
     })
 }
 
@@ -264,7 +270,6 @@ async fn insert_created<C: ConnectionTrait>(
     ctx: &ApplyContext<'_>,
     actions: &[Action],
 ) -> Result<HashMap<GrantIdent, i64>, DbErr> {
-    use sea_orm::QuerySelect;
     let new: Vec<&Derived> = actions
         .iter()
         .filter_map(|a| match a {
@@ -284,25 +289,19 @@ async fn insert_created<C: ConnectionTrait>(
         .exec(db)
         .await?;
     }
-    let rows: Vec<(i64, i64, String, Option<i64>, String, String)> = access_grant::Entity::find()
-        .select_only()
-        .columns([
-            access_grant::Column::Id,
-            access_grant::Column::PersonId,
-            access_grant::Column::Level,
-            access_grant::Column::GroupId,
-            access_grant::Column::Rule,
-            access_grant::Column::Source,
-        ])
-        .filter(access_grant::Column::SchoolId.eq(ctx.school))
-        .filter(access_grant::Column::Origin.eq(DERIVED))
-        .filter(access_grant::Column::State.eq("active"))
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(rows
+    Ok(derived(db, ctx.school, &["active"])
+        .await?
         .into_iter()
-        .map(|(id, person, level, group, rule, source)| ((person, level, group, rule, source), id))
+        .map(|g| {
+            let ident = (
+                g.person,
+                g.level.as_str().to_owned(),
+                g.group,
+                g.rule,
+                g.source,
+            );
+            (ident, g.id)
+        })
         .collect())
 }
 

@@ -627,14 +627,16 @@ pub async fn set_digest<C: sea_orm::ConnectionTrait>(
 ) -> Result<(), sea_orm::DbErr> {
     school::Entity::update_many()
         .col_expr(school::Column::RosterDigest, Expr::value(digest))
-        .col_expr(
-            school::Column::RosterVersion,
-            Expr::col(school::Column::RosterVersion).add(1),
-        )
+        .col_expr(school::Column::RosterVersion, raised_version())
         .filter(school::Column::Id.eq(id))
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// `roster_version + 1`: what every writer of a school's roster sets it to.
+fn raised_version() -> sea_orm::sea_query::SimpleExpr {
+    Expr::col(school::Column::RosterVersion).add(1)
 }
 
 /// Where a school's stored roster stands, for a run that computes its plan before it writes:
@@ -685,10 +687,7 @@ where
         return Ok(());
     }
     school::Entity::update_many()
-        .col_expr(
-            school::Column::RosterVersion,
-            Expr::col(school::Column::RosterVersion).add(1),
-        )
+        .col_expr(school::Column::RosterVersion, raised_version())
         .filter(school::Column::Id.is_in(ids))
         .exec(db)
         .await?;
