@@ -742,21 +742,42 @@ async fn write_updates<C: ConnectionTrait>(
     relabel_links(db, &owned_by).await
 }
 
-/// Links left, one statement per group and role for all who left it.
+/// Links left: every group and role of the run in one statement (a night's moves and
+/// teacher swaps leave a handful; each statement is a round trip with the write lock held),
+/// a new statement only past `CHUNK` persons.
 async fn leave_groups<C: ConnectionTrait>(
     db: &C,
     left: &BTreeMap<(i64, &str), Vec<i64>>,
 ) -> Result<(), DbErr> {
-    for ((group, role), persons) in left {
-        for chunk in persons.chunks(CHUNK) {
-            membership::Entity::delete_many()
-                .filter(membership::Column::GroupId.eq(*group))
-                .filter(membership::Column::Role.eq(*role))
-                .filter(membership::Column::PersonId.is_in(chunk.iter().copied()))
-                .exec(db)
-                .await?;
+    use sea_orm::Condition;
+    let mut batch = Condition::any();
+    let mut persons = 0;
+    for ((group, role), who) in left {
+        for chunk in who.chunks(CHUNK) {
+            batch = batch.add(
+                Condition::all()
+                    .add(membership::Column::GroupId.eq(*group))
+                    .add(membership::Column::Role.eq(*role))
+                    .add(membership::Column::PersonId.is_in(chunk.iter().copied())),
+            );
+            persons += chunk.len();
+            if persons >= CHUNK {
+                delete_links(db, std::mem::replace(&mut batch, Condition::any())).await?;
+                persons = 0;
+            }
         }
     }
+    if persons > 0 {
+        delete_links(db, batch).await?;
+    }
+    Ok(())
+}
+
+async fn delete_links<C: ConnectionTrait>(db: &C, which: sea_orm::Condition) -> Result<(), DbErr> {
+    membership::Entity::delete_many()
+        .filter(which)
+        .exec(db)
+        .await?;
     Ok(())
 }
 
