@@ -961,21 +961,20 @@ pub async fn purge(store: &super::Store, now: DateTime<Utc>) -> Result<Purged, D
             .all(&txn)
             .await?;
         if ids.is_empty() {
-            let due = roster_group::Entity::find()
-                .filter(roster_group::Column::RemovedAt.is_not_null())
-                .filter(roster_group::Column::PurgeAfter.lte(now));
-            let schools: Vec<String> = due
-                .clone()
+            let due = sea_orm::Condition::all()
+                .add(roster_group::Column::RemovedAt.is_not_null())
+                .add(roster_group::Column::PurgeAfter.lte(now));
+            let schools: Vec<String> = roster_group::Entity::find()
                 .select_only()
                 .column(roster_group::Column::SchoolId)
                 .distinct()
+                .filter(due.clone())
                 .into_tuple()
                 .all(&txn)
                 .await?;
             super::schools::roster_changed_of(&txn, schools).await?;
             purged.groups = roster_group::Entity::delete_many()
-                .filter(roster_group::Column::RemovedAt.is_not_null())
-                .filter(roster_group::Column::PurgeAfter.lte(now))
+                .filter(due)
                 .exec(&txn)
                 .await?
                 .rows_affected;
