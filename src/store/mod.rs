@@ -16,6 +16,7 @@ pub mod runs;
 pub mod schools;
 pub mod sealing;
 pub mod source_state;
+mod sql;
 pub mod status;
 pub mod undo;
 pub mod write;

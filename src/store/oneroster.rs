@@ -8,45 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement};
 
-/// A statement being built, with placeholders as the backend writes them.
-struct Sql {
-    backend: DbBackend,
-    text: String,
-    values: Vec<Value>,
-}
-
-impl Sql {
-    fn new(backend: DbBackend) -> Sql {
-        Sql {
-            backend,
-            text: String::new(),
-            values: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, s: &str) -> &mut Self {
-        self.text.push_str(s);
-        self
-    }
-
-    fn bind(&mut self, v: impl Into<Value>) -> &mut Self {
-        self.values.push(v.into());
-        match self.backend {
-            DbBackend::Postgres => {
-                let n = self.values.len();
-                self.text.push_str(&format!("${n}"))
-            }
-            _ => self.text.push('?'),
-        }
-        self
-    }
-
-    fn statement(self) -> Statement {
-        Statement::from_sql_and_values(self.backend, self.text, self.values)
-    }
-}
+use super::sql::Sql;
 
 /// Which collection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

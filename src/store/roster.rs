@@ -9,12 +9,13 @@ use connector_api::{GroupKind, PersonKeys};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Select,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Select, Statement,
 };
 use serde::Serialize;
 
 use super::entities::{change_entry, membership, person, person_key, person_role, roster_group};
 use super::owners::Owners;
+use super::sql::Sql;
 use crate::model::journal;
 use crate::model::plan::{Plan, StoredGroup, StoredPerson};
 use crate::model::{Field, GroupState, Link, Owned, Owner, PersonKind, PersonState, Role};
@@ -701,6 +702,8 @@ async fn write_updates<C: ConnectionTrait>(
     let before: HashMap<i64, &StoredPerson> = stored.iter().map(|p| (p.id, p)).collect();
     let mut left: BTreeMap<(i64, &str), Vec<i64>> = BTreeMap::new();
     let mut owned_by: BTreeMap<Owner, Vec<i64>> = BTreeMap::new();
+    let mut rows = Vec::with_capacity(plan.person_updates.len());
+    let mut roles_removed = Vec::new();
     for u in &plan.person_updates {
         let Some(have) = before.get(&u.id) else {
             return Err(DbErr::Custom(format!(
@@ -714,9 +717,8 @@ async fn write_updates<C: ConnectionTrait>(
             replace_eckid(db, ctx.school, u.id, &c.new).await?;
         }
         let mut row = person_row(ctx, &state);
-        row.id = Set(u.id);
         row.created_at = NotSet;
-        person::Entity::update(row).exec(db).await?;
+        rows.push((u.id, row));
         for (kind, v) in u.new_keys.entries() {
             facets.key(ctx, u.id, kind, v, state.links_owner);
         }
@@ -733,13 +735,63 @@ async fn write_updates<C: ConnectionTrait>(
         if u.links_owner.is_some() {
             owned_by.entry(state.links_owner).or_default().push(u.id);
         }
-        remove_roles(db, u.id, &u.roles_removed).await?;
+        roles_removed.extend(u.roles_removed.iter().map(|r| (u.id, r)));
         for r in &u.roles_added {
             facets.role(ctx, u.id, r);
         }
     }
+    update_persons(db, &rows).await?;
+    remove_roles(db, &roles_removed).await?;
     leave_groups(db, &left).await?;
     relabel_links(db, &owned_by).await
+}
+
+/// Changed persons' rows, each as its update leaves it, in one statement per `CHUNK` rows
+/// (one per person was a round trip each with the write lock held, most of a night's).
+async fn update_persons<C: ConnectionTrait>(
+    db: &C,
+    rows: &[(i64, person::ActiveModel)],
+) -> Result<(), DbErr> {
+    for chunk in rows.chunks(CHUNK) {
+        db.execute_raw(persons_update(db.get_database_backend(), chunk)?)
+            .await?;
+    }
+    Ok(())
+}
+
+/// `UPDATE person SET c = v.cN … FROM (VALUES (id, …), …) AS v WHERE person.id = v.column1`
+/// for every column the rows set (the rows come from [`person_row`], so they set the same
+/// ones). `columnN` is what both SQLite and PostgreSQL name a `VALUES` list's columns.
+fn persons_update(
+    backend: sea_orm::DbBackend,
+    rows: &[(i64, person::ActiveModel)],
+) -> Result<Statement, DbErr> {
+    use sea_orm::{ActiveModelTrait, IdenStatic, Iterable};
+    let columns: Vec<person::Column> = match rows.first() {
+        Some((_, first)) => person::Column::iter()
+            .filter(|c| !matches!(c, person::Column::Id) && first.get(*c).is_set())
+            .collect(),
+        None => Vec::new(),
+    };
+    let mut sql = Sql::new(backend);
+    sql.push("UPDATE person SET ");
+    for (i, c) in columns.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        sql.push(&format!("{sep}{} = v.column{}", c.as_str(), i + 2));
+    }
+    sql.push(" FROM (VALUES ");
+    for (n, (id, row)) in rows.iter().enumerate() {
+        sql.push(if n == 0 { "(" } else { ", (" }).bind(*id);
+        for c in &columns {
+            let value = row.get(*c).into_value().ok_or_else(|| {
+                DbErr::Custom(format!("person {id}: column {} not set", c.as_str()))
+            })?;
+            sql.push(", ").bind(value);
+        }
+        sql.push(")");
+    }
+    sql.push(") AS v WHERE person.id = v.column1");
+    Ok(sql.statement())
 }
 
 /// Links left: every group and role of the run in one statement (a night's moves and
@@ -798,17 +850,21 @@ async fn relabel_links<C: ConnectionTrait>(
     Ok(())
 }
 
-async fn remove_roles<C: ConnectionTrait>(
-    db: &C,
-    person: i64,
-    roles: &[Role],
-) -> Result<(), DbErr> {
-    for r in roles {
+/// Roles the sources no longer give, every person's in one statement per `CHUNK`.
+async fn remove_roles<C: ConnectionTrait>(db: &C, roles: &[(i64, &Role)]) -> Result<(), DbErr> {
+    use sea_orm::Condition;
+    for chunk in roles.chunks(CHUNK) {
+        let which = chunk.iter().fold(Condition::any(), |any, (person, r)| {
+            any.add(
+                Condition::all()
+                    .add(person_role::Column::PersonId.eq(*person))
+                    .add(person_role::Column::Role.eq(r.name.as_str()))
+                    .add(person_role::Column::Source.eq(r.owner.as_str()))
+                    .add(person_role::Column::Scope.eq(r.scope.as_str())),
+            )
+        });
         person_role::Entity::delete_many()
-            .filter(person_role::Column::PersonId.eq(person))
-            .filter(person_role::Column::Role.eq(r.name.as_str()))
-            .filter(person_role::Column::Source.eq(r.owner.as_str()))
-            .filter(person_role::Column::Scope.eq(r.scope.as_str()))
+            .filter(which)
             .exec(db)
             .await?;
     }

@@ -20,13 +20,18 @@ pub async fn load<C: ConnectionTrait>(
         .await
 }
 
+/// Insert the rows, or on a school and source already known update `columns`, in one
+/// statement.
 async fn upsert<C: ConnectionTrait>(
     db: &C,
-    row: SourceState,
+    rows: Vec<SourceState>,
     columns: &[source_state::Column],
 ) -> Result<(), DbErr> {
-    let active: source_state::ActiveModel = row.into();
-    source_state::Entity::insert(active)
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let active = rows.into_iter().map(source_state::ActiveModel::from);
+    source_state::Entity::insert_many(active)
         .on_conflict(
             OnConflict::columns([source_state::Column::SchoolId, source_state::Column::Source])
                 .update_columns(columns.iter().copied())
@@ -70,28 +75,30 @@ fn count(n: usize) -> Option<i32> {
     Some(i32::try_from(n).unwrap_or(i32::MAX))
 }
 
-/// A trusted answer was applied: new baseline, no longer parked.
+/// Trusted answers were applied (each source's, by name): new baselines, no longer parked.
 pub async fn record_received<C: ConnectionTrait>(
     db: &C,
     school: &str,
-    source: &str,
-    r: &Received,
+    received: &[(&str, Received)],
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     use source_state::Column as C;
-    let row = SourceState {
-        last_success_at: Some(now),
-        last_received_at: Some(r.asked_at),
-        pupil_count: count(r.pupils),
-        staff_count: count(r.staff),
-        group_count: count(r.groups),
-        school_year: r.school_year.clone(),
-        marker: r.marker.clone(),
-        ..empty(school, source)
-    };
+    let rows = received
+        .iter()
+        .map(|(source, r)| SourceState {
+            last_success_at: Some(now),
+            last_received_at: Some(r.asked_at),
+            pupil_count: count(r.pupils),
+            staff_count: count(r.staff),
+            group_count: count(r.groups),
+            school_year: r.school_year.clone(),
+            marker: r.marker.clone(),
+            ..empty(school, source)
+        })
+        .collect();
     upsert(
         db,
-        row,
+        rows,
         &[
             C::LastSuccessAt,
             C::LastReceivedAt,
@@ -108,21 +115,24 @@ pub async fn record_received<C: ConnectionTrait>(
     .await
 }
 
-/// The source answered "nothing changed": it is healthy, the baseline stays.
+/// The sources answered "nothing changed": they are healthy, the baselines stay.
 pub async fn record_unchanged<C: ConnectionTrait>(
     db: &C,
     school: &str,
-    source: &str,
+    sources: &[&str],
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     use source_state::Column as C;
-    let row = SourceState {
-        last_success_at: Some(now),
-        ..empty(school, source)
-    };
+    let rows = sources
+        .iter()
+        .map(|source| SourceState {
+            last_success_at: Some(now),
+            ..empty(school, source)
+        })
+        .collect();
     upsert(
         db,
-        row,
+        rows,
         &[
             C::LastSuccessAt,
             C::ParkedReason,
@@ -151,7 +161,7 @@ pub async fn park<C: ConnectionTrait>(
     };
     upsert(
         db,
-        row,
+        vec![row],
         &[C::ParkedReason, C::ParkedAt, C::ParkedFingerprint],
     )
     .await

@@ -4,6 +4,7 @@
 use chrono::{Duration, NaiveDate, Utc};
 use connector_api::Snapshot;
 use connector_sim::{SchoolKind, World};
+use rostersync::model::Field;
 use rostersync::store::entities::change_entry;
 use rostersync::store::roster::{self, ApplyContext};
 use rostersync::store::runs;
@@ -186,4 +187,67 @@ async fn a_leaver_is_tombstoned_and_restored_with_the_same_id() {
         .find(|p| p.state.keys.las_key == leaver.keys.las_key)
         .expect("was there");
     assert_eq!(returned.id, original.id, "same id after the restore");
+}
+
+#[tokio::test]
+async fn many_persons_updated_in_one_run_read_back_field_by_field() {
+    let env = Env::new().await;
+    let store = store_with_school(&env).await;
+    let mut world = World::new(23, NaiveDate::from_ymd_opt(2025, 10, 1).expect("date"));
+    world.add_school("99XX00".parse().expect("id"), SchoolKind::Primary, 80);
+    let mut s = snapshot(&world);
+    // Two staff members with a school-wide role each, to lose them in one run.
+    for (n, staff) in s.staff.iter_mut().take(2).enumerate() {
+        staff.roles.push(connector_api::StaffRole {
+            name: format!("IB{n}"),
+            scope: connector_api::RoleScope::School,
+        });
+    }
+    sync(&store, &s, &DiffOptions::default()).await;
+
+    // One run: names to and from nothing, a new end date, a cleared one, two roles gone.
+    let mut next = s.clone();
+    next.pupils[0].name.prefix = Some("van der".into());
+    next.pupils[1].name.prefix = None;
+    next.pupils[1].name.family_name = Some("Émile-Ötzi".into());
+    next.pupils[2].name.given_name = None;
+    next.staff[0].end_date = NaiveDate::from_ymd_opt(2026, 7, 31);
+    next.staff[1].email = None;
+    for staff in next.staff.iter_mut().take(2) {
+        staff.roles.clear();
+    }
+    let plan = sync(&store, &next, &DiffOptions::default()).await;
+    assert!(plan.person_updates.len() >= 5, "{plan:?}");
+
+    let (groups, persons) = roster::load(store.db(), "99XX00").await.expect("load");
+    let again = diff(
+        &merge(&[&next]).state,
+        &groups,
+        &persons,
+        &DiffOptions::default(),
+    );
+    assert!(again.is_empty(), "lost in the batched update: {again:?}");
+    let by_key = |k: &Option<String>| {
+        persons
+            .iter()
+            .find(|p| &p.state.keys.las_key == k)
+            .expect("stored")
+    };
+    let field = |p: &rostersync::sync::diff::StoredPerson, f: Field| {
+        p.state.fields.get(&f).map(|o| o.value.clone())
+    };
+    let p1 = by_key(&next.pupils[1].keys.las_key);
+    assert_eq!(field(p1, Field::FamilyName).as_deref(), Some("Émile-Ötzi"));
+    assert_eq!(field(p1, Field::Prefix), None);
+    let p0 = by_key(&next.pupils[0].keys.las_key);
+    assert_eq!(field(p0, Field::Prefix).as_deref(), Some("van der"));
+    let s0 = by_key(&next.staff[0].keys.las_key);
+    assert_eq!(field(s0, Field::EndDate).as_deref(), Some("2026-07-31"));
+    for staff in next.staff.iter().take(2) {
+        assert!(by_key(&staff.keys.las_key).state.roles.is_empty());
+    }
+    assert_eq!(
+        persons.iter().filter(|p| !p.removed).count(),
+        next.pupils.len() + next.staff.len()
+    );
 }

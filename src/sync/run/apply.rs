@@ -14,7 +14,7 @@ use super::decide::{Decided, received_counts};
 use super::write::{RunCtx, active};
 use super::{RunError, finish};
 use crate::store::roster::{self, ApplyContext};
-use crate::store::schools::RosterBasis;
+use crate::store::schools::{RosterBasis, SchoolState};
 use crate::store::source_state::{self, Received};
 use crate::store::{WriteTxn, held, runs, schools};
 use crate::sync::brakes::{self, Expected, HeldRemoval, Stored};
@@ -241,8 +241,7 @@ pub(super) async fn apply_snapshots(
     let early = compute_early(rc, &snapshots, &digest).await?;
     #[cfg(debug_assertions)]
     super::pause_before_write().await;
-    let txn = rc.write_txn().await?;
-    let now_basis = schools::basis(&txn, rc.school).await?;
+    let (txn, now_basis) = rc.write_txn_at().await?;
     let ready = ready(&early.basis, early.computed, &now_basis, &digest);
     let same = matches!(ready, Ready::Unchanged);
     let computed = match ready {
@@ -290,13 +289,13 @@ pub(super) async fn apply_snapshots(
     // Only a run applied in full may be skipped next time; a held one must decide again, and
     // so must one with identity conflicts (they are said on every run until resolved).
     let complete = d.outcome == Outcome::Ok && d.counts.identity_conflicts == 0;
-    schools::set_digest(&txn, rc.school, complete.then_some(digest)).await?;
     if computed.held.is_empty() {
         held::supersede(&txn, rc.school).await?;
     } else {
         held::hold(&txn, rc.run, rc.school, &computed.held).await?;
     }
-    record_sources(&txn, &ctx, sources, asked_at, &d).await?;
+    let state = record_sources(&txn, &ctx, sources, asked_at, &d).await?;
+    schools::set_applied(&txn, rc.school, state, complete.then_some(digest)).await?;
     say_notes(rc.school, notes, &mut d);
     rc.record_merger(&txn, &mut d).await?;
     runs::finish(&txn, rc.run, finish(&d)).await?;
@@ -325,26 +324,30 @@ async fn write_roster(
     roster::journal_conflicts(txn, ctx, &computed.conflicts).await
 }
 
-/// Each source's new baseline (what it sent, its marker), and the school as the sources
-/// describe it (its year, its name).
+/// Each source's new baseline (what it sent, its marker); returns the school as the sources
+/// describe it (its year, its name), for the run's last statement to write.
 async fn record_sources(
     txn: &WriteTxn,
     ctx: &ApplyContext<'_>,
     sources: &[(&'static str, Snapshot)],
     asked_at: DateTime<Utc>,
     d: &Decided,
-) -> Result<(), sea_orm::DbErr> {
-    for (name, snapshot) in sources {
-        let received = Received {
-            asked_at,
-            pupils: snapshot.pupils.len(),
-            staff: snapshot.staff.len(),
-            groups: snapshot.groups.len(),
-            school_year: snapshot.school_year.clone(),
-            marker: snapshot.marker.clone(),
-        };
-        source_state::record_received(txn, ctx.school, name, &received, ctx.now).await?;
-    }
+) -> Result<SchoolState, sea_orm::DbErr> {
+    let received: Vec<(&str, Received)> = sources
+        .iter()
+        .map(|(name, snapshot)| {
+            let r = Received {
+                asked_at,
+                pupils: snapshot.pupils.len(),
+                staff: snapshot.staff.len(),
+                groups: snapshot.groups.len(),
+                school_year: snapshot.school_year.clone(),
+                marker: snapshot.marker.clone(),
+            };
+            (*name, r)
+        })
+        .collect();
+    source_state::record_received(txn, ctx.school, &received, ctx.now).await?;
     if d.counts.identity_conflicts > 0 {
         // Ask in full next time, so the conflict is decided (and said) again, not hidden
         // behind "nothing changed".
@@ -352,7 +355,7 @@ async fn record_sources(
     }
     let year = sources.iter().find_map(|(_, s)| s.school_year.clone());
     let name = sources.first().and_then(|(_, s)| s.school_name.clone());
-    schools::set_state(txn, ctx.school, active(year, name)).await
+    Ok(active(year, name))
 }
 
 /// Notes of the run (a credential expiring soon) come first in its message.

@@ -12,7 +12,7 @@ use super::ask::Ask;
 use super::decide::{self, ConsentFacts, ConsentStep, Decided, Deleted};
 use super::{ConnectionProblem, Rules, RunError, RunOptions, finish};
 use crate::model::SchoolStatus;
-use crate::store::schools::{self, SchoolState};
+use crate::store::schools::{self, RosterBasis, SchoolState};
 use crate::store::{Store, WriteKind, WriteTxn, roster, runs, source_state};
 use crate::sync::health::Distrust;
 
@@ -40,11 +40,16 @@ impl RunCtx<'_> {
     /// lock and checks the fence, so on PostgreSQL concurrent runs of one school queue on the
     /// row and a run whose lease was lost writes nothing.
     pub async fn write_txn(&self) -> Result<WriteTxn, RunError> {
+        Ok(self.write_txn_at().await?.0)
+    }
+
+    /// [`RunCtx::write_txn`], and where the school's roster stands as the lock is taken.
+    pub async fn write_txn_at(&self) -> Result<(WriteTxn, RosterBasis), RunError> {
         let txn = self.store.begin_write(WriteKind::Apply).await?;
-        if !schools::lock_for_apply(&txn, self.school, self.fence).await? {
-            return Err(RunError::LeaseLost);
+        match schools::lock_for_apply(&txn, self.school, self.fence).await? {
+            Some(basis) => Ok((txn, basis)),
+            None => Err(RunError::LeaseLost),
         }
-        Ok(txn)
     }
 
     /// Record a merger in the run's transaction: the school follows the new institution id,
@@ -131,9 +136,8 @@ pub(super) async fn unchanged(ctx: &RunCtx<'_>, asks: &[Ask<'_>]) -> Result<Deci
         return Ok(d);
     }
     let txn = ctx.write_txn().await?;
-    for ask in asks {
-        source_state::record_unchanged(&txn, ctx.school, ask.source.name, Utc::now()).await?;
-    }
+    let names: Vec<&str> = asks.iter().map(|ask| ask.source.name).collect();
+    source_state::record_unchanged(&txn, ctx.school, &names, Utc::now()).await?;
     // Nothing changed, but a grant's grace period may have ended.
     ctx.refresh_grants(&txn, false, &mut d).await?;
     schools::set_state(&txn, ctx.school, active(None, None)).await?;
