@@ -137,6 +137,18 @@ fn parse_location(url: &str) -> Result<Location, StoreError> {
 
 pub use crate::settings::redact_url;
 
+/// The row `select` finds by its primary (or another unique) key, or none. Not `.one()`: that
+/// binds `LIMIT ?`, and SQLite plans with the bound limit's value, so such a statement is
+/// prepared again on every execution (a few per school per night on the hot path).
+pub async fn by_key<E, C>(db: &C, select: sea_orm::Select<E>) -> Result<Option<E::Model>, DbErr>
+where
+    E: sea_orm::EntityTrait,
+    C: sea_orm::ConnectionTrait,
+{
+    Ok(select.all(db).await?.into_iter().next())
+}
+
+
 impl Store {
     pub async fn open(settings: &StoreSettings, mode: OpenMode) -> Result<Store, StoreError> {
         let location = parse_location(&settings.url)?;

@@ -571,9 +571,12 @@ async fn select_page<C: ConnectionTrait>(
         None if l.window.is_some() => 0,
         None => l.offset,
     };
-    sql.push(&format!(" ORDER BY {order} {dir}, {key} {dir} LIMIT "))
-        .bind(l.limit as i64)
-        .push(" OFFSET ")
+    // The limit written in, not bound: SQLite plans with a bound limit's value and so prepares
+    // such a statement again on every execution. It is a number, never text from a client.
+    sql.push(&format!(
+        " ORDER BY {order} {dir}, {key} {dir} LIMIT {} OFFSET ",
+        l.limit
+    ))
         .bind(skip as i64);
     db.query_all_raw(sql.statement()).await
 }

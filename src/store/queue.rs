@@ -217,7 +217,7 @@ pub async fn claim(store: &Store, owner: &str, lease: Duration) -> Result<Option
         txn.rollback().await?;
         return Ok(None);
     };
-    let Some(job) = sync_job::Entity::find_by_id(id).one(&txn).await? else {
+    let Some(job) = super::by_key(&txn, sync_job::Entity::find_by_id(id)).await? else {
         txn.rollback().await?;
         return Ok(None);
     };
@@ -229,8 +229,7 @@ pub async fn claim(store: &Store, owner: &str, lease: Duration) -> Result<Option
         .filter(school::Column::Id.eq(job.school_id.as_str()))
         .exec(&txn)
         .await?;
-    let fence = school::Entity::find_by_id(job.school_id.clone())
-        .one(&txn)
+    let fence = super::by_key(&txn, school::Entity::find_by_id(job.school_id.clone()))
         .await?
         .map(|s| s.fence);
     sync_job::Entity::update_many()
@@ -244,7 +243,7 @@ pub async fn claim(store: &Store, owner: &str, lease: Duration) -> Result<Option
         .filter(sync_job::Column::Id.eq(id))
         .exec(&txn)
         .await?;
-    let claimed = sync_job::Entity::find_by_id(id).one(&txn).await?;
+    let claimed = super::by_key(&txn, sync_job::Entity::find_by_id(id)).await?;
     txn.commit().await?;
     Ok(claimed)
 }
@@ -393,7 +392,7 @@ pub async fn live_instance<C: ConnectionTrait>(
 }
 
 pub async fn get<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<Job>, DbErr> {
-    sync_job::Entity::find_by_id(id).one(db).await
+    super::by_key(db, sync_job::Entity::find_by_id(id)).await
 }
 
 /// Jobs waiting or running, soonest first.

@@ -88,7 +88,7 @@ pub async fn list<C: ConnectionTrait>(
 }
 
 pub async fn get<C: ConnectionTrait>(db: &C, id: i64) -> Result<Option<Run>, DbErr> {
-    sync_run::Entity::find_by_id(id).one(db).await
+    super::by_key(db, sync_run::Entity::find_by_id(id)).await
 }
 
 /// The outcome to show: a run without one was cut off (crash, kill, power) before it could

@@ -518,7 +518,7 @@ pub async fn row_in<C: sea_orm::ConnectionTrait>(
     db: &C,
     id: &str,
 ) -> Result<Option<school::Model>, sea_orm::DbErr> {
-    school::Entity::find_by_id(id.to_owned()).one(db).await
+    super::by_key(db, school::Entity::find_by_id(id.to_owned())).await
 }
 
 /// The broker moved the school to another institution id (a merger): follow it, in the
@@ -683,8 +683,10 @@ pub async fn basis<C: sea_orm::ConnectionTrait>(
         .column(school::Column::RosterDigest)
         .column(school::Column::RosterVersion)
         .into_tuple()
-        .one(db)
-        .await?;
+        .all(db)
+        .await?
+        .into_iter()
+        .next();
     Ok(row
         .map(|(digest, version)| RosterBasis { digest, version })
         .unwrap_or_default())

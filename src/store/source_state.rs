@@ -15,9 +15,8 @@ pub async fn load<C: ConnectionTrait>(
     school: &str,
     source: &str,
 ) -> Result<Option<SourceState>, DbErr> {
-    source_state::Entity::find_by_id((school.to_owned(), source.to_owned()))
-        .one(db)
-        .await
+    let row = source_state::Entity::find_by_id((school.to_owned(), source.to_owned()));
+    super::by_key(db, row).await
 }
 
 /// Insert the rows, or on a school and source already known update `columns`, in one

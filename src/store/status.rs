@@ -290,7 +290,7 @@ pub async fn set_problem<C: ConnectionTrait>(
     use sea_orm::ActiveValue::Set;
     use sea_orm::sea_query::OnConflict;
     let key = problem_key(connection);
-    let known = store_meta::Entity::find_by_id(key.clone()).one(db).await?;
+    let known = super::by_key(db, store_meta::Entity::find_by_id(key.clone())).await?;
     let Some(problem) = problem else {
         if known.is_some() {
             store_meta::Entity::delete_by_id(key).exec(db).await?;
