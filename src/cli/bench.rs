@@ -144,6 +144,9 @@ struct Day {
     /// The store on disk after the day, and its journal rows.
     store_bytes: u64,
     journal_rows: i64,
+    /// Seconds the runs held the write lock during the day: on SQLite the one writer's busy
+    /// time, so a day close to it waits on the writer, a day far above it on the rest.
+    write_lock_held_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -537,10 +540,11 @@ async fn measure_many(
     .map_err(super::sync::cycle_failure)?;
     progress.done();
     let seconds = started.elapsed().as_secs_f64();
-    let mut days = vec![day_of(1, &report, seconds, &store).await?];
+    let mut days = vec![day_of(1, &report, seconds, &store, Duration::ZERO).await?];
     for day in 2..=args.days {
         child.pass_day(sim_dir, day - 1).await?;
         reset_peak_rss()?;
+        let held_before = apply_held(&store);
         let started = Instant::now();
         let report = cycle::run(&store, settings, &bench_cycle(), |done, total, r| {
             progress.school(done, total, r)
@@ -548,7 +552,8 @@ async fn measure_many(
         .await
         .map_err(super::sync::cycle_failure)?;
         progress.done();
-        days.push(day_of(day, &report, started.elapsed().as_secs_f64(), &store).await?);
+        let seconds = started.elapsed().as_secs_f64();
+        days.push(day_of(day, &report, seconds, &store, held_before).await?);
     }
     let store_bytes_per_pupil = bytes_per_pupil(&store).await?;
     let store_settings = sqlite_pragmas(&store).await;
@@ -591,6 +596,7 @@ fn days_table(days: &[Day]) -> String {
         "FROZEN",
         "FAILED",
         "CHANGED",
+        "WRITE LOCK",
         "PEAK RSS",
         "STORE",
         "JOURNAL",
@@ -606,6 +612,7 @@ fn days_table(days: &[Day]) -> String {
             d.frozen.to_string(),
             d.failed.to_string(),
             d.changed.to_string(),
+            format!("{:.1} s", d.write_lock_held_seconds),
             format!("{:.1} MiB", d.peak_rss_mib),
             format!("{:.1} MiB", d.store_bytes as f64 / 1_048_576.0),
             d.journal_rows.to_string(),
@@ -662,6 +669,7 @@ async fn day_of(
     report: &cycle::CycleReport,
     seconds: f64,
     store: &crate::store::Store,
+    held_before: Duration,
 ) -> Result<Day, Failure> {
     let by = |o: Outcome| report.schools.iter().filter(|r| r.outcome == o).count();
     let pupils: usize = report
@@ -686,7 +694,18 @@ async fn day_of(
         changed,
         store_bytes: store_bytes(store).await?,
         journal_rows: count_rows(store, "SELECT COUNT(*) FROM change_entry").await?,
+        write_lock_held_seconds: ((apply_held(store) - held_before).as_secs_f64() * 10.0).round()
+            / 10.0,
     })
+}
+
+/// How long the runs held the write lock in all since the store was opened.
+fn apply_held(store: &crate::store::Store) -> Duration {
+    let by_kind = store.write_stats().snapshot();
+    by_kind
+        .get(&crate::store::WriteKind::Apply)
+        .map(|c| c.total_hold)
+        .unwrap_or_default()
 }
 
 /// The store's size on disk: SQLite's file and WAL; PostgreSQL's database.

@@ -148,7 +148,6 @@ where
     Ok(select.all(db).await?.into_iter().next())
 }
 
-
 impl Store {
     pub async fn open(settings: &StoreSettings, mode: OpenMode) -> Result<Store, StoreError> {
         let location = parse_location(&settings.url)?;

@@ -577,7 +577,7 @@ async fn select_page<C: ConnectionTrait>(
         " ORDER BY {order} {dir}, {key} {dir} LIMIT {} OFFSET ",
         l.limit
     ))
-        .bind(skip as i64);
+    .bind(skip as i64);
     db.query_all_raw(sql.statement()).await
 }
 

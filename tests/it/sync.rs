@@ -907,6 +907,14 @@ fn the_bench_measures_both_parts() {
     assert_eq!(days[1]["schools"], 6);
     assert!(days[1]["changed"].as_u64().expect("n") > 0, "{}", days[1]);
     assert!(days[1]["changed"].as_u64() < days[0]["changed"].as_u64());
+    // The write lock was held on each day, and never longer than the day lasted.
+    for d in days {
+        let held = d["write_lock_held_seconds"].as_f64().expect("held");
+        assert!(
+            held >= 0.0 && held <= d["seconds"].as_f64().expect("s") + 0.1,
+            "{d}"
+        );
+    }
     assert!(many["store_bytes_per_pupil"].as_f64().expect("bytes") > 0.0);
     // The API part: the night's delta found the last school's records, the quiet poll none,
     // a full pull's first pages everyone, and the single school was paged to the end, every
