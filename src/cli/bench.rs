@@ -147,6 +147,11 @@ struct Day {
     /// Seconds the runs held the write lock during the day: on SQLite the one writer's busy
     /// time, so a day close to it waits on the writer, a day far above it on the rest.
     write_lock_held_seconds: f64,
+    /// A school's run, the median: asking its sources (with the wait for a connection's
+    /// free slot), and everything else (judging, loading, diffing, waiting for and holding
+    /// the write lock).
+    fetch_ms_p50: f64,
+    engine_ms_p50: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -696,7 +701,16 @@ async fn day_of(
         journal_rows: count_rows(store, "SELECT COUNT(*) FROM change_entry").await?,
         write_lock_held_seconds: ((apply_held(store) - held_before).as_secs_f64() * 10.0).round()
             / 10.0,
+        fetch_ms_p50: median_ms(report.schools.iter().map(|r| r.fetch_time)),
+        engine_ms_p50: median_ms(report.schools.iter().map(|r| r.engine_time)),
     })
+}
+
+fn median_ms(times: impl Iterator<Item = Duration>) -> f64 {
+    let mut ms: Vec<f64> = times.map(|t| t.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    ms.get(ms.len() / 2)
+        .map_or(0.0, |m| (m * 10.0).round() / 10.0)
 }
 
 /// How long the runs held the write lock in all since the store was opened.
