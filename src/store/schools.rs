@@ -623,23 +623,45 @@ fn state_update(id: &str, new: SchoolState) -> sea_orm::UpdateMany<school::Entit
 /// The apply's first statement: take the school's row lock, and when the run holds a lease
 /// (`fence`), check the school's fence is still the one the lease was granted with. `None`:
 /// another worker claimed the school since (or it is gone), and this run must not write.
-/// Else where the school's roster stands now (read by the same statement: `RETURNING`).
+/// Else what the run needs to know under the lock, read by the same statement (`RETURNING`):
+/// where the school's roster stands, and whether removals wait for approval.
 pub async fn lock_for_apply<C: sea_orm::ConnectionTrait>(
     db: &C,
     id: &str,
     fence: Option<i64>,
-) -> Result<Option<RosterBasis>, sea_orm::DbErr> {
-    let mut q = school::Entity::update_many()
-        .col_expr(school::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(school::Column::Id.eq(id));
+) -> Result<Option<Locked>, sea_orm::DbErr> {
+    let mut sql = super::sql::Sql::new(db.get_database_backend());
+    sql.push("UPDATE school SET updated_at = ")
+        .bind(Utc::now())
+        .push(" WHERE id = ")
+        .bind(id.to_owned());
     if let Some(f) = fence {
-        q = q.filter(school::Column::Fence.eq(f));
+        sql.push(" AND fence = ").bind(f);
     }
-    let rows = q.exec_with_returning(db).await?;
-    Ok(rows.into_iter().next().map(|r| RosterBasis {
-        digest: r.roster_digest,
-        version: r.roster_version,
+    sql.push(
+        " RETURNING roster_digest, roster_version, EXISTS (SELECT 1 FROM held_change h \
+         WHERE h.school_id = school.id AND h.state = ",
+    )
+    .bind(super::held::HELD)
+    .push(")");
+    let Some(row) = db.query_one_raw(sql.statement()).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Locked {
+        basis: RosterBasis {
+            digest: row.try_get_by_index(0)?,
+            version: row.try_get_by_index(1)?,
+        },
+        held_waiting: row.try_get_by_index(2)?,
     }))
+}
+
+/// What a writer of a school learns as it takes the school's row lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locked {
+    pub basis: RosterBasis,
+    /// Removals held by the brakes wait for approval (a run that holds none supersedes them).
+    pub held_waiting: bool,
 }
 
 /// Remember (or forget, with `None`) what the sources said at the last full apply. Every

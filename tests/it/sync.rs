@@ -578,6 +578,41 @@ async fn a_30_percent_drop_is_held_until_approved() {
     assert_eq!((c.created(), c.removed(), c.held()), (0, 0, 0));
 }
 
+#[tokio::test]
+async fn held_removals_are_superseded_when_the_pupils_come_back() {
+    let school = id("99XA00");
+    let sim = SimEnv::start(world(&[("99XA00", SchoolKind::Primary, 100)]), "").await;
+    let store = sim.store().await;
+    sim.sync(&store, false).await;
+    let whole = sim.server.with_world(|w| {
+        let before = w.schools[&school].school.clone();
+        w.lose_pupils(&school, 0.3);
+        before
+    });
+    let report = sim.sync(&store, false).await;
+    assert_eq!(report.schools[0].outcome, Outcome::Held);
+    let run = report.schools[0].run.expect("run");
+    let waiting = "SELECT COUNT(*) FROM held_change WHERE state = 'held'";
+    assert_eq!(count(&store, waiting).await, 30);
+
+    // The LAS sends them again: nothing is held now, and what waited is moot.
+    sim.server.with_world(|w| {
+        let state = w.schools.get_mut(&school).expect("school");
+        state.school = whole;
+        state.changed_at = chrono::Utc::now();
+    });
+    let report = sim.sync(&store, false).await;
+    assert_eq!(report.schools[0].outcome, Outcome::Ok);
+    assert_eq!(count(&store, waiting).await, 0);
+    let superseded = "SELECT COUNT(*) FROM held_change WHERE state = 'superseded'";
+    assert_eq!(count(&store, superseded).await, 30);
+    let line = sim
+        .env
+        .run(&["approve", "--run", &run.to_string()])
+        .fails_with(2);
+    assert!(line.contains("superseded"), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_during_apply_leaves_the_store_as_it_was() {
     let school = id("99XA00");

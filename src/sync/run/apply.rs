@@ -241,8 +241,8 @@ pub(super) async fn apply_snapshots(
     let early = compute_early(rc, &snapshots, &digest).await?;
     #[cfg(debug_assertions)]
     super::pause_before_write().await;
-    let (txn, now_basis) = rc.write_txn_at().await?;
-    let ready = ready(&early.basis, early.computed, &now_basis, &digest);
+    let (txn, locked) = rc.write_txn_at().await?;
+    let ready = ready(&early.basis, early.computed, &locked.basis, &digest);
     let same = matches!(ready, Ready::Unchanged);
     let computed = match ready {
         Ready::Computed(c) => c,
@@ -290,7 +290,11 @@ pub(super) async fn apply_snapshots(
     // so must one with identity conflicts (they are said on every run until resolved).
     let complete = d.outcome == Outcome::Ok && d.counts.identity_conflicts == 0;
     if computed.held.is_empty() {
-        held::supersede(&txn, rc.school).await?;
+        // Nothing held this time: what waited is superseded (and when nothing waits, that is
+        // a statement saved with the lock held).
+        if locked.held_waiting {
+            held::supersede(&txn, rc.school).await?;
+        }
     } else {
         held::hold(&txn, rc.run, rc.school, &computed.held).await?;
     }

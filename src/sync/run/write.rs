@@ -12,7 +12,7 @@ use super::ask::Ask;
 use super::decide::{self, ConsentFacts, ConsentStep, Decided, Deleted};
 use super::{ConnectionProblem, Rules, RunError, RunOptions, finish};
 use crate::model::SchoolStatus;
-use crate::store::schools::{self, RosterBasis, SchoolState};
+use crate::store::schools::{self, Locked, SchoolState};
 use crate::store::{Store, WriteKind, WriteTxn, roster, runs, source_state};
 use crate::sync::health::Distrust;
 
@@ -43,11 +43,11 @@ impl RunCtx<'_> {
         Ok(self.write_txn_at().await?.0)
     }
 
-    /// [`RunCtx::write_txn`], and where the school's roster stands as the lock is taken.
-    pub async fn write_txn_at(&self) -> Result<(WriteTxn, RosterBasis), RunError> {
+    /// [`RunCtx::write_txn`], and what the school's row said as the lock was taken.
+    pub async fn write_txn_at(&self) -> Result<(WriteTxn, Locked), RunError> {
         let txn = self.store.begin_write(WriteKind::Apply).await?;
         match schools::lock_for_apply(&txn, self.school, self.fence).await? {
-            Some(basis) => Ok((txn, basis)),
+            Some(locked) => Ok((txn, locked)),
             None => Err(RunError::LeaseLost),
         }
     }
