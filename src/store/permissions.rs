@@ -262,9 +262,9 @@ fn ident_of(d: &Derived) -> GrantIdent {
     )
 }
 
-/// Insert the grants `actions` create, a chunk per statement, and read back their ids by
-/// what identifies them (a multi-row insert tells only the last id). No two active derived
-/// grants of a school share an identity: the rights core creates one only where none is.
+/// Insert the grants `actions` create, a chunk per statement; their ids come back by what
+/// identifies them, in the same statement (`RETURNING`). No two active derived grants of a
+/// school share an identity: the rights core creates one only where none is.
 async fn insert_created<C: ConnectionTrait>(
     db: &C,
     ctx: &ApplyContext<'_>,
@@ -277,32 +277,21 @@ async fn insert_created<C: ConnectionTrait>(
             _ => None,
         })
         .collect();
-    if new.is_empty() {
-        return Ok(HashMap::new());
-    }
+    let mut ids = HashMap::with_capacity(new.len());
     for chunk in new.chunks(super::roster::CHUNK) {
-        access_grant::Entity::insert_many(
+        let made = access_grant::Entity::insert_many(
             chunk
                 .iter()
                 .map(|d| grant_row(ctx.school, d, DERIVED, ctx.now, None)),
         )
-        .exec(db)
+        .exec_with_returning(db)
         .await?;
+        ids.extend(
+            made.into_iter()
+                .map(|g| ((g.person_id, g.level, g.group_id, g.rule, g.source), g.id)),
+        );
     }
-    Ok(derived(db, ctx.school, &["active"])
-        .await?
-        .into_iter()
-        .map(|g| {
-            let ident = (
-                g.person,
-                g.level.as_str().to_owned(),
-                g.group,
-                g.rule,
-                g.source,
-            );
-            (ident, g.id)
-        })
-        .collect())
+    Ok(ids)
 }
 
 /// Restored, pending and revoked grants: one statement per state (pending ones per date).

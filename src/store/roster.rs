@@ -403,8 +403,9 @@ where
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<A> = rows.by_ref().take(CHUNK).collect();
+        // Without `RETURNING`: the ids nobody reads would be rows to send back and decode.
         <A::Entity as EntityTrait>::insert_many(chunk)
-            .exec(db)
+            .exec_without_returning(db)
             .await?;
     }
     Ok(())
@@ -620,10 +621,9 @@ async fn write_groups<C: ConnectionTrait>(
     Ok(ids.into_iter().collect())
 }
 
-/// New persons in batches. Each one's id, which its keys, links and roles need, is read back
-/// by the sourcedId it was given (unique, indexed): one insert per person cost a round trip
-/// to the database's thread each, a third of an initial load's writing. Returns the new ids
-/// in the plan's order.
+/// New persons in batches. Each one's id, which its keys, links and roles need, comes back
+/// by the sourcedId it was given: one insert per person cost a round trip to the database's
+/// thread each, a third of an initial load's writing. Returns the new ids in the plan's order.
 async fn write_creates<C: ConnectionTrait>(
     db: &C,
     ctx: &ApplyContext<'_>,
@@ -645,8 +645,7 @@ async fn write_creates<C: ConnectionTrait>(
             ..person_row(ctx, p)
         })
         .collect();
-    insert_chunked(db, rows).await?;
-    let id_of = ids_by_sourced_id(db, &sids).await?;
+    let id_of = insert_persons(db, rows).await?;
     let mut ids = Vec::with_capacity(plan.person_creates.len());
     for (p, sid) in plan.person_creates.iter().zip(&sids) {
         let id = *id_of
@@ -668,22 +667,28 @@ async fn write_creates<C: ConnectionTrait>(
     Ok(ids)
 }
 
-/// The ids of the persons with these sourcedIds, by sourcedId.
-async fn ids_by_sourced_id<C: ConnectionTrait>(
+/// New persons' rows; each one's id comes back by the sourcedId it was given, in the same
+/// statement (`RETURNING`; a second statement to read them was a round trip with the write
+/// lock held).
+async fn insert_persons<C: ConnectionTrait>(
     db: &C,
-    sids: &[String],
+    rows: Vec<person::ActiveModel>,
 ) -> Result<HashMap<String, i64>, DbErr> {
-    let mut found = HashMap::with_capacity(sids.len());
-    for chunk in sids.chunks(CHUNK) {
-        let rows: Vec<(i64, Option<String>)> = person::Entity::find()
-            .select_only()
-            .column(person::Column::Id)
-            .column(person::Column::SourcedId)
-            .filter(person::Column::SourcedId.is_in(chunk.iter().map(String::as_str)))
-            .into_tuple()
-            .all(db)
-            .await?;
-        found.extend(rows.into_iter().filter_map(|(id, sid)| Some((sid?, id))));
+    use sea_orm::QueryTrait;
+    use sea_orm::sea_query::Query;
+    let backend = db.get_database_backend();
+    let mut found = HashMap::with_capacity(rows.len());
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<person::ActiveModel> = rows.by_ref().take(CHUNK).collect();
+        let mut insert = person::Entity::insert_many(chunk).into_query();
+        insert
+            .returning(Query::returning().columns([person::Column::Id, person::Column::SourcedId]));
+        for r in db.query_all_raw(backend.build(&insert)).await? {
+            let id: i64 = r.try_get_by_index(0)?;
+            let sid: Option<String> = r.try_get_by_index(1)?;
+            found.extend(sid.map(|sid| (sid, id)));
+        }
     }
     Ok(found)
 }
