@@ -55,17 +55,22 @@ pub struct Finish<'a> {
 }
 
 pub async fn finish<C: ConnectionTrait>(db: &C, run: i64, f: Finish<'_>) -> Result<(), DbErr> {
-    sync_run::Entity::update(sync_run::ActiveModel {
-        id: Set(run),
-        finished_at: Set(Some(Utc::now())),
-        outcome: Set(Some(f.outcome.to_owned())),
-        error_class: Set(f.error_class.map(str::to_owned)),
-        message: Set(f.message),
-        counts: Set(f.counts.to_string()),
-        ..Default::default()
-    })
-    .exec(db)
-    .await?;
+    // Not `update(model)`: that reads the whole row back (`RETURNING`) for nobody.
+    let updated = sync_run::Entity::update_many()
+        .set(sync_run::ActiveModel {
+            finished_at: Set(Some(Utc::now())),
+            outcome: Set(Some(f.outcome.to_owned())),
+            error_class: Set(f.error_class.map(str::to_owned)),
+            message: Set(f.message),
+            counts: Set(f.counts.to_string()),
+            ..Default::default()
+        })
+        .filter(sync_run::Column::Id.eq(run))
+        .exec(db)
+        .await?;
+    if updated.rows_affected == 0 {
+        return Err(DbErr::RecordNotUpdated);
+    }
     Ok(())
 }
 
