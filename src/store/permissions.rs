@@ -161,12 +161,9 @@ type GrantRow = (
     Option<DateTime<Utc>>,
 );
 
-/// The school's derived grants in `states`, the columns the rights core compares.
-async fn derived<C: ConnectionTrait>(
-    db: &C,
-    school: &str,
-    states: &[&str],
-) -> Result<Vec<Stored>, DbErr> {
+/// The school's derived grants that are active or pending, the columns the rights core
+/// compares.
+async fn derived<C: ConnectionTrait>(db: &C, school: &str) -> Result<Vec<Stored>, DbErr> {
     use sea_orm::QuerySelect;
     let rows: Vec<GrantRow> = access_grant::Entity::find()
         .select_only()
@@ -182,7 +179,7 @@ async fn derived<C: ConnectionTrait>(
         ])
         .filter(access_grant::Column::SchoolId.eq(school))
         .filter(access_grant::Column::Origin.eq(DERIVED))
-        .filter(access_grant::Column::State.is_in(states.iter().copied()))
+        .filter(access_grant::Column::State.is_in(["active", "pending"]))
         .into_tuple()
         .all(db)
         .await?;
@@ -210,7 +207,7 @@ pub async fn standing<C: ConnectionTrait>(db: &C, school: &str) -> Result<Standi
     Ok(Standing {
         groups: groups(db, school).await?,
         facts: facts(db, school).await?,
-        stored: derived(db, school, &["active", "pending"]).await?,
+        stored: derived(db, school).await?,
     })
 }
 

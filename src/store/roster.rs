@@ -400,15 +400,22 @@ where
     C: ConnectionTrait,
     A: sea_orm::ActiveModelTrait + Send,
 {
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<A> = rows.by_ref().take(CHUNK).collect();
+    for chunk in in_chunks(rows) {
         // Without `RETURNING`: the ids nobody reads would be rows to send back and decode.
         <A::Entity as EntityTrait>::insert_many(chunk)
             .exec_without_returning(db)
             .await?;
     }
     Ok(())
+}
+
+/// `rows` taken `CHUNK` at a time, owned (for the multi-row inserts).
+fn in_chunks<T>(rows: Vec<T>) -> impl Iterator<Item = Vec<T>> {
+    let mut rows = rows.into_iter();
+    std::iter::from_fn(move || {
+        let chunk: Vec<T> = rows.by_ref().take(CHUNK).collect();
+        (!chunk.is_empty()).then_some(chunk)
+    })
 }
 
 /// The key `value` of `kind` at `school`, found through its digest.
@@ -678,9 +685,7 @@ async fn insert_persons<C: ConnectionTrait>(
     use sea_orm::sea_query::Query;
     let backend = db.get_database_backend();
     let mut found = HashMap::with_capacity(rows.len());
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<person::ActiveModel> = rows.by_ref().take(CHUNK).collect();
+    for chunk in in_chunks(rows) {
         let mut insert = person::Entity::insert_many(chunk).into_query();
         insert
             .returning(Query::returning().columns([person::Column::Id, person::Column::SourcedId]));
@@ -1073,6 +1078,17 @@ pub async fn purge(store: &super::Store, now: DateTime<Utc>) -> Result<Purged, D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_go_in_chunks_of_at_most_chunk_and_none_is_lost() {
+        let sizes: Vec<usize> = in_chunks((0..2 * CHUNK + 3).collect::<Vec<_>>())
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, [CHUNK, CHUNK, 3]);
+        assert_eq!(in_chunks(Vec::<u8>::new()).count(), 0);
+        let all: Vec<usize> = in_chunks((0..CHUNK + 1).collect()).flatten().collect();
+        assert_eq!(all, (0..CHUNK + 1).collect::<Vec<_>>());
+    }
 
     #[test]
     fn the_aggregates_follow_the_person_columns() {
