@@ -266,13 +266,11 @@ async fn read_answer(mut response: Response, version: &str) -> Result<Reply, Con
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, ()>>(8);
     let parser = tokio::task::spawn_blocking(move || {
-        parse_answer(std::io::BufReader::with_capacity(
-            64 * 1024,
-            ChunkReader {
-                rx,
-                current: Bytes::new(),
-            },
-        ))
+        // The parser keeps its own window: a buffer in between would copy every byte twice.
+        parse_answer(ChunkReader {
+            rx,
+            current: Bytes::new(),
+        })
     });
     let mut transport = None;
     loop {

@@ -4,6 +4,7 @@
 
 pub mod integrity;
 pub mod parse;
+mod xml;
 
 pub use parse::{Answer, ParseError, Parsed, parse_answer};
 pub mod client;

@@ -1,17 +1,16 @@
-//! Streaming, namespace-aware reading of UWLR answers (and SOAP faults) with quick-xml.
-//! Memory is bounded by one record: the document is never held, only the fields of the
+//! Streaming, namespace-aware reading of UWLR answers (and SOAP faults) over the tokenizer in
+//! `xml`. Memory is bounded by one record: the document is never held, only the fields of the
 //! publishers' "smalle set" are kept, and everything else (BSN, addresses, birth dates, ...)
-//! is skipped unread.
+//! is skipped (tokenized for well-formedness, never kept).
 
-use std::io::BufRead;
+use std::io::Read;
 
 use connector_api::{
     GroupKind, GroupRecord, PersonKeys, PersonName, PupilRecord, Reject, RoleScope, StaffGroupLink,
     StaffRecord, StaffRole,
 };
-use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::PrefixDeclaration;
-use quick_xml::reader::Reader;
+
+use crate::xml::{Tag, Token, Tokenizer, is_blank, local_part, plain, unescape, unescaped};
 
 pub const NS_DATA: &str = "http://www.edustandaard.nl/leerresultaten/2/leerlinggegevens";
 pub const NS_SOAP: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -143,6 +142,11 @@ enum NameField {
 }
 
 impl El {
+    /// Elements whose content is usually text alone, read at once when it is (`leaf_text`).
+    fn is_leaf(self) -> bool {
+        self == El::Skip || self.keeps_text()
+    }
+
     /// Leaf elements whose text is kept.
     fn keeps_text(self) -> bool {
         matches!(
@@ -170,15 +174,6 @@ struct GroupDraft {
 }
 
 #[derive(Default)]
-struct PupilDraft {
-    keys: PersonKeys,
-    name: PersonName,
-    year: Option<String>,
-    group: Option<String>,
-    subgroups: Vec<String>,
-}
-
-#[derive(Default)]
 struct TeacherDraft {
     keys: PersonKeys,
     name: PersonName,
@@ -196,7 +191,9 @@ struct State {
     fault_code: Option<String>,
     fault_message: Option<String>,
     group: Option<GroupDraft>,
-    pupil: Option<PupilDraft>,
+    /// Whether a pupil is being read: it is the answer's last, built in place (a record is
+    /// 240 bytes; moving it from a draft cost more than filling it).
+    in_pupil: bool,
     teacher: Option<TeacherDraft>,
     pupil_count: usize,
     teacher_count: usize,
@@ -208,10 +205,6 @@ enum Outcome {
     Unchanged,
     NoData,
     Fault,
-}
-
-fn local_is(e: &BytesStart, name: &str) -> bool {
-    e.local_name().as_ref() == name
 }
 
 /// The namespace of an element, as far as the reader needs to know it.
@@ -238,36 +231,27 @@ fn in_soap_ns(ns: &Ns) -> bool {
 #[derive(Default)]
 struct Scopes {
     /// (prefix, namespace URI, depth of the declaring element); `None` is the default.
-    bindings: Vec<(Option<String>, String, usize)>,
+    bindings: Vec<(Option<Vec<u8>>, String, usize)>,
 }
 
 impl Scopes {
-    fn declare(&mut self, e: &BytesStart, depth: usize, position: u64) -> Result<(), ParseError> {
-        for attr in e.attributes().with_checks(false) {
-            let attr = attr.map_err(|err| ParseError::Xml {
-                position,
-                reason: err.to_string(),
-            })?;
-            let prefix = match attr.key.as_namespace_binding() {
-                Some(PrefixDeclaration::Default) => None,
-                Some(PrefixDeclaration::Named(p)) => Some(p.to_owned()),
-                None => continue,
+    fn declare(&mut self, e: &Tag, depth: usize, position: u64) -> Result<(), ParseError> {
+        for attr in e.attributes() {
+            let (key, value) = attr.map_err(|reason| xml_error(position, reason))?;
+            let prefix = match key.strip_prefix(b"xmlns") {
+                Some([]) => None,
+                Some([b':', p @ ..]) => Some(p.to_vec()),
+                _ => continue,
             };
-            let uri = attr
-                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                .map_err(|err| ParseError::Xml {
-                    position,
-                    reason: err.to_string(),
-                })?;
-            self.bindings.push((prefix, uri.into_owned(), depth));
+            let mut uri = String::new();
+            unescape(value, &mut uri).map_err(|reason| xml_error(position, &reason))?;
+            self.bindings.push((prefix, uri, depth));
         }
         Ok(())
     }
 
-    fn resolve(&self, e: &BytesStart) -> Ns {
-        let name = e.name();
-        let prefix = name.prefix();
-        let wanted = prefix.as_ref().map(|p| p.as_ref());
+    fn resolve(&self, e: &Tag) -> Ns {
+        let wanted = e.prefix();
         let uri = self
             .bindings
             .iter()
@@ -297,84 +281,92 @@ fn structural(parent: Option<El>) -> bool {
     )
 }
 
-const ANSWERS: [&str; 4] = [
-    "leerlinggegevens_antwoord",
-    "structuur_antwoord",
-    "leerlingen_antwoord",
-    "leerkrachten_antwoord",
+const ANSWERS: [&[u8]; 4] = [
+    b"leerlinggegevens_antwoord",
+    b"structuur_antwoord",
+    b"leerlingen_antwoord",
+    b"leerkrachten_antwoord",
 ];
 
-const DATA: [&str; 4] = [
-    "leerlinggegevens",
-    "leerlinggegevens-structuur",
-    "leerlinggegevens-leerlingen",
-    "leerlinggegevens-leerkrachten",
+const DATA: [&[u8]; 4] = [
+    b"leerlinggegevens",
+    b"leerlinggegevens-structuur",
+    b"leerlinggegevens-leerlingen",
+    b"leerlinggegevens-leerkrachten",
 ];
 
-fn name_field(local: &str) -> Option<NameField> {
+fn name_field(local: &[u8]) -> Option<NameField> {
     match local {
-        "achternaam" => Some(NameField::Family),
-        "voorvoegsel" => Some(NameField::Prefix),
-        "roepnaam" => Some(NameField::Given),
+        b"achternaam" => Some(NameField::Family),
+        b"voorvoegsel" => Some(NameField::Prefix),
+        b"roepnaam" => Some(NameField::Given),
         _ => None,
     }
 }
 
+fn xml_error(position: u64, reason: &str) -> ParseError {
+    ParseError::Xml {
+        position,
+        reason: reason.into(),
+    }
+}
+
 /// What element `e` is, given where the reader is.
-fn classify(parent: Option<El>, ns: &Ns, e: &BytesStart) -> Result<El, ParseError> {
-    let local = e.local_name();
-    let l = local.as_ref();
+fn classify(parent: Option<El>, ns: &Ns, e: &Tag) -> Result<El, ParseError> {
+    let l = e.local_name();
     let data = in_data_ns(ns);
     Ok(match parent {
-        None if in_soap_ns(ns) && l == "Envelope" => El::Envelope,
+        // Inside a skipped element everything is skipped.
+        Some(El::Skip) => El::Skip,
+        None if in_soap_ns(ns) && l == b"Envelope" => El::Envelope,
         None if data && ANSWERS.contains(&l) => El::Answer,
         None => {
             return Err(ParseError::Structure(format!(
                 "the document starts with <{}>, not a SOAP envelope or a UWLR answer",
-                l
+                String::from_utf8_lossy(l)
             )));
         }
-        Some(El::Envelope) if in_soap_ns(ns) && l == "Body" => El::Body,
-        Some(El::Body) if in_soap_ns(ns) && l == "Fault" => El::Fault,
+        Some(El::Envelope) if in_soap_ns(ns) && l == b"Body" => El::Body,
+        Some(El::Body) if in_soap_ns(ns) && l == b"Fault" => El::Fault,
         Some(El::Body) if data && ANSWERS.contains(&l) => El::Answer,
-        Some(El::Fault) if l == "faultcode" => El::FaultCode,
-        Some(El::Fault) if l == "faultstring" => El::FaultString,
+        Some(El::Fault) if l == b"faultcode" => El::FaultCode,
+        Some(El::Fault) if l == b"faultstring" => El::FaultString,
         Some(El::Answer) if data && DATA.contains(&l) => El::Data,
-        Some(El::Answer) if data && l == "geenwijzigingen" => El::Unchanged,
-        Some(El::Answer) if data && l == "geengegevens" => El::NoData,
-        Some(El::Data) if data && l == "school" => El::School,
-        Some(El::Data) if data && l == "groepen" => El::Groups,
-        Some(El::Data) if data && l == "leerlingen" => El::Pupils,
-        Some(El::Data) if data && l == "leerkrachten" => El::Staff,
+        Some(El::Answer) if data && l == b"geenwijzigingen" => El::Unchanged,
+        Some(El::Answer) if data && l == b"geengegevens" => El::NoData,
+        Some(El::Data) if data && l == b"school" => El::School,
+        Some(El::Data) if data && l == b"groepen" => El::Groups,
+        Some(El::Data) if data && l == b"leerlingen" => El::Pupils,
+        Some(El::Data) if data && l == b"leerkrachten" => El::Staff,
         Some(El::School) if data => match l {
-            "schooljaar" => El::SchoolField(SchoolField::Year),
-            "brincode" => El::SchoolField(SchoolField::Brin),
-            "dependancecode" => El::SchoolField(SchoolField::Dependance),
-            "xsdversie" => El::SchoolField(SchoolField::Xsd),
+            b"schooljaar" => El::SchoolField(SchoolField::Year),
+            b"brincode" => El::SchoolField(SchoolField::Brin),
+            b"dependancecode" => El::SchoolField(SchoolField::Dependance),
+            b"xsdversie" => El::SchoolField(SchoolField::Xsd),
             _ => El::Skip,
         },
-        Some(El::Groups) if data && (l == "groep" || l == "samengestelde_groep") => El::Group,
-        Some(El::Group) if data && l == "naam" => El::GroupField(GroupField::Name),
-        Some(El::Group) if data && l == "jaargroep" => El::GroupField(GroupField::Year),
-        Some(El::Pupils) if data && l == "leerling" => El::Pupil,
+        Some(El::Groups) if data && (l == b"groep" || l == b"samengestelde_groep") => El::Group,
+        Some(El::Group) if data && l == b"naam" => El::GroupField(GroupField::Name),
+        Some(El::Group) if data && l == b"jaargroep" => El::GroupField(GroupField::Year),
+        Some(El::Pupils) if data && l == b"leerling" => El::Pupil,
         Some(El::Pupil) if data => match l {
-            "jaargroep" => El::PupilYear,
-            "groep" => El::PupilGroup,
-            "samengestelde_groepen" => El::PupilSubgroups,
+            b"jaargroep" => El::PupilYear,
+            b"groep" => El::PupilGroup,
+            b"samengestelde_groepen" => El::PupilSubgroups,
             _ => name_field(l).map(El::PupilField).unwrap_or(El::Skip),
         },
-        Some(El::PupilSubgroups) if data && l == "samengestelde_groep" => El::PupilSubgroup,
-        Some(El::Staff) if data && l == "leerkracht" => El::Teacher,
+        Some(El::PupilSubgroups) if data && l == b"samengestelde_groep" => El::PupilSubgroup,
+        Some(El::Staff) if data && l == b"leerkracht" => El::Teacher,
         Some(El::Teacher) if data => match l {
-            "emailadres" => El::TeacherEmail,
-            "rol" | "rolomschrijving" => El::TeacherRole,
-            "groepen" => El::TeacherGroups,
+            b"emailadres" => El::TeacherEmail,
+            b"rol" | b"rolomschrijving" => El::TeacherRole,
+            b"groepen" => El::TeacherGroups,
             _ => name_field(l).map(El::TeacherField).unwrap_or(El::Skip),
         },
-        Some(El::TeacherGroups) if data && (l == "groep" || l == "samengestelde_groep") => {
+        Some(El::TeacherGroups) if data && (l == b"groep" || l == b"samengestelde_groep") => {
             El::TeacherGroup
         }
-        Some(El::TeacherGroup) if data && (l == "rol" || l == "rolomschrijving") => {
+        Some(El::TeacherGroup) if data && (l == b"rol" || l == b"rolomschrijving") => {
             El::TeacherGroupRole
         }
         _ => El::Skip,
@@ -382,51 +374,53 @@ fn classify(parent: Option<El>, ns: &Ns, e: &BytesStart) -> Result<El, ParseErro
 }
 
 /// The unqualified attributes `key` and `eckid` of an element.
-fn keys_of(e: &BytesStart, position: u64) -> Result<(Option<String>, Option<String>), ParseError> {
+fn keys_of(e: &Tag, position: u64) -> Result<(Option<String>, Option<String>), ParseError> {
     let mut key = None;
     let mut eckid = None;
-    for attr in e.attributes().with_checks(false) {
-        let attr = attr.map_err(|err| ParseError::Xml {
-            position,
-            reason: err.to_string(),
-        })?;
-        let slot = match attr.key.local_name().as_ref() {
-            "key" => &mut key,
-            "eckid" => &mut eckid,
+    for attr in e.attributes() {
+        let (name, raw) = attr.map_err(|reason| xml_error(position, reason))?;
+        let slot = match local_part(name) {
+            b"key" => &mut key,
+            b"eckid" => &mut eckid,
             _ => continue,
         };
-        // Keys rarely hold entities: unescape only when there is one (a third of the time
-        // went to normalizing long ECK-iD values that never need it).
-        let value = if attr.value.contains('&') {
-            quick_xml::escape::unescape(&attr.value)
-                .map_err(|err| ParseError::Xml {
-                    position,
-                    reason: err.to_string(),
-                })?
-                .into_owned()
-                .into()
-        } else {
-            attr.value
-        };
-        let value = value.trim();
-        // A key is one word; a control character in it (escaped as &#27; or raw) is a
-        // hostile or broken LAS, and the whole answer is refused, as for text.
-        if has_control(value, &[]) {
-            return Err(ParseError::Xml {
-                position,
-                reason: "a control character in a key attribute".into(),
-            });
-        }
-        if longer_than_max(value) {
-            return Err(ParseError::Structure(format!(
-                "an attribute near byte {position} is longer than {MAX_TEXT} characters"
-            )));
-        }
-        if !value.is_empty() {
-            *slot = Some(value.to_owned());
-        }
+        *slot = key_value(raw, position)?;
     }
     Ok((key, eckid))
+}
+
+fn key_value(raw: &[u8], position: u64) -> Result<Option<String>, ParseError> {
+    if let Some(value) = plain_value(raw).filter(|_| raw.len() <= MAX_TEXT) {
+        return Ok(value);
+    }
+    let decoded = unescaped(raw).map_err(|reason| xml_error(position, &reason))?;
+    let value = decoded.trim();
+    // A key is one word; a control character in it (escaped as &#27; or raw) is a
+    // hostile or broken LAS, and the whole answer is refused, as for text.
+    if has_control(value, &[]) {
+        return Err(xml_error(
+            position,
+            "a control character in a key attribute",
+        ));
+    }
+    if longer_than_max(value) {
+        return Err(ParseError::Structure(format!(
+            "an attribute near byte {position} is longer than {MAX_TEXT} characters"
+        )));
+    }
+    Ok(trimmed(value))
+}
+
+/// A value that is printable ASCII without references (nearly every one), trimmed and owned;
+/// `None` when it needs the full treatment. Nothing to resolve and nothing to refuse.
+fn plain_value(raw: &[u8]) -> Option<Option<String>> {
+    let s = plain(raw)?.trim_ascii();
+    Some((!s.is_empty()).then(|| s.to_owned()))
+}
+
+fn trimmed(s: &str) -> Option<String> {
+    let t = s.trim();
+    (!t.is_empty()).then(|| t.to_owned())
 }
 
 /// Whether `s` holds a control character other than `allowed`. Nearly every value is
@@ -444,19 +438,42 @@ fn longer_than_max(s: &str) -> bool {
     s.len() > MAX_TEXT && s.chars().count() > MAX_TEXT
 }
 
+/// Text that is not kept must still be well-formed: its references are resolved into
+/// `scratch` and dropped.
+fn check_references(raw: &[u8], scratch: &mut String, position: u64) -> Result<(), ParseError> {
+    if memchr::memchr(b'&', raw).is_some() {
+        scratch.clear();
+        unescape(raw, scratch).map_err(|reason| xml_error(position, &reason))?;
+    }
+    Ok(())
+}
+
+/// XML 1.0 allows no control characters in text but tab, line feed and return.
+fn check_text(text: &str, position: u64) -> Result<(), ParseError> {
+    if has_control(text, &['\t', '\n', '\r']) {
+        return Err(xml_error(
+            position,
+            "a control character in text (not allowed in XML 1.0)",
+        ));
+    }
+    if text.len() > MAX_TEXT {
+        return Err(too_long());
+    }
+    Ok(())
+}
+
+fn too_long() -> ParseError {
+    ParseError::Structure(format!("a field is longer than {MAX_TEXT} characters"))
+}
+
 fn take_text(text: &mut String) -> Option<String> {
-    let t = text.trim();
-    let out = if t.is_empty() {
-        None
-    } else {
-        Some(t.to_owned())
-    };
+    let out = trimmed(text);
     text.clear();
     out
 }
 
 impl State {
-    fn start(&mut self, el: El, e: &BytesStart, position: u64) -> Result<(), ParseError> {
+    fn start(&mut self, el: El, e: &Tag, position: u64) -> Result<(), ParseError> {
         match el {
             El::Data => self.outcome = Some(Outcome::Data),
             El::Unchanged => self.outcome = Some(Outcome::Unchanged),
@@ -464,7 +481,7 @@ impl State {
             El::Fault => self.outcome = Some(Outcome::Fault),
             El::Group => {
                 let (key, _) = keys_of(e, position)?;
-                let kind = if local_is(e, "groep") {
+                let kind = if e.local_name() == b"groep" {
                     GroupKind::Stamgroep
                 } else {
                     GroupKind::Samengesteld
@@ -478,18 +495,11 @@ impl State {
             El::Pupil => {
                 let (key, eckid) = keys_of(e, position)?;
                 self.pupil_count += 1;
-                self.pupil = Some(PupilDraft {
-                    keys: PersonKeys {
-                        las_key: key,
-                        eckid,
-                        ..PersonKeys::default()
-                    },
-                    ..PupilDraft::default()
-                });
+                self.start_pupil(key, eckid);
             }
             El::PupilGroup | El::PupilSubgroup => {
                 let (key, _) = keys_of(e, position)?;
-                if let (Some(p), Some(k)) = (self.pupil.as_mut(), key) {
+                if let (Some(p), Some(k)) = (self.pupil(), key) {
                     if el == El::PupilGroup {
                         p.group = Some(k);
                     } else {
@@ -527,12 +537,62 @@ impl State {
         Ok(())
     }
 
+    /// A start tag (or an empty element, which ends at once) where the reader is.
+    fn element(
+        &mut self,
+        scopes: &mut Scopes,
+        e: &Tag,
+        empty: bool,
+        position: u64,
+    ) -> Result<(), ParseError> {
+        let parent = self.stack.last().copied();
+        let depth = self.stack.len();
+        let el = if structural(parent) {
+            scopes.declare(e, depth, position)?;
+            classify(parent, &scopes.resolve(e), e)?
+        } else {
+            // Below the data element UWLR has one namespace: elements are read by local name.
+            classify(parent, &Ns::Data, e)?
+        };
+        self.start(el, e, position)?;
+        if empty {
+            self.end(el);
+            scopes.leave(depth);
+        } else {
+            self.stack.push(el);
+        }
+        Ok(())
+    }
+
     fn end(&mut self, el: El) {
         match el {
-            El::FaultCode => self.fault_code = take_text(&mut self.text),
-            El::FaultString => self.fault_message = take_text(&mut self.text),
-            El::SchoolField(f) => {
+            El::Group => {
+                if let Some(g) = self.group.take() {
+                    self.finish_group(g);
+                }
+            }
+            El::Pupil => {
+                self.in_pupil = false;
+            }
+            El::Teacher => {
+                if let Some(t) = self.teacher.take() {
+                    self.finish_teacher(t);
+                }
+            }
+            _ if el.keeps_text() => {
                 let v = take_text(&mut self.text);
+                self.set_field(el, v);
+            }
+            _ => {}
+        }
+    }
+
+    /// A kept field's value (trimmed; `None` when empty) where it belongs.
+    fn set_field(&mut self, el: El, v: Option<String>) {
+        match el {
+            El::FaultCode => self.fault_code = v,
+            El::FaultString => self.fault_message = v,
+            El::SchoolField(f) => {
                 let s = &mut self.parsed.school;
                 match f {
                     SchoolField::Year => s.school_year = v,
@@ -542,7 +602,6 @@ impl State {
                 }
             }
             El::GroupField(f) => {
-                let v = take_text(&mut self.text);
                 if let Some(g) = self.group.as_mut() {
                     match f {
                         GroupField::Name => g.name = v,
@@ -550,60 +609,55 @@ impl State {
                     }
                 }
             }
-            El::Group => {
-                if let Some(g) = self.group.take() {
-                    self.finish_group(g);
-                }
-            }
             El::PupilField(f) => {
-                let v = take_text(&mut self.text);
-                if let Some(p) = self.pupil.as_mut() {
+                if let Some(p) = self.pupil() {
                     set_name(&mut p.name, f, v);
                 }
             }
             El::PupilYear => {
-                let v = take_text(&mut self.text);
-                if let Some(p) = self.pupil.as_mut() {
-                    p.year = v;
-                }
-            }
-            El::Pupil => {
-                if let Some(p) = self.pupil.take() {
-                    self.finish_pupil(p);
+                if let Some(p) = self.pupil() {
+                    p.year_group = v;
                 }
             }
             El::TeacherField(f) => {
-                let v = take_text(&mut self.text);
                 if let Some(t) = self.teacher.as_mut() {
                     set_name(&mut t.name, f, v);
                 }
             }
             El::TeacherEmail => {
-                let v = take_text(&mut self.text);
                 if let Some(t) = self.teacher.as_mut() {
                     t.email = v;
                 }
             }
             El::TeacherRole => {
-                if let (Some(v), Some(t)) = (take_text(&mut self.text), self.teacher.as_mut()) {
+                if let (Some(v), Some(t)) = (v, self.teacher.as_mut()) {
                     t.roles.push(v);
                 }
             }
             El::TeacherGroupRole => {
-                let v = take_text(&mut self.text);
                 if let (Some(v), Some(link)) =
                     (v, self.teacher.as_mut().and_then(|t| t.groups.last_mut()))
                 {
                     link.roles.push(v);
                 }
             }
-            El::Teacher => {
-                if let Some(t) = self.teacher.take() {
-                    self.finish_teacher(t);
-                }
-            }
             _ => {}
         }
+    }
+
+    /// A field read whole in one piece (`<x>text</x>`, nearly all of them): checked as
+    /// `push_text` checks, without the text buffer and the two tokens between.
+    fn leaf(&mut self, el: El, raw: &[u8], position: u64) -> Result<(), ParseError> {
+        let value = match plain_value(raw).filter(|_| raw.len() <= MAX_TEXT) {
+            Some(value) => value,
+            None => {
+                let text = unescaped(raw).map_err(|reason| xml_error(position, &reason))?;
+                check_text(&text, position)?;
+                trimmed(&text)
+            }
+        };
+        self.set_field(el, value);
+        Ok(())
     }
 
     fn finish_group(&mut self, g: GroupDraft) {
@@ -624,8 +678,9 @@ impl State {
         });
     }
 
-    fn finish_pupil(&mut self, p: PupilDraft) {
-        if p.keys.las_key.is_none() && p.keys.eckid.is_none() {
+    /// A pupil without any key cannot be matched to anyone: refused at once, its fields unread.
+    fn start_pupil(&mut self, las_key: Option<String>, eckid: Option<String>) {
+        if las_key.is_none() && eckid.is_none() {
             self.parsed.rejects.push(Reject {
                 entity: "pupil".into(),
                 key: format!("#{}", self.pupil_count),
@@ -633,13 +688,26 @@ impl State {
             });
             return;
         }
+        self.in_pupil = true;
         self.parsed.pupils.push(PupilRecord {
-            keys: p.keys,
-            name: p.name,
-            year_group: p.year,
-            group: p.group,
-            subgroups: p.subgroups,
+            keys: PersonKeys {
+                las_key,
+                eckid,
+                ..PersonKeys::default()
+            },
+            name: PersonName::default(),
+            year_group: None,
+            group: None,
+            subgroups: Vec::new(),
         });
+    }
+
+    fn pupil(&mut self) -> Option<&mut PupilRecord> {
+        if self.in_pupil {
+            self.parsed.pupils.last_mut()
+        } else {
+            None
+        }
     }
 
     fn finish_teacher(&mut self, t: TeacherDraft) {
@@ -668,20 +736,20 @@ impl State {
         });
     }
 
-    fn push_text(&mut self, s: &str) -> Result<(), ParseError> {
-        // XML 1.0 allows no control characters in text but tab, line feed and return.
-        if has_control(s, &['\t', '\n', '\r']) {
-            return Err(ParseError::Xml {
-                position: 0,
-                reason: "a control character in text (not allowed in XML 1.0)".into(),
-            });
+    /// Appends a kept field's text: raw (references resolved here) or CDATA (verbatim).
+    fn push_text(&mut self, raw: &[u8], verbatim: bool, position: u64) -> Result<(), ParseError> {
+        let from = self.text.len();
+        if verbatim {
+            let s = std::str::from_utf8(raw)
+                .map_err(|_| xml_error(position, "bytes that are not UTF-8"))?;
+            self.text.push_str(s);
+        } else {
+            unescape(raw, &mut self.text).map_err(|reason| xml_error(position, &reason))?;
         }
-        if self.text.len() + s.len() > MAX_TEXT {
-            return Err(ParseError::Structure(format!(
-                "a field is longer than {MAX_TEXT} characters"
-            )));
+        check_text(&self.text[from..], position)?;
+        if self.text.len() > MAX_TEXT {
+            return Err(too_long());
         }
-        self.text.push_str(s);
         Ok(())
     }
 }
@@ -695,153 +763,70 @@ fn set_name(name: &mut PersonName, field: NameField, value: Option<String>) {
 }
 
 /// Read one UWLR answer or SOAP fault from `input`.
-pub fn parse_answer<R: BufRead>(input: R) -> Result<Answer, ParseError> {
-    let mut reader = Reader::from_reader(input);
-    reader.config_mut().check_end_names = true;
+pub fn parse_answer<R: Read>(input: R) -> Result<Answer, ParseError> {
+    let mut tokens = Tokenizer::new(input);
     let mut scopes = Scopes::default();
-    let mut skip_buf = Vec::new();
-    let mut buf = Vec::with_capacity(1024);
     let mut st = State::default();
     let mut done = false;
+    // Text outside kept fields is not kept, but its references must still be well-formed.
+    let mut discarded = String::new();
     loop {
-        buf.clear();
-        let position = reader.buffer_position();
-        let event = match reader.read_event_into(&mut buf) {
-            Ok(x) => x,
-            Err(quick_xml::Error::Io(io)) => {
-                return Err(ParseError::Io(std::io::Error::new(
-                    io.kind(),
-                    io.to_string(),
-                )));
-            }
-            Err(e) => {
-                return Err(ParseError::Xml {
-                    position: reader.error_position(),
-                    reason: e.to_string(),
-                });
-            }
-        };
-        match event {
-            Event::Start(_) | Event::Empty(_) if done => {
+        let (position, token) = tokens.next_token()?;
+        match token {
+            Token::Start(_) | Token::Empty(_) if done => {
                 return Err(ParseError::Structure(
                     "content after the end of the answer".into(),
                 ));
             }
-            Event::Start(e) if structural(st.stack.last().copied()) => {
-                scopes.declare(&e, st.stack.len(), position)?;
-                let el = classify(st.stack.last().copied(), &scopes.resolve(&e), &e)?;
-                st.start(el, &e, position)?;
-                st.stack.push(el);
-            }
-            Event::Empty(e) if structural(st.stack.last().copied()) => {
-                let depth = st.stack.len();
-                scopes.declare(&e, depth, position)?;
-                let el = classify(st.stack.last().copied(), &scopes.resolve(&e), &e)?;
-                st.start(el, &e, position)?;
-                st.end(el);
-                scopes.leave(depth);
-                if st.stack.is_empty() {
-                    done = true;
+            Token::Start(e) | Token::Empty(e) => {
+                let empty = matches!(token, Token::Empty(_));
+                st.element(&mut scopes, &e, empty, position)?;
+                done = empty && st.stack.is_empty();
+                // A field read whole: kept, or (a field outside the smalle set) checked and dropped.
+                if let Some(el) = st.stack.last().copied().filter(|el| el.is_leaf())
+                    && let Some(raw) = tokens.leaf_text()
+                {
+                    st.stack.pop();
+                    if el == El::Skip {
+                        check_references(raw, &mut discarded, position)?;
+                    } else {
+                        st.leaf(el, raw, position)?;
+                    }
+                    scopes.leave(st.stack.len());
                 }
             }
-            Event::Start(e) => {
-                let el = classify(st.stack.last().copied(), &Ns::Data, &e)?;
-                if el == El::Skip {
-                    // Fields we do not keep are passed over whole, without an event each.
-                    let name = e.name().as_ref().to_owned();
-                    skip_buf.clear();
-                    reader
-                        .read_to_end_into(quick_xml::name::QName(&name), &mut skip_buf)
-                        .map_err(|err| match err {
-                            quick_xml::Error::Io(io) => {
-                                ParseError::Io(std::io::Error::new(io.kind(), io.to_string()))
-                            }
-                            other => ParseError::Xml {
-                                position: reader.error_position(),
-                                reason: other.to_string(),
-                            },
-                        })?;
-                    continue;
-                }
-                st.start(el, &e, position)?;
-                st.stack.push(el);
-            }
-            Event::Empty(e) => {
-                let el = classify(st.stack.last().copied(), &Ns::Data, &e)?;
-                st.start(el, &e, position)?;
-                st.end(el);
-            }
-            Event::End(_) => {
+            Token::End => {
                 let Some(el) = st.stack.pop() else {
-                    return Err(ParseError::Xml {
-                        position,
-                        reason: "a closing tag without an opening tag".into(),
-                    });
+                    return Err(xml_error(position, "a closing tag without an opening tag"));
                 };
                 st.end(el);
                 scopes.leave(st.stack.len());
-                if st.stack.is_empty() {
-                    done = true;
-                }
+                done = st.stack.is_empty();
             }
-            Event::Text(t) if st.stack.is_empty() => {
+            Token::Text(t) if st.stack.is_empty() => {
                 // Only white space may stand outside the root element: anything else is a
                 // broken body (a proxy's page glued on, two answers in one), not an answer.
-                let text: &str = t.as_ref();
-                if !text.trim().is_empty() {
-                    return Err(ParseError::Xml {
-                        position,
-                        reason: "text outside the root element".into(),
-                    });
+                if !is_blank(t) {
+                    return Err(xml_error(position, "text outside the root element"));
                 }
             }
-            Event::Text(t) if st.stack.last().is_some_and(|el| el.keeps_text()) => {
-                st.push_text(t.as_ref())?;
+            Token::CData(_) if st.stack.is_empty() => {
+                return Err(xml_error(position, "content outside the root element"));
             }
-            Event::CData(t) if st.stack.last().is_some_and(|el| el.keeps_text()) => {
-                st.push_text(t.as_ref())?;
+            Token::Text(t) if st.stack.last().is_some_and(|el| el.keeps_text()) => {
+                st.push_text(t, false, position)?;
             }
-            Event::GeneralRef(_) | Event::CData(_) if st.stack.is_empty() => {
-                return Err(ParseError::Xml {
-                    position,
-                    reason: "content outside the root element".into(),
-                });
+            Token::CData(t) if st.stack.last().is_some_and(|el| el.keeps_text()) => {
+                st.push_text(t, true, position)?;
             }
-            Event::GeneralRef(r) => {
-                let ch = match r.resolve_char_ref() {
-                    Ok(Some(c)) => c,
-                    Ok(None) => match r.as_ref() {
-                        "lt" => '<',
-                        "gt" => '>',
-                        "amp" => '&',
-                        "apos" => '\'',
-                        "quot" => '"',
-                        other => {
-                            return Err(ParseError::Xml {
-                                position,
-                                reason: format!("unknown entity &{other};"),
-                            });
-                        }
-                    },
-                    Err(e) => {
-                        return Err(ParseError::Xml {
-                            position,
-                            reason: e.to_string(),
-                        });
-                    }
-                };
-                if st.stack.last().is_some_and(|el| el.keeps_text()) {
-                    st.push_text(ch.encode_utf8(&mut [0u8; 4]))?;
-                }
-            }
-            Event::Eof => break,
-            // Declarations, comments, processing instructions, text outside kept fields.
-            _ => {}
+            Token::Text(t) => check_references(t, &mut discarded, position)?,
+            Token::CData(_) => {}
+            Token::Eof => break,
         }
     }
     if !st.stack.is_empty() || !done {
         return Err(ParseError::Incomplete {
-            position: reader.buffer_position(),
+            position: tokens.position(),
         });
     }
     match st.outcome {
