@@ -443,15 +443,16 @@ fn pool_options(
         opts.map_sqlx_postgres_opts(move |o| {
             let o = o
                 .statement_cache_capacity(STATEMENT_CACHE)
-                // Prepared statements are cached; after five runs PostgreSQL may keep a
-                // generic plan that cannot see the parameters: a delta's `updated_at > $1`
-                // then looks like a third of the table and a page walks the sourcedId index
-                // through all of it (55 ms instead of 0.05 for "nothing new" on 96,000
-                // persons). Plans made for the values at hand cost well under a millisecond.
-                .options([
-                    ("lock_timeout", lock_timeout.as_str()),
-                    ("plan_cache_mode", "force_custom_plan"),
-                ]);
+                // Prepared statements are cached, and after five runs PostgreSQL keeps a
+                // generic plan: right for the sync's statements (planning a 500-row insert
+                // anew on every run took a third of a first load of 1,000 schools). The
+                // API's pages, which need plans for their values, ask for them themselves
+                // (`oneroster::page`).
+                //
+                // JIT compilation is for long analytic queries; ours read one school. A
+                // school's roster read was compiled on every run (its estimated cost is over
+                // `jit_above_cost` while the tables grow): LLVM took up to 18 ms of a run.
+                .options([("lock_timeout", lock_timeout.as_str()), ("jit", "off")]);
             match &password {
                 Some(p) => o.password(p),
                 None => o,

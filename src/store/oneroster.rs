@@ -8,7 +8,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, TransactionTrait,
+};
 
 use super::sql::Sql;
 
@@ -443,7 +445,29 @@ fn within(sql: &mut Sql, c: Collection, w: &Within) {
 }
 
 /// The page of a listing and how many records there are in all.
-pub async fn page<C: ConnectionTrait>(
+///
+/// On PostgreSQL in one transaction that plans each statement for its values: a cached
+/// generic plan cannot see them, so a delta's `updated_at > $1` looks like a third of the
+/// table and its page walks the sourcedId index through all of it (55 ms instead of 0.05
+/// for "nothing new" on 96,000 persons). Only here: for the sync's inserts the generic plan
+/// is right, and planning 500-row inserts anew on every run took a third of a first load.
+pub async fn page(
+    db: &DatabaseConnection,
+    c: Collection,
+    l: &Listing,
+) -> Result<(u64, Vec<QueryResult>), DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return page_in(db, c, l).await;
+    }
+    let txn = db.begin().await?;
+    txn.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
+        .await?;
+    let page = page_in(&txn, c, l).await?;
+    txn.commit().await?;
+    Ok(page)
+}
+
+async fn page_in<C: ConnectionTrait>(
     db: &C,
     c: Collection,
     l: &Listing,
