@@ -22,6 +22,9 @@ const WINDOW: usize = 64 * 1024;
 const MAX_TOKEN: usize = 1024 * 1024;
 /// Deeper nesting is not a UWLR answer (eight levels are used); refused before it costs memory.
 pub(crate) const MAX_DEPTH: usize = 64;
+/// The longest element name (UWLR's longest has 29 bytes): open names are kept for their end
+/// tags, so this and the depth bound what they hold.
+const MAX_NAME: usize = 256;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// One token. `End` has been checked against its start tag already.
@@ -366,6 +369,12 @@ impl<R: Read> Tokenizer<R> {
         let Some(n) = name_end(rest) else {
             return Err(self.error(at, "a tag without a proper name"));
         };
+        if n > MAX_NAME {
+            return Err(ParseError::Structure(format!(
+                "an element name near byte {} is longer than {MAX_NAME} bytes",
+                self.base + at as u64
+            )));
+        }
         // Most tags have no attributes: the name's end shows it, and the search for a `>`
         // outside quotes is needed only when attributes follow.
         let gt = match rest.get(n) {

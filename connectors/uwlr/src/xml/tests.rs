@@ -247,6 +247,11 @@ fn what_is_not_a_plain_well_formed_answer_is_refused() {
         )
         .into_bytes()
     ));
+    let long_name = format!("<{}/>", "a".repeat(MAX_NAME + 1));
+    assert!(
+        structure(long_name.as_bytes()),
+        "a name longer than any element has"
+    );
     let long_tag = format!("<a b=\"{}\"/>", "x".repeat(MAX_TOKEN));
     assert!(
         structure(long_tag.as_bytes()),
