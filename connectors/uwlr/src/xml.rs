@@ -395,24 +395,29 @@ impl<R: Read> Tokenizer<R> {
             None => (&rest[..gt], false),
         };
         let body_len = body.len();
-        let gt = at + 1 + gt;
         let name = at + 1..at + 1 + n;
         if !empty {
-            if self.starts.len() >= MAX_DEPTH {
-                return Err(ParseError::Structure(format!(
-                    "elements nested deeper than {MAX_DEPTH} levels near byte {}",
-                    self.base + at as u64
-                )));
-            }
-            self.starts.push(self.names.len());
-            self.names.extend_from_slice(&self.window[name.clone()]);
+            self.open(at, name.clone())?;
         }
-        self.pos = gt + 1;
+        self.pos = at + 1 + gt + 1;
         Ok(Some(Found::Start {
             attrs: name.end..at + 1 + body_len,
             name,
             empty,
         }))
+    }
+
+    /// Remembers an element's name (at `name` in the window) for its end tag.
+    fn open(&mut self, at: usize, name: Range<usize>) -> Result<(), ParseError> {
+        if self.starts.len() >= MAX_DEPTH {
+            return Err(ParseError::Structure(format!(
+                "elements nested deeper than {MAX_DEPTH} levels near byte {}",
+                self.base + at as u64
+            )));
+        }
+        self.starts.push(self.names.len());
+        self.names.extend_from_slice(&self.window[name]);
+        Ok(())
     }
 
     fn end_tag(&mut self, at: usize) -> Result<Option<Found>, ParseError> {
