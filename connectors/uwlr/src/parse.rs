@@ -243,9 +243,8 @@ impl Scopes {
                 Some([b':', p @ ..]) => Some(p.to_vec()),
                 _ => continue,
             };
-            let mut uri = String::new();
-            unescape(value, &mut uri).map_err(|reason| xml_error(position, &reason))?;
-            self.bindings.push((prefix, uri, depth));
+            let uri = unescaped(value).map_err(|reason| xml_error(position, &reason))?;
+            self.bindings.push((prefix, uri.into_owned(), depth));
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ const WINDOW: usize = 64 * 1024;
 /// it is handed over in pieces).
 const MAX_TOKEN: usize = 1024 * 1024;
 /// Deeper nesting is not a UWLR answer (eight levels are used); refused before it costs memory.
-pub(crate) const MAX_DEPTH: usize = 64;
+const MAX_DEPTH: usize = 64;
 /// The longest element name (UWLR's longest has 29 bytes): open names are kept for their end
 /// tags, so this and the depth bound what they hold.
 const MAX_NAME: usize = 256;
