@@ -429,9 +429,10 @@ impl<R: Read> Tokenizer<R> {
             return Err(self.error(at, "a closing tag without an opening tag"));
         };
         if self.names[start..] != *name {
+            // Only the open element's name (checked as a name) is shown: what follows `</`
+            // in a broken answer may be any text, a pupil's name among it.
             let reason = format!(
-                "the closing tag </{}> does not match <{}>",
-                String::from_utf8_lossy(name),
+                "a closing tag that does not close <{}>",
                 String::from_utf8_lossy(&self.names[start..])
             );
             return Err(self.error(at, &reason));
@@ -581,9 +582,14 @@ pub(crate) fn unescape(raw: &[u8], out: &mut String) -> Result<(), String> {
             return Err("an '&' that starts no reference (write &amp;)".into());
         };
         let name = &after[..semi];
+        // The name is not shown: between a stray '&' and the next ';' may stand a pupil's
+        // name, and this text reaches the run's error and the log.
         let Some(c) = reference(name) else {
-            let shown: String = String::from_utf8_lossy(name).chars().take(32).collect();
-            return Err(format!("unknown entity &{shown};"));
+            return Err(
+                "an entity reference other than XML's five and character references \
+                 (a '&' in text must be written &amp;)"
+                    .into(),
+            );
         };
         out.push(c);
         rest = &after[semi + 1..];

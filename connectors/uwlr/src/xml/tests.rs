@@ -224,6 +224,11 @@ fn what_is_not_a_plain_well_formed_answer_is_refused() {
     assert!(xml(b"<!DOCTYPE a [<!ENTITY x \"y\">]><a>&x;</a>"), "a DTD");
     assert!(xml(b"<a></b>"), "a closing tag for another element");
     assert!(xml(b"</a>"), "a closing tag without a start");
+    let shown = refusal(b"<naam>x</Jansen, Piet>").to_string();
+    assert!(
+        shown.contains("<naam>") && !shown.contains("Jansen"),
+        "{shown}"
+    );
     assert!(xml(b"<a>\xff</a>"), "a byte that is not UTF-8");
     assert!(xml(b"<a>\xc3"), "a character cut by the end");
     assert!(xml(b"<1a/>"), "a name starting with a digit");
@@ -286,6 +291,9 @@ fn references_resolve_strictly() {
         assert!(text(bad).is_err(), "{bad} was accepted");
     }
     assert_eq!(unescaped(b"plain").expect("ok"), Cow::Borrowed("plain"));
+    // What stands between a stray '&' and a ';' may be a name: the error does not repeat it.
+    let err = text("Smit &Jansen; Piet").expect_err("refused");
+    assert!(!err.contains("Jansen"), "{err}");
 }
 
 #[test]
