@@ -1,6 +1,7 @@
 //! The store: one sea-orm code path over SQLite (embedded default) and PostgreSQL.
 //! Owns connecting, schema migration and the few facts about the store itself.
 
+mod bulk;
 pub mod entities;
 pub mod export;
 pub mod held;

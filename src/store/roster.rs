@@ -400,7 +400,12 @@ where
     C: ConnectionTrait,
     A: sea_orm::ActiveModelTrait + Send,
 {
+    let postgres = db.get_database_backend() == sea_orm::DbBackend::Postgres;
     for chunk in in_chunks(rows) {
+        if postgres {
+            db.execute_raw(super::bulk::insert(&chunk, "")?).await?;
+            continue;
+        }
         // Without `RETURNING`: the ids nobody reads would be rows to send back and decode.
         <A::Entity as EntityTrait>::insert_many(chunk)
             .exec_without_returning(db)
@@ -686,10 +691,16 @@ async fn insert_persons<C: ConnectionTrait>(
     let backend = db.get_database_backend();
     let mut found = HashMap::with_capacity(rows.len());
     for chunk in in_chunks(rows) {
-        let mut insert = person::Entity::insert_many(chunk).into_query();
-        insert
-            .returning(Query::returning().columns([person::Column::Id, person::Column::SourcedId]));
-        for r in db.query_all_raw(backend.build(&insert)).await? {
+        let statement = if backend == sea_orm::DbBackend::Postgres {
+            super::bulk::insert(&chunk, " RETURNING id, sourced_id")?
+        } else {
+            let mut insert = person::Entity::insert_many(chunk).into_query();
+            insert.returning(
+                Query::returning().columns([person::Column::Id, person::Column::SourcedId]),
+            );
+            backend.build(&insert)
+        };
+        for r in db.query_all_raw(statement).await? {
             let id: i64 = r.try_get_by_index(0)?;
             let sid: Option<String> = r.try_get_by_index(1)?;
             found.extend(sid.map(|sid| (sid, id)));

@@ -189,6 +189,62 @@ async fn a_leaver_is_tombstoned_and_restored_with_the_same_id() {
     assert_eq!(returned.id, original.id, "same id after the restore");
 }
 
+/// New rows go in as one JSON parameter on PostgreSQL (`store::bulk`) and as bound values on
+/// SQLite: text that JSON escapes, absent fields, dates and keys must come back as they went.
+#[tokio::test]
+async fn created_persons_read_back_exactly_whatever_their_text() {
+    let env = Env::new().await;
+    let store = store_with_school(&env).await;
+    let mut world = World::new(29, NaiveDate::from_ymd_opt(2025, 10, 1).expect("date"));
+    world.add_school("99XX00".parse().expect("id"), SchoolKind::Primary, 40);
+    let mut s = snapshot(&world);
+    let odd = [
+        "d'Artagnan \"Jr\" \\ slash",
+        "Émile-Ötzi 🙂",
+        "{\"json\": [1, null]}",
+        "tab\tand / slash",
+    ];
+    for (p, name) in s.pupils.iter_mut().zip(odd) {
+        p.name.family_name = Some(name.into());
+        p.name.prefix = None;
+    }
+    s.staff[0].end_date = NaiveDate::from_ymd_opt(2026, 7, 31);
+    s.staff[0].email = None;
+    let plan = sync(&store, &s, &DiffOptions::default()).await;
+    assert!(
+        plan.person_creates.len() > 40,
+        "{}",
+        plan.person_creates.len()
+    );
+
+    let (groups, persons) = roster::load(store.db(), "99XX00").await.expect("load");
+    let again = diff(
+        &merge(&[&s]).state,
+        &groups,
+        &persons,
+        &DiffOptions::default(),
+    );
+    assert!(again.is_empty(), "lost in the bulk insert: {again:?}");
+    for (p, name) in s.pupils.iter().zip(odd) {
+        let stored = persons
+            .iter()
+            .find(|x| x.state.keys.las_key == p.keys.las_key)
+            .expect("stored");
+        let family = stored.state.fields.get(&Field::FamilyName);
+        assert_eq!(family.map(|o| o.value.as_str()), Some(name));
+        assert_eq!(stored.state.keys, p.keys, "keys as sent");
+    }
+    let journal = change_entry::Entity::find()
+        .filter(change_entry::Column::Operation.eq("create"))
+        .all(store.db())
+        .await
+        .expect("journal");
+    assert_eq!(
+        journal.len(),
+        plan.person_creates.len() + plan.group_creates.len()
+    );
+}
+
 #[tokio::test]
 async fn many_persons_updated_in_one_run_read_back_field_by_field() {
     let env = Env::new().await;
