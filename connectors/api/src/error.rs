@@ -179,6 +179,67 @@ impl ConnectorError {
     }
 }
 
+impl ConnectorError {
+    /// The same error with each of `secrets` replaced by `[redacted]` wherever its detail
+    /// repeats it, as sent or XML-escaped. A source may echo what it was sent: a fault that
+    /// quotes the key it refuses, a gateway's error page that shows the request. Each connector
+    /// applies this to everything it returns, with every secret it sends; details reach run
+    /// records, logs and the console.
+    pub fn without_secrets(mut self, secrets: &[&str]) -> ConnectorError {
+        if let Some(detail) = self.detail_mut() {
+            *detail = redact_text(detail, secrets);
+        }
+        self
+    }
+
+    fn detail_mut(&mut self) -> Option<&mut String> {
+        match self {
+            ConnectorError::CredentialsRejected { detail }
+            | ConnectorError::SupplierRejected { detail }
+            | ConnectorError::AccessDenied { detail }
+            | ConnectorError::Unavailable { detail, .. }
+            | ConnectorError::Transport { detail }
+            | ConnectorError::Tls { detail }
+            | ConnectorError::TlsUntrusted { detail }
+            | ConnectorError::Truncated { detail }
+            | ConnectorError::Malformed { detail }
+            | ConnectorError::InvalidRequest { detail }
+            | ConnectorError::UnsupportedVersion { detail, .. }
+            | ConnectorError::Config { detail }
+            | ConnectorError::NoConsent { detail } => Some(detail),
+            ConnectorError::Timeout { .. }
+            | ConnectorError::TooLarge { .. }
+            | ConnectorError::SchoolClosed
+            | ConnectorError::SchoolMerged { .. } => None,
+        }
+    }
+}
+
+/// Secrets shorter than this are left alone: replacing every "42" would garble the text and
+/// hide nothing worth hiding (keys and tokens are far longer).
+const MIN_SECRET: usize = 4;
+
+/// `text` with every occurrence of each secret (as it is, and as XML writes it) replaced.
+pub fn redact_text(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets.iter().filter(|s| s.chars().count() >= MIN_SECRET) {
+        for form in [(*secret).to_owned(), xml_escaped(secret)] {
+            if out.contains(&form) {
+                out = out.replace(&form, "[redacted]");
+            }
+        }
+    }
+    out
+}
+
+fn xml_escaped(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
 /// Cut a source-provided detail to a readable length on a character boundary.
 pub(crate) fn trim_detail(detail: &str) -> String {
     clean(detail)
@@ -209,6 +270,30 @@ pub fn clean(detail: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_a_source_repeats_is_redacted_in_every_form() {
+        let key = "KEY-1234&<abc>";
+        let e = ConnectorError::CredentialsRejected {
+            detail: format!(
+                "sleutel {key} onbekend; request was <key>KEY-1234&amp;&lt;abc&gt;</key>"
+            ),
+        }
+        .without_secrets(&[key, "", "42"]);
+        let shown = e.to_string();
+        assert!(!shown.contains("KEY-1234"), "{shown}");
+        assert_eq!(shown.matches("[redacted]").count(), 2, "{shown}");
+        assert!(shown.contains("onbekend"), "the rest stays: {shown}");
+        // Too short to be a secret worth garbling the text for.
+        let e = ConnectorError::Transport {
+            detail: "port 42".into(),
+        }
+        .without_secrets(&["42"]);
+        assert!(e.to_string().contains("port 42"));
+        // Errors without a detail pass through.
+        let e = ConnectorError::SchoolClosed.without_secrets(&[key]);
+        assert_eq!(e.class(), "school_closed");
+    }
 
     #[test]
     fn transient_errors_are_retryable_and_others_not() {

@@ -11,7 +11,7 @@ use connector_api::http::{HttpClient, HttpPolicy, Response, TlsSettings, Url, se
 use connector_api::{BoxFuture, Connector, ConnectorError, FetchOutcome, FetchRequest, SourceKind};
 use reqwest::Method;
 use reqwest::header::{CONTENT_TYPE, HeaderName};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::fault;
 use crate::integrity;
@@ -148,6 +148,14 @@ impl UwlrConnector {
                 read_answer(response, version).await
             })
             .await
+    }
+
+    /// What this connection sends that is secret besides the school's key: errors must not
+    /// repeat it (`ConnectorError::without_secrets`).
+    fn secrets(&self) -> Vec<&str> {
+        let mut out = vec![self.settings.klantcode.expose_secret()];
+        out.extend(self.settings.headers.iter().map(|(_, v)| v.expose_secret()));
+        out
     }
 
     async fn fetch_school(&self, req: &FetchRequest) -> Result<FetchOutcome, ConnectorError> {
@@ -354,7 +362,13 @@ impl Connector for UwlrConnector {
         &'a self,
         request: &'a FetchRequest,
     ) -> BoxFuture<'a, Result<FetchOutcome, ConnectorError>> {
-        Box::pin(self.fetch_school(request))
+        Box::pin(async move {
+            self.fetch_school(request).await.map_err(|e| {
+                let mut secrets = self.secrets();
+                secrets.extend(request.credential.as_ref().map(ExposeSecret::expose_secret));
+                e.without_secrets(&secrets)
+            })
+        })
     }
 
     /// The connection's TLS, once: a GET of the endpoint (no school, no key) on a connection

@@ -46,7 +46,10 @@ async fn fetch(file: &str) -> Result<FetchOutcome, connector_api::ConnectorError
     } else {
         200
     };
-    let url = serve(status, body).await;
+    fetch_from(serve(status, body).await).await
+}
+
+async fn fetch_from(url: String) -> Result<FetchOutcome, connector_api::ConnectorError> {
     let connector = UwlrConnector::new(UwlrSettings {
         name: "examples".into(),
         endpoint: url.parse().expect("url"),
@@ -122,4 +125,30 @@ async fn every_example_file_is_fetched_and_understood() {
         seen += 1;
     }
     assert!(seen >= 7, "only {seen} example files found");
+}
+
+/// A LAS may quote what it was sent: a fault naming the key it refuses, an error page showing
+/// the request. Neither the school's key nor the publisher's code may reach the error (it is
+/// stored with the run and logged).
+#[tokio::test]
+async fn a_key_the_las_repeats_is_not_in_the_error() {
+    let fault = "<?xml version=\"1.0\"?><soap:Envelope xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\">\
+        <soap:Body><soap:Fault><faultcode>soap:Client.AutorisatieOngeldig</faultcode>\
+        <faultstring>Sleutel SCHOOL-KEY-FROM-LAS van klant PUBLISHER-CODE is ongeldig</faultstring>\
+        </soap:Fault></soap:Body></soap:Envelope>";
+    let page = "<html><body>Bad request: <aut:autorisatiesleutel>SCHOOL-KEY-FROM-LAS\
+        </aut:autorisatiesleutel><aut:klantcode>PUBLISHER-CODE</aut:klantcode></body></html>";
+    for (status, body, class) in [
+        (500, fault, "credentials_rejected"),
+        (400, page, "invalid_request"),
+    ] {
+        let err = fetch_from(serve(status, body.as_bytes().to_vec()).await)
+            .await
+            .expect_err("refused");
+        let shown = err.to_string();
+        assert_eq!(err.class(), class, "{shown}");
+        assert!(!shown.contains("SCHOOL-KEY"), "{shown}");
+        assert!(!shown.contains("PUBLISHER-CODE"), "{shown}");
+        assert!(shown.contains("[redacted]"), "{shown}");
+    }
 }

@@ -289,6 +289,12 @@ impl Connector for ZermeloConnector {
         &'a self,
         request: &'a FetchRequest,
     ) -> BoxFuture<'a, Result<FetchOutcome, ConnectorError>> {
-        Box::pin(self.fetch_school(request))
+        Box::pin(async move {
+            // The portal may repeat the token it refuses: errors must not.
+            let token = request.credential.as_ref().map(ExposeSecret::expose_secret);
+            self.fetch_school(request)
+                .await
+                .map_err(|e| e.without_secrets(&Vec::from_iter(token)))
+        })
     }
 }
