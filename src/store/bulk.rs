@@ -109,7 +109,8 @@ fn push_value(out: &mut String, v: &Value) -> Result<(), DbErr> {
             Ok(())
         }
         Value::ChronoDateTimeUtc(Some(t)) => {
-            let text = t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            // Cut to the microsecond as a bound value is (PostgreSQL would round the text).
+            let text = t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
             push_json_str(out, &text);
             Ok(())
         }
@@ -214,6 +215,14 @@ mod tests {
         assert_eq!(rows[1]["field"], serde_json::Value::Null);
         assert_eq!(rows[0]["entity_id"], -5_531_388_470_518_094_443i64);
         assert_eq!(rows[0]["at"], "2026-12-02T03:47:33.786338Z");
+        let mut late = entry(None, "y");
+        late.at = Set("2026-12-02T03:47:33.9999999Z".parse().expect("a moment"));
+        let cut = insert(&[late], "").expect("a statement");
+        let text = format!("{:?}", cut.values);
+        assert!(
+            text.contains("03:47:33.999999Z"),
+            "cut, not rounded up: {text}"
+        );
     }
 
     #[test]
