@@ -218,7 +218,7 @@ fn listing(ask: &Ask, q: &Query, within: Vec<Within>) -> Listing {
         limit: q.limit,
         offset: q.offset,
         after: q.cursor.as_ref().map(|c| (c.after.clone(), c.total)),
-        window: None,
+        narrow: None,
     }
 }
 

@@ -82,9 +82,17 @@ pub struct Listing {
     /// Keyset paging in the default order: the records after this sourcedId (the offset is
     /// then not skipped again), and the count the first page found (not counted again).
     pub after: Option<(String, u64)>,
-    /// Enrollments only of the persons whose sourcedId is from the first to the second
-    /// (`None`: to the last); set by the page query itself.
-    pub window: Option<(String, Option<String>)>,
+    /// Enrollments only of some persons; set by the page query itself.
+    pub narrow: Option<Narrow>,
+}
+
+/// Which persons' enrollments a page query reads (the rest cannot be on the page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Narrow {
+    /// The persons whose sourcedId is from the first to the second (`None`: to the last).
+    Window(String, Option<String>),
+    /// These persons (ids from the store): the next ones a delta changed.
+    Persons(Vec<i64>),
 }
 
 impl Listing {
@@ -200,16 +208,28 @@ fn enrollments_from(
     sql: &mut Sql,
     removed: bool,
     since: Option<DateTime<Utc>>,
-    window: Option<&(String, Option<String>)>,
+    only: Option<&Narrow>,
 ) {
-    // Each part reads only the window's persons (the sourcedId index gives them in order).
-    let narrow = |sql: &mut Sql| {
-        if let Some((from, to)) = window {
+    // Each part reads only the window's persons (the sourcedId index gives them in order),
+    // or the persons named (by their primary key).
+    let narrow = |sql: &mut Sql| match only {
+        Some(Narrow::Window(from, to)) => {
             sql.push(" AND p.sourced_id >= ").bind(from.clone());
             if let Some(to) = to {
                 sql.push(" AND p.sourced_id <= ").bind(to.clone());
             }
         }
+        Some(Narrow::Persons(ids)) => {
+            // Ids from the store, written in: a page may name more than a statement can bind.
+            let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+            let list = if list.is_empty() {
+                "NULL".to_owned()
+            } else {
+                list.join(", ")
+            };
+            sql.push(&format!(" AND p.id IN ({list})"));
+        }
+        None => {}
     };
     let modified = greatest(sql.backend, &["m.since", "p.updated_at", "g.updated_at"]);
     let members = format!(
@@ -225,8 +245,9 @@ fn enrollments_from(
     match since {
         // One part per moment, each through its own index, joined by UNION: an OR of the
         // three made PostgreSQL read every membership (13 ms for a poll that finds nothing,
-        // in a store of 90,000 pupils; 0.2 ms this way).
-        Some(t) => {
+        // in a store of 90,000 pupils; 0.2 ms this way). Named persons are read whole: the
+        // listing's own filter keeps what moved.
+        Some(t) if !matches!(only, Some(Narrow::Persons(_))) => {
             for (i, (part, close)) in moments(sql.backend).iter().enumerate() {
                 if i > 0 {
                     sql.push(" UNION ");
@@ -236,7 +257,7 @@ fn enrollments_from(
                     .push(close);
             }
         }
-        None => {
+        _ => {
             sql.push(&members);
             narrow(sql);
         }
@@ -317,7 +338,7 @@ fn from(sql: &mut Sql, c: Collection, l: &Listing) -> &'static str {
             "g.school_id"
         }
         Collection::Enrollments => {
-            enrollments_from(sql, l.removed, l.lower_bound(), l.window.as_ref());
+            enrollments_from(sql, l.removed, l.lower_bound(), l.narrow.as_ref());
             "e.school_id"
         }
     }
@@ -476,11 +497,165 @@ async fn page_in<C: ConnectionTrait>(
         Some((_, total)) => *total,
         None => count(db, c, l).await?,
     };
-    let rows = match window_start(c, l) {
-        Some(from) => windowed(db, c, l, total, from).await?,
-        None => select_page(db, c, l, total).await?,
+    let rows = match (window_start(c, l), delta_start(c, l)) {
+        (Some(from), _) => windowed(db, c, l, total, from).await?,
+        (None, Some((from, since))) => delta_page(db, l, total, &from, since).await?,
+        (None, None) => select_page(db, c, l, total).await?,
     };
     Ok((total, rows))
+}
+
+/// Where a delta of enrollments is read person by person: in the default order, from the
+/// first record or a cursor, with nothing narrower asked. Such a page used to build and sort
+/// every enrollment that moved since the moment for each page (1.1 s a page for a delta of 2%
+/// of 8,000 schools, so quadratic in the delta over all its pages). Returns the first
+/// person's sourcedId to read from and the delta's lower bound.
+fn delta_start(c: Collection, l: &Listing) -> Option<(String, DateTime<Utc>)> {
+    let since = l.lower_bound()?;
+    if c != Collection::Enrollments || l.sort.is_some() || l.descending || !l.within.is_empty() {
+        return None;
+    }
+    match &l.after {
+        // An enrollment's sourcedId begins with its user's, which has no dot.
+        Some((after, _)) => Some((after.split('.').next()?.to_owned(), since)),
+        None if l.offset == 0 => Some((String::new(), since)),
+        None => None,
+    }
+}
+
+/// A page of a delta of enrollments: the persons the delta touched, in sourcedId order from
+/// `from`, as many as the page has records (four times as many while that leaves it short),
+/// then the page from their enrollments alone. Finding those persons costs their ids, not
+/// their enrollments built, joined and sorted.
+async fn delta_page<C: ConnectionTrait>(
+    db: &C,
+    l: &Listing,
+    total: u64,
+    from: &str,
+    since: DateTime<Utc>,
+) -> Result<Vec<QueryResult>, DbErr> {
+    let mut span = l.limit.max(1);
+    let how = find_by(total, l.limit, person_rows(db).await?);
+    loop {
+        let (persons, more) = moved_persons(db, l, (from, since), span, how).await?;
+        let mut narrowed = l.clone();
+        narrowed.narrow = Some(Narrow::Persons(persons));
+        let rows = select_page(db, Collection::Enrollments, &narrowed, total).await?;
+        if rows.len() as u64 >= l.limit || !more {
+            return Ok(rows);
+        }
+        span = span.saturating_mul(4);
+    }
+}
+
+/// How to find the persons a delta of `total` enrollments moved, for pages of `limit`, among
+/// `rows` persons. As for users (`through_moment`), the moments' indexes cost the delta's size
+/// and a walk costs the page over the delta's share of the persons; but a person walked costs
+/// about twice an id from an index (four lookups against one, fewer ids than records), hence
+/// the factor. Measured on SQLite, a page's persons of a 2% delta: at 1,000 schools (18,000
+/// records) 26 ms by moment against 136 walking; at 8,000 (225,000 records) walking wins.
+fn find_by(total: u64, limit: u64, rows: u64) -> Find {
+    if through_moment(total, limit.saturating_mul(2), rows) {
+        Find::ByMoment
+    } else {
+        Find::ByWalk
+    }
+}
+
+/// How `moved_persons` finds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Find {
+    /// Every person that moved, through the moments' indexes, then the first ones in order:
+    /// costs the delta's size on every page.
+    ByMoment,
+    /// The persons in order from `from`, each tested: costs the page over the delta's share
+    /// of the persons.
+    ByWalk,
+}
+
+/// Up to `n` persons (ids, in sourcedId order from `from`) that have an enrollment that may
+/// have moved since `since`, and whether there are more: every record of a person outside
+/// this set is older (see `enrollments_from`).
+pub async fn moved_persons<C: ConnectionTrait>(
+    db: &C,
+    l: &Listing,
+    (from, since): (&str, DateTime<Utc>),
+    n: u64,
+    how: Find,
+) -> Result<(Vec<i64>, bool), DbErr> {
+    let mut sql = Sql::new(db.get_database_backend());
+    sql.push("SELECT p.id FROM person p WHERE p.sourced_id >= ")
+        .bind(from.to_owned());
+    if let Some(schools) = &l.schools {
+        sql.push(" AND p.school_id IN (NULL");
+        for s in schools {
+            sql.push(", ").bind(s.clone());
+        }
+        sql.push(")");
+    }
+    match how {
+        Find::ByMoment => moved_by_moment(&mut sql, since, l.removed),
+        Find::ByWalk => moved_by_walk(&mut sql, since, l.removed),
+    }
+    sql.push(&format!(
+        " ORDER BY p.sourced_id LIMIT {}",
+        n.saturating_add(1)
+    ));
+    let rows = db.query_all_raw(sql.statement()).await?;
+    let more = rows.len() as u64 > n;
+    let ids = rows
+        .iter()
+        .take(usize::try_from(n).unwrap_or(usize::MAX))
+        .map(|r| r.try_get_by_index::<i64>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((ids, more))
+}
+
+/// `AND p.id IN (...)`: the persons behind every moment at or after `since`, from each
+/// moment's index.
+fn moved_by_moment(sql: &mut Sql, since: DateTime<Utc>, removed: bool) {
+    sql.push(" AND p.id IN (SELECT person_id FROM membership WHERE since >= ")
+        .bind(since)
+        .push(" UNION SELECT id FROM person WHERE updated_at >= ")
+        .bind(since)
+        .push(
+            " UNION SELECT person_id FROM membership WHERE group_id IN \
+             (SELECT id FROM roster_group WHERE updated_at >= ",
+        )
+        .bind(since)
+        .push(") UNION SELECT person_id FROM access_grant WHERE changed_at >= ")
+        .bind(since);
+    if removed {
+        sql.push(" UNION SELECT person_id FROM change_entry WHERE operation = 'leave' AND at >= ")
+            .bind(since);
+    }
+    sql.push(")");
+}
+
+/// `AND (...)`: whether this person has a moment at or after `since`, through the person's
+/// own rows (each table has an index that starts with the person).
+fn moved_by_walk(sql: &mut Sql, since: DateTime<Utc>, removed: bool) {
+    sql.push(" AND (p.updated_at >= ")
+        .bind(since)
+        .push(" OR EXISTS (SELECT 1 FROM membership m WHERE m.person_id = p.id AND m.since >= ")
+        .bind(since)
+        .push(
+            ") OR EXISTS (SELECT 1 FROM membership m JOIN roster_group g ON g.id = m.group_id \
+             WHERE m.person_id = p.id AND g.updated_at >= ",
+        )
+        .bind(since)
+        .push(") OR EXISTS (SELECT 1 FROM access_grant a WHERE a.person_id = p.id AND a.changed_at >= ")
+        .bind(since)
+        .push(")");
+    if removed {
+        sql.push(
+            " OR EXISTS (SELECT 1 FROM change_entry c WHERE c.person_id = p.id \
+             AND c.operation = 'leave' AND c.at >= ",
+        )
+        .bind(since)
+        .push(")");
+    }
+    sql.push(")");
 }
 
 /// Where the window of a full listing of enrollments begins, when the page is read through
@@ -516,7 +691,7 @@ async fn windowed<C: ConnectionTrait>(
     loop {
         let to = nth_person(db, &from, span).await?;
         let mut narrowed = l.clone();
-        narrowed.window = Some((from.clone(), to.clone()));
+        narrowed.narrow = Some(Narrow::Window(from.clone(), to.clone()));
         let rows = select_page(db, c, &narrowed, total).await?;
         if rows.len() as u64 >= l.limit || to.is_none() {
             return Ok(rows);
@@ -592,7 +767,7 @@ async fn select_page<C: ConnectionTrait>(
             sql.push(&format!(" AND {key} > ")).bind(after.clone());
             0
         }
-        None if l.window.is_some() => 0,
+        None if l.narrow.is_some() => 0,
         None => l.offset,
     };
     // The limit written in, not bound: SQLite plans with a bound limit's value and so prepares
@@ -616,7 +791,7 @@ fn through_moment(delta: u64, limit: u64, rows: u64) -> bool {
 
 /// How many persons the store has at most (the highest id: one look at the index's end).
 async fn person_rows<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
-    let stmt = Statement::from_string(DbBackend::Sqlite, "SELECT MAX(id) FROM person");
+    let stmt = Statement::from_string(db.get_database_backend(), "SELECT MAX(id) FROM person");
     let max = db
         .query_one_raw(stmt)
         .await?
@@ -923,6 +1098,15 @@ mod tests {
         assert!(!through_moment(323_000, 1_000, 323_000));
         assert!(!through_moment(20_000, 1_000, 323_000));
         assert!(!through_moment(u64::MAX, 1_000, u64::MAX));
+    }
+
+    #[test]
+    fn a_delta_of_enrollments_is_found_by_moment_when_sparse_and_by_walking_when_dense() {
+        // The two measured stores: 1,000 and 8,000 schools, a delta of 2% of day 1 and more.
+        assert_eq!(find_by(18_000, 1_000, 321_000), Find::ByMoment);
+        assert_eq!(find_by(224_806, 1_000, 2_568_000), Find::ByWalk);
+        assert_eq!(find_by(0, 1_000, 2_568_000), Find::ByMoment);
+        assert_eq!(find_by(u64::MAX, 1_000, u64::MAX), Find::ByWalk);
     }
 
     #[test]
