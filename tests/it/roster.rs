@@ -189,6 +189,24 @@ async fn a_leaver_is_tombstoned_and_restored_with_the_same_id() {
     assert_eq!(returned.id, original.id, "same id after the restore");
 }
 
+/// The school's persons as stored, after checking that a diff against what was sent finds
+/// nothing to do (nothing was lost in `what`).
+async fn loaded_as_sent(
+    store: &Store,
+    sent: &Snapshot,
+    what: &str,
+) -> Vec<rostersync::sync::diff::StoredPerson> {
+    let (groups, persons) = roster::load(store.db(), "99XX00").await.expect("load");
+    let again = diff(
+        &merge(&[sent]).state,
+        &groups,
+        &persons,
+        &DiffOptions::default(),
+    );
+    assert!(again.is_empty(), "lost in {what}: {again:?}");
+    persons
+}
+
 /// New rows go in as one JSON parameter on PostgreSQL (`store::bulk`) and as bound values on
 /// SQLite: text that JSON escapes, absent fields, dates and keys must come back as they went.
 #[tokio::test]
@@ -217,14 +235,7 @@ async fn created_persons_read_back_exactly_whatever_their_text() {
         plan.person_creates.len()
     );
 
-    let (groups, persons) = roster::load(store.db(), "99XX00").await.expect("load");
-    let again = diff(
-        &merge(&[&s]).state,
-        &groups,
-        &persons,
-        &DiffOptions::default(),
-    );
-    assert!(again.is_empty(), "lost in the bulk insert: {again:?}");
+    let persons = loaded_as_sent(&store, &s, "the bulk insert").await;
     for (p, name) in s.pupils.iter().zip(odd) {
         let stored = persons
             .iter()
@@ -275,14 +286,7 @@ async fn many_persons_updated_in_one_run_read_back_field_by_field() {
     let plan = sync(&store, &next, &DiffOptions::default()).await;
     assert!(plan.person_updates.len() >= 5, "{plan:?}");
 
-    let (groups, persons) = roster::load(store.db(), "99XX00").await.expect("load");
-    let again = diff(
-        &merge(&[&next]).state,
-        &groups,
-        &persons,
-        &DiffOptions::default(),
-    );
-    assert!(again.is_empty(), "lost in the batched update: {again:?}");
+    let persons = loaded_as_sent(&store, &next, "the batched update").await;
     let by_key = |k: &Option<String>| {
         persons
             .iter()
