@@ -22,27 +22,7 @@ use sea_orm::{
 /// (all with the same columns set), followed by `tail` (e.g. a `RETURNING` clause).
 pub(super) fn insert<A: ActiveModelTrait>(rows: &[A], tail: &str) -> Result<Statement, DbErr> {
     let columns = set_columns(rows)?;
-    let mut json = String::with_capacity(rows.len() * 64 * columns.len());
-    json.push('[');
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            json.push(',');
-        }
-        json.push('{');
-        for (j, c) in columns.iter().enumerate() {
-            if j > 0 {
-                json.push(',');
-            }
-            push_json_str(&mut json, c.as_str());
-            json.push(':');
-            match row.get(*c) {
-                ActiveValue::Set(v) | ActiveValue::Unchanged(v) => push_value(&mut json, &v)?,
-                ActiveValue::NotSet => return Err(mixed(c.as_str())),
-            }
-        }
-        json.push('}');
-    }
-    json.push(']');
+    let json = rows_json(rows, &columns)?;
     let table = A::Entity::default().table_name().to_owned();
     let list = columns
         .iter()
@@ -58,6 +38,29 @@ pub(super) fn insert<A: ActiveModelTrait>(rows: &[A], tail: &str) -> Result<Stat
         sql,
         [Value::from(json)],
     ))
+}
+
+/// `rows` as a JSON array of objects, one member per column.
+fn rows_json<A: ActiveModelTrait>(rows: &[A], columns: &[Column<A>]) -> Result<String, DbErr> {
+    let mut json = String::with_capacity(rows.len() * 32 * columns.len());
+    json.push('[');
+    for (i, row) in rows.iter().enumerate() {
+        json.push_str(if i == 0 { "{" } else { ",{" });
+        for (j, c) in columns.iter().enumerate() {
+            if j > 0 {
+                json.push(',');
+            }
+            push_json_str(&mut json, c.as_str());
+            json.push(':');
+            match row.get(*c) {
+                ActiveValue::Set(v) | ActiveValue::Unchanged(v) => push_value(&mut json, &v)?,
+                ActiveValue::NotSet => return Err(mixed(c.as_str())),
+            }
+        }
+        json.push('}');
+    }
+    json.push(']');
+    Ok(json)
 }
 
 /// `insert` returning every inserted row whole.
