@@ -590,7 +590,6 @@ async fn measure_many(
     })
 }
 
-/// Part 2 day by day: the initial load, then the nights.
 /// A day is a night later, and on PostgreSQL autovacuum has long analyzed the tables the day
 /// before filled. Without this, day 2 ran with whatever statistics autovacuum had reached in
 /// the seconds since day 1: none after a fast first load (day 2 took 20 s instead of 11), some
@@ -609,6 +608,7 @@ async fn statistics_of_a_day_later(store: &Store) -> Result<(), Failure> {
         .map_err(|e| Failure::failed(store.db_error(e).into()))
 }
 
+/// Part 2 day by day: the initial load, then the nights.
 fn days_table(days: &[Day]) -> String {
     let mut t = super::table::Table::new(&[
         "DAY",
