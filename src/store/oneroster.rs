@@ -344,22 +344,28 @@ fn from(sql: &mut Sql, c: Collection, l: &Listing) -> &'static str {
     }
 }
 
+/// `AND col IN (...)`: the schools the client may see, when it may not see all.
+fn only_schools(sql: &mut Sql, school_col: &str, l: &Listing) {
+    let Some(schools) = &l.schools else {
+        return;
+    };
+    sql.push(&format!(" AND {school_col} IN ("));
+    if schools.is_empty() {
+        sql.push("NULL");
+    }
+    for (i, s) in schools.iter().enumerate() {
+        if i > 0 {
+            sql.push(", ");
+        }
+        sql.bind(s.clone());
+    }
+    sql.push(")");
+}
+
 /// The WHERE of a listing (without the word).
 fn condition(sql: &mut Sql, c: Collection, l: &Listing, school_col: &str) {
     sql.push("1 = 1");
-    if let Some(schools) = &l.schools {
-        sql.push(&format!(" AND {school_col} IN ("));
-        if schools.is_empty() {
-            sql.push("NULL");
-        }
-        for (i, s) in schools.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.bind(s.clone());
-        }
-        sql.push(")");
-    }
+    only_schools(sql, school_col, l);
     if !l.removed {
         sql.push(match c {
             Collection::Users => " AND p.removed_at IS NULL",
@@ -515,10 +521,17 @@ fn delta_start(c: Collection, l: &Listing) -> Option<(String, DateTime<Utc>)> {
     if c != Collection::Enrollments || l.sort.is_some() || l.descending || !l.within.is_empty() {
         return None;
     }
+    Some((first_person(l)?, since))
+}
+
+/// The sourcedId of the person a page of enrollments in the default order begins with: the
+/// cursor's user, or the very first (an empty text) on the first page; `None` for a page
+/// asked by offset.
+fn first_person(l: &Listing) -> Option<String> {
     match &l.after {
         // An enrollment's sourcedId begins with its user's, which has no dot.
-        Some((after, _)) => Some((after.split('.').next()?.to_owned(), since)),
-        None if l.offset == 0 => Some((String::new(), since)),
+        Some((after, _)) => after.split('.').next().map(str::to_owned),
+        None if l.offset == 0 => Some(String::new()),
         None => None,
     }
 }
@@ -586,13 +599,7 @@ pub async fn moved_persons<C: ConnectionTrait>(
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT p.id FROM person p WHERE p.sourced_id >= ")
         .bind(from.to_owned());
-    if let Some(schools) = &l.schools {
-        sql.push(" AND p.school_id IN (NULL");
-        for s in schools {
-            sql.push(", ").bind(s.clone());
-        }
-        sql.push(")");
-    }
+    only_schools(&mut sql, "p.school_id", l);
     match how {
         Find::ByMoment => moved_by_moment(&mut sql, since, l.removed),
         Find::ByWalk => moved_by_walk(&mut sql, since, l.removed),
@@ -669,12 +676,10 @@ fn window_start(c: Collection, l: &Listing) -> Option<String> {
         && !l.descending
         && l.schools.is_none()
         && l.within.is_empty();
-    match &l.after {
-        // An enrollment's sourcedId begins with its user's, which has no dot.
-        Some((after, _)) if whole => after.split('.').next().map(str::to_owned),
-        None if whole && l.offset == 0 => Some(String::new()),
-        _ => None,
+    if !whole {
+        return None;
     }
+    first_person(l)
 }
 
 /// A page of enrollments read from the persons from `from` on, a window of them at a time:
