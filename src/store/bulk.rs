@@ -1,4 +1,5 @@
-//! Multi-row inserts on PostgreSQL as one JSON parameter (issue 17: PostgreSQL's first load).
+//! Multi-row inserts as each backend runs them best: on PostgreSQL as one JSON parameter
+//! (issue 17: PostgreSQL's first load).
 //!
 //! A multi-row `INSERT ... VALUES` has a bind parameter per cell, so every row count is a
 //! statement text of its own: a first load sent `person_key` in 240 shapes, `membership` in 224,
@@ -15,8 +16,25 @@
 use sea_orm::sea_query::Value;
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ConnectionTrait, DbBackend, DbErr, EntityName, EntityTrait,
-    FromQueryResult, IdenStatic, Iterable, Statement,
+    FromQueryResult, IdenStatic, IntoActiveModel, Iterable, Statement,
 };
+
+/// Insert `rows` (one multi-row statement; all set the same columns) as the backend does it
+/// best, reading nothing back: the ids nobody reads would be rows to send and decode.
+pub(super) async fn insert_all<A, C>(db: &C, rows: Vec<A>) -> Result<(), DbErr>
+where
+    A: ActiveModelTrait + Send,
+    C: ConnectionTrait,
+{
+    if db.get_database_backend() == DbBackend::Postgres {
+        db.execute_raw(insert(&rows, "")?).await?;
+    } else {
+        A::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(())
+}
 
 /// `INSERT INTO table (columns) SELECT columns FROM json_populate_recordset(...)` for `rows`
 /// (all with the same columns set), followed by `tail` (e.g. a `RETURNING` clause).
@@ -63,16 +81,20 @@ fn rows_json<A: ActiveModelTrait>(rows: &[A], columns: &[Column<A>]) -> Result<S
     Ok(json)
 }
 
-/// `insert` returning every inserted row whole.
+/// Insert `rows` as `insert_all` does, returning every inserted row whole.
 pub(super) async fn insert_returning<A, C>(
     db: &C,
-    rows: &[A],
+    rows: Vec<A>,
 ) -> Result<Vec<<A::Entity as EntityTrait>::Model>, DbErr>
 where
-    A: ActiveModelTrait,
+    A: ActiveModelTrait + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     C: ConnectionTrait,
 {
-    let found = db.query_all_raw(insert(rows, " RETURNING *")?).await?;
+    if db.get_database_backend() != DbBackend::Postgres {
+        return A::Entity::insert_many(rows).exec_with_returning(db).await;
+    }
+    let found = db.query_all_raw(insert(&rows, " RETURNING *")?).await?;
     found
         .iter()
         .map(|r| <A::Entity as EntityTrait>::Model::from_query_result(r, ""))
@@ -118,7 +140,7 @@ fn push_value(out: &mut String, v: &Value) -> Result<(), DbErr> {
             Ok(())
         }
         Value::ChronoDate(Some(d)) => write!(out, "\"{}\"", d.format("%Y-%m-%d")),
-        other if is_null(other) => write!(out, "null"),
+        other if *other == other.as_null() => write!(out, "null"),
         other => {
             return Err(DbErr::Custom(format!(
                 "a bulk insert cannot send a value of this type as JSON: {other:?}"
@@ -126,20 +148,6 @@ fn push_value(out: &mut String, v: &Value) -> Result<(), DbErr> {
         }
     };
     Ok(())
-}
-
-fn is_null(v: &Value) -> bool {
-    matches!(
-        v,
-        Value::Bool(None)
-            | Value::TinyInt(None)
-            | Value::SmallInt(None)
-            | Value::Int(None)
-            | Value::BigInt(None)
-            | Value::String(None)
-            | Value::ChronoDateTimeUtc(None)
-            | Value::ChronoDate(None)
-    )
 }
 
 /// `s` as a JSON string. PostgreSQL's text cannot hold U+0000 at all; such a value fails here

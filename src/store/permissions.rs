@@ -275,19 +275,12 @@ async fn insert_created<C: ConnectionTrait>(
         })
         .collect();
     let mut ids = HashMap::with_capacity(new.len());
-    let postgres = db.get_database_backend() == sea_orm::DbBackend::Postgres;
     for chunk in new.chunks(super::roster::CHUNK) {
         let rows: Vec<access_grant::ActiveModel> = chunk
             .iter()
             .map(|d| grant_row(ctx.school, d, DERIVED, ctx.now, None))
             .collect();
-        let made = if postgres {
-            super::bulk::insert_returning(db, &rows).await?
-        } else {
-            access_grant::Entity::insert_many(rows)
-                .exec_with_returning(db)
-                .await?
-        };
+        let made = super::bulk::insert_returning(db, rows).await?;
         ids.extend(
             made.into_iter()
                 .map(|g| ((g.person_id, g.level, g.group_id, g.rule, g.source), g.id)),

@@ -400,16 +400,8 @@ where
     C: ConnectionTrait,
     A: sea_orm::ActiveModelTrait + Send,
 {
-    let postgres = db.get_database_backend() == sea_orm::DbBackend::Postgres;
     for chunk in in_chunks(rows) {
-        if postgres {
-            db.execute_raw(super::bulk::insert(&chunk, "")?).await?;
-            continue;
-        }
-        // Without `RETURNING`: the ids nobody reads would be rows to send back and decode.
-        <A::Entity as EntityTrait>::insert_many(chunk)
-            .exec_without_returning(db)
-            .await?;
+        super::bulk::insert_all(db, chunk).await?;
     }
     Ok(())
 }
