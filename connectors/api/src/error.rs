@@ -220,7 +220,7 @@ impl ConnectorError {
 const MIN_SECRET: usize = 4;
 
 /// `text` with every occurrence of each secret (as it is, and as XML writes it) replaced.
-pub fn redact_text(text: &str, secrets: &[&str]) -> String {
+fn redact_text(text: &str, secrets: &[&str]) -> String {
     let mut out = text.to_owned();
     for secret in secrets.iter().filter(|s| s.chars().count() >= MIN_SECRET) {
         for form in [(*secret).to_owned(), xml_escaped(secret)] {

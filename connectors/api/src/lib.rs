@@ -13,7 +13,7 @@ mod snapshot;
 pub mod tls;
 
 pub use connector::{BoxFuture, Connector, FetchOutcome, FetchRequest};
-pub use error::{ConnectorError, ErrorKind, clean, redact_text};
+pub use error::{ConnectorError, ErrorKind, clean};
 pub use school::{SchoolId, SchoolIdError, SchoolYear};
 pub use secret::{SecretError, SecretRef};
 pub use snapshot::{

@@ -294,7 +294,7 @@ impl Connector for ZermeloConnector {
             let token = request.credential.as_ref().map(ExposeSecret::expose_secret);
             self.fetch_school(request)
                 .await
-                .map_err(|e| e.without_secrets(&Vec::from_iter(token)))
+                .map_err(|e| e.without_secrets(token.as_slice()))
         })
     }
 }
