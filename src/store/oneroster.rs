@@ -199,20 +199,10 @@ fn moments(backend: DbBackend) -> [(&'static str, &'static str); 3] {
     }
 }
 
-/// The enrollments as one relation `e`: pupils' memberships, removed memberships from the
-/// journal (only for a delta), and staff group grants (one per person, group and rule).
-/// With `since` (a delta's lower bound) each part reads only rows that moved at or after it,
-/// through the indexes on the moments, so a delta costs what changed, not the whole country;
-/// the listing's own filter then applies the exact comparison.
-fn enrollments_from(
-    sql: &mut Sql,
-    removed: bool,
-    since: Option<DateTime<Utc>>,
-    only: Option<&Narrow>,
-) {
-    // Each part reads only the window's persons (the sourcedId index gives them in order),
-    // or the persons named (by their primary key).
-    let narrow = |sql: &mut Sql| match only {
+/// `AND ...`: only the window's persons (the sourcedId index gives them in order), or the
+/// persons named (by their primary key).
+fn narrow_to(sql: &mut Sql, only: Option<&Narrow>) {
+    match only {
         Some(Narrow::Window(from, to)) => {
             sql.push(" AND p.sourced_id >= ").bind(from.clone());
             if let Some(to) = to {
@@ -230,7 +220,21 @@ fn enrollments_from(
             sql.push(&format!(" AND p.id IN ({list})"));
         }
         None => {}
-    };
+    }
+}
+
+/// The enrollments as one relation `e`: pupils' memberships, removed memberships from the
+/// journal (only for a delta), and staff group grants (one per person, group and rule).
+/// With `since` (a delta's lower bound) each part reads only rows that moved at or after it,
+/// through the indexes on the moments, so a delta costs what changed, not the whole country;
+/// the listing's own filter then applies the exact comparison.
+fn enrollments_from(
+    sql: &mut Sql,
+    removed: bool,
+    since: Option<DateTime<Utc>>,
+    only: Option<&Narrow>,
+) {
+    let narrow = |sql: &mut Sql| narrow_to(sql, only);
     let modified = greatest(sql.backend, &["m.since", "p.updated_at", "g.updated_at"]);
     let members = format!(
         "SELECT p.sourced_id || '.' || g.sourced_id || '.member' AS sourced_id, \
