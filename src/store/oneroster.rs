@@ -349,8 +349,8 @@ fn from(sql: &mut Sql, c: Collection, l: &Listing) -> &'static str {
 }
 
 /// `AND col IN (...)`: the schools the client may see, when it may not see all.
-fn only_schools(sql: &mut Sql, school_col: &str, l: &Listing) {
-    let Some(schools) = &l.schools else {
+fn only_schools(sql: &mut Sql, school_col: &str, schools: Option<&[String]>) {
+    let Some(schools) = schools else {
         return;
     };
     sql.push(&format!(" AND {school_col} IN ("));
@@ -369,7 +369,7 @@ fn only_schools(sql: &mut Sql, school_col: &str, l: &Listing) {
 /// The WHERE of a listing (without the word).
 fn condition(sql: &mut Sql, c: Collection, l: &Listing, school_col: &str) {
     sql.push("1 = 1");
-    only_schools(sql, school_col, l);
+    only_schools(sql, school_col, l.schools.as_deref());
     if !l.removed {
         sql.push(match c {
             Collection::Users => " AND p.removed_at IS NULL",
@@ -603,7 +603,7 @@ pub async fn moved_persons<C: ConnectionTrait>(
     let mut sql = Sql::new(db.get_database_backend());
     sql.push("SELECT p.id FROM person p WHERE p.sourced_id >= ")
         .bind(from.to_owned());
-    only_schools(&mut sql, "p.school_id", l);
+    only_schools(&mut sql, "p.school_id", l.schools.as_deref());
     match how {
         Find::ByMoment => moved_by_moment(&mut sql, since, l.removed),
         Find::ByWalk => moved_by_walk(&mut sql, since, l.removed),
@@ -1035,19 +1035,7 @@ pub async fn year_groups<C: ConnectionTrait>(
     sql.push(
         "SELECT DISTINCT g.school_id, g.year_group FROM roster_group g WHERE g.removed_at IS NULL",
     );
-    if let Some(ids) = only {
-        sql.push(" AND g.school_id IN (");
-        if ids.is_empty() {
-            sql.push("NULL");
-        }
-        for (i, s) in ids.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            sql.bind(s.clone());
-        }
-        sql.push(")");
-    }
+    only_schools(&mut sql, "g.school_id", only);
     sql.push(" ORDER BY g.school_id, g.year_group");
     db.query_all_raw(sql.statement())
         .await?
