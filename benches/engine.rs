@@ -122,7 +122,7 @@ async fn sync_once(store: &Store, s: &Snapshot) -> usize {
         .expect("run");
     let ctx = ApplyContext {
         school: "99XX00",
-        now: Utc::now(),
+        now: rostersync::store::Stamp::now(),
         retention: chrono::Duration::days(30),
         run: Some(run),
         new_year: None,

@@ -201,7 +201,7 @@ fn listing(ask: &Ask, q: &Query, within: Vec<Within>) -> Listing {
             field: p.field.clone(),
             op: p.op.sql(),
             value: if p.field == "dateLastModified" {
-                Compared::Time(query::parse_time(&p.value).unwrap_or_default())
+                Compared::Time(query::parse_time(&p.value).unwrap_or_default().into())
             } else {
                 Compared::Text(p.value.clone())
             },

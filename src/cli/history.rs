@@ -343,7 +343,7 @@ fn print_changes(
                     id: c.id,
                     run: c.run_id,
                     school: &c.school_id,
-                    at: c.at,
+                    at: c.at.at(),
                     entity: &c.entity,
                     entity_id: c.entity_id,
                     person: c.person_id,
@@ -362,7 +362,7 @@ fn print_changes(
     ]);
     for c in changes {
         t.row(vec![
-            local(settings, c.at),
+            local(settings, c.at.at()),
             table::cell(c.run_id),
             c.school_id.clone(),
             c.entity.clone(),

@@ -78,6 +78,8 @@ pub mod school_secret {
 pub mod person {
     use sea_orm::entity::prelude::*;
 
+    use crate::store::Stamp;
+
     #[sea_orm::model]
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "person")]
@@ -95,10 +97,10 @@ pub mod person {
         pub owners: String,
         pub content_hash: Option<String>,
         pub origin: String,
-        pub created_at: DateTimeUtc,
-        pub updated_at: DateTimeUtc,
-        pub removed_at: Option<DateTimeUtc>,
-        pub purge_after: Option<DateTimeUtc>,
+        pub created_at: Stamp,
+        pub updated_at: Stamp,
+        pub removed_at: Option<Stamp>,
+        pub purge_after: Option<Stamp>,
         /// The identifier for apps (OneRoster `sourcedId`): random, kept for the record's life.
         pub sourced_id: Option<String>,
     }
@@ -108,6 +110,8 @@ pub mod person {
 
 pub mod roster_group {
     use sea_orm::entity::prelude::*;
+
+    use crate::store::Stamp;
 
     #[sea_orm::model]
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -124,10 +128,10 @@ pub mod roster_group {
         pub owners: String,
         pub content_hash: Option<String>,
         pub origin: String,
-        pub created_at: DateTimeUtc,
-        pub updated_at: DateTimeUtc,
-        pub removed_at: Option<DateTimeUtc>,
-        pub purge_after: Option<DateTimeUtc>,
+        pub created_at: Stamp,
+        pub updated_at: Stamp,
+        pub removed_at: Option<Stamp>,
+        pub purge_after: Option<Stamp>,
         /// The identifier for apps (OneRoster `sourcedId`): random, kept for the record's life.
         pub sourced_id: Option<String>,
     }
@@ -163,6 +167,8 @@ pub mod person_key {
 pub mod membership {
     use sea_orm::entity::prelude::*;
 
+    use crate::store::Stamp;
+
     #[sea_orm::model]
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "membership")]
@@ -174,7 +180,7 @@ pub mod membership {
         #[sea_orm(primary_key, auto_increment = false)]
         pub role: String,
         pub source: String,
-        pub since: DateTimeUtc,
+        pub since: Stamp,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -182,6 +188,8 @@ pub mod membership {
 
 pub mod person_role {
     use sea_orm::entity::prelude::*;
+
+    use crate::store::Stamp;
 
     #[sea_orm::model]
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -195,7 +203,7 @@ pub mod person_role {
         pub source: String,
         #[sea_orm(primary_key, auto_increment = false)]
         pub scope: String,
-        pub since: DateTimeUtc,
+        pub since: Stamp,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -231,6 +239,8 @@ pub mod sync_run {
 pub mod change_entry {
     use sea_orm::entity::prelude::*;
 
+    use crate::store::Stamp;
+
     #[sea_orm::model]
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "change_entry")]
@@ -249,7 +259,7 @@ pub mod change_entry {
         pub new_value: Option<String>,
         pub source: String,
         pub rule: String,
-        pub at: DateTimeUtc,
+        pub at: Stamp,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -289,6 +299,8 @@ pub mod source_state {
 pub mod access_grant {
     use sea_orm::entity::prelude::*;
 
+    use crate::store::Stamp;
+
     /// A right of a staff member: derived from a fact of a source by a rule, or made by hand.
     #[sea_orm::model]
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -311,13 +323,13 @@ pub mod access_grant {
         pub fact: String,
         /// `active`, `pending` (the fact is gone; revoked after the grace period), `revoked`.
         pub state: String,
-        pub since: DateTimeUtc,
-        pub pending_since: Option<DateTimeUtc>,
-        pub revoke_after: Option<DateTimeUtc>,
+        pub since: Stamp,
+        pub pending_since: Option<Stamp>,
+        pub revoke_after: Option<Stamp>,
         pub created_by: Option<String>,
         pub note: Option<String>,
         /// When the grant last changed state (created, pending, restored, revoked).
-        pub changed_at: Option<DateTimeUtc>,
+        pub changed_at: Option<Stamp>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -430,6 +442,8 @@ pub mod prepared_year {
 pub mod prepared_class {
     use sea_orm::entity::prelude::*;
 
+    use crate::store::Stamp;
+
     /// A class of a school's prepared next year, as the OneRoster API lists it.
     #[sea_orm::model]
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -443,7 +457,7 @@ pub mod prepared_class {
         pub name: String,
         pub kind: String,
         pub year_group: Option<String>,
-        pub updated_at: DateTimeUtc,
+        pub updated_at: Stamp,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

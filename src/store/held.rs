@@ -9,6 +9,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::Stamp;
 use super::entities::{change_entry, held_change, membership, person, roster_group};
 use crate::model::Link;
 use crate::model::held::{HeldRemoval, Kind};
@@ -168,7 +169,7 @@ async fn apply_held<C: ConnectionTrait>(
     approval: &Approval<'_>,
 ) -> Result<(bool, Option<Link>), DbErr> {
     let id = row.entity_id.unwrap_or_default();
-    let (now, purge_after) = (approval.now, approval.purge_after);
+    let (now, purge_after) = (Stamp::from(approval.now), Stamp::from(approval.purge_after));
     match Kind::parse(&row.kind) {
         Some(Kind::Pupils | Kind::Staff) => {
             let r = person::Entity::update_many()
@@ -262,7 +263,7 @@ async fn journal_approved<C: ConnectionTrait>(
             "held by the brakes in run {}; approved by {}",
             row.run_id, approval.by
         )),
-        at: Set(approval.now),
+        at: Set(approval.now.into()),
         ..Default::default()
     })
     .exec(db)

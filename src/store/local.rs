@@ -269,7 +269,7 @@ pub async fn set_person(
     }
     let mut update = person::ActiveModel {
         id: Set(id),
-        updated_at: Set(super::now()),
+        updated_at: Set(super::Stamp::now()),
         ..Default::default()
     };
     let mut edited = Vec::new();
@@ -408,7 +408,7 @@ pub async fn set_group(
     }
     let mut update = roster_group::ActiveModel {
         id: Set(row.id),
-        updated_at: Set(super::now()),
+        updated_at: Set(super::Stamp::now()),
         ..Default::default()
     };
     let mut edited = Vec::new();

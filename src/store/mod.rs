@@ -18,6 +18,7 @@ pub mod schools;
 pub mod sealing;
 pub mod source_state;
 mod sql;
+mod stamp;
 pub mod status;
 pub mod undo;
 pub mod write;
@@ -33,6 +34,7 @@ use sea_orm::{
     DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
+pub use stamp::Stamp;
 pub use write::{WriteKind, WriteStats, WriteTxn, is_contention};
 
 use crate::settings::StoreSettings;

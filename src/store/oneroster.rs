@@ -12,6 +12,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, QueryResult, Statement, TransactionTrait,
 };
 
+use super::Stamp;
 use super::sql::Sql;
 
 /// Which collection.
@@ -34,7 +35,7 @@ pub struct Compare {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Compared {
     Text(String),
-    Time(DateTime<Utc>),
+    Time(Stamp),
 }
 
 /// A narrower set than the whole collection (the nested endpoints).
@@ -98,7 +99,7 @@ pub enum Narrow {
 impl Listing {
     /// A delta's lower bound: `dateLastModified>` (or `>=`) a moment, in an AND filter.
     /// Every record the listing can return was modified at or after it.
-    pub fn lower_bound(&self) -> Option<DateTime<Utc>> {
+    pub fn lower_bound(&self) -> Option<Stamp> {
         if self.any {
             return None;
         }
@@ -228,12 +229,7 @@ fn narrow_to(sql: &mut Sql, only: Option<&Narrow>) {
 /// With `since` (a delta's lower bound) each part reads only rows that moved at or after it,
 /// through the indexes on the moments, so a delta costs what changed, not the whole country;
 /// the listing's own filter then applies the exact comparison.
-fn enrollments_from(
-    sql: &mut Sql,
-    removed: bool,
-    since: Option<DateTime<Utc>>,
-    only: Option<&Narrow>,
-) {
+fn enrollments_from(sql: &mut Sql, removed: bool, since: Option<Stamp>, only: Option<&Narrow>) {
     let narrow = |sql: &mut Sql| narrow_to(sql, only);
     let modified = greatest(sql.backend, &["m.since", "p.updated_at", "g.updated_at"]);
     let members = format!(
@@ -520,7 +516,7 @@ async fn page_in<C: ConnectionTrait>(
 /// every enrollment that moved since the moment for each page (1.1 s a page for a delta of 2%
 /// of 8,000 schools, so quadratic in the delta over all its pages). Returns the first
 /// person's sourcedId to read from and the delta's lower bound.
-fn delta_start(c: Collection, l: &Listing) -> Option<(String, DateTime<Utc>)> {
+fn delta_start(c: Collection, l: &Listing) -> Option<(String, Stamp)> {
     let since = l.lower_bound()?;
     if c != Collection::Enrollments || l.sort.is_some() || l.descending || !l.within.is_empty() {
         return None;
@@ -549,7 +545,7 @@ async fn delta_page<C: ConnectionTrait>(
     l: &Listing,
     total: u64,
     from: &str,
-    since: DateTime<Utc>,
+    since: Stamp,
 ) -> Result<Vec<QueryResult>, DbErr> {
     let mut span = l.limit.max(1);
     let how = find_by(total, l.limit, person_rows(db).await?);
@@ -596,7 +592,7 @@ pub enum Find {
 pub async fn moved_persons<C: ConnectionTrait>(
     db: &C,
     l: &Listing,
-    (from, since): (&str, DateTime<Utc>),
+    (from, since): (&str, Stamp),
     n: u64,
     how: Find,
 ) -> Result<(Vec<i64>, bool), DbErr> {
@@ -624,7 +620,7 @@ pub async fn moved_persons<C: ConnectionTrait>(
 
 /// `AND p.id IN (...)`: the persons behind every moment at or after `since`, from each
 /// moment's index.
-fn moved_by_moment(sql: &mut Sql, since: DateTime<Utc>, removed: bool) {
+fn moved_by_moment(sql: &mut Sql, since: Stamp, removed: bool) {
     sql.push(" AND p.id IN (SELECT person_id FROM membership WHERE since >= ")
         .bind(since)
         .push(" UNION SELECT id FROM person WHERE updated_at >= ")
@@ -645,7 +641,7 @@ fn moved_by_moment(sql: &mut Sql, since: DateTime<Utc>, removed: bool) {
 
 /// `AND (...)`: whether this person has a moment at or after `since`, through the person's
 /// own rows (each table has an index that starts with the person).
-fn moved_by_walk(sql: &mut Sql, since: DateTime<Utc>, removed: bool) {
+fn moved_by_walk(sql: &mut Sql, since: Stamp, removed: bool) {
     sql.push(" AND (p.updated_at >= ")
         .bind(since)
         .push(" OR EXISTS (SELECT 1 FROM membership m WHERE m.person_id = p.id AND m.since >= ")
@@ -862,10 +858,8 @@ impl UserRow {
             given_name: r.try_get("", "given_name")?,
             email: r.try_get("", "email")?,
             year_group: r.try_get("", "year_group")?,
-            modified: r.try_get("", "updated_at")?,
-            removed: r
-                .try_get::<Option<DateTime<Utc>>>("", "removed_at")?
-                .is_some(),
+            modified: r.try_get::<Stamp>("", "updated_at")?.at(),
+            removed: r.try_get::<Option<Stamp>>("", "removed_at")?.is_some(),
         })
     }
 }
@@ -901,10 +895,8 @@ impl ClassRow {
             name: r.try_get("", "name")?,
             kind: r.try_get("", "kind")?,
             year_group: r.try_get("", "year_group")?,
-            modified: r.try_get("", "updated_at")?,
-            removed: r
-                .try_get::<Option<DateTime<Utc>>>("", "removed_at")?
-                .is_some(),
+            modified: r.try_get::<Stamp>("", "updated_at")?.at(),
+            removed: r.try_get::<Option<Stamp>>("", "removed_at")?.is_some(),
         })
     }
 }
@@ -935,8 +927,9 @@ impl EnrollmentRow {
             primary: r.try_get::<String>("", "is_primary")? == "true",
             active: r.try_get::<String>("", "status")? == "active",
             modified: r
-                .try_get::<Option<DateTime<Utc>>>("", "modified")?
-                .unwrap_or_default(),
+                .try_get::<Option<Stamp>>("", "modified")?
+                .unwrap_or_default()
+                .at(),
         })
     }
 }
@@ -1074,8 +1067,8 @@ pub async fn group_by_sid<C: ConnectionTrait>(
 mod tests {
     use super::*;
 
-    fn at(s: &str) -> DateTime<Utc> {
-        s.parse().expect("a moment")
+    fn at(s: &str) -> Stamp {
+        s.parse::<DateTime<Utc>>().expect("a moment").into()
     }
 
     fn compare(field: &str, op: &'static str, value: Compared) -> Compare {

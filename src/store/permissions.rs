@@ -9,6 +9,7 @@ use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
+use super::Stamp;
 use super::entities::access_grant;
 use super::roster::{ApplyContext, Entry, Journal};
 use crate::model::Owner;
@@ -158,7 +159,7 @@ type GrantRow = (
     String,
     String,
     String,
-    Option<DateTime<Utc>>,
+    Option<Stamp>,
 );
 
 /// The school's derived grants that are active or pending, the columns the rights core
@@ -195,7 +196,7 @@ async fn derived<C: ConnectionTrait>(db: &C, school: &str) -> Result<Vec<Stored>
                     rule,
                     source,
                     state: state_of(&state),
-                    revoke_after,
+                    revoke_after: revoke_after.map(Stamp::at),
                 })
             },
         )
@@ -293,7 +294,7 @@ async fn insert_created<C: ConnectionTrait>(
 async fn write_states<C: ConnectionTrait>(
     db: &C,
     actions: &[Action],
-    now: DateTime<Utc>,
+    now: Stamp,
 ) -> Result<(), DbErr> {
     let mut restored = Vec::new();
     let mut pending: BTreeMap<DateTime<Utc>, Vec<i64>> = BTreeMap::new();
@@ -310,7 +311,7 @@ async fn write_states<C: ConnectionTrait>(
     }
     set_state(db, &restored, GrantState::Active, now).await?;
     for (at, ids) in pending {
-        set_state(db, &ids, GrantState::Pending(at), now).await?;
+        set_state(db, &ids, GrantState::Pending(at.into()), now).await?;
     }
     revoke(db, &revoked, now).await
 }
@@ -385,14 +386,14 @@ fn journal_entry<'a>(
 /// The state a stored grant moves to: active again, or pending until it is revoked.
 enum GrantState {
     Active,
-    Pending(DateTime<Utc>),
+    Pending(Stamp),
 }
 
 async fn set_state<C: ConnectionTrait>(
     db: &C,
     ids: &[i64],
     state: GrantState,
-    now: DateTime<Utc>,
+    now: Stamp,
 ) -> Result<(), DbErr> {
     let (name, pending_since, revoke_after) = match state {
         GrantState::Active => ("active", None, None),
@@ -418,7 +419,7 @@ async fn set_state<C: ConnectionTrait>(
 pub(super) async fn touch_persons<C: ConnectionTrait>(
     db: &C,
     persons: &[i64],
-    now: DateTime<Utc>,
+    now: Stamp,
 ) -> Result<(), DbErr> {
     use super::entities::person;
     for chunk in persons.chunks(500) {
@@ -464,7 +465,7 @@ fn grant_row(
     school: &str,
     d: &Derived,
     origin: &str,
-    now: DateTime<Utc>,
+    now: Stamp,
     by: Option<(&str, Option<String>)>,
 ) -> access_grant::ActiveModel {
     access_grant::ActiveModel {
@@ -487,7 +488,7 @@ fn grant_row(
     }
 }
 
-async fn revoke<C: ConnectionTrait>(db: &C, ids: &[i64], now: DateTime<Utc>) -> Result<(), DbErr> {
+async fn revoke<C: ConnectionTrait>(db: &C, ids: &[i64], now: Stamp) -> Result<(), DbErr> {
     for chunk in ids.chunks(super::roster::CHUNK) {
         access_grant::Entity::update_many()
             .col_expr(access_grant::Column::State, Expr::value("revoked"))
@@ -509,8 +510,8 @@ fn holding(g: access_grant::Model) -> Option<Holding> {
         source: g.source,
         fact: g.fact,
         state: state_of(&g.state),
-        since: g.since,
-        revoke_after: g.revoke_after,
+        since: g.since.at(),
+        revoke_after: g.revoke_after.map(Stamp::at),
     })
 }
 
@@ -630,7 +631,7 @@ pub async fn remove_manual<C: ConnectionTrait>(
             fact: g.fact,
         });
     }
-    let now = super::now();
+    let now = Stamp::now();
     revoke(db, &[id], now).await?;
     touch_persons(db, &[g.person_id], now).await?;
     let ctx = ApplyContext::by_hand(&g.school_id);

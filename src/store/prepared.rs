@@ -122,7 +122,7 @@ pub async fn classes<C: ConnectionTrait>(
             name: c.name,
             kind: c.kind,
             year_group: c.year_group,
-            updated_at: c.updated_at,
+            updated_at: c.updated_at.at(),
         })
         .collect())
 }
@@ -147,7 +147,7 @@ pub async fn set_classes<C: ConnectionTrait>(
             name: Set(c.name.clone()),
             kind: Set(c.kind.clone()),
             year_group: Set(c.year_group.clone()),
-            updated_at: Set(c.updated_at),
+            updated_at: Set(c.updated_at.into()),
         }))
         .exec(db)
         .await?;

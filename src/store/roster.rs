@@ -13,6 +13,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 
+use super::Stamp;
 use super::entities::{change_entry, membership, person, person_key, person_role, roster_group};
 use super::owners::Owners;
 use super::sql::Sql;
@@ -237,7 +238,7 @@ fn stored_person(r: &sea_orm::QueryResult) -> Result<StoredPerson, DbErr> {
 /// Where and when an apply happens.
 pub struct ApplyContext<'a> {
     pub school: &'a str,
-    pub now: DateTime<Utc>,
+    pub now: Stamp,
     /// How long a removed person or group keeps its tombstone before it is purged.
     pub retention: chrono::Duration,
     /// The run the journal rows belong to.
@@ -252,7 +253,7 @@ impl<'a> ApplyContext<'a> {
     pub fn by_hand(school: &'a str) -> Self {
         ApplyContext {
             school,
-            now: super::now(),
+            now: Stamp::now(),
             retention: chrono::Duration::zero(),
             run: None,
             new_year: None,
@@ -1015,6 +1016,7 @@ pub struct Purged {
 /// halfway leaves whole persons, and the next one finishes it.
 pub async fn purge(store: &super::Store, now: DateTime<Utc>) -> Result<Purged, DbErr> {
     use super::WriteKind;
+    let now = Stamp::from(now);
     use super::entities::held_change;
     use sea_orm::QuerySelect;
     let mut purged = Purged::default();

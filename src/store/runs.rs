@@ -218,7 +218,7 @@ async fn forget_edits_and_jobs(
     let txn = store.begin_write(super::WriteKind::Purge).await?;
     out.journal += change_entry::Entity::delete_many()
         .filter(change_entry::Column::RunId.is_null())
-        .filter(change_entry::Column::At.lt(before))
+        .filter(change_entry::Column::At.lt(super::Stamp::from(before)))
         .exec(&txn)
         .await?
         .rows_affected;

@@ -552,7 +552,7 @@ pub async fn follow_merger<C: sea_orm::ConnectionTrait>(
         rule: Set(format!(
             "the broker says institution {from} merged into {into}: the school follows it"
         )),
-        at: Set(now),
+        at: Set(now.into()),
         ..Default::default()
     })
     .exec(db)

@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
 };
 use serde::Serialize;
 
+use super::Stamp;
 use super::entities::{change_entry, membership, person, person_key, person_role, roster_group};
 use super::owners::Owners;
 use super::roster::{self, ApplyContext, Entry, Journal};
@@ -196,11 +196,11 @@ async fn group<C: ConnectionTrait>(
             roster_group::Entity::update_many()
                 .col_expr(
                     roster_group::Column::RemovedAt,
-                    Expr::value(Option::<DateTime<Utc>>::None),
+                    Expr::value(Option::<Stamp>::None),
                 )
                 .col_expr(
                     roster_group::Column::PurgeAfter,
-                    Expr::value(Option::<DateTime<Utc>>::None),
+                    Expr::value(Option::<Stamp>::None),
                 ),
         ),
         Revert::SetGroupField {
@@ -386,7 +386,7 @@ async fn set_field<C: ConnectionTrait>(
     let mut update = person::ActiveModel {
         id: Set(id),
         owners: Set(owners.to_json()),
-        updated_at: Set(super::now()),
+        updated_at: Set(Stamp::now()),
         ..Default::default()
     };
     match field {

@@ -131,7 +131,7 @@ pub async fn can<C: ConnectionTrait>(
             "no: person {} left school {} on {}; whoever left sees nothing.",
             staff.id,
             staff.school_id,
-            left.format("%Y-%m-%d")
+            left.at().format("%Y-%m-%d")
         )));
     }
     if staff.school_id != pupil.school_id {

@@ -28,7 +28,7 @@ pub async fn refresh<C: ConnectionTrait>(
     }
     let ctx = ApplyContext {
         school,
-        now,
+        now: now.into(),
         retention: chrono::Duration::zero(),
         run,
         new_year: None,

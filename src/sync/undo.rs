@@ -170,7 +170,7 @@ async fn write_undo(
     let now = crate::store::now();
     let ctx = ApplyContext {
         school: &school,
-        now,
+        now: now.into(),
         retention: rules.retention,
         run: Some(run),
         new_year: None,
@@ -439,7 +439,7 @@ mod tests {
             new_value: None,
             source: "las".into(),
             rule: String::new(),
-            at: chrono::Utc::now(),
+            at: crate::store::Stamp::now(),
         }
     }
 

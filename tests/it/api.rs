@@ -1034,7 +1034,7 @@ async fn a_delta_of_enrollments_paged_by_cursor_is_the_delta_built_whole() {
     access_grant::Entity::update_many()
         .col_expr(
             access_grant::Column::ChangedAt,
-            Expr::value(chrono::Utc::now()),
+            Expr::value(rostersync::store::Stamp::now()),
         )
         .filter(access_grant::Column::Id.eq(grant.id))
         .exec(store.writer())
@@ -1045,7 +1045,7 @@ async fn a_delta_of_enrollments_paged_by_cursor_is_the_delta_built_whole() {
             removed,
             ..Listing::default()
         };
-        let by = |how| moved_persons(store.db(), &l, ("", moment), 100_000, how);
+        let by = |how| moved_persons(store.db(), &l, ("", moment.into()), 100_000, how);
         let (walked, more) = by(Find::ByWalk).await.expect("walk");
         let (indexed, _) = by(Find::ByMoment).await.expect("moments");
         assert!(!more && walked.contains(&grant.person_id));

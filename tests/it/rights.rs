@@ -6,7 +6,7 @@ use connector_sim::{SchoolKind, World};
 use rostersync::store::Store;
 use serde_json::Value;
 
-use crate::support::{SimEnv, count, set_time};
+use crate::support::{SimEnv, count, set_moment};
 
 const SCHOOL: &str = "10XA00";
 
@@ -237,7 +237,7 @@ async fn a_moved_teacher_sees_the_new_group_at_once_and_the_old_one_until_the_gr
     move_teacher(&sim, index, &new);
     sim.env.run(&["sync"]).ok();
     // Let the grace period pass.
-    set_time(
+    set_moment(
         &store,
         "UPDATE access_grant SET revoke_after = {at} WHERE state = 'pending'",
         Utc::now() - chrono::Duration::hours(1),

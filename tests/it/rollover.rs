@@ -14,7 +14,7 @@ use rostersync::sync::report::Outcome;
 use serde_json::Value;
 
 use crate::api::{Serve, all, conforms, get, token};
-use crate::support::{SimEnv, count, set_time};
+use crate::support::{SimEnv, count, set_moment};
 
 const PRIMARY: &str = "10XA00";
 const SECONDARY: &str = "20XB00";
@@ -190,7 +190,7 @@ async fn teachers_grants_follow_their_groups_through_the_switch() {
     assert_eq!(g.groups, kept.groups, "no gap and nothing extra");
     assert!(!g.reasons.iter().any(|r| r.contains("pending")), "{g:?}");
     // After the grace period the old group is gone.
-    set_time(
+    set_moment(
         &store,
         "UPDATE access_grant SET revoke_after = {at} WHERE state = 'pending'",
         chrono::Utc::now() - chrono::Duration::hours(1),

@@ -1,7 +1,7 @@
 //! The store's side of a sync: a Plan applied in one transaction, loaded back losslessly.
 //! Runs on SQLite and PostgreSQL with simulated schools through the real UWLR parser.
 
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{Duration, NaiveDate};
 use connector_api::Snapshot;
 use connector_sim::{SchoolKind, World};
 use rostersync::model::Field;
@@ -57,7 +57,7 @@ async fn sync(store: &Store, s: &Snapshot, options: &DiffOptions) -> Plan {
         .expect("run");
     let ctx = ApplyContext {
         school: "99XX00",
-        now: Utc::now(),
+        now: rostersync::store::Stamp::now(),
         retention: Duration::days(30),
         run: Some(run),
         new_year: None,

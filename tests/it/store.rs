@@ -103,3 +103,130 @@ async fn the_default_store_and_master_key_are_private() {
     again.ok();
     assert!(!again.stderr.contains("Generated"), "{}", again.stderr);
 }
+
+/// Every moment of the given columns, in row order, as integers.
+async fn moments(store: &rostersync::store::Store, sql: &str) -> Vec<Vec<Option<i64>>> {
+    use sea_orm::ConnectionTrait;
+    let rows = store
+        .db()
+        .query_all_raw(sea_orm::Statement::from_string(store.backend(), sql))
+        .await
+        .expect("moments");
+    rows.iter()
+        .map(|r| {
+            (0..r.column_names().len())
+                .map(|i| r.try_get_by_index::<Option<i64>>(i).expect("an integer"))
+                .collect()
+        })
+        .collect()
+}
+
+async fn exec(store: &rostersync::store::Store, sql: &str) -> Result<(), sea_orm::DbErr> {
+    use sea_orm::ConnectionTrait;
+    store.writer().execute_unprepared(sql).await.map(drop)
+}
+
+const PERSONS: &str = "SELECT id, created_at, updated_at, removed_at, purge_after FROM person \
+                       ORDER BY id";
+const JOURNAL: &str = "SELECT id, at FROM change_entry ORDER BY id";
+const MEMBERSHIPS: &str = "SELECT person_id, group_id, since FROM membership \
+                           ORDER BY person_id, group_id, role";
+
+/// Migration 12 turns the roster's moments into microseconds and back. A synced school's
+/// moments survive both ways to the microsecond; text in each form sqlx or a person writes
+/// (fraction or not, `Z` or an offset) converts exactly; text that is no moment stops the
+/// migration with nothing changed (SQLite too runs it as one transaction); and on SQLite a
+/// moment written by hand as text afterwards becomes microseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moments_survive_the_integer_migration_both_ways() {
+    use migration::MigratorTrait;
+    let mut w = connector_sim::World::new(43, rostersync::sync::run::today());
+    w.add_school(
+        "99XA00".parse().expect("id"),
+        connector_sim::SchoolKind::Primary,
+        30,
+    );
+    let (sim, store) = crate::support::SimEnv::start_linked(w, false, false).await;
+    let pg = store.backend() == sea_orm::DbBackend::Postgres;
+    sim.sync(&store, false).await;
+    let persons = moments(&store, PERSONS).await;
+    let journal = moments(&store, JOURNAL).await;
+    let memberships = moments(&store, MEMBERSHIPS).await;
+    assert!(persons.len() > 30 && journal.len() > 30 && memberships.len() > 30);
+    migration::Migrator::down(store.writer(), Some(1))
+        .await
+        .expect("down to text");
+    let (first, second, third) = (persons[0][0], persons[1][0], persons[2][0]);
+    let by_hand = [
+        (
+            first,
+            "2026-12-02T05:47:33.786338+02:00",
+            1_796_183_253_786_338,
+        ),
+        (second, "2026-12-02T03:47:33.5Z", 1_796_183_253_500_000),
+        (third, "2026-12-02T03:47:33+00:00", 1_796_183_253_000_000),
+    ];
+    for (id, text, _) in &by_hand {
+        let id = id.expect("an id");
+        exec(
+            &store,
+            &format!("UPDATE person SET removed_at = '{text}' WHERE id = {id}"),
+        )
+        .await
+        .expect("a moment as text");
+    }
+    if !pg {
+        // Not a moment: the migration stops, and the persons converted before the journal
+        // are as they were.
+        exec(
+            &store,
+            "UPDATE change_entry SET at = 'yesterday' WHERE id = 1",
+        )
+        .await
+        .expect("text");
+        let failed = migration::Migrator::up(store.writer(), None).await;
+        assert!(
+            format!("{failed:?}").contains("change_entry.at"),
+            "{failed:?}"
+        );
+        let kind = crate::support::one(&store, "SELECT typeof(updated_at) FROM person LIMIT 1");
+        assert_eq!(kind.await.as_deref(), Some("text"));
+        exec(
+            &store,
+            "UPDATE change_entry SET at = (SELECT at FROM change_entry WHERE id = 2) WHERE id = 1",
+        )
+        .await
+        .expect("mended");
+    }
+    migration::Migrator::up(store.writer(), None)
+        .await
+        .expect("up again");
+    let mut expected = persons.clone();
+    for (row, (_, _, micros)) in expected.iter_mut().zip(&by_hand) {
+        row[3] = Some(*micros);
+    }
+    assert_eq!(moments(&store, PERSONS).await, expected);
+    let mut journal_now = moments(&store, JOURNAL).await;
+    if !pg {
+        journal_now[0][1] = journal[0][1];
+    }
+    assert_eq!(journal_now, journal);
+    assert_eq!(moments(&store, MEMBERSHIPS).await, memberships);
+    if !pg {
+        let id = first.expect("an id");
+        exec(
+            &store,
+            &format!(
+                "UPDATE person SET purge_after = '2026-12-02T03:47:33.786338Z' WHERE id = {id}"
+            ),
+        )
+        .await
+        .expect("a moment by hand");
+        let row = format!("SELECT purge_after FROM person WHERE id = {id}");
+        assert_eq!(moments(&store, &row).await, [[Some(1_796_183_253_786_338)]]);
+        let refused = format!("UPDATE person SET purge_after = 'soon' WHERE id = {id}");
+        assert!(exec(&store, &refused).await.is_err());
+    }
+    // The next run reads and writes the converted store as before.
+    sim.sync(&store, false).await;
+}

@@ -516,6 +516,28 @@ pub async fn set_time(
         .expect("set a time");
 }
 
+/// Like `set_time`, for the moments of roster records (persons, groups, memberships, grants,
+/// the journal), which the store keeps as microseconds (`rostersync::store::Stamp`).
+pub async fn set_moment(
+    store: &rostersync::store::Store,
+    sql: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) {
+    let placeholder = match store.backend() {
+        sea_orm::DbBackend::Postgres => "$1",
+        _ => "?1",
+    };
+    store
+        .writer()
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            store.backend(),
+            sql.replace("{at}", placeholder),
+            [rostersync::store::Stamp::from(at).into()],
+        ))
+        .await
+        .expect("set a moment");
+}
+
 /// A daemon process; killed when dropped.
 pub struct Daemon {
     pub child: Child,

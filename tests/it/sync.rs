@@ -325,12 +325,10 @@ async fn the_purge_raises_the_roster_version_of_the_schools_it_purged_from() {
         count(&store, &version("99XC00")).await,
     );
     // One pupil of the first school left long ago.
-    let sql = "UPDATE person SET removed_at = '2020-01-01T00:00:00Z', \
-               purge_after = '2020-04-01T00:00:00Z' WHERE id = (SELECT MIN(id) FROM person \
-               WHERE school_id = '99XA00' AND kind = 'pupil')";
-    sea_orm::ConnectionTrait::execute_unprepared(store.writer(), sql)
-        .await
-        .expect("a tombstone");
+    let sql = "UPDATE person SET removed_at = {at}, purge_after = {at} WHERE id = \
+               (SELECT MIN(id) FROM person WHERE school_id = '99XA00' AND kind = 'pupil')";
+    let long_ago = "2020-04-01T00:00:00Z".parse().expect("a moment");
+    crate::support::set_moment(&store, sql, long_ago).await;
     let purged = rostersync::store::roster::purge(&store, chrono::Utc::now())
         .await
         .expect("purge");
@@ -1014,7 +1012,7 @@ async fn history_older_than_journal_days_is_forgotten_but_each_schools_latest_ru
         old,
     )
     .await;
-    crate::support::set_time(
+    crate::support::set_moment(
         &store,
         "UPDATE change_entry SET at = {at} WHERE run_id IN (SELECT MIN(id) FROM sync_run GROUP BY school_id)",
         old,

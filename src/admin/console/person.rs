@@ -10,6 +10,7 @@ use maud::{Markup, html};
 use super::page::{Frame, or_dash, tag};
 use super::{Shared, Signed, render, store_trouble, trouble};
 use crate::model::plan::StoredPerson;
+use crate::store::Stamp;
 use crate::store::entities::person;
 use crate::store::journal::Change;
 use crate::sync::explain::{Answer, Visibility};
@@ -127,7 +128,7 @@ pub fn person_page(frame: &Frame, v: &PersonView<'_>) -> Markup {
     let p = v.row;
     html! {
         h1 { @if p.kind == "pupil" { "Pupil " } @else { "Staff member " } (p.id) " of " a href={ "/school/" (p.school_id) } { (p.school_id) } }
-        @if let Some(at) = p.removed_at { p.said { "Removed on " (frame.when(Some(at))) "; kept until " (frame.when(p.purge_after)) "." } }
+        @if let Some(at) = p.removed_at { p.said { "Removed on " (frame.when(Some(at.at()))) "; kept until " (frame.when(p.purge_after.map(Stamp::at))) "." } }
         @match v.stored {
             Some(s) => { (fields(s)) (keys_and_groups(s)) }
             None => p { "This person is not in the school's stored roster." },
@@ -140,7 +141,7 @@ pub fn person_page(frame: &Frame, v: &PersonView<'_>) -> Markup {
             tbody {
                 @for c in v.changes.iter().rev().take(RECENT) {
                     tr {
-                        td.when { (frame.when(Some(c.at))) }
+                        td.when { (frame.when(Some(c.at.at()))) }
                         td { @match c.run_id { Some(r) => a href={ "/run/" (r) } { (r) }, None => "by hand" } }
                         td { (c.operation) } td { (or_dash(c.field.as_deref())) }
                         td { (or_dash(c.old_value.as_deref())) } td { (or_dash(c.new_value.as_deref())) }

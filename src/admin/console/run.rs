@@ -86,7 +86,7 @@ fn journal(frame: &Frame, run: i64, all: &[Change], f: &JournalFilter) -> Markup
             tbody {
                 @for c in shown.iter().skip((page - 1) * ENTRIES_PER_PAGE).take(ENTRIES_PER_PAGE) {
                     tr {
-                        td.when { (frame.when(Some(c.at))) }
+                        td.when { (frame.when(Some(c.at.at()))) }
                         td { (c.entity) }
                         td { @match c.person_id { Some(p) => a href={ "/person/" (p) } { (p) }, None => (or_dash(c.entity_id)) } }
                         td { (c.operation) }
@@ -303,7 +303,7 @@ mod tests {
             id: 1,
             run_id: Some(1),
             school_id: "99XX00".into(),
-            at: chrono::Utc::now(),
+            at: crate::store::Stamp::now(),
             entity: entity.into(),
             entity_id: Some(3),
             person_id: None,

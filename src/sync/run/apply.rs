@@ -271,7 +271,7 @@ pub(super) async fn apply_snapshots(
     let now = crate::store::now();
     let ctx = ApplyContext {
         school: rc.school,
-        now,
+        now: now.into(),
         retention: rc.rules.retention,
         run: Some(rc.run),
         new_year: computed.switch,
@@ -351,7 +351,7 @@ async fn record_sources(
             (*name, r)
         })
         .collect();
-    source_state::record_received(txn, ctx.school, &received, ctx.now).await?;
+    source_state::record_received(txn, ctx.school, &received, ctx.now.at()).await?;
     if d.counts.identity_conflicts > 0 {
         // Ask in full next time, so the conflict is decided (and said) again, not hidden
         // behind "nothing changed".

@@ -1,0 +1,141 @@
+//! A moment of a roster record, stored as whole microseconds since 1970 (UTC) in a `bigint`.
+//!
+//! SQLite kept a `DateTime` as 32 characters of text ("2026-12-02T03:47:33.786338+00:00");
+//! as an integer it takes 8 bytes, in the row and again in every index on it. The persons,
+//! memberships and journal hold several per pupil, about a tenth of the store (issue 17).
+//! PostgreSQL's `timestamptz` was 8 bytes already; it gets `bigint` too so that both backends
+//! run the same SQL, and the API's SQL compares moments of several tables with each other.
+//! Integers also compare by value on SQLite, where text compared by its characters and a
+//! moment written with fewer fractional digits sorted wrongly against one with more.
+//!
+//! Everything outside the store sees a `DateTime<Utc>`: a `Stamp` serializes and prints as one.
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use sea_orm::DeriveValueType;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Microseconds since 1970-01-01T00:00:00Z.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, DeriveValueType)]
+pub struct Stamp(pub i64);
+
+impl Stamp {
+    /// The moment as a date and time. Values outside chrono's range (never written by
+    /// rostersync) saturate rather than fail a read.
+    pub fn at(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.0).unwrap_or(if self.0 < 0 {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            DateTime::<Utc>::MAX_UTC
+        })
+    }
+
+    pub fn now() -> Self {
+        Utc::now().into()
+    }
+}
+
+impl std::ops::Add<TimeDelta> for Stamp {
+    type Output = Stamp;
+
+    fn add(self, d: TimeDelta) -> Stamp {
+        Stamp(
+            self.0
+                .saturating_add(d.num_microseconds().unwrap_or(i64::MAX)),
+        )
+    }
+}
+
+impl std::ops::Sub<TimeDelta> for Stamp {
+    type Output = Stamp;
+
+    fn sub(self, d: TimeDelta) -> Stamp {
+        Stamp(
+            self.0
+                .saturating_sub(d.num_microseconds().unwrap_or(i64::MAX)),
+        )
+    }
+}
+
+impl From<DateTime<Utc>> for Stamp {
+    /// Below a microsecond is cut, as PostgreSQL's `timestamptz` did.
+    fn from(t: DateTime<Utc>) -> Self {
+        Stamp(t.timestamp_micros())
+    }
+}
+
+impl From<Stamp> for DateTime<Utc> {
+    fn from(s: Stamp) -> Self {
+        s.at()
+    }
+}
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.at().fmt(f)
+    }
+}
+
+impl Serialize for Stamp {
+    /// As RFC 3339, the way a `DateTime` serialized: scripts reading `--format json` see no change.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.at().to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+}
+
+impl<'de> Deserialize<'de> for Stamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        DateTime::<Utc>::deserialize(d).map(Stamp::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn moment(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("a moment")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_moment_goes_to_microseconds_and_back() {
+        let t = moment("2026-12-02T03:47:33.786338+00:00");
+        let s = Stamp::from(t);
+        assert_eq!(s.0, 1_796_183_253_786_338);
+        assert_eq!(s.at(), t);
+    }
+
+    #[test]
+    fn below_a_microsecond_is_cut() {
+        let t = moment("2026-12-02T03:47:33.000000999Z");
+        assert_eq!(Stamp::from(t).0 % 1_000_000, 0);
+    }
+
+    #[test]
+    fn it_serializes_as_the_date_time_did() {
+        let t = moment("2026-12-02T03:47:33.786338Z");
+        assert_eq!(
+            serde_json::to_string(&Stamp::from(t)).expect("json"),
+            serde_json::to_string(&t).expect("json")
+        );
+        let back: Stamp =
+            serde_json::from_str(&serde_json::to_string(&t).expect("json")).expect("a stamp");
+        assert_eq!(back, Stamp::from(t));
+    }
+
+    #[test]
+    fn a_duration_adds_as_to_the_date_time() {
+        let t = moment("2026-12-02T03:47:33.786338Z");
+        let d = TimeDelta::days(30) + TimeDelta::microseconds(5);
+        assert_eq!((Stamp::from(t) + d).at(), t + d);
+        assert_eq!((Stamp::from(t) - d).at(), t - d);
+        assert_eq!(Stamp(i64::MAX - 1) + d, Stamp(i64::MAX));
+    }
+
+    #[test]
+    fn order_is_time_order() {
+        assert!(Stamp(1) < Stamp(2));
+        assert!(Stamp(-1).at() < Stamp(0).at());
+    }
+}
