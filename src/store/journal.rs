@@ -3,23 +3,32 @@
 use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
 use super::entities::{change_entry, person, person_key};
+use crate::model::journal;
 
 pub use change_entry::Model as Change;
 
 pub async fn of_run<C: ConnectionTrait>(db: &C, run: i64) -> Result<Vec<Change>, DbErr> {
-    change_entry::Entity::find()
+    let rows = change_entry::Entity::find()
         .filter(change_entry::Column::RunId.eq(run))
         .order_by_asc(change_entry::Column::Id)
         .all(db)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(in_words).collect())
 }
 
 pub async fn of_person<C: ConnectionTrait>(db: &C, id: i64) -> Result<Vec<Change>, DbErr> {
-    change_entry::Entity::find()
+    let rows = change_entry::Entity::find()
         .filter(change_entry::Column::PersonId.eq(id))
         .order_by_asc(change_entry::Column::Id)
         .all(db)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(in_words).collect())
+}
+
+/// An entry with its rule in words: the journal stores a standard rule as the empty text.
+fn in_words(mut c: Change) -> Change {
+    c.rule = journal::read_rule(&c.entity, &c.operation, std::mem::take(&mut c.rule));
+    c
 }
 
 /// Persons `text` names: the id `export` prints, or any of their keys (ECK-iD, LAS key,

@@ -342,7 +342,7 @@ impl<'a> Journal<'a> {
             old_value: Set(e.old),
             new_value: Set(e.new),
             source: Set(e.source.as_str().to_owned()),
-            rule: Set(e.rule),
+            rule: Set(journal::stored_rule(e.entity, e.operation, e.rule)),
             at: Set(self.ctx.now),
             ..Default::default()
         });

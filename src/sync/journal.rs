@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::model::Owner;
-use crate::model::journal::{ECKID_CONFLICT, Entry, Subject};
+use crate::model::journal::{self, ECKID_CONFLICT, Entry, Subject};
 use crate::model::plan::{GroupUpdate, IdentityConflict, PersonUpdate, Plan, StoredPerson};
 
 /// Every journal entry of `plan`, computed against `stored` (what the diff compared with).
@@ -21,7 +21,7 @@ pub fn entries(plan: &Plan, stored: &[StoredPerson]) -> Vec<Entry> {
                 Subject::NewGroup(g.key.clone()),
                 "create",
                 g.owner,
-                "new in the source".into(),
+                journal::NEW_GROUP.into(),
             )
             .about(None, None, Some(g.key.clone())),
         );
@@ -31,7 +31,7 @@ pub fn entries(plan: &Plan, stored: &[StoredPerson]) -> Vec<Entry> {
             Subject::Group(*id),
             "remove",
             Owner::Las,
-            "absent from the source; tombstoned until purge".into(),
+            journal::GROUP_GONE.into(),
         ));
     }
     for (index, p) in plan.person_creates.iter().enumerate() {
@@ -44,7 +44,7 @@ pub fn entries(plan: &Plan, stored: &[StoredPerson]) -> Vec<Entry> {
                 subject,
                 "create",
                 p.links_owner,
-                "new identity in the source".into(),
+                journal::NEW_IDENTITY.into(),
             )
             .about(None, None, Some(p.keys.label())),
         );
@@ -62,7 +62,7 @@ pub fn entries(plan: &Plan, stored: &[StoredPerson]) -> Vec<Entry> {
             },
             "remove",
             supplier,
-            "absent from the sources; tombstoned until purge".into(),
+            journal::PERSON_GONE.into(),
         ));
     }
     out.extend(plan.conflicts.iter().map(identity_conflict));

@@ -164,6 +164,27 @@ async fn a_leaver_is_tombstoned_and_restored_with_the_same_id() {
         .await
         .expect("journal");
     assert_eq!(creates.len(), full.pupils.len() + full.staff.len());
+    // A create's standard rule is stored as the empty text, and read back in words.
+    assert!(
+        creates.iter().all(|c| c.rule.is_empty()),
+        "{:?}",
+        creates[0]
+    );
+    let run = creates[0].run_id.expect("a run");
+    let read = rostersync::store::journal::of_run(store.db(), run)
+        .await
+        .expect("journal");
+    let said: Vec<&str> = read
+        .iter()
+        .filter(|c| c.operation == "create")
+        .map(|c| c.rule.as_str())
+        .collect();
+    assert!(said.len() >= creates.len(), "{said:?}");
+    assert!(
+        said.iter()
+            .all(|r| *r == "new identity in the source" || *r == "new in the source"),
+        "{said:?}"
+    );
     let (_, after) = roster::load(store.db(), "99XX00").await.expect("load");
     let gone = after
         .iter()
