@@ -157,8 +157,8 @@ pub mod person_key {
         pub digest: i64,
         pub value: String,
         pub person_id: i64,
-        pub source: String,
-        // No timestamp: when a key came is in the journal (migration 7).
+        // No timestamp: when a key came is in the journal (migration 7). No source: who
+        // supplies a person's keys is the owner of its links, in `person.owners` (migration 13).
     }
 
     impl ActiveModelBehavior for ActiveModel {}

@@ -211,7 +211,7 @@ async fn insert_local_person<C: sea_orm::ConnectionTrait>(
     let id = person::Entity::insert(row).exec(db).await?.last_insert_id;
     let mut facets = Facets::new();
     for (kind, value) in p.keys.entries() {
-        facets.key(ctx, id, kind, value, Owner::Local);
+        facets.key(ctx, id, kind, value);
     }
     for group in linked {
         facets.link(ctx, id, *group, role, Owner::Local);
@@ -603,7 +603,7 @@ async fn relink_rows<C: sea_orm::ConnectionTrait>(
     } else {
         let ctx = ApplyContext::by_hand(&row.school_id);
         let mut facets = Facets::new();
-        facets.key(&ctx, row.id, "eckid", new, Owner::Local);
+        facets.key(&ctx, row.id, "eckid", new);
         facets.write(db).await?;
     }
     super::schools::set_digest(db, &row.school_id, None).await?;

@@ -431,7 +431,6 @@ pub(super) fn key_row(
     id: i64,
     kind: &str,
     value: &str,
-    owner: Owner,
 ) -> person_key::ActiveModel {
     person_key::ActiveModel {
         digest: Set(migration::key_digest(value)),
@@ -439,7 +438,6 @@ pub(super) fn key_row(
         kind: Set(kind.to_owned()),
         value: Set(value.to_owned()),
         person_id: Set(id),
-        source: Set(owner.as_str().to_owned()),
     }
 }
 
@@ -459,8 +457,8 @@ impl Facets {
         }
     }
 
-    pub fn key(&mut self, ctx: &ApplyContext, id: i64, kind: &str, value: &str, owner: Owner) {
-        self.keys.push(key_row(ctx, id, kind, value, owner));
+    pub fn key(&mut self, ctx: &ApplyContext, id: i64, kind: &str, value: &str) {
+        self.keys.push(key_row(ctx, id, kind, value));
     }
 
     pub fn link(&mut self, ctx: &ApplyContext, id: i64, group: i64, role: &str, owner: Owner) {
@@ -657,7 +655,7 @@ async fn write_creates<C: ConnectionTrait>(
             .get(sid.as_str())
             .ok_or_else(|| DbErr::RecordNotFound(format!("the person just inserted as {sid}")))?;
         for (kind, v) in p.keys.entries() {
-            facets.key(ctx, id, kind, v, p.links_owner);
+            facets.key(ctx, id, kind, v);
         }
         for l in &p.links {
             if let Some(g) = group_id.get(&l.group) {
@@ -734,7 +732,7 @@ async fn write_updates<C: ConnectionTrait>(
         row.created_at = NotSet;
         rows.push((u.id, row));
         for (kind, v) in u.new_keys.entries() {
-            facets.key(ctx, u.id, kind, v, state.links_owner);
+            facets.key(ctx, u.id, kind, v);
         }
         for l in &u.links_removed {
             if let Some(g) = group_id.get(&l.group) {

@@ -498,13 +498,9 @@ async fn write_key_or_role<C: ConnectionTrait>(
 ) -> Result<(), DbErr> {
     match r {
         Revert::AddKey {
-            person,
-            key,
-            value,
-            owner,
-            ..
+            person, key, value, ..
         } => {
-            person_key::Entity::insert(roster::key_row(ctx, *person, key, value, *owner))
+            person_key::Entity::insert(roster::key_row(ctx, *person, key, value))
                 .exec(db)
                 .await?;
         }

@@ -209,12 +209,23 @@ async fn keys_survive_the_digest_migration_both_ways_and_stay_unique() {
         .expect("find");
     assert_eq!(found.len(), 1);
     let again = format!(
-        "INSERT INTO person_key (digest, school_id, kind, value, person_id, source) \
-         SELECT digest, school_id, kind, value, person_id, source FROM person_key \
+        "INSERT INTO person_key (digest, school_id, kind, value, person_id) \
+         SELECT digest, school_id, kind, value, person_id FROM person_key \
          WHERE value = '{eckid}'"
     );
     use sea_orm::ConnectionTrait;
-    assert!(store.writer().execute_unprepared(&again).await.is_err());
+    let refused = store
+        .writer()
+        .execute_unprepared(&again)
+        .await
+        .expect_err("a second copy of a key is refused");
+    assert!(
+        matches!(
+            refused.sql_err(),
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+        ),
+        "{refused}"
+    );
     // The next run reads and writes through the rebuilt table as before.
     sim.sync(&store, false).await;
     assert_eq!(count(&store, keys).await, before);
