@@ -140,42 +140,54 @@ async fn convert_sqlite(
             .await?;
     }
     for (c, nullable) in columns {
-        let (kind, fill) = match way {
-            Way::ToMicros => ("bigint", micros_of(c)),
-            Way::ToTimestamp => ("timestamp_with_timezone_text", text_of(c)),
-        };
-        // SQLite adds a NOT NULL column only with a default; every row is filled below.
-        let constraint = match (nullable, way) {
-            (true, _) => "NULL",
-            (false, Way::ToMicros) => "NOT NULL DEFAULT 0",
-            (false, Way::ToTimestamp) => "NOT NULL DEFAULT ''",
-        };
-        db.execute_unprepared(&format!(
-            "ALTER TABLE \"{table}\" ADD COLUMN \"{c}__new\" {kind} {constraint}"
-        ))
-        .await?;
-        db.execute_unprepared(&format!(
-            "UPDATE \"{table}\" SET \"{c}__new\" = {fill} WHERE \"{c}\" IS NOT NULL"
-        ))
-        .await?;
-        refuse_unconverted(m, table, c).await?;
-        db.execute_unprepared(&format!("ALTER TABLE \"{table}\" DROP COLUMN \"{c}\""))
-            .await?;
-        db.execute_unprepared(&format!(
-            "ALTER TABLE \"{table}\" RENAME COLUMN \"{c}__new\" TO \"{c}\""
-        ))
-        .await?;
+        convert_column(m, table, (c, *nullable), way).await?;
     }
     for (_, sql) in &indexes {
         db.execute_unprepared(sql).await?;
     }
-    for (c, nullable) in columns {
-        if way == Way::ToMicros {
+    if way == Way::ToMicros {
+        for (c, nullable) in columns {
             db.execute_unprepared(&text_trigger(table, c, *nullable))
                 .await?;
         }
     }
     Ok(())
+}
+
+/// One column of `table` into its other form: a new column filled from it takes its place.
+async fn convert_column(
+    m: &SchemaManager<'_>,
+    table: &str,
+    (c, nullable): (&str, bool),
+    way: Way,
+) -> Result<(), DbErr> {
+    let db = m.get_connection();
+    let (kind, fill) = match way {
+        Way::ToMicros => ("bigint", micros_of(c)),
+        Way::ToTimestamp => ("timestamp_with_timezone_text", text_of(c)),
+    };
+    // SQLite adds a NOT NULL column only with a default; every row is filled below.
+    let constraint = match (nullable, way) {
+        (true, _) => "NULL",
+        (false, Way::ToMicros) => "NOT NULL DEFAULT 0",
+        (false, Way::ToTimestamp) => "NOT NULL DEFAULT ''",
+    };
+    db.execute_unprepared(&format!(
+        "ALTER TABLE \"{table}\" ADD COLUMN \"{c}__new\" {kind} {constraint}"
+    ))
+    .await?;
+    db.execute_unprepared(&format!(
+        "UPDATE \"{table}\" SET \"{c}__new\" = {fill} WHERE \"{c}\" IS NOT NULL"
+    ))
+    .await?;
+    refuse_unconverted(m, table, c).await?;
+    db.execute_unprepared(&format!("ALTER TABLE \"{table}\" DROP COLUMN \"{c}\""))
+        .await?;
+    db.execute_unprepared(&format!(
+        "ALTER TABLE \"{table}\" RENAME COLUMN \"{c}__new\" TO \"{c}\""
+    ))
+    .await
+    .map(drop)
 }
 
 /// The name of the trigger that turns text written into `table`.`c` into microseconds.

@@ -501,19 +501,8 @@ pub async fn set_time(
     sql: &str,
     at: chrono::DateTime<chrono::Utc>,
 ) {
-    let placeholder = match store.backend() {
-        sea_orm::DbBackend::Postgres => "CAST($1 AS timestamptz)",
-        _ => "?",
-    };
-    store
-        .writer()
-        .execute_raw(sea_orm::Statement::from_sql_and_values(
-            store.backend(),
-            sql.replace("{at}", placeholder),
-            [at.to_rfc3339().into()],
-        ))
-        .await
-        .expect("set a time");
+    let on_postgres = "CAST($1 AS timestamptz)";
+    set_bound(store, sql, on_postgres, at.to_rfc3339().into()).await
 }
 
 /// Like `set_time`, for the moments of roster records (persons, groups, memberships, grants,
@@ -523,8 +512,18 @@ pub async fn set_moment(
     sql: &str,
     at: chrono::DateTime<chrono::Utc>,
 ) {
+    set_bound(store, sql, "$1", rostersync::store::Stamp::from(at).into()).await
+}
+
+/// Run `sql` with every `{at}` bound to `value` (`on_postgres` there, `?1` on SQLite).
+async fn set_bound(
+    store: &rostersync::store::Store,
+    sql: &str,
+    on_postgres: &str,
+    value: sea_orm::Value,
+) {
     let placeholder = match store.backend() {
-        sea_orm::DbBackend::Postgres => "$1",
+        sea_orm::DbBackend::Postgres => on_postgres,
         _ => "?1",
     };
     store
@@ -532,7 +531,7 @@ pub async fn set_moment(
         .execute_raw(sea_orm::Statement::from_sql_and_values(
             store.backend(),
             sql.replace("{at}", placeholder),
-            [rostersync::store::Stamp::from(at).into()],
+            [value],
         ))
         .await
         .expect("set a moment");
