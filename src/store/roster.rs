@@ -1014,9 +1014,9 @@ pub struct Purged {
 /// halfway leaves whole persons, and the next one finishes it.
 pub async fn purge(store: &super::Store, now: DateTime<Utc>) -> Result<Purged, DbErr> {
     use super::WriteKind;
-    let now = Stamp::from(now);
     use super::entities::held_change;
     use sea_orm::QuerySelect;
+    let now = Stamp::from(now);
     let mut purged = Purged::default();
     loop {
         let txn = store.begin_write(WriteKind::Purge).await?;

@@ -9,14 +9,14 @@
 //! Integers also compare by value on SQLite, where text compared by its characters and a
 //! moment written with fewer fractional digits sorted wrongly against one with more.
 //!
-//! Everything outside the store sees a `DateTime<Utc>`: a `Stamp` serializes and prints as one.
+//! Everything outside the store sees a `DateTime<Utc>` (`Stamp::at`): what is shown or
+//! serialized is a date and time as before.
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::DeriveValueType;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Microseconds since 1970-01-01T00:00:00Z.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, DeriveValueType)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, DeriveValueType)]
 pub struct Stamp(pub i64);
 
 impl Stamp {
@@ -30,8 +30,9 @@ impl Stamp {
         })
     }
 
+    /// The store's clock (`store::now`) as a stamp.
     pub fn now() -> Self {
-        Utc::now().into()
+        super::now().into()
     }
 }
 
@@ -46,46 +47,10 @@ impl std::ops::Add<TimeDelta> for Stamp {
     }
 }
 
-impl std::ops::Sub<TimeDelta> for Stamp {
-    type Output = Stamp;
-
-    fn sub(self, d: TimeDelta) -> Stamp {
-        Stamp(
-            self.0
-                .saturating_sub(d.num_microseconds().unwrap_or(i64::MAX)),
-        )
-    }
-}
-
 impl From<DateTime<Utc>> for Stamp {
     /// Below a microsecond is cut, as PostgreSQL's `timestamptz` did.
     fn from(t: DateTime<Utc>) -> Self {
         Stamp(t.timestamp_micros())
-    }
-}
-
-impl From<Stamp> for DateTime<Utc> {
-    fn from(s: Stamp) -> Self {
-        s.at()
-    }
-}
-
-impl std::fmt::Display for Stamp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.at().fmt(f)
-    }
-}
-
-impl Serialize for Stamp {
-    /// As RFC 3339, the way a `DateTime` serialized: scripts reading `--format json` see no change.
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.at().to_rfc3339_opts(SecondsFormat::AutoSi, true))
-    }
-}
-
-impl<'de> Deserialize<'de> for Stamp {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        DateTime::<Utc>::deserialize(d).map(Stamp::from)
     }
 }
 
@@ -114,23 +79,10 @@ mod tests {
     }
 
     #[test]
-    fn it_serializes_as_the_date_time_did() {
-        let t = moment("2026-12-02T03:47:33.786338Z");
-        assert_eq!(
-            serde_json::to_string(&Stamp::from(t)).expect("json"),
-            serde_json::to_string(&t).expect("json")
-        );
-        let back: Stamp =
-            serde_json::from_str(&serde_json::to_string(&t).expect("json")).expect("a stamp");
-        assert_eq!(back, Stamp::from(t));
-    }
-
-    #[test]
     fn a_duration_adds_as_to_the_date_time() {
         let t = moment("2026-12-02T03:47:33.786338Z");
         let d = TimeDelta::days(30) + TimeDelta::microseconds(5);
         assert_eq!((Stamp::from(t) + d).at(), t + d);
-        assert_eq!((Stamp::from(t) - d).at(), t - d);
         assert_eq!(Stamp(i64::MAX - 1) + d, Stamp(i64::MAX));
     }
 
