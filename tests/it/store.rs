@@ -177,27 +177,7 @@ async fn moments_survive_the_integer_migration_both_ways() {
         .expect("a moment as text");
     }
     if !pg {
-        // Not a moment: the migration stops, and the persons converted before the journal
-        // are as they were.
-        exec(
-            &store,
-            "UPDATE change_entry SET at = 'yesterday' WHERE id = 1",
-        )
-        .await
-        .expect("text");
-        let failed = migration::Migrator::up(store.writer(), None).await;
-        assert!(
-            format!("{failed:?}").contains("change_entry.at"),
-            "{failed:?}"
-        );
-        let kind = crate::support::one(&store, "SELECT typeof(updated_at) FROM person LIMIT 1");
-        assert_eq!(kind.await.as_deref(), Some("text"));
-        exec(
-            &store,
-            "UPDATE change_entry SET at = (SELECT at FROM change_entry WHERE id = 2) WHERE id = 1",
-        )
-        .await
-        .expect("mended");
+        an_unconverted_moment_stops_the_migration(&store).await;
     }
     migration::Migrator::up(store.writer(), None)
         .await
@@ -214,25 +194,55 @@ async fn moments_survive_the_integer_migration_both_ways() {
     assert_eq!(journal_now, journal);
     assert_eq!(moments(&store, MEMBERSHIPS).await, memberships);
     if !pg {
-        let id = first.expect("an id");
-        exec(
-            &store,
-            &format!("UPDATE person SET purge_after = '2026-12-02T03:47:33.786Z' WHERE id = {id}"),
-        )
-        .await
-        .expect("a moment by hand");
-        let row = format!("SELECT purge_after FROM person WHERE id = {id}");
-        // To the millisecond, which is what a person writes.
-        assert_eq!(moments(&store, &row).await, [[Some(1_796_183_253_786_000)]]);
-        let refused = format!("UPDATE person SET purge_after = 'soon' WHERE id = {id}");
-        let said = exec(&store, &refused).await.expect_err("not a moment");
-        assert!(
-            said.to_string()
-                .contains("person.purge_after: not a moment"),
-            "{said}"
-        );
-        assert_eq!(moments(&store, &row).await, [[Some(1_796_183_253_786_000)]]);
+        a_moment_by_hand_becomes_micros(&store, first.expect("an id")).await;
     }
     // The next run reads and writes the converted store as before.
     sim.sync(&store, false).await;
+}
+
+/// SQLite: text that is no moment stops migration 12, and the persons converted before the
+/// journal are as they were (one transaction); then the value is mended.
+async fn an_unconverted_moment_stops_the_migration(store: &rostersync::store::Store) {
+    use migration::MigratorTrait;
+    exec(
+        store,
+        "UPDATE change_entry SET at = 'yesterday' WHERE id = 1",
+    )
+    .await
+    .expect("text");
+    let failed = migration::Migrator::up(store.writer(), None).await;
+    assert!(
+        format!("{failed:?}").contains("change_entry.at"),
+        "{failed:?}"
+    );
+    let kind = crate::support::one(store, "SELECT typeof(updated_at) FROM person LIMIT 1");
+    assert_eq!(kind.await.as_deref(), Some("text"));
+    exec(
+        store,
+        "UPDATE change_entry SET at = (SELECT at FROM change_entry WHERE id = 2) WHERE id = 1",
+    )
+    .await
+    .expect("mended");
+}
+
+/// SQLite, after migration 12: a moment written by hand as text into person `id` becomes
+/// microseconds, and text that is no moment is refused with the column named.
+async fn a_moment_by_hand_becomes_micros(store: &rostersync::store::Store, id: i64) {
+    exec(
+        store,
+        &format!("UPDATE person SET purge_after = '2026-12-02T03:47:33.786Z' WHERE id = {id}"),
+    )
+    .await
+    .expect("a moment by hand");
+    let row = format!("SELECT purge_after FROM person WHERE id = {id}");
+    // To the millisecond, which is what a person writes.
+    assert_eq!(moments(store, &row).await, [[Some(1_796_183_253_786_000)]]);
+    let refused = format!("UPDATE person SET purge_after = 'soon' WHERE id = {id}");
+    let said = exec(store, &refused).await.expect_err("not a moment");
+    assert!(
+        said.to_string()
+            .contains("person.purge_after: not a moment"),
+        "{said}"
+    );
+    assert_eq!(moments(store, &row).await, [[Some(1_796_183_253_786_000)]]);
 }
