@@ -322,7 +322,8 @@ fn print_changes(
     if format == OutputFormat::Json {
         #[derive(Serialize)]
         struct Out<'a> {
-            id: i64,
+            /// None for a run's create, which the person's row keeps.
+            id: Option<i64>,
             run: Option<i64>,
             school: &'a str,
             at: DateTime<Utc>,

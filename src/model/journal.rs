@@ -108,9 +108,30 @@ pub fn read_rule(entity: &str, operation: &str, stored: String) -> String {
     }
 }
 
+/// Whether an entry is kept in the person's row rather than in a journal row: a run's create of
+/// a pupil or staff member (`person.created_run` and `created_source`, migration 14). An initial
+/// load writes one per pupil, and as rows they were the largest part of the journal (issue 17).
+/// Everything such a row said is the person's (kind, school, moment, keys) but the run and the
+/// source, and a run's create always has the standard rule. A create by hand (no run) names who
+/// did it, so it stays a row.
+pub fn kept_in_person(entity: &str, operation: &str, run: Option<i64>) -> bool {
+    run.is_some() && matches!((entity, operation), ("pupil" | "staff", "create"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_runs_person_create_is_kept_in_the_person() {
+        assert!(kept_in_person("pupil", "create", Some(7)));
+        assert!(kept_in_person("staff", "create", Some(7)));
+        assert!(!kept_in_person("pupil", "create", None), "by hand");
+        assert!(!kept_in_person("group", "create", Some(7)));
+        for op in ["update", "remove", "restore", "link-key", "join"] {
+            assert!(!kept_in_person("pupil", op, Some(7)), "{op}");
+        }
+    }
 
     #[test]
     fn a_standard_rule_is_stored_empty_and_read_back_in_words() {

@@ -103,6 +103,11 @@ pub mod person {
         pub purge_after: Option<Stamp>,
         /// The identifier for apps (OneRoster `sourcedId`): random, kept for the record's life.
         pub sourced_id: Option<String>,
+        /// The run that created the person, and the source whose word did: the journal's
+        /// create of a run, kept here instead of a row of its own (migration 14). None for a
+        /// person created by hand, whose create is a journal row with its own rule.
+        pub created_run: Option<i64>,
+        pub created_source: Option<String>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}

@@ -331,6 +331,14 @@ impl<'a> Journal<'a> {
     }
 
     pub fn add(&mut self, e: Entry) {
+        if journal::kept_in_person(e.entity, e.operation, self.ctx.run) {
+            // The person's row holds it: `write_creates` set `created_run`.
+            debug_assert_eq!(
+                Some(e.rule.as_str()),
+                journal::standard_rule(e.entity, "create")
+            );
+            return;
+        }
         self.rows.push(change_entry::ActiveModel {
             run_id: Set(self.ctx.run),
             school_id: Set(self.ctx.school.to_owned()),
@@ -370,6 +378,9 @@ pub(super) fn person_row(ctx: &ApplyContext, p: &PersonState) -> person::ActiveM
         purge_after: Set(None),
         // Given where the row is inserted: an update keeps the id apps know it by.
         sourced_id: NotSet,
+        // Likewise: only a run's insert sets them, and an update never changes them.
+        created_run: NotSet,
+        created_source: NotSet,
     }
 }
 
@@ -645,6 +656,8 @@ async fn write_creates<C: ConnectionTrait>(
         .zip(&sids)
         .map(|(p, sid)| person::ActiveModel {
             sourced_id: Set(Some(sid.clone())),
+            created_run: Set(ctx.run),
+            created_source: Set(ctx.run.map(|_| p.links_owner.as_str().to_owned())),
             ..person_row(ctx, p)
         })
         .collect();

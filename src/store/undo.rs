@@ -92,17 +92,17 @@ async fn later_changes<C: ConnectionTrait>(
     persons: &BTreeSet<i64>,
     groups: &BTreeSet<i64>,
 ) -> Result<Vec<Later>, DbErr> {
-    let last: Option<i64> = change_entry::Entity::find()
+    // A run with no journal row of its own created every person it touched (their rows keep
+    // those creates), so any row about them is later than the run: there is no watermark.
+    let last: i64 = change_entry::Entity::find()
         .select_only()
         .column_as(change_entry::Column::Id.max(), "last")
         .filter(change_entry::Column::RunId.eq(run))
         .into_tuple::<Option<i64>>()
         .one(db)
         .await?
-        .flatten();
-    let Some(last) = last else {
-        return Ok(Vec::new());
-    };
+        .flatten()
+        .unwrap_or(0);
     let touches = sea_orm::Condition::any()
         .add(change_entry::Column::PersonId.is_in(persons.iter().copied()))
         .add(
@@ -114,6 +114,11 @@ async fn later_changes<C: ConnectionTrait>(
         .select_only()
         .column(change_entry::Column::RunId)
         .filter(change_entry::Column::Id.gt(last))
+        .filter(
+            sea_orm::Condition::any()
+                .add(change_entry::Column::RunId.is_null())
+                .add(change_entry::Column::RunId.ne(run)),
+        )
         .filter(touches)
         .filter(change_entry::Column::Entity.ne("grant"))
         .filter(change_entry::Column::Operation.is_not_in(["conflict", "reject"]))

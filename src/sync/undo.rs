@@ -286,7 +286,15 @@ pub fn plan(changes: &[Change]) -> UndoPlan {
     for c in changes.iter().rev() {
         match revert_of(c) {
             Ok(r) => out.reverts.push(r),
-            Err(Some(why)) => out.left.push(format!("journal entry {}: {why}", c.id)),
+            Err(Some(why)) => out.left.push(match c.id {
+                Some(id) => format!("journal entry {id}: {why}"),
+                None => format!(
+                    "the {} of {} {}: {why}",
+                    c.operation,
+                    c.entity,
+                    c.entity_id.unwrap_or_default()
+                ),
+            }),
             Err(None) => {}
         }
     }
@@ -427,7 +435,7 @@ mod tests {
 
     fn change(id: i64, entity: &str, operation: &str) -> Change {
         Change {
-            id,
+            id: Some(id),
             run_id: Some(7),
             school_id: "99XX00".into(),
             entity: entity.into(),

@@ -157,34 +157,33 @@ async fn a_leaver_is_tombstoned_and_restored_with_the_same_id() {
     assert_eq!(removals.len(), 1);
     assert_eq!(removals[0].person_id, Some(plan.person_removals[0].0));
     assert!(removals[0].run_id.is_some() && removals[0].rule.contains("absent"));
-    let creates = change_entry::Entity::find()
+    // A run's creates are kept in the persons' rows, and read back as the run's entries, in
+    // words (the journal's rows hold only the groups' creates).
+    let rows = change_entry::Entity::find()
         .filter(change_entry::Column::Operation.eq("create"))
-        .filter(change_entry::Column::Entity.ne("group"))
         .all(store.db())
         .await
         .expect("journal");
-    assert_eq!(creates.len(), full.pupils.len() + full.staff.len());
-    // A create's standard rule is stored as the empty text, and read back in words.
-    assert!(
-        creates.iter().all(|c| c.rule.is_empty()),
-        "{:?}",
-        creates[0]
-    );
-    let run = creates[0].run_id.expect("a run");
-    let read = rostersync::store::journal::of_run(store.db(), run)
+    assert!(rows.iter().all(|c| c.entity == "group"), "{rows:?}");
+    let first = rows.first().and_then(|c| c.run_id).expect("the first run");
+    let read = rostersync::store::journal::of_run(store.db(), first)
         .await
         .expect("journal");
-    let said: Vec<&str> = read
+    let persons: Vec<_> = read
         .iter()
-        .filter(|c| c.operation == "create")
-        .map(|c| c.rule.as_str())
+        .filter(|c| c.operation == "create" && c.entity != "group")
         .collect();
-    assert!(said.len() >= creates.len(), "{said:?}");
+    assert_eq!(persons.len(), full.pupils.len() + full.staff.len());
     assert!(
-        said.iter()
-            .all(|r| *r == "new identity in the source" || *r == "new in the source"),
-        "{said:?}"
+        persons
+            .iter()
+            .all(|c| c.id.is_none() && c.rule == "new identity in the source"),
+        "{:?}",
+        persons[0]
     );
+    let groups: Vec<_> = read.iter().filter(|c| c.entity == "group").collect();
+    assert_eq!(groups.len(), rows.len());
+    assert!(groups.iter().all(|c| c.rule == "new in the source"));
     let (_, after) = roster::load(store.db(), "99XX00").await.expect("load");
     let gone = after
         .iter()
@@ -266,13 +265,17 @@ async fn created_persons_read_back_exactly_whatever_their_text() {
         assert_eq!(family.map(|o| o.value.as_str()), Some(name));
         assert_eq!(stored.state.keys, p.keys, "keys as sent");
     }
-    let journal = change_entry::Entity::find()
-        .filter(change_entry::Column::Operation.eq("create"))
-        .all(store.db())
+    let run = runs::list(store.db(), Some("99XX00"), 1)
+        .await
+        .expect("runs")
+        .remove(0)
+        .id;
+    let journal = rostersync::store::journal::of_run(store.db(), run)
         .await
         .expect("journal");
+    let creates = journal.iter().filter(|c| c.operation == "create");
     assert_eq!(
-        journal.len(),
+        creates.count(),
         plan.person_creates.len() + plan.group_creates.len()
     );
 }

@@ -152,7 +152,9 @@ async fn moments_survive_the_integer_migration_both_ways() {
     let persons = moments(&store, PERSONS).await;
     let journal = moments(&store, JOURNAL).await;
     let memberships = moments(&store, MEMBERSHIPS).await;
-    assert!(persons.len() > 30 && journal.len() > 30 && memberships.len() > 30);
+    // The journal holds the groups' creates and the grants: a run's person creates are kept
+    // in the persons' rows (migration 14), which going down writes back as journal rows.
+    assert!(persons.len() > 30 && !journal.is_empty() && memberships.len() > 30);
     let after_11 = migration::Migrator::migrations().len() as u32 - 11;
     migration::Migrator::down(store.writer(), Some(after_11))
         .await
@@ -245,4 +247,92 @@ async fn a_moment_by_hand_becomes_micros(store: &rostersync::store::Store, id: i
         "{said}"
     );
     assert_eq!(moments(store, &row).await, [[Some(1_796_183_253_786_000)]]);
+}
+
+/// Migration 14: a run's creates live in the person's row. Going down writes them back as
+/// journal rows with the label and source they had; coming up moves them into the persons
+/// again, and the journal of the run reads the same as before.
+#[tokio::test]
+async fn a_runs_creates_move_out_of_the_journal_and_back() {
+    use migration::MigratorTrait;
+    use rostersync::store::journal;
+    let mut w = connector_sim::World::new(44, rostersync::sync::run::today());
+    w.add_school(
+        "99XA00".parse().expect("id"),
+        connector_sim::SchoolKind::Primary,
+        30,
+    );
+    let (sim, store) = crate::support::SimEnv::start_linked(w, false, false).await;
+    let run = sim.sync(&store, false).await.schools[0].run.expect("a run");
+    let count = |sql: &'static str| crate::support::count(&store, sql);
+    let creates = "SELECT COUNT(*) FROM change_entry WHERE operation = 'create' \
+                   AND entity IN ('pupil', 'staff')";
+    assert_eq!(
+        count(creates).await,
+        0,
+        "a run's creates are not journal rows"
+    );
+    let before = journal::of_run(store.db(), run).await.expect("journal");
+    let made: Vec<&journal::Change> = before.iter().filter(|c| c.operation == "create").collect();
+    let persons = count("SELECT COUNT(*) FROM person").await;
+    assert_eq!(
+        made.iter().filter(|c| c.entity != "group").count() as i64,
+        persons
+    );
+    // Groups first, then the persons created, each with its label, source and rule.
+    let first_person = before
+        .iter()
+        .position(|c| c.entity != "group")
+        .expect("persons");
+    assert!(before[..first_person].iter().all(|c| c.id.is_some()));
+    let pupil = before
+        .iter()
+        .find(|c| c.entity == "pupil" && c.operation == "create")
+        .expect("a pupil's create");
+    assert!(pupil.id.is_none() && pupil.run_id == Some(run), "{pupil:?}");
+    assert!(
+        pupil
+            .new_value
+            .as_deref()
+            .is_some_and(|l| l.starts_with("las:"))
+    );
+    assert_eq!(pupil.rule, "new identity in the source");
+    let person = pupil.person_id.expect("a person");
+    let history = journal::of_person(store.db(), person)
+        .await
+        .expect("history");
+    assert_eq!(
+        history.first(),
+        Some(pupil),
+        "a person's history opens with its create"
+    );
+
+    migration::Migrator::down(store.writer(), Some(1))
+        .await
+        .expect("down");
+    assert_eq!(count(creates).await, persons, "written back as rows");
+    let row = crate::support::one(
+        &store,
+        &format!(
+            "SELECT run_id || ' ' || new_value || ' ' || source || ' ' || at || ' ' || rule \
+             FROM change_entry WHERE operation = 'create' AND person_id = {person}"
+        ),
+    )
+    .await;
+    let expected = format!(
+        "{run} {} {} {} ",
+        pupil.new_value.as_deref().expect("label"),
+        pupil.source,
+        pupil.at.0
+    );
+    assert_eq!(row.as_deref(), Some(expected.as_str()));
+
+    migration::Migrator::up(store.writer(), None)
+        .await
+        .expect("up again");
+    assert_eq!(count(creates).await, 0, "moved into the persons again");
+    let after = journal::of_run(store.db(), run).await.expect("journal");
+    assert_eq!(after, before);
+    // The next run reads and writes the migrated store as before.
+    sim.sync(&store, false).await;
 }

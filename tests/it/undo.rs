@@ -228,3 +228,54 @@ async fn what_cannot_be_undone_is_refused_with_the_reason() {
     assert_eq!(report["counts"]["pupils"]["removed"], 60);
     assert!(roster(&store).await.pupils.is_empty());
 }
+
+/// A night that only brought a new pupil has no journal row of its own (the pupil's row keeps
+/// the create), yet a later change to that pupil still stands in its undo's way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_only_created_a_pupil_still_sees_later_changes() {
+    let (sim, store) = SimEnv::start_linked(world(), false, false).await;
+    sim.sync(&store, false).await;
+    at_source(&sim, |s| {
+        let mut p = s.pupils[0].clone();
+        p.person.key = "NEW-0001".into();
+        p.person.eckid = None;
+        s.pupils.push(p);
+    });
+    sim.sync(&store, false).await;
+    let joined = newest_run(&store).await.id;
+    let rows = format!("SELECT COUNT(*) FROM change_entry WHERE run_id = {joined}");
+    assert_eq!(
+        count(&store, &rows).await,
+        0,
+        "only a create, kept in the person"
+    );
+    let new_pupil = |e: &Export| {
+        e.pupils
+            .iter()
+            .any(|p| p.las_key.as_deref() == Some("NEW-0001"))
+    };
+    assert!(new_pupil(&roster(&store).await));
+    at_source(&sim, |s| {
+        s.pupils
+            .last_mut()
+            .expect("the new pupil")
+            .person
+            .given
+            .push('a');
+    });
+    sim.sync(&store, false).await;
+    let later = newest_run(&store).await.id;
+    let refused = sim.env.run(&["undo", "--run", &joined.to_string()]);
+    let line = refused.fails_with(1);
+    assert!(
+        line.contains(&format!("run {later} (1 change(s))")),
+        "{line}"
+    );
+    sim.env
+        .run(&["undo", "--run", &joined.to_string(), "--force"])
+        .ok();
+    assert!(
+        !new_pupil(&roster(&store).await),
+        "the undo removed the pupil"
+    );
+}

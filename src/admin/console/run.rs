@@ -300,7 +300,7 @@ mod tests {
     #[test]
     fn journal_filter_keeps_the_kind_and_operation_asked_for() {
         let change = |entity: &str, op: &str| Change {
-            id: 1,
+            id: Some(1),
             run_id: Some(1),
             school_id: "99XX00".into(),
             at: crate::store::Stamp::now(),
