@@ -104,6 +104,17 @@ async fn the_default_store_and_master_key_are_private() {
     assert!(!again.stderr.contains("Generated"), "{}", again.stderr);
 }
 
+/// A linked primary school of 30 pupils at the simulator (`seed`), not yet synced.
+async fn school_of_30(seed: u64) -> (crate::support::SimEnv, rostersync::store::Store) {
+    let mut w = connector_sim::World::new(seed, rostersync::sync::run::today());
+    w.add_school(
+        "99XA00".parse().expect("id"),
+        connector_sim::SchoolKind::Primary,
+        30,
+    );
+    crate::support::SimEnv::start_linked(w, false, false).await
+}
+
 /// Every moment of the given columns, in row order, as integers.
 async fn moments(store: &rostersync::store::Store, sql: &str) -> Vec<Vec<Option<i64>>> {
     use sea_orm::ConnectionTrait;
@@ -140,13 +151,7 @@ const MEMBERSHIPS: &str = "SELECT person_id, group_id, since FROM membership \
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moments_survive_the_integer_migration_both_ways() {
     use migration::MigratorTrait;
-    let mut w = connector_sim::World::new(43, rostersync::sync::run::today());
-    w.add_school(
-        "99XA00".parse().expect("id"),
-        connector_sim::SchoolKind::Primary,
-        30,
-    );
-    let (sim, store) = crate::support::SimEnv::start_linked(w, false, false).await;
+    let (sim, store) = school_of_30(43).await;
     let pg = store.backend() == sea_orm::DbBackend::Postgres;
     sim.sync(&store, false).await;
     let persons = moments(&store, PERSONS).await;
@@ -256,13 +261,7 @@ async fn a_moment_by_hand_becomes_micros(store: &rostersync::store::Store, id: i
 async fn a_runs_creates_move_out_of_the_journal_and_back() {
     use migration::MigratorTrait;
     use rostersync::store::journal;
-    let mut w = connector_sim::World::new(44, rostersync::sync::run::today());
-    w.add_school(
-        "99XA00".parse().expect("id"),
-        connector_sim::SchoolKind::Primary,
-        30,
-    );
-    let (sim, store) = crate::support::SimEnv::start_linked(w, false, false).await;
+    let (sim, store) = school_of_30(44).await;
     let run = sim.sync(&store, false).await.schools[0].run.expect("a run");
     let count = |sql: &'static str| crate::support::count(&store, sql);
     let creates = "SELECT COUNT(*) FROM change_entry WHERE operation = 'create' \
