@@ -159,8 +159,9 @@ async fn creates<C: ConnectionTrait>(db: &C, made: Vec<Created>) -> Result<Vec<C
     Ok(made
         .into_iter()
         .map(|p| {
-            let label = keys.get(&p.id).cloned().unwrap_or_default().label();
-            let rule = journal::standard_rule(&p.kind, "create").unwrap_or_default();
+            let label = keys.remove(&p.id).unwrap_or_default().label();
+            // Read as a row that stored the standard rule as the empty text would be.
+            let rule = journal::read_rule(&p.kind, "create", String::new());
             Change {
                 id: None,
                 run_id: Some(p.created_run),
@@ -173,7 +174,7 @@ async fn creates<C: ConnectionTrait>(db: &C, made: Vec<Created>) -> Result<Vec<C
                 new_value: Some(label),
                 // Set with `created_run`; only a store edited by hand lacks it.
                 source: p.created_source.unwrap_or_else(|| "las".to_owned()),
-                rule: rule.to_owned(),
+                rule,
                 at: p.created_at,
                 entity: p.kind,
             }
