@@ -17,6 +17,7 @@ mod m20261203_000011_roster_version;
 mod m20261204_000012_integer_moments;
 mod m20261204_000013_person_key_source;
 mod m20261205_000014_compact_creates;
+mod m20261206_000015_keys_in_person;
 
 /// The digest `person_key` is unique on (migration 9): the first 8 bytes of the value's
 /// SHA-256 as a signed integer. Stored, so it must never change; rostersync computes it with
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000012_integer_moments::Migration),
             Box::new(m20261204_000013_person_key_source::Migration),
             Box::new(m20261205_000014_compact_creates::Migration),
+            Box::new(m20261206_000015_keys_in_person::Migration),
         ]
     }
 }

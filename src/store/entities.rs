@@ -108,6 +108,14 @@ pub mod person {
         /// person created by hand, whose create is a journal row with its own rule.
         pub created_run: Option<i64>,
         pub created_source: Option<String>,
+        /// The person's keys, one column a kind (`store::keys`), each unique within the
+        /// school (migration 15). `eckid_digest` is `migration::key_digest(eckid)`: the
+        /// ECK-iD's index holds the digest, not the 154 characters.
+        pub eckid: Option<String>,
+        pub eckid_digest: Option<i64>,
+        pub las_key: Option<String>,
+        pub broker_id: Option<String>,
+        pub portal_code: Option<String>,
     }
 
     impl ActiveModelBehavior for ActiveModel {}
@@ -139,31 +147,6 @@ pub mod roster_group {
         pub purge_after: Option<Stamp>,
         /// The identifier for apps (OneRoster `sourcedId`): random, kept for the record's life.
         pub sourced_id: Option<String>,
-    }
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-pub mod person_key {
-    use sea_orm::entity::prelude::*;
-
-    #[sea_orm::model]
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "person_key")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub school_id: String,
-        /// `eckid`, `las`, `broker` or `portal`.
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub kind: String,
-        /// `migration::key_digest(value)`: unique with school and kind instead of the value,
-        /// whose second copy in an index cost more than the rest of the row (migration 9).
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub digest: i64,
-        pub value: String,
-        pub person_id: i64,
-        // No timestamp: when a key came is in the journal (migration 7). No source: who
-        // supplies a person's keys is the owner of its links, in `person.owners` (migration 13).
     }
 
     impl ActiveModelBehavior for ActiveModel {}

@@ -1,14 +1,12 @@
 //! Reading the journal back: what a run changed, and everything that happened to a person.
 
-use std::collections::HashMap;
-
 use connector_api::PersonKeys;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::Stamp;
-use super::entities::{change_entry, person, person_key, sync_run};
+use super::entities::{change_entry, person, sync_run};
 use crate::model::journal;
 
 /// One entry of the journal, as `changes` shows it.
@@ -61,6 +59,11 @@ struct Created {
     created_run: i64,
     created_source: Option<String>,
     created_at: Stamp,
+    /// What the create's label is read from.
+    eckid: Option<String>,
+    las_key: Option<String>,
+    broker_id: Option<String>,
+    portal_code: Option<String>,
 }
 
 /// Everything run `run` changed, in the order it was written: its groups first, then the
@@ -86,7 +89,7 @@ pub async fn of_run<C: ConnectionTrait>(db: &C, run: i64) -> Result<Vec<Change>,
         .into_model::<Created>()
         .all(db)
         .await?;
-    let made = creates(db, made).await?;
+    let made = creates(made);
     let at = out
         .iter()
         .position(|c| c.entity != "group")
@@ -112,7 +115,7 @@ pub async fn of_person<C: ConnectionTrait>(db: &C, id: i64) -> Result<Vec<Change
         // Unless the run's history is gone (`sync.journal_days`), as its rows would be.
         let school = run_school(db, made.created_run).await?;
         if school.as_deref() == Some(made.school_id.as_str()) {
-            out.extend(creates(db, vec![made]).await?);
+            out.extend(creates(vec![made]));
         }
     }
     out.extend(rows.into_iter().map(Change::from));
@@ -130,6 +133,10 @@ fn created() -> sea_orm::Select<person::Entity> {
             person::Column::CreatedRun,
             person::Column::CreatedSource,
             person::Column::CreatedAt,
+            person::Column::Eckid,
+            person::Column::LasKey,
+            person::Column::BrokerId,
+            person::Column::PortalCode,
         ])
         .filter(person::Column::CreatedRun.is_not_null())
 }
@@ -145,21 +152,16 @@ async fn run_school<C: ConnectionTrait>(db: &C, run: i64) -> Result<Option<Strin
 
 /// The creates `made` as journal entries, each labelled by its person's keys as a create row
 /// was (`las:1234`, the first key by match priority).
-async fn creates<C: ConnectionTrait>(db: &C, made: Vec<Created>) -> Result<Vec<Change>, DbErr> {
-    let mut keys: HashMap<i64, PersonKeys> = HashMap::new();
-    for chunk in made.chunks(super::roster::CHUNK) {
-        let rows = person_key::Entity::find()
-            .filter(person_key::Column::PersonId.is_in(chunk.iter().map(|p| p.id)))
-            .all(db)
-            .await?;
-        for k in rows {
-            keys.entry(k.person_id).or_default().set(&k.kind, k.value);
-        }
-    }
-    Ok(made
-        .into_iter()
+fn creates(made: Vec<Created>) -> Vec<Change> {
+    made.into_iter()
         .map(|p| {
-            let label = keys.remove(&p.id).unwrap_or_default().label();
+            let label = PersonKeys {
+                eckid: p.eckid,
+                las_key: p.las_key,
+                broker_id: p.broker_id,
+                portal_code: p.portal_code,
+            }
+            .label();
             // Read as a row that stored the standard rule as the empty text would be.
             let rule = journal::read_rule(&p.kind, "create", String::new());
             Change {
@@ -179,7 +181,7 @@ async fn creates<C: ConnectionTrait>(db: &C, made: Vec<Created>) -> Result<Vec<C
                 entity: p.kind,
             }
         })
-        .collect())
+        .collect()
 }
 
 /// Persons `text` names: the id `export` prints, or any of their keys (ECK-iD, LAS key,
@@ -188,21 +190,13 @@ pub async fn find_person<C: ConnectionTrait>(
     db: &C,
     text: &str,
 ) -> Result<Vec<person::Model>, DbErr> {
-    let mut ids: Vec<i64> = person_key::Entity::find()
-        .filter(person_key::Column::Digest.eq(migration::key_digest(text)))
-        .filter(person_key::Column::Value.eq(text))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|k| k.person_id)
-        .collect();
+    // Every key column in turn: a full read of `person`, fine for one person's history.
+    let mut named = sea_orm::Condition::any().add(super::keys::anywhere(text));
     if let Ok(id) = text.parse::<i64>() {
-        ids.push(id);
+        named = named.add(person::Column::Id.eq(id));
     }
-    ids.sort_unstable();
-    ids.dedup();
     person::Entity::find()
-        .filter(person::Column::Id.is_in(ids))
+        .filter(named)
         .order_by_asc(person::Column::Id)
         .all(db)
         .await

@@ -10,7 +10,7 @@ use connector_api::{GroupKind, PersonKeys};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ColumnTrait, DbErr, EntityTrait, QueryFilter};
 
-use super::entities::{person, person_key, roster_group, school};
+use super::entities::{person, roster_group, school};
 use super::owners::Owners;
 use super::roster::{self, ApplyContext, Entry, Facets, Journal};
 use super::{Store, StoreError, WriteKind};
@@ -129,14 +129,14 @@ pub async fn add_person(store: &Store, p: &NewPerson, who: &str) -> Result<i64, 
         return Err(not_linked(&p.school));
     }
     for (kind, value) in p.keys.entries() {
-        if let Some(k) = roster::key_named(&p.school, kind, value)
+        if let Some(other) = super::keys::named(&p.school, kind, value)
             .one(&txn)
             .await
             .map_err(db_err)?
         {
             return Err(EditError::Invalid(format!(
                 "this {kind} already belongs to person {} of school {}",
-                k.person_id, p.school
+                other.id, p.school
             )));
         }
     }
@@ -173,8 +173,8 @@ pub async fn add_person(store: &Store, p: &NewPerson, who: &str) -> Result<i64, 
     Ok(id)
 }
 
-/// The rows a sync would write for `p`, every value owned locally: the person, its keys and
-/// its links to the `linked` groups.
+/// The rows a sync would write for `p`, every value owned locally: the person with its keys,
+/// and its links to the `linked` groups.
 async fn insert_local_person<C: sea_orm::ConnectionTrait>(
     db: &C,
     ctx: &ApplyContext<'_>,
@@ -210,9 +210,6 @@ async fn insert_local_person<C: sea_orm::ConnectionTrait>(
     row.sourced_id = Set(Some(super::new_sourced_id()));
     let id = person::Entity::insert(row).exec(db).await?.last_insert_id;
     let mut facets = Facets::new();
-    for (kind, value) in p.keys.entries() {
-        facets.key(ctx, id, kind, value);
-    }
     for group in linked {
         facets.link(ctx, id, *group, role, Owner::Local);
     }
@@ -545,16 +542,7 @@ pub async fn relink_eckid(
                 ))
             })?,
     };
-    let keys = person_key::Entity::find()
-        .filter(person_key::Column::SchoolId.eq(row.school_id.as_str()))
-        .filter(person_key::Column::Kind.eq("eckid"))
-        .all(&txn)
-        .await
-        .map_err(db_err)?;
-    let old = keys
-        .iter()
-        .find(|k| k.person_id == id)
-        .map(|k| k.value.clone());
+    let old = row.eckid.clone();
     if old.as_deref() == Some(new.as_str()) {
         // Done before (a repeated command): nothing to change.
         txn.rollback().await.map_err(db_err)?;
@@ -564,16 +552,18 @@ pub async fn relink_eckid(
             new,
         });
     }
-    if let Some(other) = keys.iter().find(|k| k.value == new) {
+    if let Some(other) = super::keys::named(&row.school_id, "eckid", &new)
+        .one(&txn)
+        .await
+        .map_err(db_err)?
+    {
         return Err(EditError::Invalid(format!(
             "this ECK-iD belongs to person {} of school {}: two people cannot share one (if \
              they are the same person, one record is a duplicate to remove)",
-            other.person_id, row.school_id
+            other.id, row.school_id
         )));
     }
-    relink_rows(&txn, &row, old.is_some(), &new)
-        .await
-        .map_err(db_err)?;
+    relink_rows(&txn, &row, &new).await.map_err(db_err)?;
     let edited = [Edited {
         field: "eckid",
         old: old.clone(),
@@ -590,22 +580,14 @@ pub async fn relink_eckid(
     })
 }
 
-/// The key row, and what makes the next run compare the school in full: its digest and the
-/// sources' "since" markers are forgotten (a source might otherwise answer "unchanged").
+/// The new ECK-iD, and what makes the next run compare the school in full: its digest and
+/// the sources' "since" markers are forgotten (a source might otherwise answer "unchanged").
 async fn relink_rows<C: sea_orm::ConnectionTrait>(
     db: &C,
     row: &person::Model,
-    had_eckid: bool,
     new: &str,
 ) -> Result<(), DbErr> {
-    if had_eckid {
-        roster::replace_eckid(db, &row.school_id, row.id, new).await?;
-    } else {
-        let ctx = ApplyContext::by_hand(&row.school_id);
-        let mut facets = Facets::new();
-        facets.key(&ctx, row.id, "eckid", new);
-        facets.write(db).await?;
-    }
+    super::keys::write(db, row.id, "eckid", new).await?;
     super::schools::set_digest(db, &row.school_id, None).await?;
     super::source_state::forget_markers(db, &row.school_id).await
 }

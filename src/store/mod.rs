@@ -6,6 +6,7 @@ pub mod entities;
 pub mod export;
 pub mod held;
 pub mod journal;
+mod keys;
 pub mod local;
 pub mod oneroster;
 pub mod owners;

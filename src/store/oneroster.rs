@@ -127,12 +127,8 @@ pub fn column(c: Collection, field: &str) -> Option<&'static str> {
             "TRIM(COALESCE(p.prefix || ' ', '') || COALESCE(p.family_name, ''))"
         }
         (Collection::Users, "email") => "COALESCE(p.email, '')",
-        (Collection::Users, "userMasterIdentifier") => {
-            "COALESCE((SELECT k.value FROM person_key k WHERE k.person_id = p.id AND k.kind = 'eckid'), '')"
-        }
-        (Collection::Users, "identifier") => {
-            "COALESCE((SELECT k.value FROM person_key k WHERE k.person_id = p.id AND k.kind = 'las'), '')"
-        }
+        (Collection::Users, "userMasterIdentifier") => "COALESCE(p.eckid, '')",
+        (Collection::Users, "identifier") => "COALESCE(p.las_key, '')",
         (
             Collection::Users,
             "username"
@@ -939,23 +935,22 @@ pub async fn keys<C: ConnectionTrait>(
     db: &C,
     persons: &[i64],
 ) -> Result<HashMap<i64, (Option<String>, Option<String>)>, DbErr> {
-    use super::entities::person_key;
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
-    let mut out: HashMap<i64, (Option<String>, Option<String>)> = HashMap::new();
+    use super::entities::person;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+    let mut out = HashMap::with_capacity(persons.len());
     for chunk in persons.chunks(1000) {
-        let rows = person_key::Entity::find()
-            .filter(person_key::Column::PersonId.is_in(chunk.iter().copied()))
-            .filter(person_key::Column::Kind.is_in(["eckid", "las"]))
+        let rows: Vec<(i64, Option<String>, Option<String>)> = person::Entity::find()
+            .select_only()
+            .columns([
+                person::Column::Id,
+                person::Column::Eckid,
+                person::Column::LasKey,
+            ])
+            .filter(person::Column::Id.is_in(chunk.iter().copied()))
+            .into_tuple()
             .all(db)
             .await?;
-        for k in rows {
-            let e = out.entry(k.person_id).or_default();
-            if k.kind == "eckid" {
-                e.0 = Some(k.value);
-            } else {
-                e.1 = Some(k.value);
-            }
-        }
+        out.extend(rows.into_iter().map(|(id, eckid, las)| (id, (eckid, las))));
     }
     Ok(out)
 }

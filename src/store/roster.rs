@@ -9,12 +9,12 @@ use connector_api::{GroupKind, PersonKeys};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Select, Statement,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Statement,
 };
 use serde::Serialize;
 
 use super::Stamp;
-use super::entities::{change_entry, membership, person, person_key, person_role, roster_group};
+use super::entities::{change_entry, membership, person, person_role, roster_group};
 use super::owners::Owners;
 use super::sql::Sql;
 use crate::model::journal;
@@ -129,10 +129,7 @@ async fn load_persons<C: ConnectionTrait>(
     for r in &rows {
         let mut p = stored_person(r)?;
         let json = |column: usize| -> Result<String, DbErr> { r.try_get_by_index(column) };
-        for (kind, value) in parse_list::<(String, String)>(&json(KEYS_JSON)?)? {
-            p.state.keys.set(&kind, value);
-        }
-        for (group, role) in parse_list::<(i64, String)>(&json(KEYS_JSON + 1)?)? {
+        for (group, role) in parse_list::<(i64, String)>(&json(LINKS_JSON)?)? {
             if let Some(group) = key_of_group.get(&group) {
                 p.state.links.insert(Link {
                     group: group.clone(),
@@ -140,7 +137,7 @@ async fn load_persons<C: ConnectionTrait>(
                 });
             }
         }
-        for (name, scope, source) in parse_list::<(String, String, String)>(&json(KEYS_JSON + 2)?)?
+        for (name, scope, source) in parse_list::<(String, String, String)>(&json(LINKS_JSON + 1)?)?
         {
             p.state.roles.insert(Role {
                 name,
@@ -153,8 +150,8 @@ async fn load_persons<C: ConnectionTrait>(
     Ok(out)
 }
 
-/// A school's persons, each with its keys, links and roles aggregated as JSON arrays: one
-/// row per person instead of one per key, link and role (the rows, not the SQL, were the
+/// A school's persons, each with its links and roles aggregated as JSON arrays: one row per
+/// person instead of one per link and role (the rows, not the SQL, were the
 /// cost: 6.8 ms of a run's 8 ms load for 320 persons on SQLite).
 fn persons_sql(backend: sea_orm::DbBackend) -> String {
     let (agg, array, param) = match backend {
@@ -169,9 +166,8 @@ fn persons_sql(backend: sea_orm::DbBackend) -> String {
         )
     };
     format!(
-        "SELECT {PERSON_COLUMNS}, {} AS keys_json, {} AS links_json, {} AS roles_json \
+        "SELECT {PERSON_COLUMNS}, {} AS links_json, {} AS roles_json \
          FROM person p WHERE p.school_id = {param} ORDER BY p.id",
-        list("x.kind, x.value", "person_key x"),
         list("x.group_id, x.role", "membership x"),
         list("x.role, x.scope, x.source", "person_role x"),
     )
@@ -186,13 +182,14 @@ fn parse_list<T: serde::de::DeserializeOwned>(json: &str) -> Result<Vec<T>, DbEr
 /// moments, its sourcedId) cost a lookup by name per column and three timestamps parsed per
 /// person, on every run of every school, with the write lock held.
 const PERSON_COLUMNS: &str = "p.id, p.kind, p.owners, p.origin, p.removed_at IS NOT NULL, \
-     p.family_name, p.prefix, p.given_name, p.email, p.year_group, p.end_date";
+     p.family_name, p.prefix, p.given_name, p.email, p.year_group, p.end_date, \
+     p.eckid, p.las_key, p.broker_id, p.portal_code";
 
-/// Where the aggregated keys (then links, then roles) follow `PERSON_COLUMNS`.
-const KEYS_JSON: usize = 11;
+/// Where the aggregated links (then roles) follow `PERSON_COLUMNS`.
+const LINKS_JSON: usize = 15;
 
-/// A person row (`PERSON_COLUMNS`) with its fields and who owns each; keys, links and roles
-/// come separately.
+/// A person row (`PERSON_COLUMNS`) with its keys, its fields and who owns each; links and
+/// roles come separately.
 fn stored_person(r: &sea_orm::QueryResult) -> Result<StoredPerson, DbErr> {
     let text = |i: usize| -> Result<Option<String>, DbErr> { r.try_get_by_index(i) };
     let owners: String = r.try_get_by_index(2)?;
@@ -226,7 +223,12 @@ fn stored_person(r: &sea_orm::QueryResult) -> Result<StoredPerson, DbErr> {
         local: origin == "local",
         state: PersonState {
             kind: person_kind(&kind),
-            keys: PersonKeys::default(),
+            keys: PersonKeys {
+                eckid: text(11)?,
+                las_key: text(12)?,
+                broker_id: text(13)?,
+                portal_code: text(14)?,
+            },
             fields,
             links: BTreeSet::new(),
             links_owner: owners.get("links"),
@@ -358,7 +360,7 @@ impl<'a> Journal<'a> {
 }
 
 pub(super) fn person_row(ctx: &ApplyContext, p: &PersonState) -> person::ActiveModel {
-    person::ActiveModel {
+    let mut row = person::ActiveModel {
         id: NotSet,
         school_id: Set(ctx.school.to_owned()),
         kind: Set(p.kind.as_str().to_owned()),
@@ -381,7 +383,10 @@ pub(super) fn person_row(ctx: &ApplyContext, p: &PersonState) -> person::ActiveM
         // Likewise: only a run's insert sets them, and an update never changes them.
         created_run: NotSet,
         created_source: NotSet,
-    }
+        ..Default::default()
+    };
+    super::keys::set(&mut row, &p.keys);
+    row
 }
 
 pub(super) fn group_row(ctx: &ApplyContext, g: &GroupState) -> roster_group::ActiveModel {
@@ -427,34 +432,9 @@ fn in_chunks<T>(rows: Vec<T>) -> impl Iterator<Item = Vec<T>> {
     })
 }
 
-/// The key `value` of `kind` at `school`, found through its digest.
-pub(super) fn key_named(school: &str, kind: &str, value: &str) -> Select<person_key::Entity> {
-    person_key::Entity::find()
-        .filter(person_key::Column::Digest.eq(migration::key_digest(value)))
-        .filter(person_key::Column::SchoolId.eq(school))
-        .filter(person_key::Column::Kind.eq(kind))
-        .filter(person_key::Column::Value.eq(value))
-}
-
-/// A key row of person `id`, with the digest it is unique on.
-pub(super) fn key_row(
-    ctx: &ApplyContext,
-    id: i64,
-    kind: &str,
-    value: &str,
-) -> person_key::ActiveModel {
-    person_key::ActiveModel {
-        digest: Set(migration::key_digest(value)),
-        school_id: Set(ctx.school.to_owned()),
-        kind: Set(kind.to_owned()),
-        value: Set(value.to_owned()),
-        person_id: Set(id),
-    }
-}
-
-/// The rows that describe one person besides the person row: keys, links, roles.
+/// The rows that describe one person besides the person row (which holds its keys): links
+/// and roles.
 pub(super) struct Facets {
-    keys: Vec<person_key::ActiveModel>,
     links: Vec<membership::ActiveModel>,
     roles: Vec<person_role::ActiveModel>,
 }
@@ -462,14 +442,9 @@ pub(super) struct Facets {
 impl Facets {
     pub fn new() -> Facets {
         Facets {
-            keys: Vec::new(),
             links: Vec::new(),
             roles: Vec::new(),
         }
-    }
-
-    pub fn key(&mut self, ctx: &ApplyContext, id: i64, kind: &str, value: &str) {
-        self.keys.push(key_row(ctx, id, kind, value));
     }
 
     pub fn link(&mut self, ctx: &ApplyContext, id: i64, group: i64, role: &str, owner: Owner) {
@@ -493,7 +468,6 @@ impl Facets {
     }
 
     pub async fn write<C: ConnectionTrait>(self, db: &C) -> Result<(), DbErr> {
-        insert_chunked(db, self.keys).await?;
         insert_chunked(db, self.links).await?;
         insert_chunked(db, self.roles).await
     }
@@ -501,27 +475,6 @@ impl Facets {
 
 /// The journal's field name of a changed-ECK-iD conflict.
 pub use crate::model::journal::ECKID_CONFLICT;
-
-/// Give `person` a new ECK-iD (the same person, a new personal number behind it).
-pub async fn replace_eckid<C: ConnectionTrait>(
-    db: &C,
-    school: &str,
-    person: i64,
-    eckid: &str,
-) -> Result<(), DbErr> {
-    person_key::Entity::update_many()
-        .col_expr(person_key::Column::Value, Expr::value(eckid))
-        .col_expr(
-            person_key::Column::Digest,
-            Expr::value(migration::key_digest(eckid)),
-        )
-        .filter(person_key::Column::SchoolId.eq(school))
-        .filter(person_key::Column::PersonId.eq(person))
-        .filter(person_key::Column::Kind.eq("eckid"))
-        .exec(db)
-        .await?;
-    Ok(())
-}
 
 /// What the diff compared against: the school's stored persons and groups, tombstones
 /// included (as [`load`] reads them).
@@ -667,9 +620,6 @@ async fn write_creates<C: ConnectionTrait>(
         let id = *id_of
             .get(sid.as_str())
             .ok_or_else(|| DbErr::RecordNotFound(format!("the person just inserted as {sid}")))?;
-        for (kind, v) in p.keys.entries() {
-            facets.key(ctx, id, kind, v);
-        }
         for l in &p.links {
             if let Some(g) = group_id.get(&l.group) {
                 facets.link(ctx, id, *g, &l.role, p.links_owner);
@@ -738,15 +688,9 @@ async fn write_updates<C: ConnectionTrait>(
         };
         let mut state = have.state.clone();
         u.apply_to(&mut state);
-        if let Some(c) = &u.eckid_changed {
-            replace_eckid(db, ctx.school, u.id, &c.new).await?;
-        }
         let mut row = person_row(ctx, &state);
         row.created_at = NotSet;
         rows.push((u.id, row));
-        for (kind, v) in u.new_keys.entries() {
-            facets.key(ctx, u.id, kind, v);
-        }
         for l in &u.links_removed {
             if let Some(g) = group_id.get(&l.group) {
                 left.entry((*g, l.role.as_str())).or_default().push(u.id);
@@ -956,8 +900,8 @@ pub async fn journal_conflicts<C: ConnectionTrait>(
         let (entity, person_id) = if kind == "group" {
             ("group", None)
         } else {
-            let found = key_named(ctx.school, kind, value).one(db).await?;
-            ("person", found.map(|k| k.person_id))
+            let found = super::keys::named(ctx.school, kind, value).one(db).await?;
+            ("person", found.map(|p| p.id))
         };
         journal.add(Entry {
             entity,
@@ -1110,7 +1054,7 @@ mod tests {
     fn the_aggregates_follow_the_person_columns() {
         // `stored_person` reads the columns by position: one more or less in the list and every
         // field after it would be read from its neighbour.
-        assert_eq!(PERSON_COLUMNS.split(", ").count(), KEYS_JSON);
+        assert_eq!(PERSON_COLUMNS.split(", ").count(), LINKS_JSON);
         let sql = persons_sql(sea_orm::DbBackend::Sqlite);
         let select = &sql[..sql.find(" FROM person").unwrap_or(sql.len())];
         assert!(select.starts_with(&format!("SELECT {PERSON_COLUMNS}, (SELECT")));

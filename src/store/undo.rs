@@ -11,9 +11,9 @@ use sea_orm::{
 use serde::Serialize;
 
 use super::Stamp;
-use super::entities::{change_entry, membership, person, person_key, person_role, roster_group};
+use super::entities::{change_entry, membership, person, person_role, roster_group};
 use super::owners::Owners;
-use super::roster::{self, ApplyContext, Entry, Journal};
+use super::roster::{ApplyContext, Entry, Journal};
 use crate::model::revert::Revert;
 use crate::model::{Field, Owner, PersonKind};
 
@@ -505,22 +505,15 @@ async fn write_key_or_role<C: ConnectionTrait>(
         Revert::AddKey {
             person, key, value, ..
         } => {
-            person_key::Entity::insert(roster::key_row(ctx, *person, key, value))
-                .exec(db)
-                .await?;
+            super::keys::write(db, *person, key, value).await?;
         }
         Revert::RemoveKey {
             person, key, value, ..
         } => {
-            person_key::Entity::delete_many()
-                .filter(person_key::Column::PersonId.eq(*person))
-                .filter(person_key::Column::Kind.eq(key.as_str()))
-                .filter(person_key::Column::Value.eq(value.as_str()))
-                .exec(db)
-                .await?;
+            super::keys::remove(db, *person, key, value).await?;
         }
         Revert::SetEckid { person, to, .. } => {
-            roster::replace_eckid(db, ctx.school, *person, to).await?;
+            super::keys::write(db, *person, "eckid", to).await?;
         }
         Revert::AddRole {
             person,

@@ -291,7 +291,7 @@ async fn the_las_and_the_broker_make_one_roster_with_the_brokers_fields_locked()
     assert_eq!(
         count(
             &store,
-            "SELECT COUNT(*) FROM person_key WHERE kind = 'broker'"
+            "SELECT COUNT(*) FROM person WHERE broker_id IS NOT NULL"
         )
         .await as usize,
         pupils + teachers + 2
@@ -599,9 +599,9 @@ async fn while_the_broker_lags_a_move_is_a_recorded_conflict_and_the_broker_wins
     let conflict = count(
         &store,
         &format!(
-            "SELECT COUNT(*) FROM change_entry c JOIN person_key k ON k.person_id = c.person_id \
-             WHERE c.operation = 'conflict' AND c.field = 'groups' AND k.kind = 'las' \
-             AND k.value = '{pupil}' AND c.new_value LIKE '%{from}%' AND c.old_value LIKE '%{to}%'"
+            "SELECT COUNT(*) FROM change_entry c JOIN person k ON k.id = c.person_id \
+             WHERE c.operation = 'conflict' AND c.field = 'groups' \
+             AND k.las_key = '{pupil}' AND c.new_value LIKE '%{from}%' AND c.old_value LIKE '%{to}%'"
         ),
     )
     .await;

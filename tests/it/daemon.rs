@@ -479,7 +479,7 @@ async fn the_daemon_purges_expired_tombstones_when_its_cycle_is_done() {
         s.changed_at = chrono::Utc::now();
         s.school.pupils.remove(0).person.key
     });
-    let stored = format!("SELECT COUNT(*) FROM person_key WHERE value = '{leaver}'");
+    let stored = format!("SELECT COUNT(*) FROM person WHERE las_key = '{leaver}'");
     assert_eq!(count(&store, &stored).await, 1);
 
     let daemon = Daemon::start(&sim, "purge", &[]);

@@ -182,36 +182,50 @@ async fn a_changed_eckid_the_las_and_the_broker_both_send_is_taken_at_once() {
     );
 }
 
-/// Migration 9 moved `person_key`'s uniqueness from the value to a digest of it. Down (through
-/// migration 10, the partial purge-date index) and up again over a synced school: every key is kept each way, a key still finds its person
-/// across schools, and a second copy of a key is refused at that school.
+/// Migration 9 moved `person_key`'s uniqueness from the value to a digest of it; migration 15
+/// moved the keys into the person's row, each kind unique per school through an index of its
+/// own. Down to migration 8 and up again over a synced school: every person keeps exactly its
+/// keys each way, a key still finds its person across schools, and a second copy of a key at
+/// that school is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keys_survive_the_digest_migration_both_ways_and_stay_unique() {
+async fn keys_survive_the_key_migrations_both_ways_and_stay_unique() {
     use migration::MigratorTrait;
     let (sim, store) = SimEnv::start_linked(world(), false, false).await;
     sim.sync(&store, false).await;
-    let keys = "SELECT COUNT(*) FROM person_key";
-    let before = count(&store, keys).await;
-    assert!(before > 40, "{before}");
+    let before = keys_in_rows(&store).await;
+    assert!(before.len() > 40, "{}", before.len());
+    assert!(before.iter().any(|k| k.contains("|eckid|")), "{before:?}");
     let eckid = store_eckid(&store).await;
     // Counted from the end, so that later migrations do not move where this one lands.
     let after_8 = migration::Migrator::migrations().len() as u32 - 8;
     migration::Migrator::down(store.writer(), Some(after_8))
         .await
         .expect("down to migration 8");
-    assert_eq!(count(&store, keys).await, before);
+    let rows = texts(
+        &store,
+        "SELECT CAST(person_id AS TEXT) || '|' || kind || '|' || value FROM person_key",
+    )
+    .await;
+    assert_eq!(rows, before, "a table of keys again, one row a key");
     migration::Migrator::up(store.writer(), None)
         .await
         .expect("up again");
-    assert_eq!(count(&store, keys).await, before);
+    assert_eq!(keys_in_rows(&store).await, before);
     let found = rostersync::store::journal::find_person(store.db(), &eckid)
         .await
         .expect("find");
     assert_eq!(found.len(), 1);
+    let other = crate::support::one(
+        &store,
+        &format!(
+            "SELECT CAST(MIN(id) AS TEXT) FROM person WHERE eckid IS NULL OR eckid <> '{eckid}'"
+        ),
+    )
+    .await
+    .expect("another person");
     let again = format!(
-        "INSERT INTO person_key (digest, school_id, kind, value, person_id) \
-         SELECT digest, school_id, kind, value, person_id FROM person_key \
-         WHERE value = '{eckid}'"
+        "UPDATE person SET eckid = '{eckid}', eckid_digest = {} WHERE id = {other}",
+        migration::key_digest(&eckid)
     );
     use sea_orm::ConnectionTrait;
     let refused = store
@@ -226,9 +240,46 @@ async fn keys_survive_the_digest_migration_both_ways_and_stay_unique() {
         ),
         "{refused}"
     );
-    // The next run reads and writes through the rebuilt table as before.
+    // The next run reads and writes the keys as before.
     sim.sync(&store, false).await;
-    assert_eq!(count(&store, keys).await, before);
+    assert_eq!(keys_in_rows(&store).await, before);
+}
+
+/// Every key in the persons' rows as `person|kind|value`, sorted.
+async fn keys_in_rows(store: &rostersync::store::Store) -> Vec<String> {
+    let sql = [
+        ("eckid", "eckid"),
+        ("las", "las_key"),
+        ("broker", "broker_id"),
+        ("portal", "portal_code"),
+    ]
+    .map(|(kind, column)| {
+        format!(
+            "SELECT CAST(id AS TEXT) || '|{kind}|' || {column} FROM person \
+             WHERE {column} IS NOT NULL"
+        )
+    })
+    .join(" UNION ALL ");
+    texts(store, &sql).await
+}
+
+/// The first column of every row of `sql`, as text, sorted.
+async fn texts(store: &rostersync::store::Store, sql: &str) -> Vec<String> {
+    use sea_orm::ConnectionTrait;
+    let rows = store
+        .db()
+        .query_all_raw(sea_orm::Statement::from_string(
+            store.backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .expect("query");
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| r.try_get_by_index::<String>(0).expect("text"))
+        .collect();
+    out.sort();
+    out
 }
 
 async fn store_eckid(store: &rostersync::store::Store) -> String {

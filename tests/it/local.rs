@@ -208,7 +208,7 @@ async fn a_local_account_is_adopted_by_the_source_without_a_duplicate() {
     assert!(ambiguous.fails_with(2).contains("give the id"));
     let broker_key = one(
         &store,
-        &format!("SELECT value FROM person_key WHERE kind = 'broker' AND person_id = {pupil}"),
+        &format!("SELECT broker_id FROM person WHERE id = {pupil}"),
     )
     .await
     .expect("a broker id");

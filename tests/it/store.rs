@@ -306,7 +306,9 @@ async fn a_runs_creates_move_out_of_the_journal_and_back() {
         "a person's history opens with its create"
     );
 
-    migration::Migrator::down(store.writer(), Some(1))
+    // Down to migration 13, counted from the end as later migrations come.
+    let after_13 = migration::Migrator::migrations().len() as u32 - 13;
+    migration::Migrator::down(store.writer(), Some(after_13))
         .await
         .expect("down");
     assert_eq!(count(creates).await, persons, "written back as rows");

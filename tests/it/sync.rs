@@ -297,7 +297,7 @@ async fn leavers_are_purged_with_their_history_when_retention_ends() {
     assert_eq!(
         count(
             &store,
-            &format!("SELECT COUNT(*) FROM person_key WHERE value = '{leaver}'")
+            &format!("SELECT COUNT(*) FROM person WHERE las_key = '{leaver}'")
         )
         .await,
         0
@@ -689,7 +689,7 @@ async fn an_edit_while_a_run_computes_is_kept_and_the_run_computes_again() {
     });
     let person = one(
         &store,
-        &format!("SELECT CAST(person_id AS TEXT) FROM person_key WHERE value = '{key}'"),
+        &format!("SELECT CAST(id AS TEXT) FROM person WHERE las_key = '{key}'"),
     )
     .await
     .expect("the renamed pupil is stored");

@@ -150,7 +150,7 @@ async fn a_school_with_a_las_and_a_portal_is_one_roster_with_mentor_grants() {
     assert_eq!(
         count(
             &store,
-            "SELECT COUNT(*) FROM person_key WHERE kind = 'portal'"
+            "SELECT COUNT(*) FROM person WHERE portal_code IS NOT NULL"
         )
         .await,
         pupils + teachers
