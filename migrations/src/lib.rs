@@ -29,6 +29,53 @@ pub fn key_digest(value: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
+/// What every ECK-iD begins with (the chain id's namespace and version): 26 of its 154
+/// characters.
+pub const ECKID_PREFIX: &str = "https://ketenid.nl/201703/";
+
+/// An ECK-iD as `person.eckid` holds it (migration 15): `~` in place of [`ECKID_PREFIX`], 26
+/// bytes less a pupil. A value that itself begins with `~` gets a second one in front, so
+/// that every stored text reads back as exactly one value ([`full_eckid`]); a prefixed value
+/// whose rest begins with `~` is kept whole for the same reason. Stored, so it must never
+/// change; the API's SQL reads it back with [`FULL_ECKID_SQL`].
+pub fn compact_eckid(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.strip_prefix(ECKID_PREFIX) {
+        Some(rest) if !rest.starts_with('~') => format!("~{rest}").into(),
+        _ if value.starts_with('~') => format!("~{value}").into(),
+        _ => value.into(),
+    }
+}
+
+/// The ECK-iD a stored text ([`compact_eckid`]) holds.
+pub fn full_eckid(stored: &str) -> String {
+    match stored.strip_prefix('~') {
+        Some(rest) if rest.starts_with('~') => rest.to_owned(),
+        Some(rest) => format!("{ECKID_PREFIX}{rest}"),
+        None => stored.to_owned(),
+    }
+}
+
+/// [`full_eckid`] in SQL, for a stored text in `{}`: the same on SQLite and PostgreSQL.
+pub fn full_eckid_sql(column: &str) -> String {
+    format!(
+        "(CASE WHEN substr({column}, 1, 2) = '~~' THEN substr({column}, 2) \
+         WHEN substr({column}, 1, 1) = '~' THEN '{ECKID_PREFIX}' || substr({column}, 2) \
+         ELSE {column} END)"
+    )
+}
+
+/// [`compact_eckid`] in SQL, for a full value in `{}` (migration 15's up).
+pub fn compact_eckid_sql(column: &str) -> String {
+    let rest = format!("substr({column}, {})", ECKID_PREFIX.len() + 1);
+    format!(
+        "(CASE WHEN substr({column}, 1, {len}) = '{ECKID_PREFIX}' \
+         AND substr({rest}, 1, 1) <> '~' THEN '~' || {rest} \
+         WHEN substr({column}, 1, 1) = '~' THEN '~' || {column} \
+         ELSE {column} END)",
+        len = ECKID_PREFIX.len()
+    )
+}
+
 pub struct Migrator;
 
 #[async_trait::async_trait]
@@ -51,5 +98,35 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000014_compact_creates::Migration),
             Box::new(m20261206_000015_keys_in_person::Migration),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values that end the same as others once compacted, and the empty rest.
+    const TRICKY: [&str; 7] = [
+        "https://ketenid.nl/201703/0a1b2c",
+        "https://ketenid.nl/201703/~0a1b",
+        "https://ketenid.nl/201703/",
+        "~0a1b",
+        "~~0a1b",
+        "0a1b",
+        "",
+    ];
+
+    #[test]
+    fn every_eckid_reads_back_as_itself_and_the_prefix_goes() {
+        for value in TRICKY {
+            assert_eq!(full_eckid(&compact_eckid(value)), value, "{value}");
+        }
+        assert_eq!(compact_eckid("https://ketenid.nl/201703/0a1b2c"), "~0a1b2c");
+        assert_eq!(compact_eckid("0a1b"), "0a1b");
+        // Two values never share a stored text.
+        let mut stored: Vec<String> = TRICKY.iter().map(|v| compact_eckid(v).into()).collect();
+        stored.sort();
+        stored.dedup();
+        assert_eq!(stored.len(), TRICKY.len());
     }
 }

@@ -2,6 +2,8 @@
 //! kind, each unique within the school (migration 15: a table of their own cost three rows a
 //! pupil). Everything that reads, finds or writes a key by its kind goes through here.
 
+use std::borrow::Cow;
+
 use connector_api::PersonKeys;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, SimpleExpr};
@@ -22,7 +24,10 @@ pub(super) fn column(kind: &str) -> Option<person::Column> {
 
 /// `row` holding `keys`: every kind's column, an absent key as NULL.
 pub(super) fn set(row: &mut person::ActiveModel, keys: &PersonKeys) {
-    row.eckid = Set(keys.eckid.clone());
+    row.eckid = Set(keys
+        .eckid
+        .as_deref()
+        .map(|e| migration::compact_eckid(e).into_owned()));
     row.eckid_digest = Set(keys.eckid.as_deref().map(migration::key_digest));
     row.las_key = Set(keys.las_key.clone());
     row.broker_id = Set(keys.broker_id.clone());
@@ -33,11 +38,13 @@ pub(super) fn set(row: &mut person::ActiveModel, keys: &PersonKeys) {
 /// the digest, not the value); None for a kind there is no column for.
 fn is(kind: &str, value: &str) -> Option<Condition> {
     let col = column(kind)?;
-    let mut c = Condition::all().add(col.eq(value));
-    if matches!(col, person::Column::Eckid) {
-        c = c.add(person::Column::EckidDigest.eq(migration::key_digest(value)));
-    }
-    Some(c)
+    Some(if matches!(col, person::Column::Eckid) {
+        Condition::all()
+            .add(person::Column::EckidDigest.eq(migration::key_digest(value)))
+            .add(col.eq(migration::compact_eckid(value).as_ref()))
+    } else {
+        Condition::all().add(col.eq(value))
+    })
 }
 
 /// The person of `school` whose key of `kind` is `value`, tombstones included (a key stays
@@ -90,24 +97,31 @@ async fn update<C: ConnectionTrait>(
     let Some(col) = column(kind) else {
         return Ok(());
     };
-    let mut update = person::Entity::update_many()
-        .col_expr(col, value_expr(value))
-        .filter(person::Column::Id.eq(id));
+    let mut update = person::Entity::update_many().filter(person::Column::Id.eq(id));
     if let Some(only) = only {
         update = update.filter(only);
     }
     if matches!(col, person::Column::Eckid) {
-        update = update.col_expr(
-            person::Column::EckidDigest,
-            Expr::value(value.map(migration::key_digest)),
-        );
+        update = update
+            .col_expr(col, value_expr(value.map(migration::compact_eckid)))
+            .col_expr(
+                person::Column::EckidDigest,
+                Expr::value(value.map(migration::key_digest)),
+            );
+    } else {
+        update = update.col_expr(col, value_expr(value.map(Cow::Borrowed)));
     }
     update.exec(db).await?;
     Ok(())
 }
 
-fn value_expr(value: Option<&str>) -> SimpleExpr {
-    Expr::value(value.map(str::to_owned))
+fn value_expr(value: Option<Cow<'_, str>>) -> SimpleExpr {
+    Expr::value(value.map(Cow::into_owned))
+}
+
+/// The ECK-iD a person's row holds, as the sources give it.
+pub(super) fn read_eckid(stored: Option<String>) -> Option<String> {
+    stored.map(|e| migration::full_eckid(&e))
 }
 
 #[cfg(test)]
@@ -138,6 +152,12 @@ mod tests {
         assert_eq!(
             row.eckid_digest,
             Set(Some(migration::key_digest("https://ketenid.nl/201703/ab")))
+        );
+        // Without its prefix, and read back whole.
+        assert_eq!(row.eckid, Set(Some("~ab".into())));
+        assert_eq!(
+            read_eckid(Some("~ab".into())).as_deref(),
+            Some("https://ketenid.nl/201703/ab")
         );
         // An absent key clears its column: the row says exactly what `keys` say.
         assert_eq!(row.broker_id, Set(None));

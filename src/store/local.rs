@@ -542,7 +542,7 @@ pub async fn relink_eckid(
                 ))
             })?,
     };
-    let old = row.eckid.clone();
+    let old = super::keys::read_eckid(row.eckid.clone());
     if old.as_deref() == Some(new.as_str()) {
         // Done before (a repeated command): nothing to change.
         txn.rollback().await.map_err(db_err)?;

@@ -110,6 +110,12 @@ impl Listing {
     }
 }
 
+/// A user's ECK-iD, whole again: the row keeps it without its prefix (`migration::full_eckid`,
+/// whose SQL this is; a test holds them equal).
+const USER_MASTER_IDENTIFIER: &str = "COALESCE((CASE WHEN substr(p.eckid, 1, 2) = '~~' \
+     THEN substr(p.eckid, 2) WHEN substr(p.eckid, 1, 1) = '~' \
+     THEN 'https://ketenid.nl/201703/' || substr(p.eckid, 2) ELSE p.eckid END), '')";
+
 /// The SQL of a field, or `None` when the collection has no such scalar field.
 pub fn column(c: Collection, field: &str) -> Option<&'static str> {
     const EMPTY: &str = "''";
@@ -127,7 +133,7 @@ pub fn column(c: Collection, field: &str) -> Option<&'static str> {
             "TRIM(COALESCE(p.prefix || ' ', '') || COALESCE(p.family_name, ''))"
         }
         (Collection::Users, "email") => "COALESCE(p.email, '')",
-        (Collection::Users, "userMasterIdentifier") => "COALESCE(p.eckid, '')",
+        (Collection::Users, "userMasterIdentifier") => USER_MASTER_IDENTIFIER,
         (Collection::Users, "identifier") => "COALESCE(p.las_key, '')",
         (
             Collection::Users,
@@ -950,7 +956,10 @@ pub async fn keys<C: ConnectionTrait>(
             .into_tuple()
             .all(db)
             .await?;
-        out.extend(rows.into_iter().map(|(id, eckid, las)| (id, (eckid, las))));
+        out.extend(
+            rows.into_iter()
+                .map(|(id, eckid, las)| (id, (super::keys::read_eckid(eckid), las))),
+        );
     }
     Ok(out)
 }
@@ -1061,6 +1070,19 @@ pub async fn group_by_sid<C: ConnectionTrait>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_master_identifier_is_the_eckid_read_back_whole() {
+        // Whitespace aside, the same text as the migration crate's: one decoding, in two places.
+        let squeeze = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            squeeze(USER_MASTER_IDENTIFIER),
+            squeeze(&format!(
+                "COALESCE({}, '')",
+                migration::full_eckid_sql("p.eckid")
+            ))
+        );
+    }
 
     fn at(s: &str) -> Stamp {
         s.parse::<DateTime<Utc>>().expect("a moment").into()

@@ -224,7 +224,7 @@ fn stored_person(r: &sea_orm::QueryResult) -> Result<StoredPerson, DbErr> {
         state: PersonState {
             kind: person_kind(&kind),
             keys: PersonKeys {
-                eckid: text(11)?,
+                eckid: super::keys::read_eckid(text(11)?),
                 las_key: text(12)?,
                 broker_id: text(13)?,
                 portal_code: text(14)?,
