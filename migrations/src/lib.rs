@@ -18,6 +18,7 @@ mod m20261204_000012_integer_moments;
 mod m20261204_000013_person_key_source;
 mod m20261205_000014_compact_creates;
 mod m20261206_000015_keys_in_person;
+mod m20261206_000016_owners_bare;
 
 /// The digest `person_key` is unique on (migration 9): the first 8 bytes of the value's
 /// SHA-256 as a signed integer. Stored, so it must never change; rostersync computes it with
@@ -97,6 +98,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000013_person_key_source::Migration),
             Box::new(m20261205_000014_compact_creates::Migration),
             Box::new(m20261206_000015_keys_in_person::Migration),
+            Box::new(m20261206_000016_owners_bare::Migration),
         ]
     }
 }

@@ -298,7 +298,7 @@ pub async fn set_person(
         txn.rollback().await.map_err(db_err)?;
         return Ok(edited);
     }
-    update.owners = Set(owners.to_json());
+    update.owners = Set(owners.to_text());
     person::Entity::update(update)
         .exec(&txn)
         .await

@@ -44,9 +44,9 @@ fn person_kind(s: &str) -> PersonKind {
 }
 
 /// Who owns what on a person row, compactly (see `owners`).
-fn owners_json(p: &PersonState) -> String {
+fn owners_text(p: &PersonState) -> String {
     let fields = p.fields.iter().map(|(f, o)| (f.as_str(), o.owner));
-    Owners::of(fields.chain([("links", p.links_owner)])).to_json()
+    Owners::of(fields.chain([("links", p.links_owner)])).to_text()
 }
 
 fn field_value(p: &PersonState, f: Field) -> Option<String> {
@@ -371,7 +371,7 @@ pub(super) fn person_row(ctx: &ApplyContext, p: &PersonState) -> person::ActiveM
         year_group: Set(field_value(p, Field::YearGroup)),
         end_date: Set(field_value(p, Field::EndDate)
             .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())),
-        owners: Set(owners_json(p)),
+        owners: Set(owners_text(p)),
         content_hash: Set(None),
         origin: Set("source".into()),
         created_at: Set(ctx.now),

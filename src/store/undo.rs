@@ -390,7 +390,7 @@ async fn set_field<C: ConnectionTrait>(
     }
     let mut update = person::ActiveModel {
         id: Set(id),
-        owners: Set(owners.to_json()),
+        owners: Set(owners.to_text()),
         updated_at: Set(Stamp::now()),
         ..Default::default()
     };

@@ -337,3 +337,56 @@ async fn a_runs_creates_move_out_of_the_journal_and_back() {
     // The next run reads and writes the migrated store as before.
     sim.sync(&store, false).await;
 }
+
+/// Migration 16: one owner for everything is kept as its name alone. Down gives such rows the
+/// map again and leaves every other row as it was; up shortens them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_owner_is_kept_as_its_name_and_back() {
+    use migration::MigratorTrait;
+    let (sim, store) = school_of_30(8).await;
+    sim.sync(&store, false).await;
+    let set = |id: i64, owners: &'static str| {
+        let store = store.clone();
+        async move {
+            exec(
+                &store,
+                &format!("UPDATE person SET owners = '{owners}' WHERE id = {id}"),
+            )
+            .await
+            .expect("set owners")
+        }
+    };
+    let ids: Vec<i64> = moments(&store, "SELECT id FROM person ORDER BY id LIMIT 3")
+        .await
+        .into_iter()
+        .map(|r| r[0].expect("id"))
+        .collect();
+    let mixed = r#"{"*":"broker","email":"local"}"#;
+    set(ids[0], "broker").await;
+    set(ids[1], mixed).await;
+    set(ids[2], "{}").await;
+    let owners = |id: i64| {
+        let store = store.clone();
+        async move {
+            crate::support::one(
+                &store,
+                &format!("SELECT owners FROM person WHERE id = {id}"),
+            )
+            .await
+        }
+    };
+    migration::Migrator::down(store.writer(), Some(1))
+        .await
+        .expect("down");
+    assert_eq!(owners(ids[0]).await.as_deref(), Some(r#"{"*":"broker"}"#));
+    assert_eq!(owners(ids[1]).await.as_deref(), Some(mixed));
+    assert_eq!(owners(ids[2]).await.as_deref(), Some("{}"));
+    migration::Migrator::up(store.writer(), None)
+        .await
+        .expect("up again");
+    assert_eq!(owners(ids[0]).await.as_deref(), Some("broker"));
+    assert_eq!(owners(ids[1]).await.as_deref(), Some(mixed));
+    assert_eq!(owners(ids[2]).await.as_deref(), Some("{}"));
+    // The next run reads both forms and writes the short one.
+    sim.sync(&store, false).await;
+}
