@@ -259,8 +259,8 @@ async fn sql_collection(ask: &Ask<'_>, c: Collection, within: Vec<Within>) -> Re
     collection(name, Page { items, total, last }, &q, ask)
 }
 
-/// The page's rows as OneRoster objects (users need their keys and school roles: two
-/// queries for the whole page).
+/// The page's rows as OneRoster objects (users need their school roles: one query for the
+/// whole page; their keys come with their rows).
 async fn map_rows(
     ask: &Ask<'_>,
     c: Collection,
@@ -272,14 +272,12 @@ async fn map_rows(
             let users: Vec<UserRow> = rows.iter().map(UserRow::from).collect::<Result<_, _>>()?;
             let ids: Vec<i64> = users.iter().map(|u| u.id).collect();
             let db = ask.api.store.db();
-            let keys = oneroster::keys(db, &ids).await?;
             let roles = oneroster::school_grants(db, &ids).await?;
             Ok(users
                 .iter()
                 .map(|u| {
-                    let k = keys.get(&u.id).cloned().unwrap_or_default();
                     let r = roles.get(&u.id).map(Vec::as_slice).unwrap_or(&[]);
-                    model::user(u, &k, r, &ask.base)
+                    model::user(u, r, &ask.base)
                 })
                 .collect())
         }

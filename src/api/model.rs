@@ -168,14 +168,9 @@ fn school_role(rule: &str) -> &'static str {
     }
 }
 
-/// A user; `keys`: the ECK-iD and LAS key; `school_rules`: the rules of the person's
+/// A user (its row has its ECK-iD and LAS key); `school_rules`: the rules of the person's
 /// whole-school grants (each a secondary role on the school).
-pub fn user(
-    r: &UserRow,
-    keys: &(Option<String>, Option<String>),
-    school_rules: &[String],
-    base: &Base,
-) -> Value {
+pub fn user(r: &UserRow, school_rules: &[String], base: &Base) -> Value {
     let org = base.guid("org", "orgs", &r.school_sid);
     let pupil = r.kind == "pupil";
     let mut roles = vec![json!({
@@ -189,10 +184,10 @@ pub fn user(
             .map(|rule| json!({ "roleType": "secondary", "role": school_role(rule), "org": org })),
     );
     let mut ids = Vec::new();
-    if let Some(e) = &keys.0 {
+    if let Some(e) = &r.eckid {
         ids.push(json!({ "type": "ECK-iD", "identifier": e }));
     }
-    if let Some(l) = &keys.1 {
+    if let Some(l) = &r.las_key {
         ids.push(json!({ "type": "LAS", "identifier": l }));
     }
     let family = match (&r.prefix, &r.family_name) {
@@ -218,10 +213,10 @@ pub fn user(
             "rostersync.yearGroup": r.year_group,
         },
     });
-    if let Some(e) = &keys.0 {
+    if let Some(e) = &r.eckid {
         v["userMasterIdentifier"] = json!(e);
     }
-    if let Some(l) = &keys.1 {
+    if let Some(l) = &r.las_key {
         v["identifier"] = json!(l);
     }
     if let Some(m) = &r.email {

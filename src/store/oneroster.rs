@@ -5,7 +5,7 @@
 //! Enrollments are the pupils' memberships and the staff's group grants; removed ones come
 //! from tombstones, revoked grants and the journal.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -736,7 +736,8 @@ async fn select_page<C: ConnectionTrait>(
     let select = match c {
         Collection::Users => {
             "p.id, p.sourced_id, p.school_id, p.kind, p.family_name, p.prefix, p.given_name, \
-             p.email, p.year_group, p.updated_at, p.removed_at, s.sourced_id AS school_sid"
+             p.email, p.year_group, p.updated_at, p.removed_at, s.sourced_id AS school_sid, \
+             p.eckid, p.las_key"
         }
         Collection::Classes if with_prepared(l) => {
             "g.id, g.sourced_id, g.school_id, g.key, g.name, g.kind, g.year_group, g.updated_at, \
@@ -841,6 +842,9 @@ pub struct UserRow {
     pub year_group: Option<String>,
     pub modified: DateTime<Utc>,
     pub removed: bool,
+    /// The ECK-iD (whole) and the LAS key.
+    pub eckid: Option<String>,
+    pub las_key: Option<String>,
 }
 
 impl UserRow {
@@ -862,6 +866,8 @@ impl UserRow {
             year_group: r.try_get("", "year_group")?,
             modified: r.try_get::<Stamp>("", "updated_at")?.at(),
             removed: r.try_get::<Option<Stamp>>("", "removed_at")?.is_some(),
+            eckid: super::keys::read_eckid(r.try_get("", "eckid")?),
+            las_key: r.try_get("", "las_key")?,
         })
     }
 }
@@ -934,34 +940,6 @@ impl EnrollmentRow {
                 .at(),
         })
     }
-}
-
-/// The ECK-iD and LAS key of each person of a page.
-pub async fn keys<C: ConnectionTrait>(
-    db: &C,
-    persons: &[i64],
-) -> Result<HashMap<i64, (Option<String>, Option<String>)>, DbErr> {
-    use super::entities::person;
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
-    let mut out = HashMap::with_capacity(persons.len());
-    for chunk in persons.chunks(1000) {
-        let rows: Vec<(i64, Option<String>, Option<String>)> = person::Entity::find()
-            .select_only()
-            .columns([
-                person::Column::Id,
-                person::Column::Eckid,
-                person::Column::LasKey,
-            ])
-            .filter(person::Column::Id.is_in(chunk.iter().copied()))
-            .into_tuple()
-            .all(db)
-            .await?;
-        out.extend(
-            rows.into_iter()
-                .map(|(id, eckid, las)| (id, (super::keys::read_eckid(eckid), las))),
-        );
-    }
-    Ok(out)
 }
 
 /// The whole-school grants (their rules) of each person of a page: roles on the school.
