@@ -628,17 +628,39 @@ pub async fn run(
     })
 }
 
+/// How long the purge at the end of a cycle waits out a busy store (another program holding
+/// the write lock) before the cycle reports it as failed.
+const PURGE_PATIENCE: Duration = Duration::from_secs(60);
+
 /// What a cycle forgets when it is done: tombstones whose retention ended, and history older
-/// than `sync.journal_days`.
+/// than `sync.journal_days`. Tried again while the store is busy: every school of the cycle
+/// has already been applied and reported, and a lock that outlasts the busy timeout once
+/// (a backup, a command beside the daemon) must not fail the whole cycle at its last step.
+/// Both steps can run again: a second try purges what the first left.
 pub async fn purge(
     store: &Store,
     settings: &Settings,
 ) -> Result<(Purged, HistoryPurged), sea_orm::DbErr> {
-    let now = chrono::Utc::now();
-    let purged = roster::purge(store, now).await?;
-    let before = now - chrono::Duration::days(i64::from(settings.sync.journal_days));
-    let history = runs::purge_history(store, before).await?;
-    Ok((purged, history))
+    use backon::{ExponentialBuilder, Retryable};
+    let once = || async {
+        let now = chrono::Utc::now();
+        let purged = roster::purge(store, now).await?;
+        let before = now - chrono::Duration::days(i64::from(settings.sync.journal_days));
+        let history = runs::purge_history(store, before).await?;
+        Ok((purged, history))
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_total_delay(Some(PURGE_PATIENCE))
+        .without_max_times()
+        .with_jitter();
+    once.retry(backoff)
+        .when(crate::store::is_contention)
+        .notify(|e, wait| {
+            tracing::info!(error = %e, wait_ms = wait.as_millis() as u64, "The store is busy; the purge at the end of the cycle waits and tries again.");
+        })
+        .await
 }
 
 /// One school of a cycle: its run, or why it waited.

@@ -47,6 +47,18 @@ impl Holder {
         }
     }
 
+    /// Take a lock the purge cannot pass: SQLite's write lock, or on PostgreSQL every table
+    /// the purge reads (a purge with nothing to delete takes no row lock at all).
+    async fn take_from_purge(url: &str) -> Holder {
+        let mut holder = Holder::take(url).await;
+        if let Holder::Postgres(c) = &mut holder {
+            c.execute("LOCK TABLE person, roster_group IN ACCESS EXCLUSIVE MODE")
+                .await
+                .expect("take the lock");
+        }
+        holder
+    }
+
     async fn release(self) {
         match self {
             Holder::Sqlite(mut c) => c.execute("ROLLBACK").await.map(drop),
@@ -213,4 +225,33 @@ async fn many_schools_ride_out_a_writer_that_holds_the_lock_too_long() {
         .await,
         16
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_that_ends_a_cycle_waits_out_a_lock_held_past_the_busy_timeout() {
+    // Every school of a cycle is applied before the purge; a writer that holds the lock at
+    // that moment once failed the whole `sync`.
+    let sim = SimEnv::start(world(1, 10), "").await;
+    let mut settings = sim.env.settings();
+    settings.store.busy_timeout_ms = 200;
+    let store =
+        rostersync::store::Store::open(&settings.store, rostersync::store::OpenMode::Create)
+            .await
+            .expect("store opens");
+    store.migrate().await.expect("store migrates");
+    let holder = Holder::take_from_purge(&sim.env.store_url).await;
+    let purge = tokio::spawn(async move {
+        rostersync::sync::cycle::purge(&store, &settings)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    // Five times the busy timeout: the purge is still waiting, not failed.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!purge.is_finished(), "{:?}", purge.await);
+    holder.release().await;
+    purge
+        .await
+        .expect("the purge's task")
+        .expect("the purge ran once the store was free");
 }
