@@ -36,7 +36,7 @@ use sea_orm::{
 };
 
 pub use stamp::Stamp;
-pub use write::{WriteKind, WriteStats, WriteTxn, is_contention};
+pub use write::{WriteKind, WriteStats, WriteTxn, busy_backoff, is_contention};
 
 use crate::settings::StoreSettings;
 

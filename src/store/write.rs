@@ -167,6 +167,18 @@ const SQLITE_BUSY: [&str; 6] = ["5", "6", "261", "517", "773", "262"];
 /// server shutting down or restarting under us.
 const POSTGRES_RETRY: [&str; 6] = ["40001", "40P01", "55P03", "57P01", "57P02", "57P03"];
 
+/// How a write that met a busy store waits before it tries again: from 100 ms, doubling up to
+/// 5 s, with jitter (writers that met the same lock do not all come back at once), for at most
+/// `total` in all.
+pub fn busy_backoff(total: Duration) -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_total_delay(Some(total))
+        .without_max_times()
+        .with_jitter()
+}
+
 /// Whether `e` is contention or a lost connection (try again shortly), rather than a broken
 /// store or a bug. Decided by the driver's error type and code, never by the message.
 pub fn is_contention(e: &DbErr) -> bool {

@@ -641,7 +641,7 @@ pub async fn purge(
     store: &Store,
     settings: &Settings,
 ) -> Result<(Purged, HistoryPurged), sea_orm::DbErr> {
-    use backon::{ExponentialBuilder, Retryable};
+    use backon::Retryable;
     let once = || async {
         let now = chrono::Utc::now();
         let purged = roster::purge(store, now).await?;
@@ -649,13 +649,7 @@ pub async fn purge(
         let history = runs::purge_history(store, before).await?;
         Ok((purged, history))
     };
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_total_delay(Some(PURGE_PATIENCE))
-        .without_max_times()
-        .with_jitter();
-    once.retry(backoff)
+    once.retry(crate::store::busy_backoff(PURGE_PATIENCE))
         .when(crate::store::is_contention)
         .notify(|e, wait| {
             tracing::info!(error = %e, wait_ms = wait.as_millis() as u64, "The store is busy; the purge at the end of the cycle waits and tries again.");

@@ -303,7 +303,7 @@ async fn record_failure(
     run: Option<i64>,
     d: &Decided,
 ) -> Option<i64> {
-    use backon::{ExponentialBuilder, Retryable};
+    use backon::Retryable;
     let write = || async {
         let id = match run {
             Some(id) => id,
@@ -312,13 +312,11 @@ async fn record_failure(
         runs::finish(store.writer(), id, finish(d)).await?;
         Ok::<i64, DbErr>(id)
     };
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_total_delay(Some(RECORD_PATIENCE))
-        .without_max_times()
-        .with_jitter();
-    match write.retry(backoff).when(crate::store::is_contention).await {
+    match write
+        .retry(crate::store::busy_backoff(RECORD_PATIENCE))
+        .when(crate::store::is_contention)
+        .await
+    {
         Ok(id) => Some(id),
         Err(e) => {
             tracing::error!(school, error = %store.db_error(e), "Cannot record a failed run in the store; check the store.");
