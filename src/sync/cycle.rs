@@ -636,7 +636,9 @@ const PURGE_PATIENCE: Duration = Duration::from_secs(60);
 /// than `sync.journal_days`. Tried again while the store is busy: every school of the cycle
 /// has already been applied and reported, and a lock that outlasts the busy timeout once
 /// (a backup, a command beside the daemon) must not fail the whole cycle at its last step.
-/// Both steps can run again: a second try purges what the first left.
+/// Both steps can run again: a second try purges what the first left. Each step commits in
+/// chunks, so the counts returned are the last try's: chunks a busy try had already
+/// committed are purged but not counted.
 pub async fn purge(
     store: &Store,
     settings: &Settings,
