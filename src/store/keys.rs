@@ -86,7 +86,9 @@ pub(super) async fn remove<C: ConnectionTrait>(
     update(db, id, kind, None, is(kind, value)).await
 }
 
-/// Set the key of `kind` of person `id` to `value`, where `only` holds.
+/// Set the key of `kind` of person `id` to `value`, where `only` holds. The person's
+/// `updated_at` moves with it: the API shows the keys (`userIds`), and a delta that asks what
+/// changed since a moment finds a person by that column.
 async fn update<C: ConnectionTrait>(
     db: &C,
     id: i64,
@@ -97,7 +99,9 @@ async fn update<C: ConnectionTrait>(
     let Some(col) = column(kind) else {
         return Ok(());
     };
-    let mut update = person::Entity::update_many().filter(person::Column::Id.eq(id));
+    let mut update = person::Entity::update_many()
+        .filter(person::Column::Id.eq(id))
+        .col_expr(person::Column::UpdatedAt, Expr::value(super::Stamp::now()));
     if let Some(only) = only {
         update = update.filter(only);
     }

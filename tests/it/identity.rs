@@ -7,7 +7,7 @@ use connector_sim::{SchoolKind, World};
 use rostersync::store::export;
 use rostersync::sync::report::Outcome;
 
-use crate::support::{SimEnv, count};
+use crate::support::{SimEnv, count, one};
 
 const SCHOOL: &str = "10XA00";
 
@@ -96,6 +96,8 @@ async fn a_changed_eckid_from_the_las_waits_for_a_person_and_relink_resolves_it(
     assert_eq!(list[0]["identity_conflicts"], 1);
 
     // The operator knows it is the same pupil: accept the source's new ECK-iD.
+    let modified = format!("SELECT CAST(updated_at AS TEXT) FROM person WHERE id = {id}");
+    let before = one(&store, &modified).await;
     let relink = sim
         .env
         .run(&["person", "relink", &las_key, "--accept-source"]);
@@ -110,6 +112,8 @@ async fn a_changed_eckid_from_the_las_waits_for_a_person_and_relink_resolves_it(
     )
     .await;
     assert_eq!(by_hand, 1, "journaled with who did it");
+    // The API's delta (`dateLastModified>`) finds the person by this moment.
+    assert_ne!(one(&store, &modified).await, before, "the person moved");
 
     let report = sim.sync(&store, false).await;
     let r = &report.schools[0];
