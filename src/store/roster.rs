@@ -968,13 +968,18 @@ pub struct Purged {
 /// memberships, roles and grants (by cascade), and their journal and held rows, which may
 /// hold names. Privacy: after this, nothing of a leaver remains. One short transaction per
 /// chunk of persons, so the purge never holds SQLite's write lock for long; a purge cut off
-/// halfway leaves whole persons, and the next one finishes it.
-pub async fn purge(store: &super::Store, now: DateTime<Utc>) -> Result<Purged, DbErr> {
+/// halfway leaves whole persons, and the next one finishes it. Each chunk is counted into
+/// `purged` once it is committed, so a caller that tries again after an error (a busy store)
+/// still counts what the try before had purged.
+pub async fn purge(
+    store: &super::Store,
+    now: DateTime<Utc>,
+    purged: &mut Purged,
+) -> Result<(), DbErr> {
     use super::WriteKind;
     use super::entities::held_change;
-    use sea_orm::QuerySelect;
+    use sea_orm::QueryOrder;
     let now = Stamp::from(now);
-    let mut purged = Purged::default();
     loop {
         let txn = store.begin_write(WriteKind::Purge).await?;
         let ids: Vec<i64> = person::Entity::find()
@@ -982,6 +987,8 @@ pub async fn purge(store: &super::Store, now: DateTime<Utc>) -> Result<Purged, D
             .column(person::Column::Id)
             .filter(person::Column::RemovedAt.is_not_null())
             .filter(person::Column::PurgeAfter.lte(now))
+            // By id: the same chunks each time, oldest persons first.
+            .order_by_asc(person::Column::Id)
             .limit(CHUNK as u64)
             .into_tuple()
             .all(&txn)
@@ -999,13 +1006,14 @@ pub async fn purge(store: &super::Store, now: DateTime<Utc>) -> Result<Purged, D
                 .all(&txn)
                 .await?;
             super::schools::roster_changed_of(&txn, schools).await?;
-            purged.groups = roster_group::Entity::delete_many()
+            let groups = roster_group::Entity::delete_many()
                 .filter(due)
                 .exec(&txn)
                 .await?
                 .rows_affected;
             txn.commit().await?;
-            return Ok(purged);
+            purged.groups += groups;
+            return Ok(());
         }
         let schools: Vec<String> = person::Entity::find()
             .select_only()

@@ -121,12 +121,13 @@ const HISTORY_CHUNK: u64 = 500;
 
 /// Forget history older than `before`: run records with their journal and held changes, the
 /// journal of edits by hand, and finished jobs. A school's latest run is always kept, however
-/// old (`status` shows it). Chunked per transaction, like the tombstone purge.
+/// old (`status` shows it). Chunked per transaction, like the tombstone purge, and counted
+/// into `out` chunk by chunk as each commits (a caller that tries again keeps the count).
 pub async fn purge_history(
     store: &super::Store,
     before: chrono::DateTime<Utc>,
-) -> Result<HistoryPurged, DbErr> {
-    let mut out = HistoryPurged::default();
+    out: &mut HistoryPurged,
+) -> Result<(), DbErr> {
     // Run ids grow with their start, so everything older is at or below one id.
     let Some(last_old) = sync_run::Entity::find()
         .select_only()
@@ -212,22 +213,24 @@ async fn forget_runs(store: &super::Store, runs: &[i64]) -> Result<(u64, u64), D
 async fn forget_edits_and_jobs(
     store: &super::Store,
     before: chrono::DateTime<Utc>,
-    mut out: HistoryPurged,
-) -> Result<HistoryPurged, DbErr> {
+    out: &mut HistoryPurged,
+) -> Result<(), DbErr> {
     use super::entities::{change_entry, sync_job};
     let txn = store.begin_write(super::WriteKind::Purge).await?;
-    out.journal += change_entry::Entity::delete_many()
+    let journal = change_entry::Entity::delete_many()
         .filter(change_entry::Column::RunId.is_null())
         .filter(change_entry::Column::At.lt(super::Stamp::from(before)))
         .exec(&txn)
         .await?
         .rows_affected;
-    out.jobs += sync_job::Entity::delete_many()
+    let jobs = sync_job::Entity::delete_many()
         .filter(sync_job::Column::State.is_in(["done", "failed"]))
         .filter(sync_job::Column::FinishedAt.lt(before))
         .exec(&txn)
         .await?
         .rows_affected;
     txn.commit().await?;
-    Ok(out)
+    out.journal += journal;
+    out.jobs += jobs;
+    Ok(())
 }

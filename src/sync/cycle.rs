@@ -636,27 +636,33 @@ const PURGE_PATIENCE: Duration = Duration::from_secs(60);
 /// than `sync.journal_days`. Tried again while the store is busy: every school of the cycle
 /// has already been applied and reported, and a lock that outlasts the busy timeout once
 /// (a backup, a command beside the daemon) must not fail the whole cycle at its last step.
-/// Both steps can run again: a second try purges what the first left. Each step commits in
-/// chunks, so the counts returned are the last try's: chunks a busy try had already
-/// committed are purged but not counted.
+/// Both steps can run again: a second try purges what the first left, and the counts add up
+/// over the tries (each step counts a chunk once it is committed).
 pub async fn purge(
     store: &Store,
     settings: &Settings,
 ) -> Result<(Purged, HistoryPurged), sea_orm::DbErr> {
-    use backon::Retryable;
-    let once = || async {
+    use backon::BackoffBuilder;
+    let mut purged = Purged::default();
+    let mut history = HistoryPurged::default();
+    let mut waits = crate::store::busy_backoff(PURGE_PATIENCE).build();
+    loop {
         let now = chrono::Utc::now();
-        let purged = roster::purge(store, now).await?;
         let before = now - chrono::Duration::days(i64::from(settings.sync.journal_days));
-        let history = runs::purge_history(store, before).await?;
-        Ok((purged, history))
-    };
-    once.retry(crate::store::busy_backoff(PURGE_PATIENCE))
-        .when(crate::store::is_contention)
-        .notify(|e, wait| {
-            tracing::info!(error = %e, wait_ms = wait.as_millis() as u64, "The store is busy; the purge at the end of the cycle waits and tries again.");
-        })
-        .await
+        let tried = match roster::purge(store, now, &mut purged).await {
+            Ok(()) => runs::purge_history(store, before, &mut history).await,
+            Err(e) => Err(e),
+        };
+        let e = match tried {
+            Ok(()) => return Ok((purged, history)),
+            Err(e) => e,
+        };
+        let Some(wait) = waits.next().filter(|_| crate::store::is_contention(&e)) else {
+            return Err(e);
+        };
+        tracing::info!(error = %e, wait_ms = wait.as_millis() as u64, "The store is busy; the purge at the end of the cycle waits and tries again.");
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// One school of a cycle: its run, or why it waited.

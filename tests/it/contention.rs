@@ -255,3 +255,52 @@ async fn the_purge_that_ends_a_cycle_waits_out_a_lock_held_past_the_busy_timeout
         .expect("the purge's task")
         .expect("the purge ran once the store was free");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_that_waits_part_way_counts_what_it_purged_before_it_waited() {
+    // PostgreSQL locks rows: a lock on the last tombstone lets the purge commit its first
+    // chunk and stops its second, so the purge waits part-way. SQLite's lock is the whole
+    // file: a purge there waits before a chunk, as the test above shows.
+    let sim = SimEnv::start(world(1, 600), "").await;
+    if !sim.env.is_postgres() {
+        return;
+    }
+    let mut settings = sim.env.settings();
+    settings.store.busy_timeout_ms = 200;
+    let store =
+        rostersync::store::Store::open(&settings.store, rostersync::store::OpenMode::Create)
+            .await
+            .expect("store opens");
+    store.migrate().await.expect("store migrates");
+    sim.sync(&store, false).await;
+    let persons = count(&store, "SELECT COUNT(*) FROM person").await;
+    assert!(persons > 500, "more than one chunk of persons: {persons}");
+    let long_ago = "2020-04-01T00:00:00Z".parse().expect("a moment");
+    let sql = "UPDATE person SET removed_at = {at}, purge_after = {at}";
+    crate::support::set_moment(&store, sql, long_ago).await;
+    let mut holder = sea_orm::sqlx::PgConnection::connect(&sim.env.store_url)
+        .await
+        .expect("a second connection to PostgreSQL");
+    holder.execute("BEGIN").await.expect("begin");
+    holder
+        .execute("SELECT id FROM person WHERE id = (SELECT MAX(id) FROM person) FOR UPDATE")
+        .await
+        .expect("lock the last tombstone");
+    let purging = store.clone();
+    let purge = tokio::spawn(async move {
+        rostersync::sync::cycle::purge(&purging, &settings)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!purge.is_finished(), "{:?}", purge.await);
+    let left = count(&store, "SELECT COUNT(*) FROM person").await;
+    assert!(left > 0 && left < persons, "the first chunk went: {left}");
+    holder.execute("ROLLBACK").await.expect("release the lock");
+    let (purged, _) = purge
+        .await
+        .expect("the purge's task")
+        .expect("the purge ran once the row was free");
+    assert_eq!(purged.persons as i64, persons, "every chunk is counted");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM person").await, 0);
+}

@@ -328,7 +328,8 @@ async fn the_purge_raises_the_roster_version_of_the_schools_it_purged_from() {
                (SELECT MIN(id) FROM person WHERE school_id = '99XA00' AND kind = 'pupil')";
     let long_ago = "2020-04-01T00:00:00Z".parse().expect("a moment");
     crate::support::set_moment(&store, sql, long_ago).await;
-    let purged = rostersync::store::roster::purge(&store, chrono::Utc::now())
+    let mut purged = rostersync::store::roster::Purged::default();
+    rostersync::store::roster::purge(&store, chrono::Utc::now(), &mut purged)
         .await
         .expect("purge");
     assert_eq!(purged.persons, 1);
