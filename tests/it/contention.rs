@@ -227,11 +227,10 @@ async fn many_schools_ride_out_a_writer_that_holds_the_lock_too_long() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_purge_that_ends_a_cycle_waits_out_a_lock_held_past_the_busy_timeout() {
-    // Every school of a cycle is applied before the purge; a writer that holds the lock at
-    // that moment once failed the whole `sync`.
-    let sim = SimEnv::start(world(1, 10), "").await;
+/// The store opened in this process with a busy timeout of 200 ms, and the settings that say so.
+async fn impatient_store(
+    sim: &SimEnv,
+) -> (rostersync::store::Store, rostersync::settings::Settings) {
     let mut settings = sim.env.settings();
     settings.store.busy_timeout_ms = 200;
     let store =
@@ -239,6 +238,15 @@ async fn the_purge_that_ends_a_cycle_waits_out_a_lock_held_past_the_busy_timeout
             .await
             .expect("store opens");
     store.migrate().await.expect("store migrates");
+    (store, settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_that_ends_a_cycle_waits_out_a_lock_held_past_the_busy_timeout() {
+    // Every school of a cycle is applied before the purge; a writer that holds the lock at
+    // that moment once failed the whole `sync`.
+    let sim = SimEnv::start(world(1, 10), "").await;
+    let (store, settings) = impatient_store(&sim).await;
     let holder = Holder::take_from_purge(&sim.env.store_url).await;
     let purge = tokio::spawn(async move {
         rostersync::sync::cycle::purge(&store, &settings)
@@ -265,13 +273,7 @@ async fn a_purge_that_waits_part_way_counts_what_it_purged_before_it_waited() {
     if !sim.env.is_postgres() {
         return;
     }
-    let mut settings = sim.env.settings();
-    settings.store.busy_timeout_ms = 200;
-    let store =
-        rostersync::store::Store::open(&settings.store, rostersync::store::OpenMode::Create)
-            .await
-            .expect("store opens");
-    store.migrate().await.expect("store migrates");
+    let (store, settings) = impatient_store(&sim).await;
     sim.sync(&store, false).await;
     let persons = count(&store, "SELECT COUNT(*) FROM person").await;
     assert!(persons > 500, "more than one chunk of persons: {persons}");
